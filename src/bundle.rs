@@ -1,0 +1,398 @@
+//! The bundle: the directory `leakhunt run` writes and `leakhunt analyze BUNDLE` reads.
+//!
+//! Stage: the hand-off between `run` and the analysis. Everything the analysis needs is in
+//! here, so `analyze BUNDLE` gives the same report as the run that made it. This module holds
+//! the versioned schemas (the manifest, the agent's per-snapshot sidecar, the footprint
+//! timeline) and the private-file helpers; it does not run or parse anything else.
+//!
+//! Layout (names are recorded in the manifest; readers follow the manifest, not the names):
+//! ```text
+//! manifest.json          Manifest (schema MANIFEST_SCHEMA)
+//! heap-001.json          ObjectSpace.dump_all after a full GC (0600)
+//! agent-001.json         Sidecar written by the Ruby agent with the dump
+//! native-001.txt         leaks(1) output or vgdb leak_check text for the same moment
+//! maps-001.txt           /proc/PID/maps at the moment of the check (Linux)
+//! lsan.log               every LeakSanitizer check of the run (byte ranges per snapshot)
+//! valgrind.xml           memcheck XML written at exit
+//! footprint.tsv          "# leakhunt footprint 1" header, then "t_seconds<TAB>bytes" lines
+//! ```
+
+use crate::diag::Position;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_SCHEMA: u32 = 1;
+pub const SIDECAR_SCHEMA: u32 = 1;
+pub const FOOTPRINT_HEADER: &str = "# leakhunt footprint 1";
+
+/// `manifest.json`: what was run, how, and where each piece of evidence is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Manifest {
+    /// Always [`MANIFEST_SCHEMA`]; readers refuse newer majors.
+    pub leakhunt_bundle: u32,
+    pub leakhunt_version: String,
+    /// The user's command as given (`PROGRAM ARGS…`).
+    pub command: Vec<String>,
+    /// What was actually executed (interpreter, backend wrapper, …).
+    pub exec: Vec<String>,
+    pub cwd: String,
+    /// Environment variables leakhunt set or changed for the target (values as set).
+    pub env: BTreeMap<String, String>,
+    pub platform: Platform,
+    pub ruby: Option<String>,
+    pub backend: Backend,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub snapshots: Vec<Snapshot>,
+    /// Native evidence files that hold more than one snapshot (lsan.log, valgrind.xml).
+    pub native_logs: Vec<String>,
+    /// The footprint timeline file, if sampling worked.
+    pub footprint: Option<String>,
+    pub outcome: Outcome,
+    /// Everything that did not go as planned, one line each, telling the next step.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    /// `uname -r` on Linux, the product version on macOS.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Backend {
+    /// "leaks", "lsan", "valgrind" or "none".
+    pub name: String,
+    /// e.g. "valgrind-3.19.0", the liblsan path, the leaks binary path.
+    pub tool: Option<String>,
+    pub version: Option<String>,
+    /// Backend options as passed (LSAN_OPTIONS, valgrind flags).
+    pub options: Vec<String>,
+}
+
+/// One moment at which heap and native evidence were taken together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Snapshot {
+    /// 1-based.
+    pub index: u32,
+    /// "warmup", "interval", "exit", "interrupt", "request".
+    pub reason: String,
+    /// Seconds since the target started.
+    pub t: f64,
+    pub heap: Option<String>,
+    pub sidecar: Option<String>,
+    pub native: Option<NativeRef>,
+    pub maps: Option<String>,
+    /// Why a piece is missing (e.g. "leaks exited with status 2: …").
+    pub errors: Vec<String>,
+}
+
+/// Where the native evidence of one snapshot is: a whole file or a byte range of a log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NativeRef {
+    pub file: String,
+    /// Byte range `[start, end)` inside `file`; absent = the whole file.
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outcome {
+    /// "exited", "signaled", "interrupted" (Ctrl-C), "killed" (by leakhunt after a deadline),
+    /// "failed_to_start", "running" (the manifest was written before the end).
+    pub kind: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub signal_name: Option<String>,
+    /// Human summary, e.g. "killed by SIGSEGV after 2 snapshots".
+    pub detail: String,
+}
+
+/// The agent's per-snapshot sidecar (`agent-NNN.json`), written next to the heap dump.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sidecar {
+    /// Always [`SIDECAR_SCHEMA`]; first key of the file.
+    pub leakhunt_agent: u32,
+    pub snapshot: u32,
+    pub reason: String,
+    /// Seconds since the agent started (process clock of the target).
+    pub t: f64,
+    pub pid: u32,
+    pub ruby: RubyInfo,
+    /// `GC.stat` right after the full GC.
+    pub gc_stat: BTreeMap<String, serde_json::Value>,
+    /// File name of the heap dump in the bundle.
+    pub heap_dump: Option<String>,
+    /// Every module extended with `FFI::Library`.
+    pub ffi: Vec<FfiModule>,
+    /// Classes whose methods call attached functions.
+    pub wrappers: Vec<WrapperClass>,
+    /// Instances created and release calls counted since the wrapper was discovered.
+    pub lifecycle: Vec<Lifecycle>,
+    pub loaded_features: Vec<String>,
+    /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RubyInfo {
+    pub version: String,
+    pub engine: String,
+    pub platform: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FfiModule {
+    pub name: String,
+    pub libraries: Vec<FfiLibrary>,
+    pub functions: Vec<FfiFunction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FfiLibrary {
+    /// As given to `ffi_lib` (e.g. "libzmq.so.5", "zmq").
+    pub name: String,
+    /// Resolved path of the loaded library, when it could be found.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FfiFunction {
+    /// Ruby method name (`attach_function :ruby_name, :c_name, …`).
+    pub name: String,
+    /// C symbol.
+    pub symbol: String,
+    pub params: Vec<String>,
+    pub returns: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodRole {
+    Allocate,
+    Release,
+    #[default]
+    Other,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WrapperClass {
+    pub class: String,
+    /// Where the class is defined (first method's source location).
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub methods: Vec<WrapperMethod>,
+    /// Native memory is released by a finalizer (FFI::AutoPointer, ManagedStruct,
+    /// ObjectSpace.define_finalizer): not a missing-release candidate.
+    pub finalizer: bool,
+    pub finalizer_detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WrapperMethod {
+    pub name: String,
+    /// A class method (`def self.x`).
+    pub singleton: bool,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub calls: Vec<FfiCall>,
+    pub role: MethodRole,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FfiCall {
+    /// FFI module name (`LibZMQ`).
+    pub module: String,
+    /// C symbol called (`zmq_msg_close`).
+    pub function: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Lifecycle {
+    pub class: String,
+    pub created: u64,
+    pub released: u64,
+    /// The methods whose calls count as releases (`close`).
+    pub release_methods: Vec<String>,
+    /// Where instances were created, most first (first frame outside gems and stdlib).
+    pub created_at: Vec<SiteCount>,
+    /// Agent time at which counting started for this class.
+    pub since: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiteCount {
+    pub file: String,
+    pub line: u32,
+    pub count: u64,
+}
+
+/// One footprint sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FootprintSample {
+    pub t: f64,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Reads `DIR/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(&path, Position::Line(e.line() as u64), e.to_string()))?;
+        if m.leakhunt_bundle > MANIFEST_SCHEMA {
+            return Err(Error::input(
+                &path,
+                Position::Whole,
+                format!(
+                    "bundle schema {} is newer than this leakhunt understands ({MANIFEST_SCHEMA}); upgrade leakhunt",
+                    m.leakhunt_bundle
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Writes `DIR/manifest.json` atomically (temp file + rename), mode 0600.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Run(format!("cannot encode manifest: {e}")))?;
+        write_private_atomic(&dir.join(MANIFEST), &bytes)
+    }
+}
+
+/// Parses `footprint.tsv`; bad lines are skipped and counted into `diag`.
+pub fn parse_footprint(bytes: &[u8], diag: &mut crate::diag::Diagnostics) -> Vec<FootprintSample> {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(line);
+        let mut parts = text.split('\t');
+        let t = parts.next().and_then(|s| s.trim().parse::<f64>().ok());
+        let b = parts.next().and_then(|s| s.trim().parse::<u64>().ok());
+        match (t, b) {
+            (Some(t), Some(bytes)) => out.push(FootprintSample { t, bytes }),
+            _ => diag.report(
+                "footprint lines not understood",
+                Position::Line(i as u64 + 1),
+                || text.chars().take(60).collect(),
+            ),
+        }
+    }
+    out
+}
+
+/// Creates (or truncates) a file readable and writable by the owner only.
+pub fn create_private(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes a whole private file via a temporary name and a rename, so a reader never sees half.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp: PathBuf = {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        path.with_file_name(name)
+    };
+    let mut f = create_private(&tmp)?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Creates a directory only the owner can enter (0700).
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn manifest_round_trips_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest {
+            leakhunt_bundle: MANIFEST_SCHEMA,
+            command: vec!["leak.rb".into()],
+            snapshots: vec![Snapshot {
+                index: 1,
+                reason: "interval".into(),
+                native: Some(NativeRef {
+                    file: "lsan.log".into(),
+                    start: Some(0),
+                    end: Some(10),
+                }),
+                ..Snapshot::default()
+            }],
+            ..Manifest::default()
+        };
+        m.save(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(MANIFEST))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST), br#"{"leakhunt_bundle": 99}"#).unwrap();
+        let err = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("upgrade leakhunt"), "{err}");
+    }
+
+    #[test]
+    fn footprint_lines_parse_and_bad_ones_count() {
+        let mut d = crate::diag::Diagnostics::new("footprint.tsv");
+        let s = parse_footprint(
+            b"# leakhunt footprint 1\n0.25\t1048576\nbad\n0.5\t2097152\n",
+            &mut d,
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].bytes, 2097152);
+        assert_eq!(d.count_of("footprint lines not understood"), 1);
+    }
+}

@@ -1,0 +1,89 @@
+//! Heap evidence: readers for CRuby `ObjectSpace.dump_all` JSON lines and Rubinius
+//! `RBXHEAPDUMP` binary dumps, and what is computed from them (class histograms, address diffs,
+//! retainer paths).
+//!
+//! Stage: parsers (bytes in, records out). Nothing here prints; commands and renderers do.
+
+pub mod cruby;
+pub mod diff;
+pub mod histogram;
+pub mod retainers;
+pub mod rubinius;
+
+use crate::detect::Kind;
+use crate::diag::{Diagnostics, Position};
+use crate::error::{Error, Result};
+use histogram::Histogram;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeapFormat {
+    Cruby,
+    Rubinius,
+}
+
+/// Where instances of a class were allocated (CRuby dumps made with allocation tracing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AllocSite {
+    pub class: String,
+    pub file: String,
+    pub line: u32,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// One heap snapshot reduced to what the correlator needs: the class histogram by name and,
+/// when the dump carries allocation info, the allocation sites per class.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapSummary {
+    pub path: PathBuf,
+    pub format: HeapFormat,
+    /// Ruby version as far as the dump tells it (fingerprints in FORMATS.md §2.4), e.g. "≥ 3.1".
+    pub ruby_version: Option<String>,
+    /// Rows merged by class name, first-seen order.
+    pub histogram: Histogram,
+    /// Allocation sites, largest count first; empty when the dump has no allocation info.
+    pub alloc_sites: Vec<AllocSite>,
+    /// Objects counted (ROOT and SHAPE lines excluded).
+    pub objects: u64,
+    #[serde(skip)]
+    pub diagnostics: Diagnostics,
+}
+
+/// A histogram as read from one dump, with what went wrong on the way.
+#[derive(Debug, Clone)]
+pub struct HistogramRead {
+    /// CRuby: keyed by class name. Rubinius: keyed by class object (names may repeat).
+    pub histogram: Histogram,
+    /// Objects counted (ROOT and SHAPE lines excluded).
+    pub objects: u64,
+    pub diagnostics: Diagnostics,
+}
+
+/// The class histogram of a heap dump of either format (`leakhunt histo`).
+pub fn histogram_of(path: &Path) -> Result<HistogramRead> {
+    match crate::detect::detect_path(path)? {
+        Kind::CrubyDump => cruby::histogram(path),
+        Kind::RubiniusDump => rubinius::histogram(path),
+        other => Err(not_a_heap_dump(path, other)),
+    }
+}
+
+fn not_a_heap_dump(path: &Path, kind: Kind) -> Error {
+    Error::input(
+        path,
+        Position::Whole,
+        format!("a {}, not a heap dump", kind.describe()),
+    )
+}
+
+/// Reads a heap dump of either format into a [`HeapSummary`].
+pub fn summarize(path: &Path) -> Result<HeapSummary> {
+    match crate::detect::detect_path(path)? {
+        Kind::CrubyDump => cruby::summarize(path),
+        Kind::RubiniusDump => rubinius::summarize(path),
+        other => Err(not_a_heap_dump(path, other)),
+    }
+}

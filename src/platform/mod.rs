@@ -1,0 +1,1 @@
+//! Platform-specific pieces behind one interface (`linux.rs`, `macos.rs`). To be written (issue 4).

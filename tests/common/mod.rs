@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests: the built binary, fixture paths, scratch dirs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `leakhunt` binary built by cargo for this test run.
+pub fn leakhunt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leakhunt"));
+    c.env("LEAKHUNT_NO_PROGRESS", "1").env("NO_COLOR", "1");
+    c
+}
+
+/// Runs leakhunt with `args`; returns (exit code, stdout, stderr).
+pub fn run_leakhunt<I, S>(args: I) -> (i32, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out: Output = leakhunt().args(args).output().expect("spawn leakhunt");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `fixtures/<rel>` in the repository.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// Whether a command is on PATH (end-to-end tests need ruby, valgrind, …; CI installs them).
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

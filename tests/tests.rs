@@ -1,0 +1,5 @@
+//! The one integration-test binary (STYLE.md: tests in three layers). Each module covers one
+//! area; end-to-end modules run real Ruby programs under real backends.
+
+mod cli;
+mod common;
