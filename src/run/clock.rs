@@ -1,0 +1,71 @@
+//! Wall-clock stamps for the bundle: the manifest's RFC 3339 start time (UTC) and the default
+//! bundle name `leakhunt-YYYYmmdd-HHMMSS` (local time, as the user reads it).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Broken-down time from the C library (`utc`: gmtime, else localtime).
+fn broken_down(at: SystemTime, utc: bool) -> Option<libc::tm> {
+    let secs = at.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let t = libc::time_t::try_from(secs).ok()?;
+    // SAFETY: `tm` is plain data; gmtime_r/localtime_r fill it from `t` and return null on error.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        let ok = if utc {
+            !libc::gmtime_r(&t, &mut tm).is_null()
+        } else {
+            !libc::localtime_r(&t, &mut tm).is_null()
+        };
+        ok.then_some(tm)
+    }
+}
+
+/// `2024-05-01T12:34:56Z`.
+pub fn rfc3339_utc(at: SystemTime) -> String {
+    match broken_down(at, true) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        ),
+        None => "1970-01-01T00:00:00Z".to_owned(),
+    }
+}
+
+/// `leakhunt-20240501-143456`.
+pub fn bundle_name(at: SystemTime) -> String {
+    match broken_down(at, false) {
+        Some(tm) => format!(
+            "leakhunt-{:04}{:02}{:02}-{:02}{:02}{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        ),
+        None => "leakhunt-run".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_stamps_are_rfc3339() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_714_566_896);
+        assert_eq!(rfc3339_utc(at), "2024-05-01T12:34:56Z");
+    }
+
+    #[test]
+    fn bundle_names_sort_by_time() {
+        let name = bundle_name(UNIX_EPOCH + Duration::from_secs(1_714_566_896));
+        assert!(name.starts_with("leakhunt-202405"), "{name}");
+        assert_eq!(name.len(), "leakhunt-20240501-123456".len());
+    }
+}
