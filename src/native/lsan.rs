@@ -19,7 +19,8 @@
 //! are counted as not understood. A file's problems are carried by its first report.
 //!
 //! Speed: a frame line is looked up by its text (from the address to the end) before anything
-//! is decoded, so a frame seen before costs one hash of the line and no allocation.
+//! is decoded, so a frame seen before — in this report or an earlier one of the file — costs
+//! one hash of the line and no allocation; each distinct frame is decoded once per file.
 
 use super::{Frame, FrameId, LeakKind, NativeFormat, NativeReport, ReportBuilder, ReportSummary};
 use crate::diag::{Diagnostics, Position};
@@ -109,12 +110,23 @@ struct OpenBlock {
     frames: Vec<FrameId>,
 }
 
-/// One report being read, with the frame cache that is only valid for its builder.
-struct OpenReport<'a> {
+/// One report being read.
+struct OpenReport {
     builder: ReportBuilder,
-    frame_cache: FastMap<&'a [u8], FrameId>,
+    /// This report's id of each frame of the file's [`FrameCache`] (`UNSEEN` until used here).
+    local_ids: Vec<FrameId>,
     block: Option<OpenBlock>,
     first_line: u64,
+}
+
+const UNSEEN: FrameId = FrameId::MAX;
+
+/// Frames of the whole file, decoded once each, looked up by their text; a report interns
+/// one into its own builder the first time it uses it.
+#[derive(Default)]
+struct FrameCache<'a> {
+    by_text: FastMap<&'a [u8], u32>,
+    frames: Vec<Frame>,
 }
 
 /// Lines that follow a marker and belong to it rather than to a leak block.
@@ -130,7 +142,8 @@ enum Section {
 struct LogReader<'a> {
     path: &'a Path,
     reports: Vec<NativeReport>,
-    open: Option<OpenReport<'a>>,
+    open: Option<OpenReport>,
+    frames: FrameCache<'a>,
     section: Section,
     diagnostics: Diagnostics,
     last_line: u64,
@@ -142,6 +155,7 @@ impl<'a> LogReader<'a> {
             path,
             reports: Vec::new(),
             open: None,
+            frames: FrameCache::default(),
             section: Section::Leaks,
             diagnostics: Diagnostics::new(path),
             last_line: 0,
@@ -311,31 +325,39 @@ impl<'a> LogReader<'a> {
             self.not_understood(number, text, "a frame outside any leak block");
             return;
         };
-        if let Some(&id) = report.frame_cache.get(frame_text) {
-            block.frames.push(id);
-            return;
-        }
-        if frame_text == b"<empty stack>" {
-            return;
-        }
-        match parse_frame(frame_text) {
-            Some(frame) => {
-                let id = report.builder.intern_frame(frame);
-                report.frame_cache.insert(frame_text, id);
-                if let Some(block) = report.block.as_mut() {
-                    block.frames.push(id);
+        let index = match self.frames.by_text.get(frame_text) {
+            Some(&index) => index as usize,
+            None => {
+                if frame_text == b"<empty stack>" {
+                    return;
                 }
+                let Some(frame) = parse_frame(frame_text) else {
+                    self.not_understood(number, text, "a frame line without `#N 0xADDRESS`");
+                    return;
+                };
+                let index = self.frames.frames.len();
+                self.frames.frames.push(frame);
+                self.frames.by_text.insert(frame_text, index as u32);
+                index
             }
-            None => self.not_understood(number, text, "a frame line without `#N 0xADDRESS`"),
+        };
+        if report.local_ids.len() <= index {
+            report.local_ids.resize(index + 1, UNSEEN);
         }
+        let mut id = report.local_ids[index];
+        if id == UNSEEN {
+            id = report.builder.push_frame(self.frames.frames[index].clone());
+            report.local_ids[index] = id;
+        }
+        block.frames.push(id);
     }
 
-    fn open_report(&mut self, number: u64) -> &mut OpenReport<'a> {
+    fn open_report(&mut self, number: u64) -> &mut OpenReport {
         let sequence = self.reports.len() as u32;
         let path = self.path;
         self.open.get_or_insert_with(|| OpenReport {
             builder: ReportBuilder::new(path, NativeFormat::Lsan, sequence),
-            frame_cache: FastMap::default(),
+            local_ids: Vec::new(),
             block: None,
             first_line: number,
         })

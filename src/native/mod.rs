@@ -278,6 +278,15 @@ impl ReportBuilder {
         id
     }
 
+    /// Appends a frame without looking for an equal one, for readers that deduplicate frames
+    /// themselves (the LSan reader keys them by their text): hashing every frame again costs
+    /// more than the whole parse. Do not mix with [`ReportBuilder::intern_frame`] for equal frames.
+    pub fn push_frame(&mut self, frame: Frame) -> FrameId {
+        let id = self.report.frames.len() as FrameId;
+        self.report.frames.push(frame);
+        id
+    }
+
     /// Interns a stack given outermost frame first.
     pub fn intern_stack(&mut self, frames: Vec<FrameId>) -> StackId {
         if let Some(&id) = self.stack_index.get(&frames) {
