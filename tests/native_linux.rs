@@ -381,6 +381,65 @@ fn symbols_only_inside_their_extent_and_stripped_libraries_keep_offsets() {
     assert_eq!(symbolizer.symbol_at(lib, past - 1), Some(last_name));
 }
 
+const WHERE_AM_I: &str = r#"#include <stdio.h>
+void where_am_i(void) { puts("here"); }
+int main(void) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    int c;
+    while ((c = fgetc(maps)) != EOF)
+        putchar(c);
+    fclose(maps);
+    printf("ADDRESS %p\n", (void *)where_am_i);
+    return 0;
+}
+"#;
+
+#[test]
+fn map_addresses_become_link_time_offsets_for_pie_and_fixed_executables() {
+    require(&["gcc", "nm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("where.c");
+    std::fs::write(&source, WHERE_AM_I).unwrap();
+    for flavour in ["-pie", "-no-pie"] {
+        let exe = dir.path().join(format!("where{flavour}"));
+        let built = Command::new("gcc")
+            .args(["-g", "-O0", flavour, "-o"])
+            .arg(&exe)
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(built.success());
+        let out = Command::new(&exe).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (maps, address) = text.rsplit_once("ADDRESS ").unwrap();
+        let address = u64::from_str_radix(address.trim().trim_start_matches("0x"), 16).unwrap();
+        let map = ModuleMap::parse(maps.as_bytes());
+        let (link_address, _, _) = nm_functions(&exe)
+            .into_iter()
+            .find(|f| f.2 == "where_am_i")
+            .unwrap();
+        if flavour == "-pie" {
+            assert_ne!(
+                address, link_address,
+                "a PIE runs away from its link address"
+            );
+        }
+        let mut frame = native::Frame {
+            address: Some(address + 4),
+            ..native::Frame::default()
+        };
+        let mut symbolizer = Symbolizer::without_debug_files();
+        assert_eq!(
+            symbolizer.resolve_frame(&mut frame, &[map]),
+            (true, true),
+            "{flavour}"
+        );
+        assert_eq!(frame.module.as_deref(), Some(exe.to_str().unwrap()));
+        assert_eq!(frame.module_offset, Some(link_address + 4), "{flavour}");
+        assert_eq!(frame.function.as_deref(), Some("where_am_i"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // `leakhunt leaks` on the committed real samples.
 

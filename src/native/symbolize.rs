@@ -706,6 +706,104 @@ this is not a mapping\n";
         assert_eq!(frame.label(), "libx.so+0x10");
     }
 
+    /// A minimal Mach-O 64 dylib: `__TEXT` at 0x1000, `__text` at 0x1100..0x1200 holding
+    /// `_first` (0x1100) and `_second` (0x1180), and `_data_mark` in no section.
+    fn tiny_macho() -> Vec<u8> {
+        let mut b = Vec::new();
+        let u32le = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
+        let u64le = |b: &mut Vec<u8>, v: u64| b.extend_from_slice(&v.to_le_bytes());
+        let name16 = |b: &mut Vec<u8>, n: &str| {
+            let mut field = [0u8; 16];
+            field[..n.len()].copy_from_slice(n.as_bytes());
+            b.extend_from_slice(&field);
+        };
+        let segment_size = 72 + 80;
+        let symtab_size = 24;
+        let symoff = 32 + segment_size + symtab_size;
+        let strings = b"\0_first\0_second\0";
+        let stroff = symoff + 2 * 16;
+        // mach_header_64: MH_MAGIC_64, x86_64, MH_DYLIB, 2 commands.
+        for v in [
+            0xfeed_facf,
+            0x0100_0007,
+            3,
+            6,
+            2,
+            (segment_size + symtab_size) as u32,
+            0,
+            0,
+        ] {
+            u32le(&mut b, v);
+        }
+        // LC_SEGMENT_64 __TEXT with one section.
+        u32le(&mut b, 0x19);
+        u32le(&mut b, segment_size as u32);
+        name16(&mut b, "__TEXT");
+        for v in [0x1000u64, 0x1000, 0, 0x1000] {
+            u64le(&mut b, v);
+        }
+        for v in [5u32, 5, 1, 0] {
+            u32le(&mut b, v);
+        }
+        name16(&mut b, "__text");
+        name16(&mut b, "__TEXT");
+        u64le(&mut b, 0x1100);
+        u64le(&mut b, 0x100);
+        for v in [0x100u32, 4, 0, 0, 0x8000_0400, 0, 0, 0] {
+            u32le(&mut b, v);
+        }
+        // LC_SYMTAB.
+        for v in [
+            2u32,
+            symtab_size as u32,
+            symoff as u32,
+            2,
+            stroff as u32,
+            strings.len() as u32,
+        ] {
+            u32le(&mut b, v);
+        }
+        // nlist_64: N_SECT|N_EXT in section 1.
+        for (strx, value) in [(1u32, 0x1100u64), (8, 0x1180)] {
+            u32le(&mut b, strx);
+            b.push(0x0f);
+            b.push(1);
+            b.extend_from_slice(&0u16.to_le_bytes());
+            u64le(&mut b, value);
+        }
+        b.extend_from_slice(strings);
+        b.resize(0x1000, 0xcc);
+        b
+    }
+
+    #[test]
+    fn macho_symbols_end_at_the_next_symbol_and_offsets_count_from_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libtiny.dylib");
+        std::fs::write(&path, tiny_macho()).unwrap();
+        let module = path.to_str().unwrap();
+        let mut symbolizer = Symbolizer::without_debug_files();
+        // Offsets count from the image start, which is __TEXT's address (0x1000).
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x100).as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x17f).as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x180).as_deref(),
+            Some("second")
+        );
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x1ff).as_deref(),
+            Some("second")
+        );
+        assert_eq!(symbolizer.symbol_at(module, 0x200), None);
+        assert_eq!(symbolizer.symbol_at(module, 0xff), None);
+    }
+
     #[test]
     fn build_id_paths() {
         let dir = tempfile::tempdir().unwrap();

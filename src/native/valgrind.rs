@@ -18,7 +18,7 @@
 //!
 //! The XML is scanned by hand (no XML crate): valgrind writes a fixed, attribute-free layout.
 //! Entities are decoded in the fields kept. A file that ends early keeps every finished
-//! `<error>` and says where it stopped.
+//! `<error>` and says where it stopped. A file's problems are carried by its first report.
 
 use super::lsan::{excerpt, lines, lossy, parse_hex};
 use super::{
