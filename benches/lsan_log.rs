@@ -36,8 +36,11 @@ fn main() {
         .unwrap_or(120);
     // LEAKHUNT_BENCH_KEEP=DIR writes the logs there and keeps them (for profiling).
     let temp = tempfile::tempdir().expect("temp dir");
-    let dir = std::env::var_os("LEAKHUNT_BENCH_KEEP").map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
-    println!("LSan log benchmark (leakhunt::native::lsan::parse), {REPORTS} reports per log, {DISTINCT_STACKS} distinct stacks");
+    let dir = std::env::var_os("LEAKHUNT_BENCH_KEEP")
+        .map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
+    println!(
+        "LSan log benchmark (leakhunt::native::lsan::parse), {REPORTS} reports per log, {DISTINCT_STACKS} distinct stacks"
+    );
     for mb in [target_mb / 4, target_mb] {
         let path = dir.join(format!("lsan-{mb}mb.log"));
         let started = Instant::now();
@@ -72,8 +75,15 @@ fn main() {
         };
         let parse_s = field("parse_s=");
         let mbps = size as f64 / 1e6 / parse_s;
-        println!("  wc -l          {:>8.3} s  {:>7.0} MB/s", wc.as_secs_f64(), size as f64 / 1e6 / wc.as_secs_f64());
-        println!("  leakhunt parse {parse_s:>8.3} s  {mbps:>7.0} MB/s  ({:.1}× wc -l's time)", parse_s / wc.as_secs_f64());
+        println!(
+            "  wc -l          {:>8.3} s  {:>7.0} MB/s",
+            wc.as_secs_f64(),
+            size as f64 / 1e6 / wc.as_secs_f64()
+        );
+        println!(
+            "  leakhunt parse {parse_s:>8.3} s  {mbps:>7.0} MB/s  ({:.1}× wc -l's time)",
+            parse_s / wc.as_secs_f64()
+        );
         println!(
             "  peak RSS {:.1} MB (includes the mapped log), anonymous memory after parse {:.1} MB",
             field("peak_kb=") / 1024.0,
@@ -116,10 +126,22 @@ fn parse_in_child(path: &Path) {
     println!("peak_kb={}", kb("VmHWM:"));
     println!("anon_kb={}", kb("RssAnon:"));
     println!("reports={}", reports.len());
-    println!("records={}", reports.iter().map(|r| r.leaks.len()).sum::<usize>());
-    println!("frames={}", reports.iter().map(|r| r.frames.len()).sum::<usize>());
-    println!("stacks={}", reports.iter().map(|r| r.stacks.len()).sum::<usize>());
-    println!("problems={}", reports.iter().map(|r| r.diagnostics.total()).sum::<u64>());
+    println!(
+        "records={}",
+        reports.iter().map(|r| r.leaks.len()).sum::<usize>()
+    );
+    println!(
+        "frames={}",
+        reports.iter().map(|r| r.frames.len()).sum::<usize>()
+    );
+    println!(
+        "stacks={}",
+        reports.iter().map(|r| r.stacks.len()).sum::<usize>()
+    );
+    println!(
+        "problems={}",
+        reports.iter().map(|r| r.diagnostics.total()).sum::<u64>()
+    );
 }
 
 fn best_of(n: usize, mut run: impl FnMut()) -> Duration {
@@ -171,21 +193,33 @@ fn frame_text(i: usize, rng: &mut Rng) -> String {
 /// Writes a log of about `target` bytes; returns the number of leak blocks written.
 fn generate(path: &PathBuf, target: usize) -> usize {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let frames: Vec<String> = (0..DISTINCT_FRAMES).map(|i| frame_text(i, &mut rng)).collect();
+    let frames: Vec<String> = (0..DISTINCT_FRAMES)
+        .map(|i| frame_text(i, &mut rng))
+        .collect();
     let stacks: Vec<Vec<usize>> = (0..DISTINCT_STACKS)
         .map(|_| {
             let depth = 8 + rng.below(23);
             (0..depth).map(|_| rng.below(DISTINCT_FRAMES)).collect()
         })
         .collect();
-    let average_block: usize = stacks.iter().map(|s| s.len()).sum::<usize>() / stacks.len() * 95 + 60;
+    let average_block: usize =
+        stacks.iter().map(|s| s.len()).sum::<usize>() / stacks.len() * 95 + 60;
     let per_report = target / REPORTS / average_block;
     let file = std::fs::File::create(path).expect("create log");
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut blocks = 0;
     for report in 0..REPORTS {
-        writeln!(out, "program: round {report} done, {} items in flight", rng.below(100_000)).unwrap();
-        writeln!(out, "\n=================================================================").unwrap();
+        writeln!(
+            out,
+            "program: round {report} done, {} items in flight",
+            rng.below(100_000)
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "\n================================================================="
+        )
+        .unwrap();
         writeln!(out, "==4242==ERROR: LeakSanitizer: detected memory leaks\n").unwrap();
         let (mut total_bytes, mut total_objects) = (0u64, 0u64);
         let first_stack = rng.below(DISTINCT_STACKS);
@@ -195,7 +229,11 @@ fn generate(path: &PathBuf, target: usize) -> usize {
             let kind = if index % 3 == 0 { "Indirect" } else { "Direct" };
             let objects = 1 + rng.below(200) as u64;
             let bytes = objects * (16 + rng.below(4096) as u64);
-            writeln!(out, "{kind} leak of {bytes} byte(s) in {objects} object(s) allocated from:").unwrap();
+            writeln!(
+                out,
+                "{kind} leak of {bytes} byte(s) in {objects} object(s) allocated from:"
+            )
+            .unwrap();
             writeln!(
                 out,
                 "    #0 0x7f06cfe13545 in __interceptor_malloc ../../../../src/libsanitizer/lsan/lsan_interceptors.cpp:75"
