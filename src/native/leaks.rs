@@ -1,15 +1,1224 @@
-//! macOS `leaks(1)` reports of every era (reference/leaks/FORMAT.md). To be written (issue 3).
+//! macOS `leaks(1)` reports of every era into [`NativeReport`]s: 1.0 (no header), 2.0 (version
+//! line first on 10.6, after the header from 10.7), 3.0 and `--list`, 4.0 trees and
+//! `4.0, multi-line stacks`. The grammar is `fixtures/leaks/FORMAT.md`; section numbers below
+//! refer to it.
+//!
+//! Stage: parser (bytes in, records out). Lines are split with memchr and read one at a time;
+//! most lines are recognised by their own text, a few by where they stand (a numbered frame
+//! after `STACK OF`, an image after `Binary Images:`, a hex dump inside a `Leak:` block, a
+//! re-wrapped call stack after a `Call stack:` line). Whatever else shares the stream — the
+//! target's own output under `-atExit`, MallocStackLogging chatter, a header glued to the end
+//! of the target's last line — is skipped; lines inside a report that fit nothing are counted
+//! as "lines not understood". Hex dumps, the bulk of a large 2.0 report, are recognised by
+//! their first word and never decoded, and identical `Call stack:` texts are read once.
 
-use super::NativeReport;
-use crate::error::Result;
+mod failure;
+mod header;
+mod images;
+mod list;
+mod tree;
+
+pub use failure::{LeaksFailure, LeaksFailureKind, classify_failure};
+
+use super::{Frame, FrameId, LeakKind, NativeFormat, NativeReport, ReportBuilder, ReportSummary};
+use crate::diag::{Diagnostics, Position};
+use crate::error::{Error, Result};
+use header::{SummaryLine, VersionLine};
+use images::BinaryImage;
+use list::LeakLine;
+use memchr::memmem;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
+use tree::{Marker, Node, NumberedFrame, StackHeader};
 
-/// Parses one `leaks` output into its report(s).
+/// Lines inside a report that fit no part of the grammar.
+pub const NOT_UNDERSTOOD: &str = "lines not understood";
+/// Lines ending in `\r\n` (the `\r` is dropped and the line read as usual).
+pub const CRLF_LINES: &str = "lines ending in CR LF";
+/// Lines whose decoded fields are not UTF-8 (decoded lossily, with U+FFFD).
+pub const NOT_UTF8: &str = "lines with non-UTF-8 bytes";
+/// Blocks the report ends inside of: a leak, a tree or a `STACK OF` block cut off.
+pub const CUT_OFF: &str = "blocks cut off by the end of the report";
+/// Trees whose node counts disagree with the nodes listed under them.
+pub const COUNT_MISMATCH: &str = "trees that disagree with their counts";
+/// A summary line that counts fewer leaks or other bytes than the report lists.
+pub const SUMMARY_MISMATCH: &str = "summaries that disagree with the listed leaks";
+/// `leaks Report Version` lines with a version this reader does not know.
+pub const UNKNOWN_VERSION: &str = "unknown report versions";
+
+/// Parses one `leaks` output into its report(s): normally one; several when the output of
+/// several runs was saved into one file. Target output and stack-logging chatter around the
+/// report are skipped. A file holding only leaks' failure messages ("cannot examine process")
+/// is an [`Error::Input`] with that message and what to do.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<NativeReport>> {
-    let _ = bytes;
-    Err(crate::error::Error::input(
-        path,
-        crate::diag::Position::Whole,
-        "leaks reader not written yet",
-    ))
+    let mut parser = Parser::new(path);
+    let mut start = 0;
+    let mut line_no = 0u64;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        line_no += 1;
+        parser.line(&bytes[start..end], line_no);
+        start = end + 1;
+    }
+    let ends_mid_line = start < bytes.len();
+    if ends_mid_line {
+        line_no += 1;
+        parser.line(&bytes[start..], line_no);
+    }
+    parser.finish(line_no, ends_mid_line)
+}
+
+/// What one line is, told by its own text.
+#[derive(Debug)]
+enum LineKind<'a> {
+    HeaderKey(&'a [u8], &'a [u8]),
+    HeaderEnd,
+    Version(VersionLine),
+    Summary(SummaryLine),
+    NotDebuggable(&'a [u8]),
+    NotDebuggableContinued(&'a [u8]),
+    Excluded(u64),
+    Leak(LeakLine<'a>),
+    CallStack(&'a [u8]),
+    HexDump,
+    StackHeader(StackHeader<'a>),
+    Separator,
+    Total(u64),
+    Node(Node<'a>),
+    BinaryImages,
+    StackLogging(&'a [u8], Option<u32>),
+    Failure(LeaksFailure),
+}
+
+impl LineKind<'_> {
+    /// Lines that can be the first line of a report.
+    fn opens_report(&self) -> bool {
+        match self {
+            LineKind::HeaderKey(key, _) => header::opens_header(key),
+            LineKind::Node(node) => matches!(node.marker, Marker::RootLeak | Marker::RootCycle),
+            LineKind::Version(_)
+            | LineKind::Summary(_)
+            | LineKind::NotDebuggable(_)
+            | LineKind::Leak(_)
+            | LineKind::StackHeader(_)
+            | LineKind::Total(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Lines that begin the next report once the current one has its summary.
+    fn starts_next_report(&self) -> bool {
+        match self {
+            LineKind::HeaderKey(key, _) => header::opens_header(key),
+            LineKind::Version(_) | LineKind::Summary(_) | LineKind::NotDebuggable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn classify<'a>(line: &'a [u8], t: &'a [u8], in_header: bool) -> Option<LineKind<'a>> {
+    let first = *t.first()?;
+    if first == b'0' && list::is_hex_dump(t) {
+        return Some(LineKind::HexDump);
+    }
+    if first.is_ascii_digit() {
+        if let Some(count) = tree::total_line(t) {
+            return Some(LineKind::Total(count));
+        }
+        if let Some(count) = header::excluded_line(t) {
+            return Some(LineKind::Excluded(count));
+        }
+        if let Some(node) = tree::node_line(line) {
+            return Some(LineKind::Node(node));
+        }
+    }
+    let by_prefix = match first {
+        b'L' => list::leak_line(t).map(LineKind::Leak),
+        b'C' => list::call_stack_frames(t).map(LineKind::CallStack),
+        b'P' => header::summary_line(t)
+            .map(LineKind::Summary)
+            .or_else(|| header::not_debuggable(t).map(|_| LineKind::NotDebuggable(t))),
+        b'l' => header::version_line(t).map(LineKind::Version).or_else(|| {
+            let rest = failure::strip_leaks_prefix(t)?;
+            if header::not_debuggable(rest).is_some() {
+                return Some(LineKind::NotDebuggable(rest));
+            }
+            Some(LineKind::Failure(
+                failure::failure_line(rest).unwrap_or_else(|| failure::other(rest)),
+            ))
+        }),
+        b'S' => tree::stack_header(t).map(LineKind::StackHeader),
+        b'=' if t.len() >= 2 && t.iter().all(|&b| b == b'=') => Some(LineKind::Separator),
+        b'-' if t.len() >= 2 && t.iter().all(|&b| b == b'-') => Some(LineKind::HeaderEnd),
+        b'B' if t.trim_ascii_end() == b"Binary Images:" => Some(LineKind::BinaryImages),
+        b'.' if list::is_dump_ellipsis(t.trim_ascii_end()) => Some(LineKind::HexDump),
+        b'D' if header::continues_not_debuggable(t) => Some(LineKind::NotDebuggableContinued(t)),
+        _ => None,
+    };
+    if by_prefix.is_some() {
+        return by_prefix;
+    }
+    if find(t, b"CYCLE BACK TO ").is_some()
+        && let Some(node) = tree::node_line(line)
+    {
+        return Some(LineKind::Node(node));
+    }
+    if let Some((program, pid)) = header::stack_logging_message(t) {
+        return Some(LineKind::StackLogging(program, pid));
+    }
+    if let Some((key, value)) = header::key_value(t)
+        && (in_header || header::opens_header(key))
+    {
+        return Some(LineKind::HeaderKey(key, value));
+    }
+    failure::failure_line(t).map(LineKind::Failure)
+}
+
+/// Where a report line glued to the end of the target's output starts (§3.1), if anywhere
+/// but at the start.
+fn glued_report_start(line: &[u8]) -> Option<usize> {
+    const ANCHORS: [&[u8]; 5] = [
+        b"Process:",
+        b"leaks Report Version:",
+        b"Process ",
+        b"Leak: 0x",
+        b"STACK OF ",
+    ];
+    ANCHORS
+        .iter()
+        .filter_map(|anchor| find(line, anchor))
+        .filter(|&at| at > 0)
+        .min()
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    reports: Vec<NativeReport>,
+    current: Option<Report<'a>>,
+    /// Problems met before the first report line, handed to the report that follows.
+    early: Diagnostics,
+    /// leaks' own failure messages, with their line.
+    failures: Vec<(u64, LeaksFailure)>,
+    /// Programs named by stack-logging lines (`main.exe(14025) MallocStackLogging: …`), by pid.
+    programs: Vec<(u32, &'a [u8])>,
+    /// Lines of other programs' output outside any report.
+    other_lines: u64,
+}
+
+impl<'a> Parser<'a> {
+    fn new(path: &'a Path) -> Self {
+        Parser {
+            path,
+            reports: Vec::new(),
+            current: None,
+            early: Diagnostics::new(path),
+            failures: Vec::new(),
+            programs: Vec::new(),
+            other_lines: 0,
+        }
+    }
+
+    fn diagnostics(&mut self) -> &mut Diagnostics {
+        match self.current.as_mut() {
+            Some(report) => report.builder.diagnostics(),
+            None => &mut self.early,
+        }
+    }
+
+    fn line(&mut self, raw: &'a [u8], no: u64) {
+        let line = match raw.strip_suffix(b"\r") {
+            Some(stripped) => {
+                self.diagnostics()
+                    .report(CRLF_LINES, Position::Line(no), String::new);
+                stripped
+            }
+            None => raw,
+        };
+        if self.understand(line, no, true) {
+            return;
+        }
+        match self.current.as_mut() {
+            Some(report) => {
+                report
+                    .builder
+                    .diagnostics()
+                    .report(NOT_UNDERSTOOD, Position::Line(no), || {
+                        format!("`{}`", String::from_utf8_lossy(&line[..line.len().min(80)]))
+                    })
+            }
+            None => self.other_lines += 1,
+        }
+    }
+
+    fn understand(&mut self, line: &'a [u8], no: u64, allow_glue: bool) -> bool {
+        let t = line.trim_ascii_start();
+        let in_header = match self.current.as_mut() {
+            Some(report) => {
+                if report.expects_continuation(no)
+                    && !t.is_empty()
+                    && matches!(classify(line, t, false), None | Some(LineKind::HexDump))
+                    && report.continuation(t, no)
+                {
+                    return true;
+                }
+                if report.fast_path(t, no) {
+                    return true;
+                }
+                report.section == Section::Header
+            }
+            None if t.is_empty() => return true,
+            None => false,
+        };
+        let Some(kind) = classify(line, t, in_header) else {
+            if allow_glue
+                && let Some(at) = glued_report_start(line)
+                && self.understand(&line[at..], no, false)
+            {
+                self.other_lines += 1;
+                return true;
+            }
+            return false;
+        };
+        self.apply(kind, no)
+    }
+
+    fn apply(&mut self, kind: LineKind<'a>, no: u64) -> bool {
+        match kind {
+            LineKind::StackLogging(program, pid) => {
+                if let Some(pid) = pid
+                    && !program.is_empty()
+                {
+                    self.programs.push((pid, program));
+                }
+                true
+            }
+            LineKind::Failure(failure) => {
+                if let Some(report) = self.current.as_mut() {
+                    let notice = format!("{} ({})", failure.message, failure.advice);
+                    report.builder.header_mut().notices.push(notice);
+                }
+                self.failures.push((no, failure));
+                true
+            }
+            kind => {
+                if kind.starts_next_report()
+                    && self
+                        .current
+                        .as_ref()
+                        .is_some_and(|r| r.leak_summary.is_some())
+                {
+                    self.finish_report(no.saturating_sub(1), false);
+                }
+                if self.current.is_none() {
+                    if !kind.opens_report() {
+                        return false;
+                    }
+                    let sequence = self.reports.len() as u32;
+                    let mut report = Report::new(self.path, sequence, no);
+                    report.builder.diagnostics().merge(std::mem::replace(
+                        &mut self.early,
+                        Diagnostics::new(self.path),
+                    ));
+                    self.current = Some(report);
+                }
+                match self.current.as_mut() {
+                    Some(report) => report.apply(kind, no),
+                    None => false,
+                }
+            }
+        }
+    }
+
+    fn finish_report(&mut self, last_line: u64, ends_mid_line: bool) {
+        if let Some(report) = self.current.take() {
+            let report = report.finish(last_line, ends_mid_line, &self.programs);
+            self.reports.push(report);
+        }
+    }
+
+    fn finish(mut self, last_line: u64, ends_mid_line: bool) -> Result<Vec<NativeReport>> {
+        self.finish_report(last_line, ends_mid_line);
+        let (usable, empty): (Vec<NativeReport>, Vec<NativeReport>) = self
+            .reports
+            .into_iter()
+            .partition(|r| r.summary.is_some() || !r.leaks.is_empty());
+        if !usable.is_empty() {
+            return Ok(usable);
+        }
+        if let Some((line, failure)) = self.failures.first() {
+            return Err(Error::input(
+                self.path,
+                Position::Line(*line),
+                failure.to_string(),
+            ));
+        }
+        let message = match empty.first() {
+            Some(report) => format!(
+                "the leaks report ends before its summary line ({} lines in all{})",
+                last_line,
+                report
+                    .header
+                    .process
+                    .as_deref()
+                    .map(|p| format!(", process {p}"))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "no leaks report found ({} lines of other output)",
+                self.other_lines
+            ),
+        };
+        Err(Error::input(self.path, Position::Whole, message))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// Leaks, trees, summary lines.
+    Body,
+    /// From `Process:` to `----`, the version line or the summary.
+    Header,
+    /// The numbered frames between `STACK OF` and `====`.
+    StackFrames,
+    /// After `Binary Images:`.
+    Images,
+}
+
+/// A `Leak:` block still being read (hex dump, call stack).
+struct PendingLeak<'a> {
+    line: u64,
+    address: u64,
+    size: u64,
+    type_name: Option<&'a [u8]>,
+    /// The `Call stack:` line's frames (index into `Report::line_stacks`).
+    stack: Option<usize>,
+    /// Frames from continuation lines of a re-wrapped stack.
+    more_frames: Vec<FrameId>,
+}
+
+/// The frames of one distinct `Call stack:` text, and its stack once interned alone.
+struct LineStack {
+    frames: Vec<FrameId>,
+    stack: Option<super::StackId>,
+}
+
+/// A `STACK OF` block: its frames, then the roots of its tree.
+struct StackGroup {
+    line: u64,
+    instances: u64,
+    frames: Vec<(u64, FrameId)>,
+    stack: Option<super::StackId>,
+    roots: u64,
+}
+
+/// Node counting for the current tree, to tell a complete tree from a cut one.
+#[derive(Default)]
+struct TreeCounts {
+    root_indent: Option<usize>,
+    /// Nodes the current root's count still expects, and the root's line.
+    pending: Option<(u64, u64)>,
+    /// `<< TOTAL >>` count and line, and nodes seen since.
+    total: Option<(u64, u64)>,
+    seen: u64,
+}
+
+struct Report<'a> {
+    builder: ReportBuilder,
+    first_line: u64,
+    version: Option<NativeFormat>,
+    section: Section,
+    /// `N nodes malloced for K KB`
+    nodes: Option<(u64, u64)>,
+    /// `N leaks for B total leaked bytes.`
+    leak_summary: Option<(u64, u64)>,
+    excluded: Option<u64>,
+    listed_blocks: u64,
+    listed_bytes: u64,
+    pending: Option<PendingLeak<'a>>,
+    /// Line of the last `Call stack:` line or continuation, and whether it ended with `|`.
+    last_stack_line: u64,
+    last_stack_open: bool,
+    any_call_stack: bool,
+    stack_texts: HashMap<&'a [u8], usize>,
+    line_stacks: Vec<LineStack>,
+    group: Option<StackGroup>,
+    tree: TreeCounts,
+    images: Vec<BinaryImage>,
+    saw_tree: bool,
+    saw_groups: bool,
+    /// Line where the report was found cut off, if it was.
+    cut_at: Option<u64>,
+    last_utf8_problem: u64,
+}
+
+impl<'a> Report<'a> {
+    fn new(path: &Path, sequence: u32, first_line: u64) -> Self {
+        Report {
+            builder: ReportBuilder::new(path, NativeFormat::Leaks1, sequence),
+            first_line,
+            version: None,
+            section: Section::Body,
+            nodes: None,
+            leak_summary: None,
+            excluded: None,
+            listed_blocks: 0,
+            listed_bytes: 0,
+            pending: None,
+            last_stack_line: 0,
+            last_stack_open: false,
+            any_call_stack: false,
+            stack_texts: HashMap::new(),
+            line_stacks: Vec::new(),
+            group: None,
+            tree: TreeCounts::default(),
+            images: Vec::new(),
+            saw_tree: false,
+            saw_groups: false,
+            cut_at: None,
+            last_utf8_problem: 0,
+        }
+    }
+
+    fn decode(&mut self, bytes: &'a [u8], no: u64) -> Cow<'a, str> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => {
+                if self.last_utf8_problem != no {
+                    self.last_utf8_problem = no;
+                    self.builder
+                        .diagnostics()
+                        .report(NOT_UTF8, Position::Line(no), String::new);
+                }
+                String::from_utf8_lossy(bytes)
+            }
+        }
+    }
+
+    fn text(&mut self, bytes: &'a [u8], no: u64) -> String {
+        self.decode(bytes, no).into_owned()
+    }
+
+    /// Lines told by where they stand; the hot path of large reports.
+    #[inline]
+    fn fast_path(&mut self, t: &'a [u8], no: u64) -> bool {
+        if t.is_empty() {
+            return true;
+        }
+        match self.section {
+            Section::Body => self.pending.is_some() && t[0] == b'0' && list::is_hex_dump(t),
+            Section::StackFrames => match tree::numbered_frame(t) {
+                Some(frame) => {
+                    self.numbered_frame(frame, no);
+                    true
+                }
+                None => false,
+            },
+            Section::Images => match images::image_line(t) {
+                Some(image) => {
+                    self.images.push(image);
+                    true
+                }
+                None => false,
+            },
+            Section::Header => false,
+        }
+    }
+
+    fn expects_continuation(&self, no: u64) -> bool {
+        self.pending.is_some() && self.last_stack_line != 0 && self.last_stack_line + 1 == no
+    }
+
+    /// A call stack re-wrapped over several lines (as in the seed document): frames separated
+    /// by ` | `, after a stack line that ended with `|` or itself holding a separator.
+    fn continuation(&mut self, t: &'a [u8], no: u64) -> bool {
+        let t = t.trim_ascii_end();
+        if t.is_empty() || (!self.last_stack_open && find(t, b" | ").is_none()) {
+            return false;
+        }
+        let mut ids = Vec::new();
+        for text in list::frame_texts(t) {
+            ids.push(self.list_frame(text, no));
+        }
+        if let Some(pending) = self.pending.as_mut() {
+            pending.more_frames.extend(ids);
+        }
+        self.last_stack_line = no;
+        self.last_stack_open = t.ends_with(b"|");
+        true
+    }
+
+    fn apply(&mut self, kind: LineKind<'a>, no: u64) -> bool {
+        match kind {
+            LineKind::HeaderKey(key, value) => {
+                self.section = Section::Header;
+                self.header_value(key, value, no);
+            }
+            LineKind::HeaderEnd => self.section = Section::Body,
+            LineKind::Version(version) => {
+                self.section = Section::Body;
+                self.version = Some(version.format);
+                if !version.known {
+                    self.builder
+                        .diagnostics()
+                        .report(UNKNOWN_VERSION, Position::Line(no), || {
+                            "read as the nearest known version".into()
+                        });
+                }
+            }
+            LineKind::Summary(summary) => {
+                self.section = Section::Body;
+                self.summary(summary);
+            }
+            LineKind::NotDebuggable(text) => {
+                let pid = header::not_debuggable(text);
+                let notice = self.text(text, no);
+                let header = self.builder.header_mut();
+                header.notices.push(notice);
+                if header.pid.is_none() {
+                    header.pid = pid;
+                }
+            }
+            LineKind::NotDebuggableContinued(text) => {
+                let more = self.text(text, no);
+                match self.builder.header_mut().notices.last_mut() {
+                    Some(notice) if notice.contains("is not debuggable") => {
+                        notice.push(' ');
+                        notice.push_str(&more);
+                    }
+                    _ => return false,
+                }
+            }
+            LineKind::Excluded(count) => {
+                self.excluded = Some(self.excluded.unwrap_or(0) + count);
+                self.builder
+                    .header_mut()
+                    .notices
+                    .push(format!("{count} leaks excluded (not printed)"));
+            }
+            LineKind::Leak(leak) => return self.leak(leak, no),
+            LineKind::CallStack(frames) => return self.call_stack(frames, no),
+            LineKind::HexDump => return self.pending.is_some(),
+            LineKind::StackHeader(stack) => self.stack_header(stack, no),
+            LineKind::Separator => return self.separator(),
+            LineKind::Total(count) => {
+                self.commit_leak();
+                self.close_root(false);
+                self.close_total(false);
+                self.tree.total = Some((count, no));
+                self.tree.seen = 0;
+                self.tree.root_indent = None;
+                self.saw_tree = true;
+            }
+            LineKind::Node(node) => self.node(node, no),
+            LineKind::BinaryImages => {
+                self.commit_leak();
+                self.close_tree(false);
+                self.section = Section::Images;
+            }
+            LineKind::StackLogging(..) | LineKind::Failure(_) => {}
+        }
+        true
+    }
+
+    fn header_value(&mut self, key: &'a [u8], value: &'a [u8], no: u64) {
+        match key {
+            b"Process" => {
+                let (name, pid) = header::process_value(value);
+                let name = self.text(name, no);
+                let header = self.builder.header_mut();
+                header.process = Some(name);
+                if pid.is_some() {
+                    header.pid = pid;
+                }
+            }
+            b"Path" => self.builder.header_mut().path = Some(self.text(value, no)),
+            b"OS Version" => self.builder.header_mut().os_version = Some(self.text(value, no)),
+            b"Date/Time" => self.builder.header_mut().date = Some(self.text(value, no)),
+            b"Analysis Tool" => self.builder.header_mut().tool = Some(self.text(value, no)),
+            b"Analysis Tool Version" => {
+                self.builder.header_mut().tool_version = Some(self.text(value, no));
+            }
+            b"Physical footprint" => {
+                self.builder.header_mut().physical_footprint = header::size_with_unit(value);
+            }
+            b"Physical footprint (peak)" => {
+                self.builder.header_mut().physical_footprint_peak = header::size_with_unit(value);
+            }
+            _ => {}
+        }
+    }
+
+    fn summary(&mut self, summary: SummaryLine) {
+        let pid = match summary {
+            SummaryLine::Nodes { pid, nodes, kb } => {
+                self.nodes = Some((nodes, kb));
+                pid
+            }
+            SummaryLine::Leaks { pid, leaks, bytes } => {
+                self.leak_summary = Some((leaks, bytes));
+                pid
+            }
+        };
+        let header = self.builder.header_mut();
+        if header.pid.is_none() {
+            header.pid = Some(pid);
+        }
+    }
+
+    fn leak(&mut self, leak: LeakLine<'a>, no: u64) -> bool {
+        self.commit_leak();
+        self.close_tree(false);
+        self.section = Section::Body;
+        if let Some(zone) = leak.zone {
+            // Zones are not kept, but a zone name that is not text is worth a warning.
+            if !zone.is_ascii() {
+                self.decode(zone, no);
+            }
+        }
+        self.pending = Some(PendingLeak {
+            line: no,
+            address: leak.address,
+            size: leak.size,
+            type_name: leak.type_name,
+            stack: None,
+            more_frames: Vec::new(),
+        });
+        true
+    }
+
+    fn call_stack(&mut self, frames_text: &'a [u8], no: u64) -> bool {
+        let Some(pending) = self.pending.as_ref() else {
+            return false;
+        };
+        if pending.stack.is_some() || !pending.more_frames.is_empty() {
+            return false;
+        }
+        let index = match self.stack_texts.get(frames_text) {
+            Some(&index) => index,
+            None => {
+                let mut frames = Vec::new();
+                for text in list::frame_texts(frames_text) {
+                    frames.push(self.list_frame(text, no));
+                }
+                let index = self.line_stacks.len();
+                self.line_stacks.push(LineStack {
+                    frames,
+                    stack: None,
+                });
+                self.stack_texts.insert(frames_text, index);
+                index
+            }
+        };
+        if let Some(pending) = self.pending.as_mut() {
+            pending.stack = Some(index);
+        }
+        self.any_call_stack = true;
+        self.last_stack_line = no;
+        self.last_stack_open = frames_text.ends_with(b"|");
+        true
+    }
+
+    fn list_frame(&mut self, text: &'a [u8], no: u64) -> FrameId {
+        let parts = list::list_frame(text);
+        let frame = Frame {
+            function: parts.symbol.map(|s| self.text(s, no)),
+            module: parts.image.map(|i| self.text(i, no)),
+            address: parts.address,
+            module_offset: None,
+            file: parts.file.map(|f| self.text(f, no)),
+            line: parts.line,
+        };
+        self.builder.intern_frame(frame)
+    }
+
+    fn commit_leak(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let stack = match (pending.stack, pending.more_frames.is_empty()) {
+            (None, true) => None,
+            (None, false) => Some(self.builder.intern_stack(pending.more_frames)),
+            (Some(index), true) => {
+                let line_stack = &mut self.line_stacks[index];
+                match line_stack.stack {
+                    Some(stack) => Some(stack),
+                    None => {
+                        let stack = self.builder.intern_stack(line_stack.frames.clone());
+                        line_stack.stack = Some(stack);
+                        Some(stack)
+                    }
+                }
+            }
+            (Some(index), false) => {
+                let mut frames = self.line_stacks[index].frames.clone();
+                frames.extend(pending.more_frames);
+                Some(self.builder.intern_stack(frames))
+            }
+        };
+        let type_name = pending.type_name.map(|t| self.decode(t, pending.line));
+        self.builder.add_leak(
+            stack,
+            LeakKind::RootLeak,
+            type_name.as_deref(),
+            1,
+            pending.size,
+            Some(pending.address),
+        );
+        self.listed_blocks += 1;
+        self.listed_bytes += pending.size;
+    }
+
+    fn stack_header(&mut self, stack: StackHeader<'a>, no: u64) {
+        self.commit_leak();
+        self.close_tree(false);
+        self.group = Some(StackGroup {
+            line: no,
+            instances: stack.instances,
+            frames: Vec::new(),
+            stack: None,
+            roots: 0,
+        });
+        self.tree = TreeCounts::default();
+        self.section = Section::StackFrames;
+        self.saw_groups = true;
+    }
+
+    fn numbered_frame(&mut self, parts: NumberedFrame<'a>, no: u64) {
+        let frame = Frame {
+            function: parts.symbol.map(|s| self.text(s, no)),
+            module: parts.image.map(|i| self.text(i, no)),
+            address: Some(parts.address),
+            module_offset: None,
+            file: parts.file.map(|f| self.text(f, no)),
+            line: parts.line,
+        };
+        let id = self.builder.intern_frame(frame);
+        if let Some(group) = self.group.as_mut() {
+            group.frames.push((parts.index, id));
+        }
+    }
+
+    /// `====`: the group's frames are complete; its tree follows.
+    fn separator(&mut self) -> bool {
+        if self.section != Section::StackFrames {
+            return false;
+        }
+        self.section = Section::Body;
+        let Some(group) = self.group.as_mut() else {
+            return false;
+        };
+        // Printed from the highest index (outermost) down to 0 (the allocator); keep
+        // outermost first whatever order the lines came in.
+        group
+            .frames
+            .sort_by_key(|&(index, _)| std::cmp::Reverse(index));
+        let frames: Vec<FrameId> = group.frames.iter().map(|&(_, id)| id).collect();
+        let stack = self.builder.intern_stack(frames);
+        if let Some(group) = self.group.as_mut() {
+            group.stack = Some(stack);
+        }
+        self.tree = TreeCounts::default();
+        true
+    }
+
+    fn node(&mut self, node: Node<'a>, no: u64) {
+        self.commit_leak();
+        self.saw_tree = true;
+        if node.marker == Marker::CycleBackTo {
+            return;
+        }
+        let is_root = self
+            .tree
+            .root_indent
+            .is_none_or(|indent| node.indent <= indent);
+        let (kind, stack) = if is_root {
+            self.close_root(false);
+            self.tree.root_indent = Some(node.indent);
+            self.tree.pending = node.count.map(|c| (c.saturating_sub(1), no));
+            let stack = match self.group.as_mut() {
+                Some(group) => {
+                    group.roots += 1;
+                    group.stack
+                }
+                None => None,
+            };
+            let kind = match node.marker {
+                Marker::RootCycle => LeakKind::RootCycle,
+                _ => LeakKind::RootLeak,
+            };
+            (kind, stack)
+        } else {
+            match self.tree.pending.as_mut() {
+                Some((0, root_line)) => {
+                    let root_line = *root_line;
+                    self.builder
+                        .diagnostics()
+                        .report(COUNT_MISMATCH, Position::Line(no), || {
+                            format!("more nodes than the root at line {root_line} counts")
+                        });
+                }
+                Some((left, _)) => *left -= 1,
+                None => {}
+            }
+            (node.marker.leak_kind(), None)
+        };
+        self.tree.seen += 1;
+        let type_name = node.type_name.map(|t| self.decode(t, no));
+        self.builder.add_leak(
+            stack,
+            kind,
+            type_name.as_deref(),
+            1,
+            node.bytes,
+            node.address,
+        );
+        self.listed_blocks += 1;
+        self.listed_bytes += node.bytes;
+    }
+
+    /// Checks that the current root's subtree had as many nodes as its count says.
+    fn close_root(&mut self, at_end: bool) {
+        if let Some((left, line)) = self.tree.pending.take()
+            && left > 0
+        {
+            self.count_problem(at_end, line, || {
+                format!("the root at line {line} counts {left} more nodes than follow it")
+            });
+        }
+    }
+
+    fn close_total(&mut self, at_end: bool) {
+        if let Some((count, line)) = self.tree.total.take()
+            && self.tree.seen < count
+        {
+            let seen = self.tree.seen;
+            self.count_problem(at_end, line, || {
+                format!("<< TOTAL >> at line {line} counts {count} nodes, {seen} follow")
+            });
+        }
+    }
+
+    fn close_tree(&mut self, at_end: bool) {
+        self.close_root(at_end);
+        self.close_total(at_end);
+        if let Some(group) = self.group.take() {
+            if group.stack.is_none() {
+                self.count_problem(at_end, group.line, || {
+                    "a STACK OF block without its `====` line and tree".into()
+                });
+            } else if group.roots < group.instances {
+                let (line, roots, instances) = (group.line, group.roots, group.instances);
+                self.count_problem(at_end, line, || {
+                    format!("STACK OF {instances} instances at line {line} lists {roots} roots")
+                });
+            }
+        }
+        self.tree = TreeCounts::default();
+    }
+
+    /// A tree shorter than its counts: cut off when the report ends there, else inconsistent.
+    fn count_problem(&mut self, at_end: bool, line: u64, detail: impl FnOnce() -> String) {
+        let what = if at_end { CUT_OFF } else { COUNT_MISMATCH };
+        if at_end {
+            self.cut_at.get_or_insert(line);
+        }
+        self.builder
+            .diagnostics()
+            .report(what, Position::Line(line), detail);
+    }
+
+    fn finish(
+        mut self,
+        last_line: u64,
+        ends_mid_line: bool,
+        programs: &[(u32, &'a [u8])],
+    ) -> NativeReport {
+        let report_incomplete = self
+            .leak_summary
+            .is_some_and(|(leaks, _)| self.listed_blocks < leaks);
+        if let Some(pending) = self.pending.as_ref() {
+            let cut_in_stack = self.last_stack_open && self.last_stack_line == last_line;
+            let stack_missing = self.any_call_stack && pending.stack.is_none();
+            if cut_in_stack || stack_missing || (ends_mid_line && report_incomplete) {
+                let line = pending.line;
+                self.cut_at.get_or_insert(line);
+                self.builder
+                    .diagnostics()
+                    .report(CUT_OFF, Position::Line(line), || {
+                        "the report ends inside this leak's block".into()
+                    });
+            }
+        }
+        self.commit_leak();
+        self.close_tree(true);
+        let format = self.version.unwrap_or(if self.saw_groups {
+            NativeFormat::Leaks4Stacks
+        } else if self.saw_tree {
+            NativeFormat::Leaks4
+        } else {
+            NativeFormat::Leaks1
+        });
+        self.builder.set_format(format);
+        if let Some((leaks, bytes)) = self.leak_summary {
+            let (nodes, malloced_kb) = match self.nodes {
+                Some((nodes, kb)) => (Some(nodes), Some(kb)),
+                None => (None, None),
+            };
+            self.builder.set_summary(ReportSummary {
+                leaks,
+                bytes,
+                nodes,
+                malloced_kb,
+            });
+            self.compare_with_summary(leaks, bytes);
+        }
+        let header = self.builder.header_mut();
+        if header.tool.is_none() {
+            header.tool = Some("leaks".to_owned());
+        }
+        if header.process.is_none()
+            && let Some(pid) = header.pid
+            && let Some((_, program)) = programs.iter().rev().find(|(p, _)| *p == pid)
+        {
+            header.process = Some(String::from_utf8_lossy(program).into_owned());
+        }
+        let mut report = self.builder.finish();
+        images::place_frames(&mut report.frames, &mut self.images);
+        report
+    }
+
+    /// An excerpt or a cut-off report lists fewer leaks than its summary counts: say so.
+    fn compare_with_summary(&mut self, leaks: u64, bytes: u64) {
+        let (listed, listed_bytes) = (self.listed_blocks, self.listed_bytes);
+        let excluded = self.excluded.unwrap_or(0);
+        if listed > leaks || (listed == leaks && listed_bytes != bytes) {
+            let first = self.first_line;
+            self.builder
+                .diagnostics()
+                .report(SUMMARY_MISMATCH, Position::Line(first), || {
+                    format!(
+                        "{listed} leaks of {listed_bytes} bytes listed, \
+                         the summary says {leaks} leaks of {bytes} bytes"
+                    )
+                });
+            return;
+        }
+        if listed + excluded >= leaks {
+            return;
+        }
+        let why = match self.cut_at {
+            Some(line) => format!("the report is cut off at line {line}"),
+            None => "an excerpt".to_owned(),
+        };
+        let notice = format!(
+            "lists {listed} of the {leaks} leaks ({listed_bytes} of {bytes} bytes) its summary \
+             counts: {why}; the totals come from the summary"
+        );
+        self.builder.header_mut().notices.push(notice);
+    }
+}
+
+// Byte helpers shared by the submodules.
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memmem::find(haystack, needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memmem::rfind(haystack, needle)
+}
+
+/// Leading decimal digits as a number (None on overflow or no digit), and the rest.
+fn decimal_prefix(text: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut value = 0u64;
+    for &b in &text[..digits] {
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((value, &text[digits..]))
+}
+
+fn parse_decimal(text: &[u8]) -> Option<u64> {
+    let (value, rest) = decimal_prefix(text)?;
+    rest.is_empty().then_some(value)
+}
+
+/// A leading `0x<hex>` as a number (None on overflow), and the rest.
+fn hex_prefix(text: &[u8]) -> Option<(u64, &[u8])> {
+    let digits_start = text
+        .strip_prefix(b"0x")
+        .or_else(|| text.strip_prefix(b"0X"))?;
+    let digits = digits_start
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let mut value = 0u64;
+    for &b in &digits_start[..digits] {
+        let nibble = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        value = (value << 4) | u64::from(nibble);
+    }
+    Some((value, &digits_start[digits..]))
+}
+
+/// `file:line` (`main.c:62`, `<compiler-generated>:0`).
+fn source_location(text: &[u8]) -> Option<(&[u8], u32)> {
+    let colon = text.iter().rposition(|&b| b == b':')?;
+    let line = u32::try_from(parse_decimal(&text[colon + 1..])?).ok()?;
+    let file = &text[..colon];
+    (!file.is_empty() && !file.ends_with(b":")).then_some((file, line))
+}
+
+/// Splits `symbol[  file:line]` (3.0, 4.0: two spaces) or `symbol file.ext:line` (2.0 on
+/// 10.7: one space, a token that looks like a file name).
+fn split_source(text: &[u8]) -> (&[u8], Option<(&[u8], u32)>) {
+    let text = text.trim_ascii();
+    if let Some(at) = rfind(text, b"  ")
+        && let Some(source) = source_location(text[at + 2..].trim_ascii())
+    {
+        return (text[..at].trim_ascii_end(), Some(source));
+    }
+    if let Some(at) = rfind(text, b" ")
+        && let Some(source) = source_location(&text[at + 1..])
+        && (source.0.contains(&b'.') || source.0.starts_with(b"<"))
+    {
+        return (text[..at].trim_ascii_end(), Some(source));
+    }
+    (text, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::sites;
+
+    fn parse_one(bytes: &[u8]) -> NativeReport {
+        let mut reports = parse(Path::new("t.txt"), bytes).unwrap();
+        assert_eq!(reports.len(), 1);
+        reports.remove(0)
+    }
+
+    #[test]
+    fn numbers_and_sources() {
+        assert_eq!(decimal_prefix(b"12ab"), Some((12, &b"ab"[..])));
+        assert_eq!(decimal_prefix(b"99999999999999999999"), None);
+        assert_eq!(hex_prefix(b"0x1aF "), Some((0x1af, &b" "[..])));
+        assert_eq!(hex_prefix(b"0x11112222333344445"), None);
+        assert_eq!(source_location(b"main.c:62"), Some((&b"main.c"[..], 62)));
+        assert_eq!(source_location(b"foo:bar:"), None);
+        assert_eq!(
+            split_source(b"main + 16  main.cpp:0"),
+            (&b"main + 16"[..], Some((&b"main.cpp"[..], 0)))
+        );
+        assert_eq!(split_source(b"-[A b:c:]"), (&b"-[A b:c:]"[..], None));
+    }
+
+    #[test]
+    fn quiet_stack_block_gives_site_and_order() {
+        let r = parse_one(
+            b"STACK OF 1 INSTANCE OF 'ROOT LEAK: <malloc in main>':
+3   dyld      0x1aea9be50 start + 2544
+2   main.exe  0x1001bf220 main + 16  main.cpp:0
+1   libc++abi.dylib  0x1aed808b0 operator new(unsigned long) + 32
+0   libsystem_malloc.dylib  0x1aec2ec20 _malloc_zone_malloc_instrumented_or_legacy + 128 
+====
+    1 (16 bytes) ROOT LEAK: <malloc in main 0x12e7040f0> [16]
+",
+        );
+        assert_eq!(r.format, NativeFormat::Leaks4Stacks);
+        assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+        let stack: Vec<String> = r.stack(0).map(|f| f.label()).collect();
+        assert_eq!(
+            stack,
+            [
+                "start",
+                "main",
+                "operator new(unsigned long)",
+                "_malloc_zone_malloc_instrumented_or_legacy"
+            ]
+        );
+        assert_eq!(sites(&r)[0].key.function, "main");
+        assert_eq!(r.leaks[0].type_name.as_deref(), Some("malloc in main"));
+    }
+
+    #[test]
+    fn frames_printed_innermost_first_are_reordered() {
+        let r = parse_one(
+            b"STACK OF 1 INSTANCE OF 'ROOT LEAK: <malloc in f>':\n\
+              0   libsystem_malloc.dylib  0x10 _malloc + 1\n\
+              1   app  0x20 f + 2\n\
+              2   dyld  0x30 start + 3\n\
+              ====\n    1 (16 bytes) ROOT LEAK: <malloc in f 0x1> [16]\n",
+        );
+        let stack: Vec<String> = r.stack(0).map(|f| f.label()).collect();
+        assert_eq!(stack, ["start", "f", "_malloc"]);
+    }
+
+    #[test]
+    fn tree_cut_inside_a_root_is_reported() {
+        let r = parse_one(
+            b"leaks Report Version: 4.0
+Process 7: 3 leaks for 48 total leaked bytes.
+
+    3 (48 bytes) << TOTAL >>
+
+      3 (48 bytes) ROOT LEAK: <A 0x10> [16]
+         2 (32 bytes) next --> <A 0x20> [16]
+",
+        );
+        assert_eq!(r.total_blocks(), 2);
+        assert_eq!(r.diagnostics.count_of(CUT_OFF), 2, "{:?}", r.diagnostics);
+        assert!(
+            r.header.notices[0].contains("cut off at line"),
+            "{:?}",
+            r.header.notices
+        );
+    }
+
+    #[test]
+    fn no_report_at_all_is_an_input_error() {
+        let e = parse(Path::new("x.txt"), b"hello\nworld\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.txt: no leaks report found (2 lines of other output)"
+        );
+        let e = parse(
+            Path::new("x.txt"),
+            b"leaks[9]: leaks cannot examine process 5 (with name like '5') because it no longer appears to be running.\n",
+        )
+        .unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("x.txt: line 1: leaks failed: leaks cannot examine process 5"),
+            "{message}"
+        );
+        assert!(message.contains("--atExit"), "{message}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let inputs: [&[u8]; 6] = [
+            b"Leak: 0xffffffffffffffffff  size=1\n",
+            b"STACK OF 99999999999999999999999 INSTANCES OF 'x':\n====\n",
+            b"Process 1: 1 leak for 1 total leaked bytes.\n    1 (1) ROOT LEAK: <\xff 0x1> [1]\n[",
+            b"\xff\xfe\r\n\r\n\tCall stack: | | |\n",
+            b"Process:  [\nPhysical footprint: 1e999999M\n----\n",
+            b"Process 1: 2 leaks for 2 total leaked bytes.\nLeak: 0x1  size=1  zone: z_0x1\n\tCall stack: a |\n",
+        ];
+        for input in inputs {
+            let _ = parse(Path::new("g"), input);
+            for cut in 0..input.len() {
+                let _ = parse(Path::new("g"), &input[..cut]);
+            }
+        }
+    }
 }
