@@ -650,3 +650,24 @@ fn identical_stacks_do_not_grow_memory() {
     assert_eq!(r.leaks[0].blocks, LEAKS / 3);
     assert_eq!(site_names(r)[0], "zmq_msg_init_size");
 }
+
+#[test]
+fn truncated_samples_never_panic_and_keep_what_they_read() {
+    for name in [
+        "macos15.0-v3.0-list-msl-lite-callstack.txt",
+        "macos13era-v4.0-quiet-atexit-msl-stack.txt",
+        "synthetic-macos15.5-v4.0-root-cycle.txt",
+        "synthetic-macos14-v4.0-multiline-shared-label.txt",
+        SEED_EXCERPT,
+    ] {
+        let bytes = std::fs::read(fixture(&format!("leaks/{name}"))).unwrap();
+        for cut in (0..bytes.len()).step_by(5) {
+            if let Ok(reports) = leaks::parse(Path::new(name), &bytes[..cut]) {
+                let r = &reports[0];
+                if let Some(summary) = r.summary {
+                    assert!(r.total_blocks() <= summary.leaks, "{name} cut at {cut}");
+                }
+            }
+        }
+    }
+}

@@ -199,6 +199,8 @@ struct Parser<'a> {
     early: Diagnostics,
     /// leaks' own failure messages, with their line.
     failures: Vec<(u64, LeaksFailure)>,
+    /// Those printed before the next report starts, as notices for it.
+    early_notices: Vec<String>,
     /// Programs named by stack-logging lines (`main.exe(14025) MallocStackLogging: …`), by pid.
     programs: Vec<(u32, &'a [u8])>,
     /// Lines of other programs' output outside any report.
@@ -213,6 +215,7 @@ impl<'a> Parser<'a> {
             current: None,
             early: Diagnostics::new(path),
             failures: Vec::new(),
+            early_notices: Vec::new(),
             programs: Vec::new(),
             other_lines: 0,
         }
@@ -293,9 +296,9 @@ impl<'a> Parser<'a> {
                 true
             }
             LineKind::Failure(failure) => {
-                if let Some(report) = self.current.as_mut() {
-                    let notice = format!("{} ({})", failure.message, failure.advice);
-                    report.builder.header_mut().notices.push(notice);
+                match self.current.as_mut() {
+                    Some(report) => report.builder.header_mut().notices.push(failure.notice()),
+                    None => self.early_notices.push(failure.notice()),
                 }
                 self.failures.push((no, failure));
                 true
@@ -319,6 +322,9 @@ impl<'a> Parser<'a> {
                         &mut self.early,
                         Diagnostics::new(self.path),
                     ));
+                    // leaks' warnings printed before the report (ASan) belong to it.
+                    let notices = &mut report.builder.header_mut().notices;
+                    notices.append(&mut self.early_notices);
                     self.current = Some(report);
                 }
                 match self.current.as_mut() {
@@ -1202,6 +1208,64 @@ Process 7: 3 leaks for 48 total leaked bytes.
             "{message}"
         );
         assert!(message.contains("--atExit"), "{message}");
+    }
+
+    #[test]
+    fn two_runs_in_one_file_are_two_reports() {
+        let run = b"leaks Report Version: 4.0\nProcess 7: 10 nodes malloced for 1 KB\n\
+                    Process 7: 0 leaks for 0 total leaked bytes.\n";
+        let mut both = run.to_vec();
+        both.extend_from_slice(
+            b"\nleaks Report Version: 4.0\nProcess 7: 12 nodes malloced for 1 KB\n",
+        );
+        both.extend_from_slice(b"Process 7: 1 leak for 16 total leaked bytes.\n\n");
+        both.extend_from_slice(b"    1 (16 bytes) ROOT LEAK: 0x10 [16]\n");
+        let reports = parse(Path::new("two.txt"), &both).unwrap();
+        assert_eq!(reports.len(), 2);
+        assert_eq!((reports[0].sequence, reports[1].sequence), (0, 1));
+        assert_eq!(reports[0].summary.map(|s| s.nodes), Some(Some(10)));
+        assert_eq!(reports[1].total_bytes(), 16);
+        assert!(
+            reports[1].diagnostics.is_empty(),
+            "{:?}",
+            reports[1].diagnostics
+        );
+    }
+
+    #[test]
+    fn excluded_leaks_are_not_an_excerpt() {
+        let r = parse_one(
+            b"Process 3: 3 leaks for 48 total leaked bytes.\n\
+              Leak: 0x10  size=16  zone: DefaultMallocZone_0x1\n\
+              2 leaks excluded (not printed)\n",
+        );
+        assert_eq!(r.unlisted(), Some((2, 32)));
+        assert_eq!(r.header.notices, ["2 leaks excluded (not printed)"]);
+        assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+    }
+
+    #[test]
+    fn asan_warning_beside_a_report_becomes_a_notice() {
+        let r = parse_one(
+            b"Can't examine target process's malloc zone asan_0x10e4c4000, so memory analysis will be incomplete or incorrect.\n\
+              Process 4: 0 leaks for 0 total leaked bytes.\n",
+        );
+        assert_eq!(r.header.pid, Some(4));
+        assert_eq!(r.header.notices.len(), 1);
+        assert!(
+            r.header.notices[0].contains("lsan backend"),
+            "{:?}",
+            r.header.notices
+        );
+    }
+
+    #[test]
+    fn unknown_lines_are_counted_with_the_first_position() {
+        let r = parse_one(b"Process 3: 0 leaks for 0 total leaked bytes.\nstray one\nstray two\n");
+        assert_eq!(
+            r.diagnostics.lines(),
+            ["t.txt: 2 lines not understood, first at line 2 (`stray one`)"]
+        );
     }
 
     #[test]

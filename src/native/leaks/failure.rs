@@ -36,6 +36,13 @@ pub struct LeaksFailure {
     pub advice: &'static str,
 }
 
+impl LeaksFailure {
+    /// The message and the advice as one notice for a report that was still produced.
+    pub fn notice(&self) -> String {
+        format!("{} ({})", self.message, self.advice)
+    }
+}
+
 impl fmt::Display for LeaksFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "leaks failed: {} ({})", self.message, self.advice)
