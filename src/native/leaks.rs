@@ -945,7 +945,7 @@ impl<'a> Report<'a> {
         if let Some(pending) = self.pending.as_ref() {
             let cut_in_stack = self.last_stack_open && self.last_stack_line == last_line;
             let stack_missing = self.any_call_stack && pending.stack.is_none();
-            if cut_in_stack || stack_missing || (ends_mid_line && report_incomplete) {
+            if cut_in_stack || (report_incomplete && (stack_missing || ends_mid_line)) {
                 let line = pending.line;
                 self.cut_at.get_or_insert(line);
                 self.builder
