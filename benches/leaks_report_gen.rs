@@ -13,7 +13,7 @@ pub const BLOCK_SIZE: u64 = 1536;
 pub const SEED_LEAKS: u64 = 171_502;
 
 /// The seed's stack, outermost first; variants insert one frame before `zmq_msg_init_size`.
-const SEED_FRAMES: [&str; 9] = [
+pub const SEED_FRAMES: [&str; 9] = [
     "thread_start",
     "_pthread_start",
     "thread_routine",

@@ -2,7 +2,7 @@
 //! (§3.7): node lines read right to left, `<< TOTAL >>`, `STACK OF N INSTANCES OF '…':` and
 //! numbered frame lines. Pure functions on one line's bytes.
 
-use super::{decimal_prefix, find, hex_prefix, rfind, split_source};
+use super::{decimal_prefix, find, hex_prefix, rfind, source_location, split_source};
 use crate::native::LeakKind;
 
 /// The marker in front of a node's description.
@@ -209,24 +209,9 @@ pub(super) fn numbered_frame(line: &[u8]) -> Option<NumberedFrame<'_>> {
     };
     let after = after.trim_ascii();
     // `symbol + off[  file:line]`: take the last ` + <digits>`, C++ signatures contain spaces.
-    let (symbol, source_text) = match last_offset(after) {
-        Some((symbol, tail)) => (symbol, tail.trim_ascii()),
-        None => {
-            let (symbol, source) = split_source(after);
-            return Some(NumberedFrame {
-                index,
-                image: named(image),
-                address,
-                symbol: named(symbol),
-                file: source.map(|s| s.0),
-                line: source.map(|s| s.1),
-            });
-        }
-    };
-    let source = if source_text.is_empty() {
-        None
-    } else {
-        super::source_location(source_text)
+    let (symbol, source) = match last_offset(after) {
+        Some((symbol, tail)) => (symbol, source_location(tail.trim_ascii())),
+        None => split_source(after),
     };
     Some(NumberedFrame {
         index,
