@@ -100,16 +100,14 @@ fn best_of(mut run: impl FnMut()) -> Duration {
         .unwrap_or_default()
 }
 
-/// Peak resident set size of this process so far, in KiB (Linux reports `ru_maxrss` in KiB).
-fn peak_rss_kib() -> i64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points to
-    // zeroed memory of the right size and alignment; we read it only when the call succeeds.
-    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
-    if !ok {
-        return 0;
-    }
-    // SAFETY: getrusage succeeded, so the struct is initialised (it was zeroed before anyway).
-    let usage = unsafe { usage.assume_init() };
-    usage.ru_maxrss
+/// Peak resident set size of this process so far, in KiB: `VmHWM` of /proc/self/status (the
+/// high-water mark of this program's own memory; `getrusage`'s `ru_maxrss` would also count
+/// the launching cargo, carried across exec). 0 where /proc is missing.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
