@@ -4,3 +4,4 @@
 mod cli;
 mod common;
 mod native_linux;
+mod native_leaks;
