@@ -3,5 +3,5 @@
 
 mod cli;
 mod common;
-mod native_linux;
 mod native_leaks;
+mod native_linux;

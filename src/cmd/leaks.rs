@@ -368,20 +368,20 @@ fn render_text(out: &LeaksOutput) -> String {
         let pid = r.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
         let _ = write!(
             s,
-            "  {} {} report {} ({tool}{pid}): {} bytes in {} blocks, {} sites",
+            "  {} {} report {} ({tool}{pid}): {} bytes in {}, {}",
             r.label,
             r.path,
             r.number,
             thousands(r.bytes),
-            thousands(r.blocks),
-            thousands(r.sites as u64)
+            counted(r.blocks, "block"),
+            counted(r.sites as u64, "site")
         );
         if let Some(summary) = r.summary {
             let _ = write!(
                 s,
                 "; tool's summary {} bytes in {}",
                 thousands(summary.bytes),
-                thousands(summary.leaks)
+                counted(summary.leaks, "leak")
             );
         }
         s.push('\n');
@@ -425,12 +425,11 @@ fn render_text(out: &LeaksOutput) -> String {
     let list = &out.sites;
     let _ = writeln!(
         s,
-        "\nLeak sites in {}: {} site{}, {} bytes in {} blocks{}",
+        "\nLeak sites in {}: {}, {} bytes in {}{}",
         list.report,
-        thousands(list.total_sites as u64),
-        plural(list.total_sites),
+        counted(list.total_sites as u64, "site"),
         thousands(list.total_bytes),
-        thousands(list.total_blocks),
+        counted(list.total_blocks, "block"),
         if list.items.len() < list.total_sites {
             format!(" (top {} by bytes)", list.items.len())
         } else {
@@ -557,6 +556,11 @@ fn kind_label(kind: LeakKind) -> &'static str {
         LeakKind::RootCycle => "root cycle",
         LeakKind::Interior => "interior",
     }
+}
+
+/// `1 block`, `1,024 blocks`.
+fn counted(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", thousands(n), plural(n as usize))
 }
 
 fn plural(n: usize) -> &'static str {
