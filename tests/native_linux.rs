@@ -451,6 +451,23 @@ fn gunzip(path: &Path) -> Vec<u8> {
     out
 }
 
+/// `leakhunt leaks ARGS… --format json`: (exit code, the JSON, stderr).
+fn leaks_json(args: &[&std::ffi::OsStr]) -> (i32, serde_json::Value, String) {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["leaks".as_ref()];
+    all.extend_from_slice(args);
+    all.extend([
+        std::ffi::OsStr::new("--format"),
+        std::ffi::OsStr::new("json"),
+    ]);
+    let (code, stdout, stderr) = run_leakhunt(all);
+    let value = if code == 0 {
+        json(&stdout)
+    } else {
+        serde_json::Value::Null
+    };
+    (code, value, stderr)
+}
+
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
@@ -468,16 +485,8 @@ fn find_item<'a>(items: &'a serde_json::Value, function: &str) -> &'a serde_json
 fn leaks_command_on_the_lsan_sample_text_and_json() {
     let log = fixture("lsan/widget-checks.log.gz");
     let maps = fixture("lsan/widget-checks.maps.gz");
-    let (code, stdout, stderr) = run_leakhunt([
-        "leaks".as_ref(),
-        log.as_os_str(),
-        "--maps".as_ref(),
-        maps.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
+    let (code, out, stderr) = leaks_json(&[log.as_os_str(), "--maps".as_ref(), maps.as_os_str()]);
     assert_eq!(code, 0, "{stderr}");
-    let out = json(&stdout);
     assert_eq!(out["schema"], 1);
     let reports = out["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 3);
@@ -568,15 +577,8 @@ fn leaks_command_on_the_valgrind_samples() {
     // vgdb session: two searches, growth by the 20 widgets of round two.
     let session = fixture("valgrind/widget-checks-vgdb.txt");
     let maps = fixture("valgrind/widget-checks-vgdb.maps.gz");
-    let (code, stdout, stderr) = run_leakhunt([
-        "leaks".as_ref(),
-        session.as_os_str(),
-        maps.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
+    let (code, out, stderr) = leaks_json(&[session.as_os_str(), maps.as_os_str()]);
     assert_eq!(code, 0, "{stderr}");
-    let out = json(&stdout);
     assert_eq!(out["reports"].as_array().unwrap().len(), 2);
     assert_eq!(out["reports"][0]["pid"], out["reports"][1]["pid"]);
     let g = find_item(&out["growth"]["items"], "widget_create");
@@ -602,20 +604,13 @@ fn leaks_command_on_the_valgrind_samples() {
     assert_ne!(moved, original);
     let moved_maps = dir.path().join("maps");
     std::fs::write(&moved_maps, moved).unwrap();
-    let (code, stdout, stderr) = run_leakhunt([
-        "leaks".as_ref(),
-        xml.as_os_str(),
-        "--maps".as_ref(),
-        moved_maps.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
+    let (code, out, stderr) =
+        leaks_json(&[xml.as_os_str(), "--maps".as_ref(), moved_maps.as_os_str()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("memcheck errors that are not leaks"),
         "{stderr}"
     );
-    let out = json(&stdout);
     let items = out["sites"]["items"].as_array().unwrap();
     let widget = items
         .iter()
@@ -663,24 +658,13 @@ fn cut_crlf_non_utf8_and_unknown_lines_keep_the_rest() {
     // A function name with bytes that are not UTF-8.
     let name = memchr_find(&cut, b"in rb_").unwrap() + 3;
     cut[name] = 0xfe;
-    let crlf: Vec<u8> = cut
-        .iter()
-        .flat_map(|&b| {
-            if b == b'\n' {
-                vec![b'\r', b'\n']
-            } else {
-                vec![b]
-            }
-        })
-        .collect();
+    let crlf = cut
+        .split(|&b| b == b'\n')
+        .collect::<Vec<_>>()
+        .join(&b"\r\n"[..]);
     let path = dir.path().join("cut.log");
     std::fs::write(&path, &crlf).unwrap();
-    let (code, stdout, stderr) = run_leakhunt([
-        "leaks".as_ref(),
-        path.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
+    let (code, out, stderr) = leaks_json(&[path.as_os_str()]);
     assert_eq!(code, 0, "{stderr}");
     let expected = format!(
         "leakhunt: warning: {}: 2 lines not understood, first at line {bad_line} (a frame line without `#N 0xADDRESS`: `#1 not-an-address here`)",
@@ -694,19 +678,12 @@ fn cut_crlf_non_utf8_and_unknown_lines_keep_the_rest() {
         )),
         "{stderr}"
     );
-    let out = json(&stdout);
     let reports = out["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 3);
     assert!(reports[2]["summary"].is_null());
     assert_eq!(reports[1]["blocks"], reports[1]["summary"]["leaks"]);
     // The whole (LF) sample gives the same first two reports.
-    let (_, whole, _) = run_leakhunt([
-        "leaks".as_ref(),
-        fixture("lsan/widget-checks.log.gz").as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
-    let whole = json(&whole);
+    let (_, whole, _) = leaks_json(&[fixture("lsan/widget-checks.log.gz").as_os_str()]);
     assert_eq!(whole["reports"][1]["bytes"], reports[1]["bytes"]);
     assert_eq!(whole["reports"][1]["sites"], reports[1]["sites"]);
 }
@@ -723,12 +700,7 @@ fn xml_that_ends_early_warns_and_keeps_what_was_read() {
     let path = dir.path().join("cut.xml");
     std::fs::write(&path, &xml[..cut_at]).unwrap();
     let line = xml[..cut_at].iter().filter(|&&b| b == b'\n').count() + 1;
-    let (code, stdout, stderr) = run_leakhunt([
-        "leaks".as_ref(),
-        path.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
+    let (code, out, stderr) = leaks_json(&[path.as_os_str()]);
     assert_eq!(code, 0, "{stderr}");
     let prefix = format!(
         "leakhunt: warning: {}: 1 XML file ending early at line {line} (",
@@ -738,15 +710,9 @@ fn xml_that_ends_early_warns_and_keeps_what_was_read() {
         stderr.lines().any(|l| l.starts_with(&prefix)),
         "{prefix}\n{stderr}"
     );
-    let out = json(&stdout);
     let blocks = out["reports"][0]["blocks"].as_u64().unwrap();
-    let (_, whole, _) = run_leakhunt([
-        "leaks".as_ref(),
-        fixture("valgrind/widget-leak.xml.gz").as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ]);
-    let whole_blocks = json(&whole)["reports"][0]["blocks"].as_u64().unwrap();
+    let (_, whole, _) = leaks_json(&[fixture("valgrind/widget-leak.xml.gz").as_os_str()]);
+    let whole_blocks = whole["reports"][0]["blocks"].as_u64().unwrap();
     assert!(
         blocks > 0 && blocks < whole_blocks,
         "{blocks} of {whole_blocks}"
