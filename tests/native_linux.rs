@@ -755,3 +755,61 @@ fn not_a_native_report_is_a_one_line_error_and_other_files_still_count() {
         "{stdout}"
     );
 }
+
+/// Every reader, on the real samples cut at many places and with bytes overwritten at random:
+/// an error or some reports, never a panic.
+#[test]
+fn readers_never_panic_on_cut_or_damaged_samples() {
+    use leakhunt::detect::Kind;
+    let samples: [(Kind, Vec<u8>); 5] = [
+        (
+            Kind::LsanLog,
+            gunzip(&fixture("lsan/widget-leak-exit.log.gz")),
+        ),
+        (
+            Kind::ValgrindText,
+            std::fs::read(fixture("valgrind/widget-checks-vgdb.txt")).unwrap(),
+        ),
+        (
+            Kind::ValgrindText,
+            gunzip(&fixture("valgrind/widget-leak.log.gz"))[..200_000].to_vec(),
+        ),
+        (
+            Kind::ValgrindXml,
+            gunzip(&fixture("valgrind/widget-leak.xml.gz"))[..200_000].to_vec(),
+        ),
+        (
+            Kind::ModuleMap,
+            gunzip(&fixture("lsan/widget-checks.maps.gz")),
+        ),
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let path = Path::new("damaged");
+    for (kind, bytes) in &samples {
+        let read = |b: &[u8]| match kind {
+            Kind::ModuleMap => {
+                ModuleMap::parse(b);
+            }
+            _ => {
+                let _ = native::parse_bytes(path, *kind, b);
+            }
+        };
+        for cut in (0..bytes.len()).step_by(bytes.len() / 25 + 1) {
+            read(&bytes[..cut]);
+        }
+        for _ in 0..25 {
+            let mut damaged = bytes.clone();
+            for _ in 0..20 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            read(&damaged);
+        }
+    }
+}

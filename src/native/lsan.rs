@@ -862,6 +862,24 @@ SUMMARY: LeakSanitizer: 8 byte(s) leaked in 1 allocation(s).\n";
     }
 
     #[test]
+    fn absurd_sizes_do_not_overflow() {
+        let log = b"==1==ERROR: LeakSanitizer: detected memory leaks\n\
+Direct leak of 9999999999999999999 byte(s) in 9999999999999999999 object(s) allocated from:\n\
+    #0 0x10 in f (/l.so+0x20)\n\
+\n\
+Direct leak of 9999999999999999999 byte(s) in 9999999999999999999 object(s) allocated from:\n\
+    #0 0x11 in f (/l.so+0x20)\n\
+\n\
+SUMMARY: LeakSanitizer: 1 byte(s) leaked in 1 allocation(s).\n";
+        let r = &parse_ok(log)[0];
+        assert_eq!(r.total_bytes(), u64::MAX);
+        let all = sites(r);
+        assert_eq!((all[0].blocks, all[0].bytes), (u64::MAX, u64::MAX));
+        assert_eq!(crate::native::growth(&all, &all)[0].delta_bytes(), 0);
+        assert_eq!(crate::native::growth(&[], &all)[0].delta_bytes(), i64::MAX);
+    }
+
+    #[test]
     fn identical_frames_are_shared() {
         let mut log = Vec::new();
         log.extend_from_slice(b"==1==ERROR: LeakSanitizer: detected memory leaks\n");

@@ -254,7 +254,9 @@ impl Symbolizer {
         {
             return false;
         }
-        let file_offset = address - region.start + region.file_offset;
+        let Some(file_offset) = (address - region.start).checked_add(region.file_offset) else {
+            return false;
+        };
         let offset = match self.module(&region.path) {
             Some(symbols) => symbols.module_offset_of_file_offset(file_offset),
             None => map.load_base(&region.path).map(|base| address - base),
