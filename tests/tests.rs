@@ -4,3 +4,4 @@
 mod cli;
 mod common;
 mod native_leaks;
+mod native_linux;
