@@ -3,4 +3,6 @@
 
 mod cli;
 mod common;
+mod native_leaks;
+mod native_linux;
 mod run_e2e;
