@@ -346,12 +346,51 @@ fn assert_seed_run(r: &Run, variant: &str) {
     // ZMQ::Message grows between the first two heap snapshots in leak.rb and not in the others:
     //   let counts = heap_counts(r, "ZMQ::Message");
     //   if variant == "leak.rb" { assert!(counts[1] > counts[0] + 100) } else { assert!(counts[1] <= counts[0] + 5) }
-    // TODO(native readers, issue 3): once the LSan/valgrind readers land, assert bytes of leak
-    // sites in libzmq grow between the first and last native snapshot in leak-counter.rb and not
-    // in leak-fixed.rb:
-    //   let zmq = libzmq_bytes(r);
-    //   if variant == "leak-counter.rb" { assert!(zmq.last() > zmq.first() + 100_000) }
-    //   if variant == "leak-fixed.rb" { assert!(zmq.last() <= zmq.first() + 100_000) }
+    // Native leaks in libzmq grow where messages are dropped without close, and only there.
+    let zmq = libzmq_leaked_bytes(r);
+    eprintln!("{variant}: libzmq leaked bytes per native snapshot {zmq:?}");
+    let (first, last) = (zmq[0], zmq[zmq.len() - 1]);
+    match variant {
+        "leak-counter.rb" => assert!(last > first + 1_000_000, "{zmq:?}"),
+        _ => assert!(last <= first + 64 * 1024, "{zmq:?}"),
+    }
+}
+
+/// Bytes of the leak sites whose allocating frame is in libzmq, per native snapshot.
+fn libzmq_leaked_bytes(r: &Run) -> Vec<u64> {
+    r.manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.native.as_ref())
+        .map(|native| {
+            let path = r.bundle.join(&native.file);
+            let bytes = std::fs::read(&path).unwrap();
+            let end = native.end.map_or(bytes.len(), |e| e as usize);
+            let slice = &bytes[native.start.unwrap_or(0) as usize..end];
+            let Some(kind) = leakhunt::detect::detect_bytes(slice) else {
+                assert!(
+                    slice.iter().all(u8::is_ascii_whitespace),
+                    "{} [{:?}..{:?}] is not a native report",
+                    native.file,
+                    native.start,
+                    native.end
+                );
+                return 0; // LSan writes nothing when a check finds no leak.
+            };
+            let reports = leakhunt::native::parse_bytes(&path, kind, slice).unwrap();
+            reports
+                .iter()
+                .flat_map(leakhunt::native::sites)
+                .filter(|site| {
+                    site.key
+                        .library
+                        .as_deref()
+                        .is_some_and(|l| l.contains("libzmq"))
+                })
+                .map(|site| site.bytes)
+                .sum()
+        })
+        .collect()
 }
 
 fn seed_case(variant: &str, backend: &str) {
@@ -589,4 +628,44 @@ fn an_unavailable_backend_exits_3_with_advice() {
     assert!(stderr.contains("use --backend"), "{stderr}");
     assert!(!bundle.exists());
     assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `leakhunt doctor`.
+
+#[test]
+fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
+    if !ruby_ready() {
+        return;
+    }
+    let (code, stdout, stderr) = crate::common::run_leakhunt(["doctor", "--backend", "none"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok    ruby"), "{stdout}");
+    assert!(stdout.contains("ok    agent libraries"), "{stdout}");
+    assert!(
+        stdout.contains("`leakhunt run --backend none` can work here."),
+        "{stdout}"
+    );
+
+    let missing = if cfg!(target_os = "macos") {
+        "lsan"
+    } else {
+        "leaks"
+    };
+    let (code, stdout, _) = crate::common::run_leakhunt(["doctor", "--backend", missing]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAIL  backend {missing}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("use --backend"), "{stdout}");
+
+    let (code, stdout, _) =
+        crate::common::run_leakhunt(["doctor", "--backend", "none", "--ruby", "/no/such/ruby"]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("FAIL  ruby"), "{stdout}");
+    assert!(
+        stdout.contains("/no/such/ruby is not an executable"),
+        "{stdout}"
+    );
 }

@@ -81,13 +81,19 @@ impl NativeBackend for Leaks {
                         end: None,
                     });
                 }
-                // TODO(leaks reader): use native::leaks::classify_failure once it lands, to
-                // tell "target gone" from "not allowed" and give the matching advice.
-                Some(code) => capture.errors.push(format!(
-                    "leaks exited with status {}: {}",
-                    code.map_or("?".to_owned(), |c| c.to_string()),
-                    first_line(&run.stderr)
-                )),
+                // Above 1: leaks could not examine the process; its message says why.
+                Some(code) => {
+                    let stdout = std::fs::read(self.dirs.bundle.join(&name)).unwrap_or_default();
+                    let failure = crate::native::leaks::classify_failure(
+                        &stdout,
+                        run.stderr.as_bytes(),
+                        code,
+                    );
+                    capture.errors.push(match failure {
+                        Some(f) => f.to_string(),
+                        None => format!("leaks failed: {}", first_line(&run.stderr)),
+                    });
+                }
                 None => capture.errors.push(format!(
                     "leaks did not finish within {} s",
                     deadline.as_secs()
