@@ -165,6 +165,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         agent_pid: None,
         hello_at: None,
         exiting: None,
+        exit_detail: None,
         interrupted: false,
         killed_because: None,
         spinner: crate::progress::spinner("starting"),
@@ -312,6 +313,8 @@ struct Session<'a> {
     hello_at: Option<Instant>,
     /// The agent's at_exit hook has announced the end (detail as sent).
     exiting: Option<String>,
+    /// How the program said it was ending ("end", "exit 3", "exception RuntimeError", …).
+    exit_detail: Option<String>,
     interrupted: bool,
     /// Set when leakhunt killed the target, with the reason.
     killed_because: Option<String>,
@@ -436,7 +439,10 @@ impl Session<'_> {
                 self.backend.on_hello(pid);
                 self.save();
             }
-            AgentEvent::Exiting { detail } => self.exiting = Some(detail),
+            AgentEvent::Exiting { detail } => {
+                self.exit_detail = Some(detail.clone());
+                self.exiting = Some(detail);
+            }
             AgentEvent::Done {
                 index,
                 heap,
@@ -698,8 +704,14 @@ impl Session<'_> {
         let signal_name = signal
             .and_then(crate::platform::signal_name)
             .map(str::to_owned);
+        let raised = self
+            .exit_detail
+            .as_deref()
+            .and_then(|d| d.strip_prefix("exception "))
+            .map(|class| format!(" (uncaught {class})"))
+            .unwrap_or_default();
         let how = match (code, &signal_name, signal) {
-            (Some(c), _, _) => format!("exited with status {c}"),
+            (Some(c), _, _) => format!("exited with status {c}{raised}"),
             (_, Some(n), _) => format!("killed by {n}"),
             (_, None, Some(s)) => format!("killed by signal {s}"),
             _ => "ended in an unknown way".to_owned(),
