@@ -913,7 +913,7 @@ mod tests {
     }
 
     fn err(bytes: &[u8]) -> String {
-        read(bytes).err().expect("an error").to_string()
+        read(bytes).expect_err("an error").to_string()
     }
 
     /// FORMATS.md §1.3's worked example, completed with a class object #7 named "Foo"
