@@ -7,15 +7,12 @@
 mod rbx_encoder;
 
 use crate::common::fixture;
-use leakhunt::diag::Position;
 use leakhunt::heap::histogram::Histogram;
 use leakhunt::heap::{self, HistogramRead, rubinius};
-use rbx_encoder::{
-    COMPACT_LOOKUP_TABLE_BYTES, ClassRef, CoreNames, Heap, ObjId, Obj, Value, tuple_bytes,
-};
+use rbx_encoder::{ClassRef, CoreNames, Heap, Obj, ObjId, Value, tuple_bytes};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type FileHeap = Heap<BufWriter<File>>;
 
@@ -210,7 +207,10 @@ fn write_first_seed_dump(path: &Path) -> Vec<(String, i64, i64)> {
         .slot("@tuple", Value::Ref(messages_tuple))
         .slot("@total", Value::Fixnum(MESSAGES as i64))
         .slot("@start", Value::Fixnum(0));
-    let tuple = heap.tuple(messages_tuple, messages.iter().map(|&m| Value::Ref(m)).collect());
+    let tuple = heap.tuple(
+        messages_tuple,
+        messages.iter().map(|&m| Value::Ref(m)).collect(),
+    );
     heap.write_all(&[array_obj, tuple]).unwrap();
     for &m in &messages {
         write_message(&mut heap, &c, m, MessageOrder::MessageFirst);
@@ -309,7 +309,14 @@ fn write_first_seed_dump(path: &Path) -> Vec<(String, i64, i64)> {
         let obj = Obj::new(id, access_variable, 80)
             .slot("@ivar_name", Value::Sym(format!("@{name}")))
             .slot("@name", Value::Sym(name))
-            .slot("@write", if i % 2 == 0 { Value::True } else { Value::False });
+            .slot(
+                "@write",
+                if i % 2 == 0 {
+                    Value::True
+                } else {
+                    Value::False
+                },
+            );
         heap.write(&obj).unwrap();
     }
 
@@ -349,7 +356,22 @@ fn first_seed_table_is_reproduced_exactly() {
     // 4 core classes, 4 modules, 6 leak.rb classes, 9 other classes, each with a metaclass.
     assert_eq!(anonymous, 2 * (4 + 4 + 6 + 9), "{:?}", read.diagnostics);
     assert_eq!(read.diagnostics.kinds.len(), 1, "{:?}", read.diagnostics);
-    assert_eq!(read.objects, 169_350 + 168_983 + 2 * 168_978 + 27_901 + 15_615 + 13_527 + 3_010 + 825 + 787 + 87 + 41 + 12 + 2);
+    assert_eq!(
+        read.objects,
+        169_350
+            + 168_983
+            + 2 * 168_978
+            + 27_901
+            + 15_615
+            + 13_527
+            + 3_010
+            + 825
+            + 787
+            + 87
+            + 41
+            + 12
+            + 2
+    );
 }
 
 /// A little shared heap content, identical in every dump it is written to.
@@ -462,4 +484,620 @@ fn third_seed_table_is_reproduced_with_its_five_way_tie() {
     assert_eq!(tuple_bytes(100), 816);
     let text = diff_text(&before, &after);
     assert_matches_seed(&text, &seed_tables()[2], false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class resolution.
+
+fn row(name: &str, count: i64, bytes: i64) -> (String, i64, i64) {
+    (name.to_owned(), count, bytes)
+}
+
+#[test]
+fn an_object_whose_class_is_a_metaclass_counts_under_its_real_class() {
+    let mut heap = memory_heap(CoreNames::Real, false);
+    let object = heap.object;
+    let foo_class = heap.define_class(Some("Foo"), object);
+    let (plain, special) = (heap.reserve(), heap.reserve());
+    let singleton = heap.singleton_class(special, foo_class);
+    heap.write(&Obj::new(special, singleton, 24)).unwrap();
+    heap.write(&Obj::new(plain, foo_class.id, 32)).unwrap();
+    let read = read_bytes(&finished_bytes(heap));
+    // Class objects: BasicObject, Object, Module, Class, Foo and their 5 metaclasses (whose own
+    // class is Class), plus the singleton: 11 instances of Class at 112 bytes.
+    assert_eq!(
+        rows(&read.histogram),
+        vec![row("Foo", 2, 56), row("Class", 11, 11 * 112)]
+    );
+    assert!(read.diagnostics.is_empty(), "{:?}", read.diagnostics);
+}
+
+#[test]
+fn modules_count_as_module_and_tables_under_their_classes() {
+    let mut heap = memory_heap(CoreNames::Real, true);
+    heap.define_module("Kernel");
+    let read = read_bytes(&finished_bytes(heap));
+    let got = rows(&read.histogram);
+    // 4 core classes + the 4 table classes (MethodTable, Tuple, LookupTable are defined on the
+    // way) = 7 classes, each with a metaclass; 1 module whose metaclass counts as a Class.
+    // Every class-like object (7 × 2 + 2 = 16) has a method table and a constant table.
+    let classes = 7 * 2 + 1;
+    let expected = [
+        row("Rubinius::MethodTable", 16, 16 * 48),
+        row("Rubinius::Tuple", 32, 32 * 144),
+        row("Rubinius::LookupTable", 16, 16 * 48),
+        row("Class", classes, classes * 112),
+        row("Module", 1, 112),
+    ];
+    for e in &expected {
+        assert!(got.contains(e), "{e:?} not in {got:?}");
+    }
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+}
+
+/// A singleton whose `@superclass` is an included module (`extend Comparable`): histo.rb
+/// passes over it because it is not a kind of Class, and reaches Foo. Needs the footer.
+fn extended_object_heap() -> Heap<Vec<u8>> {
+    let mut heap = memory_heap(CoreNames::Real, false);
+    let (object, module) = (heap.object, heap.module);
+    let included_module = heap
+        .define_class(Some("Rubinius::IncludedModule"), module)
+        .id;
+    let comparable = heap.define_module("Comparable");
+    let foo_class = heap.define_class(Some("Foo"), object);
+    let (extended, singleton, iclass) = (heap.reserve(), heap.reserve(), heap.reserve());
+    let class = heap.class.id;
+    let records = [
+        Obj::new(extended, singleton, 40),
+        Obj::new(singleton, class, 112)
+            .slot("@module_name", Value::Nil)
+            .slot("@superclass", Value::Ref(iclass))
+            .slot("@attached_instance", Value::Ref(extended)),
+        Obj::new(iclass, included_module, 64)
+            .slot("@module_name", Value::sym("Comparable"))
+            .slot("@superclass", Value::Ref(foo_class.id))
+            .slot("@module", Value::Ref(comparable)),
+    ];
+    heap.write_all(&records).unwrap();
+    heap
+}
+
+#[test]
+fn a_metaclass_chain_skips_included_modules() {
+    let heap = extended_object_heap();
+    let read = read_bytes(&finished_bytes(heap));
+    let got = rows(&read.histogram);
+    assert_eq!(got[0], row("Foo", 1, 40));
+    // 6 classes (4 core, IncludedModule, Foo) with their metaclasses, Comparable's metaclass
+    // and the singleton.
+    assert_eq!(got[1], row("Class", 6 * 2 + 1 + 1, 14 * 112));
+    assert_eq!(got[2], row("Rubinius::IncludedModule", 1, 64));
+    assert_eq!(got[3], row("Module", 1, 112));
+    assert_eq!(got.len(), 4);
+}
+
+#[test]
+fn without_the_footer_metaclass_instances_are_reported_not_guessed() {
+    let mut heap = extended_object_heap();
+    heap.flush_classes().unwrap();
+    let bytes = heap.into_output().unwrap();
+    let read = read_bytes(&bytes);
+    let got = rows(&read.histogram);
+    // Objects whose direct class is not a metaclass need no footer: the 8 metaclasses (their
+    // own class is Class itself) and the IncludedModule still count.
+    assert_eq!(got[0], row("Class", 8, 8 * 112));
+    assert_eq!(got[1], row("Rubinius::IncludedModule", 1, 64));
+    assert_eq!(got.len(), 2);
+    let lines = read.diagnostics.lines();
+    assert_eq!(
+        lines[0],
+        format!(
+            "t.dump: 1 missing footer at byte offset {} (the file ends without its '-' footer \
+             record (the dump is incomplete), so instances of metaclasses cannot be named)",
+            bytes.len()
+        )
+    );
+    // The extended object and every class and module object (their direct class is their
+    // metaclass): 1 + 6 + 1.
+    assert_eq!(
+        read.diagnostics
+            .count_of("objects whose class could not be resolved"),
+        8
+    );
+    assert!(
+        lines[1].contains("without the footer's Class"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn two_classes_with_one_name_give_two_rows_until_merged_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.dump");
+    let mut heap = heap_file(&path, CoreNames::Real, false);
+    let object = heap.object;
+    let first = heap.define_class(Some("Dup"), object).id;
+    let second = heap.define_class(Some("Dup"), object).id;
+    for (class, bytes) in [
+        (first, 10),
+        (second, 20),
+        (second, 20),
+        (second, 20),
+        (first, 10),
+    ] {
+        let id = heap.reserve();
+        heap.write(&Obj::new(id, class, bytes)).unwrap();
+    }
+    heap.finish().unwrap();
+    let read = rubinius::histogram(&path).unwrap();
+    assert_eq!(
+        histo_text(&read.histogram)
+            .lines()
+            .filter(|l| l.contains("Dup"))
+            .collect::<Vec<_>>(),
+        [
+            "         3                            Dup 60",
+            "         2                            Dup 20"
+        ]
+    );
+    let summary = rubinius::summarize(&path).unwrap();
+    assert_eq!(summary.ruby_version.as_deref(), Some("Rubinius"));
+    assert!(summary.alloc_sites.is_empty());
+    assert_eq!(summary.histogram.rows[0].name, "Dup");
+    assert_eq!(
+        (
+            summary.histogram.rows[0].count,
+            summary.histogram.rows[0].bytes
+        ),
+        (5, 80)
+    );
+    assert_eq!(summary.objects, read.objects);
+}
+
+#[test]
+fn instances_of_anonymous_classes_are_left_out_and_counted_in_a_note() {
+    let mut heap = memory_heap(CoreNames::Real, false);
+    let object = heap.object;
+    let anonymous = heap.define_class(None, object).id;
+    let named = heap.define_class(Some("Named"), object).id;
+    let mut first_anonymous = None;
+    for i in 0..5 {
+        let id = heap.reserve();
+        let at = heap.write(&Obj::new(id, anonymous, 16)).unwrap();
+        first_anonymous.get_or_insert(at);
+        if i % 2 == 0 {
+            let id = heap.reserve();
+            heap.write(&Obj::new(id, named, 8)).unwrap();
+        }
+    }
+    let read = read_bytes(&finished_bytes(heap));
+    assert_eq!(rows(&read.histogram)[0], row("Named", 3, 24));
+    assert_eq!(read.diagnostics.count_of("objects of anonymous classes"), 5);
+    assert_eq!(
+        read.diagnostics.lines(),
+        [format!(
+            "t.dump: 5 objects of anonymous classes, first at byte offset {} (their class has a \
+             nil @module_name; left out, as histo.rb does)",
+            first_anonymous.unwrap()
+        )]
+    );
+}
+
+#[test]
+fn forward_and_backward_class_references_resolve_alike() {
+    let mut heap = memory_heap(CoreNames::Real, false);
+    let object = heap.object;
+    let early = heap.define_class(Some("WrittenFirst"), object);
+    let late = heap.define_class(Some("WrittenLast"), object);
+    // WrittenFirst's class object (and its metaclass) before its instances; WrittenLast's after.
+    let early_class = heap.take_class(early.id).into_records();
+    let early_meta = heap.take_class(early.meta).into_records();
+    heap.write_all(&early_class).unwrap();
+    heap.write_all(&early_meta).unwrap();
+    for class in [late.id, early.id, late.id] {
+        let id = heap.reserve();
+        heap.write(&Obj::new(id, class, 8)).unwrap();
+    }
+    let read = read_bytes(&finished_bytes(heap));
+    let got = rows(&read.histogram);
+    // 4 core classes and the 2 others, each with its metaclass.
+    assert_eq!(got[0], row("Class", 12, 12 * 112));
+    assert_eq!(got[1], row("WrittenLast", 2, 16));
+    assert_eq!(got[2], row("WrittenFirst", 1, 8));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: one line naming the file and the byte offset, what was read before kept.
+
+/// Offsets in [`small_dump`].
+struct SmallDump {
+    bytes: Vec<u8>,
+    /// `o` tags of the three Foo instances.
+    instances: [usize; 3],
+    footer: usize,
+}
+
+impl SmallDump {
+    /// Instance 2's first value: `@name`, an inline symbol `s` "second" (15 bytes).
+    fn symbol_at(&self) -> usize {
+        self.instances[1] + 21
+    }
+
+    /// Instance 2's body: `b`, 8 bytes.
+    fn body_at(&self) -> usize {
+        self.symbol_at() + 15
+    }
+}
+
+/// The class records first (10: the 4 core classes and Foo, with metaclasses), then three
+/// Foo instances of 24 bytes, then the footer.
+fn small_dump() -> SmallDump {
+    let mut heap = memory_heap(CoreNames::Real, false);
+    let object = heap.object;
+    let foo_class = heap.define_class(Some("Foo"), object).id;
+    let classes = heap.take_all_classes();
+    heap.write_all(&classes).unwrap();
+    let ids = [heap.reserve(), heap.reserve(), heap.reserve()];
+    let records = [
+        Obj::new(ids[0], foo_class, 24).slot("@a", Value::Fixnum(1)),
+        Obj::new(ids[1], foo_class, 24)
+            .slot("@name", Value::sym("second"))
+            .body(Value::Bytes(b"abcdefgh".to_vec())),
+        Obj::new(ids[2], foo_class, 24).slot("@a", Value::Fixnum(3)),
+    ];
+    let instances = records.map(|r| heap.write(&r).unwrap() as usize);
+    let footer = heap.footer().unwrap() as usize;
+    let bytes = heap.into_output().unwrap();
+    SmallDump {
+        bytes,
+        instances,
+        footer,
+    }
+}
+
+const STOPPED: &str = "reading stopped there, the histogram covers the";
+
+#[test]
+fn the_small_dump_reads_whole() {
+    let dump = small_dump();
+    assert_eq!(dump.bytes[dump.symbol_at()], b's');
+    assert_eq!(dump.bytes[dump.body_at()], b'b');
+    assert_eq!(dump.footer + 13, dump.bytes.len());
+    let read = read_bytes(&dump.bytes);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 10, 1120), row("Foo", 3, 72)]
+    );
+    assert!(read.diagnostics.is_empty());
+}
+
+#[test]
+fn header_errors_name_offset_zero_or_twelve() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.dump");
+    std::fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        rubinius::histogram(&empty).unwrap_err().to_string(),
+        format!(
+            "{}: byte offset 0: empty file, expected the RBXHEAPDUMP magic",
+            empty.display()
+        )
+    );
+    let mut bytes = small_dump().bytes;
+    bytes[10] = b'Q';
+    assert_eq!(
+        read_error(&bytes),
+        "t.dump: byte offset 0: not a Rubinius heap dump: starts with \"RBXHEAPDUMQ\\x00\", \
+         expected \"RBXHEAPDUMP\\0\""
+    );
+    let mut bytes = small_dump().bytes;
+    bytes[15] = 2;
+    assert_eq!(
+        read_error(&bytes),
+        "t.dump: byte offset 12: unsupported RBXHEAPDUMP version 2, only version 1 exists"
+    );
+}
+
+#[test]
+fn a_bad_record_tag_keeps_the_records_before_it() {
+    let mut dump = small_dump();
+    dump.bytes[dump.footer] = b'Q';
+    let read = read_bytes(&dump.bytes);
+    // Without the footer the 5 class objects (instances of metaclasses) cannot be named.
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 3, 72)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 bad record tag at byte offset {} (byte 0x51 ('Q'), expected s, l, o or \
+             -; {STOPPED} 13 objects before it)",
+            dump.footer
+        )
+    );
+    assert_eq!(
+        read.diagnostics
+            .count_of("objects whose class could not be resolved"),
+        5
+    );
+}
+
+#[test]
+fn nothing_readable_is_an_error() {
+    let mut bytes = small_dump().bytes;
+    bytes[16] = b'Q';
+    assert_eq!(
+        read_error(&bytes),
+        "t.dump: byte offset 16: bad record tag: byte 0x51 ('Q'), expected s, l, o or -; no \
+         object could be counted"
+    );
+}
+
+#[test]
+fn a_bad_value_code_is_located() {
+    let mut dump = small_dump();
+    let at = dump.symbol_at();
+    dump.bytes[at] = b'z';
+    let read = read_bytes(&dump.bytes);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 1, 24)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 bad value code at byte offset {at} (byte 0x7a ('z'), expected one of r x \
+             s f i t b c; {STOPPED} 11 objects before it)"
+        )
+    );
+}
+
+#[test]
+fn a_length_past_the_end_is_located() {
+    let mut dump = small_dump();
+    let at = dump.body_at() + 1;
+    dump.bytes[at..at + 4].copy_from_slice(&100u32.to_be_bytes());
+    let left = dump.bytes.len() - (at + 4);
+    let read = read_bytes(&dump.bytes);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 1, 24)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 length past end of file at byte offset {at} (byte body of 100 bytes \
+             needs at least 100 bytes, only {left} are left; {STOPPED} 11 objects before it)"
+        )
+    );
+}
+
+#[test]
+fn a_huge_declared_length_is_refused_without_allocating() {
+    let mut dump = small_dump();
+    let at = dump.symbol_at() + 5;
+    dump.bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let read = read_bytes(&dump.bytes);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 1, 24)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 length past end of file at byte offset {at} (symbol of 4294967295 bytes \
+             needs at least 4294967295 bytes, more than the whole file ({} bytes); {STOPPED} 11 \
+             objects before it)",
+            dump.bytes.len()
+        )
+    );
+}
+
+#[test]
+fn a_truncated_record_is_located_at_its_start() {
+    let dump = small_dump();
+    let cut = &dump.bytes[..dump.instances[2] + 10];
+    let read = read_bytes(cut);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 2, 48)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 truncated record at byte offset {} (the 'o' record starting here is cut \
+             off by the end of the file at byte {}; {STOPPED} 12 objects before it)",
+            dump.instances[2],
+            cut.len()
+        )
+    );
+}
+
+#[test]
+fn a_missing_footer_is_said() {
+    let dump = small_dump();
+    let read = read_bytes(&dump.bytes[..dump.footer]);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 5, 560), row("Foo", 3, 72)]
+    );
+    assert_eq!(
+        read.diagnostics.lines()[0],
+        format!(
+            "t.dump: 1 missing footer at byte offset {} (the file ends without its '-' footer \
+             record (the dump is incomplete), so instances of metaclasses cannot be named)",
+            dump.footer
+        )
+    );
+}
+
+#[test]
+fn a_redefined_object_id_is_counted_once() {
+    let mut dump = small_dump();
+    // Instance 1 written again just before the footer.
+    let record = dump.bytes[dump.instances[0]..dump.instances[1]].to_vec();
+    let layout_len = record.iter().position(|&b| b == b'o').unwrap();
+    let record = record[layout_len..].to_vec();
+    assert!(record.len() < dump.instances[1] - dump.instances[0] + 1);
+    let at = dump.footer;
+    dump.bytes.splice(at..at, record.iter().copied());
+    let read = read_bytes(&dump.bytes);
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 10, 1120), row("Foo", 3, 72)]
+    );
+    assert_eq!(
+        read.diagnostics.lines(),
+        [format!(
+            "t.dump: 1 redefined object at byte offset {at} (object id {} was already written; \
+             this record is not counted)",
+            u32::from_be_bytes(record[1..5].try_into().unwrap())
+        )]
+    );
+}
+
+#[test]
+fn gzip_compressed_dumps_read_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.dump.gz");
+    let mut gz =
+        flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast());
+    gz.write_all(&small_dump().bytes).unwrap();
+    gz.finish().unwrap();
+    let read = heap::histogram_of(&path).unwrap();
+    assert_eq!(
+        rows(&read.histogram),
+        [row("Class", 10, 1120), row("Foo", 3, 72)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trip on random graphs: what the encoder meant to write is what the reader counts.
+
+/// xorshift64*: a small deterministic generator (no new dependency).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const CLASS_NAMES: [&str; 6] = ["Foo", "Bar", "Foo::Bar", "Ünïcödé", "A::B::C", "Foo"];
+const SLOT_NAMES: [&str; 6] = ["@a", "@b", "@name", "@module", "@values", "@next"];
+
+fn random_value(rng: &mut Rng, ids: ObjId, depth: usize) -> Value {
+    match rng.below(if depth < 2 { 9 } else { 6 }) {
+        0 => Value::Ref(rng.below(ids as usize + 10) as ObjId),
+        1 => Value::sym(CLASS_NAMES[rng.below(CLASS_NAMES.len())]),
+        2 => Value::Fixnum(rng.next() as i64),
+        3 => Value::True,
+        4 => Value::False,
+        5 => Value::Nil,
+        6 => Value::Tuple(
+            (0..rng.below(5))
+                .map(|_| random_value(rng, ids, depth + 1))
+                .collect(),
+        ),
+        7 => Value::Bytes(vec![rng.below(256) as u8; rng.below(24)]),
+        _ => Value::Chars(b"chars".to_vec()),
+    }
+}
+
+/// A random heap, its records written in a random order; returns the dump and the histogram
+/// its writer intended.
+fn random_dump(seed: u64) -> (Vec<u8>, Vec<(String, i64, i64)>) {
+    let mut rng = Rng::new(seed);
+    let core = if rng.chance(50) {
+        CoreNames::Real
+    } else {
+        CoreNames::Hidden
+    };
+    let mut heap = memory_heap(core, rng.chance(50));
+    let mut classes: Vec<ClassRef> = vec![heap.object];
+    for _ in 0..1 + rng.below(6) {
+        let superclass = classes[rng.below(classes.len())];
+        let name = (!rng.chance(20)).then(|| CLASS_NAMES[rng.below(CLASS_NAMES.len())]);
+        classes.push(heap.define_class(name, superclass));
+    }
+    for _ in 0..rng.below(3) {
+        heap.define_module(CLASS_NAMES[rng.below(CLASS_NAMES.len())]);
+    }
+    let mut records = Vec::new();
+    for _ in 0..rng.below(150) {
+        let class = classes[rng.below(classes.len())];
+        let id = heap.reserve();
+        let direct = if rng.chance(10) {
+            heap.singleton_class(id, class)
+        } else {
+            class.id
+        };
+        let mut obj = Obj::new(id, direct, rng.below(4096) as u32);
+        let mut names: Vec<&str> = SLOT_NAMES.to_vec();
+        for _ in 0..rng.below(4) {
+            let name = names.swap_remove(rng.below(names.len()));
+            obj = obj.slot(name, random_value(&mut rng, id, 0));
+        }
+        if rng.chance(30) {
+            obj = obj.body(if rng.chance(50) {
+                Value::Tuple(
+                    (0..rng.below(8))
+                        .map(|_| random_value(&mut rng, id, 1))
+                        .collect(),
+                )
+            } else {
+                Value::Bytes((0..rng.below(40)).map(|i| i as u8).collect())
+            });
+        }
+        if rng.chance(20) {
+            let table = heap.reserve();
+            obj = obj.ivars_table(table);
+            let ivars = obj.slots.clone();
+            records.push(heap.compact_lookup_table(table, &ivars));
+        }
+        records.push(obj);
+    }
+    records.extend(heap.take_all_classes());
+    for i in (1..records.len()).rev() {
+        records.swap(i, rng.below(i + 1));
+    }
+    heap.write_all(&records).unwrap();
+    heap.footer().unwrap();
+    let intended = heap.intended_histogram();
+    (heap.into_output().unwrap(), intended)
+}
+
+#[test]
+fn random_graphs_round_trip() {
+    for seed in 0..300 {
+        let (bytes, intended) = random_dump(seed);
+        let read = rubinius::histogram_from_bytes(Path::new("random.dump"), &bytes)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(rows(&read.histogram), intended, "seed {seed}");
+        assert_eq!(
+            read.diagnostics
+                .count_of("objects whose class could not be resolved"),
+            0,
+            "seed {seed}: {:?}",
+            read.diagnostics
+        );
+        assert_eq!(read.objects as i64, read.histogram.total_count());
+    }
 }

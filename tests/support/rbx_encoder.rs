@@ -238,7 +238,11 @@ impl<W: Write> Encoder<W> {
                 Ok(())
             }
             Value::Bytes(bytes) | Value::Chars(bytes) => {
-                self.put(if matches!(value, Value::Bytes(_)) { b"b" } else { b"c" })?;
+                self.put(if matches!(value, Value::Bytes(_)) {
+                    b"b"
+                } else {
+                    b"c"
+                })?;
                 self.put_u32(bytes.len() as u32)?;
                 self.put(bytes)
             }
@@ -306,11 +310,16 @@ pub enum CoreNames {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Class { superclass: Option<ObjId> },
+    Class {
+        superclass: Option<ObjId>,
+    },
     Module,
     /// A metaclass: of a class (`superclass` = the superclass' metaclass), of a module
     /// (`superclass` = Module) or a singleton of an ordinary object (`superclass` = its class).
-    Meta { attached: ObjId, superclass: ObjId },
+    Meta {
+        attached: ObjId,
+        superclass: ObjId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -335,7 +344,10 @@ impl ClassParts {
     /// All records, in the canonical order: tables first, then the class.
     pub fn into_records(self) -> Vec<Obj> {
         let mut out = Vec::new();
-        for (table, values) in [self.method_table, self.constant_table].into_iter().flatten() {
+        for (table, values) in [self.method_table, self.constant_table]
+            .into_iter()
+            .flatten()
+        {
             out.push(table);
             out.push(values);
         }
@@ -562,16 +574,28 @@ impl<W: Write> Heap<W> {
         self.pending.retain(|&p| p != id);
         let def = self.defs[&id].clone();
         let (method_table, constant_table) = if self.tables {
-            (Some(self.table("Rubinius::MethodTable")), Some(self.table("Rubinius::LookupTable")))
+            (
+                Some(self.table("Rubinius::MethodTable")),
+                Some(self.table("Rubinius::LookupTable")),
+            )
         } else {
             (None, None)
         };
         let class_id = self.next_class_id;
         self.next_class_id += 1;
         let mut class = Obj::new(def.id, def.class, CLASS_BYTES)
-            .slot("@module_name", def.name.as_deref().map_or(Value::Nil, Value::sym))
-            .slot("@method_table", Value::or_nil(method_table.as_ref().map(|t| t.0.id)))
-            .slot("@constant_table", Value::or_nil(constant_table.as_ref().map(|t| t.0.id)))
+            .slot(
+                "@module_name",
+                def.name.as_deref().map_or(Value::Nil, Value::sym),
+            )
+            .slot(
+                "@method_table",
+                Value::or_nil(method_table.as_ref().map(|t| t.0.id)),
+            )
+            .slot(
+                "@constant_table",
+                Value::or_nil(constant_table.as_ref().map(|t| t.0.id)),
+            )
             .slot("@seen_ivars", Value::Nil);
         class = match def.kind {
             Kind::Class { superclass } => class
