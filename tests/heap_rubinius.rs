@@ -813,7 +813,7 @@ fn a_bad_record_tag_keeps_the_records_before_it() {
         read.diagnostics.lines()[0],
         format!(
             "t.dump: 1 bad record tag at byte offset {} (byte 0x51 ('Q'), expected s, l, o or \
-             -; {STOPPED} 13 objects before it)",
+             -; {STOPPED} 13 objects read before it)",
             dump.footer
         )
     );
@@ -849,7 +849,7 @@ fn a_bad_value_code_is_located() {
         read.diagnostics.lines()[0],
         format!(
             "t.dump: 1 bad value code at byte offset {at} (byte 0x7a ('z'), expected one of r x \
-             s f i t b c; {STOPPED} 11 objects before it)"
+             s f i t b c; {STOPPED} 11 objects read before it)"
         )
     );
 }
@@ -869,7 +869,7 @@ fn a_length_past_the_end_is_located() {
         read.diagnostics.lines()[0],
         format!(
             "t.dump: 1 length past end of file at byte offset {at} (byte body of 100 bytes \
-             needs at least 100 bytes, only {left} are left; {STOPPED} 11 objects before it)"
+             needs at least 100 bytes, only {left} are left; {STOPPED} 11 objects read before it)"
         )
     );
 }
@@ -889,7 +889,7 @@ fn a_huge_declared_length_is_refused_without_allocating() {
         format!(
             "t.dump: 1 length past end of file at byte offset {at} (symbol of 4294967295 bytes \
              needs at least 4294967295 bytes, more than the whole file ({} bytes); {STOPPED} 11 \
-             objects before it)",
+             objects read before it)",
             dump.bytes.len()
         )
     );
@@ -908,7 +908,7 @@ fn a_truncated_record_is_located_at_its_start() {
         read.diagnostics.lines()[0],
         format!(
             "t.dump: 1 truncated record at byte offset {} (the 'o' record starting here is cut \
-             off by the end of the file at byte {}; {STOPPED} 12 objects before it)",
+             off by the end of the file at byte {}; {STOPPED} 12 objects read before it)",
             dump.instances[2],
             cut.len()
         )

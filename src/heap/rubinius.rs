@@ -612,7 +612,7 @@ impl<'a> Scanner<'a> {
         let mut problem: Option<(usize, String)> = None;
         if let Some(stop) = &stop {
             let detail = format!(
-                "{}; reading stopped there, the histogram covers the {objects_before_stop} objects before it",
+                "{}; reading stopped there, the histogram covers the {objects_before_stop} objects read before it",
                 stop.detail
             );
             problem = Some((stop.at, format!("{}: {}", stop.headline, stop.detail)));
@@ -983,7 +983,7 @@ mod tests {
             lines[0],
             format!(
                 "t.dump: 1 bad record tag at byte offset {footer_at} (byte 0x41 ('A'), expected \
-                 s, l, o or -; reading stopped there, the histogram covers the 2 objects before it)"
+                 s, l, o or -; reading stopped there, the histogram covers the 2 objects read before it)"
             )
         );
         // Without the footer, #7's own class (#1) is unknown; #5 still counts under Foo.
