@@ -1101,3 +1101,27 @@ fn random_graphs_round_trip() {
         assert_eq!(read.objects as i64, read.histogram.total_count());
     }
 }
+
+#[test]
+fn damaged_dumps_never_panic() {
+    let small = small_dump().bytes;
+    for len in 0..small.len() {
+        let _ = rubinius::histogram_from_bytes(Path::new("cut.dump"), &small[..len]);
+    }
+    let mut rng = Rng::new(7);
+    for seed in 0..40 {
+        let (bytes, _) = random_dump(seed);
+        for _ in 0..50 {
+            let mut damaged = bytes.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = 16 + rng.below(damaged.len().saturating_sub(16).max(1));
+                if let Some(b) = damaged.get_mut(at) {
+                    *b = rng.next() as u8;
+                }
+            }
+            if let Ok(read) = rubinius::histogram_from_bytes(Path::new("x.dump"), &damaged) {
+                assert_eq!(read.objects as i64, read.histogram.total_count());
+            }
+        }
+    }
+}
