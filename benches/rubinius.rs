@@ -144,8 +144,6 @@ fn write_dump(path: &Path, target: u64) -> u64 {
     let msg = heap.define_class(Some("LibZMQ::Msg"), object).id;
     let pointer = heap.define_class(Some("FFI::Pointer"), object);
     let memory_pointer = heap.define_class(Some("FFI::MemoryPointer"), pointer).id;
-    let string = heap.class_named("String").id;
-    let array = heap.class_named("Array").id;
     let mut objects = 0u64;
     let mut round = 0u64;
     while heap.enc.position() < target {
@@ -174,26 +172,18 @@ fn write_dump(path: &Path, target: u64) -> u64 {
         heap.write_all(&records).expect("write");
         objects += 4;
         if round % 4 == 0 {
-            let (id, data) = (heap.reserve(), heap.reserve());
-            let mut bytes = format!("message number {round}").into_bytes();
-            bytes.resize(64, 0);
-            let byte_array = heap.byte_array(data, bytes);
-            let obj = Obj::new(id, string, 72)
-                .slot("@data", Value::Ref(data))
-                .slot("@num_bytes", Value::Fixnum(24));
-            heap.write_all(&[obj, byte_array]).expect("write");
+            let mut text = format!("message number {round}").into_bytes();
+            text.resize(64, 0);
+            let string_and_bytes = heap.string(text);
+            heap.write_all(&string_and_bytes).expect("write");
             objects += 2;
         }
         if round % 8 == 0 {
-            let (id, tuple_id) = (heap.reserve(), heap.reserve());
             let entries = (0..20)
                 .map(|i| Value::Ref(m.saturating_sub(i * 4)))
                 .collect();
-            let tuple = heap.tuple(tuple_id, entries);
-            let obj = Obj::new(id, array, 56)
-                .slot("@tuple", Value::Ref(tuple_id))
-                .slot("@total", Value::Fixnum(20));
-            heap.write_all(&[obj, tuple]).expect("write");
+            let array_and_tuple = heap.array(entries);
+            heap.write_all(&array_and_tuple).expect("write");
             objects += 2;
         }
         round += 1;

@@ -359,6 +359,8 @@ impl ClassParts {
 /// Sizes used by the model (the seed's tables divide out to these).
 pub const CLASS_BYTES: u32 = 112;
 pub const TABLE_BYTES: u32 = 48;
+pub const ARRAY_BYTES: u32 = 56;
+pub const STRING_BYTES: u32 = 72;
 pub const TABLE_BINS: usize = 16;
 pub const COMPACT_LOOKUP_TABLE_BYTES: u32 = 128;
 /// A CompactLookupTable is a Tuple of key/value pairs: 14 entries, 16 + 14 × 8 = 128 bytes.
@@ -653,6 +655,32 @@ impl<W: Write> Heap<W> {
     pub fn byte_array(&mut self, id: ObjId, data: Vec<u8>) -> Obj {
         let class = self.class_named("Rubinius::ByteArray").id;
         Obj::new(id, class, 16 + data.len() as u32).body(Value::Bytes(data))
+    }
+
+    /// An Array (56 bytes) and the Tuple holding its `entries`: `[array, tuple]`.
+    pub fn array(&mut self, entries: Vec<Value>) -> [Obj; 2] {
+        let class = self.class_named("Array").id;
+        let (id, tuple_id) = (self.reserve(), self.reserve());
+        let total = entries.len() as i64;
+        let tuple = self.tuple(tuple_id, entries);
+        let array = Obj::new(id, class, ARRAY_BYTES)
+            .slot("@tuple", Value::Ref(tuple_id))
+            .slot("@total", Value::Fixnum(total))
+            .slot("@start", Value::Fixnum(0));
+        [array, tuple]
+    }
+
+    /// A String (72 bytes) and the ByteArray holding its `data`: `[string, byte array]`.
+    pub fn string(&mut self, data: Vec<u8>) -> [Obj; 2] {
+        let class = self.class_named("String").id;
+        let (id, data_id) = (self.reserve(), self.reserve());
+        let num_bytes = data.iter().position(|&b| b == 0).unwrap_or(data.len()) as i64;
+        let byte_array = self.byte_array(data_id, data);
+        let string = Obj::new(id, class, STRING_BYTES)
+            .slot("@data", Value::Ref(data_id))
+            .slot("@num_bytes", Value::Fixnum(num_bytes))
+            .slot("@shared", Value::Nil);
+        [string, byte_array]
     }
 
     /// The CompactLookupTable that holds an object's dynamic ivars (key/value pairs).
