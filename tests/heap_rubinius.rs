@@ -787,19 +787,14 @@ fn header_errors_name_offset_zero_or_twelve() {
 fn a_bad_record_tag_keeps_the_records_before_it() {
     let mut dump = small_dump();
     dump.bytes[dump.footer] = b'Q';
-    let read = read_bytes(&dump.bytes);
-    // Without the footer the 5 class objects (instances of metaclasses) cannot be named.
-    assert_eq!(
-        rows(&read.histogram),
-        [row("Class", 5, 560), row("Foo", 3, 72)]
-    );
-    assert_eq!(
-        read.diagnostics.lines()[0],
+    assert_kept(
+        &dump.bytes,
+        3,
         format!(
             "t.dump: 1 bad record tag at byte offset {} (byte 0x51 ('Q'), expected s, l, o or \
              -; {STOPPED} 13 objects read before it)",
             dump.footer
-        )
+        ),
     );
 }
 
