@@ -4,3 +4,4 @@
 mod cli;
 mod common;
 mod heap_rubinius;
+mod native_leaks;
