@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod heap_rubinius;
 mod native_leaks;
+mod native_linux;
