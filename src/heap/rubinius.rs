@@ -618,6 +618,8 @@ impl<'a> Scanner<'a> {
             problem = Some((stop.at, format!("{}: {}", stop.headline, stop.detail)));
             self.diagnostics
                 .report(stop.what, Position::Offset(stop.at as u64), || detail);
+        } else if self.data.len() == HEADER_LEN {
+            problem = Some((HEADER_LEN, "no records after the header".to_owned()));
         } else if self.footer.is_none() {
             let end = self.data.len();
             let detail = "the file ends without its '-' footer record (the dump is incomplete), \
@@ -963,11 +965,10 @@ mod tests {
     }
 
     #[test]
-    fn header_alone_is_an_incomplete_dump() {
+    fn header_alone_is_an_error() {
         assert_eq!(
             err(HEADER),
-            "t.dump: byte offset 16: the file ends without its '-' footer record (the dump is \
-             incomplete), so instances of metaclasses cannot be named; no object could be counted"
+            "t.dump: byte offset 16: no records after the header; no object could be counted"
         );
     }
 
