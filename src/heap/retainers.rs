@@ -751,8 +751,9 @@ impl Heap {
     fn similar_names(&self, class: &str) -> Vec<String> {
         let want = class.to_lowercase();
         let mut v: Vec<String> = self
-            .names
+            .label_names
             .iter()
+            .map(|&n| &self.names[n as usize])
             .filter(|n| {
                 let n = n.to_lowercase();
                 n.contains(&want) || want.contains(&n)
@@ -760,6 +761,7 @@ impl Heap {
             .cloned()
             .collect();
         v.sort();
+        v.dedup();
         v.truncate(10);
         v
     }
