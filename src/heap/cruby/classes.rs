@@ -237,10 +237,17 @@ impl ClassTable {
         }
     }
 
-    /// Whether objects under `key` have a class address with no record in the dump.
+    /// Whether objects under `key` are labelled `#<Class:0x…>` because their class address has
+    /// no record in the dump (types labelled otherwise do not count).
     pub fn class_missing(&mut self, key: LabelKey) -> bool {
-        key.class != NO_CLASS
-            && !matches!(key.obj_type, ObjType::Class | ObjType::Module)
+        let labelled_by_class = match key.obj_type {
+            ObjType::Class | ObjType::Module | ObjType::Iclass | ObjType::Zombie => false,
+            ObjType::Imemo | ObjType::Node | ObjType::None => false,
+            ObjType::Data => key.detail == 0,
+            _ => true,
+        };
+        labelled_by_class
+            && key.class != NO_CLASS
             && matches!(self.resolve(key.class), ClassName::Missing(_))
     }
 }

@@ -38,9 +38,14 @@ pub struct VersionEvidence {
     classes: u64,
     classes_with_superclass: u64,
     flag_lines: u64,
+    imemos: u64,
     imemo_without_class: u64,
     imemo_without_type: u64,
     shape_lines: u64,
+    /// `capacity` on a SHAPE line (3.2 only; strings have a `capacity` in every version).
+    shape_capacity: bool,
+    /// `embedded` on an OBJECT line (3.3+; strings and arrays have it in every version).
+    object_embedded: bool,
     floats_alternate_form: u64,
     floats_short_form: u64,
 }
@@ -51,6 +56,7 @@ impl VersionEvidence {
         let ty = rec.obj_type();
         if ty == ObjType::Shape {
             self.shape_lines += 1;
+            self.shape_capacity |= rec.fingerprints & fp::CAPACITY != 0;
             return;
         }
         if ty == ObjType::Root {
@@ -65,7 +71,9 @@ impl VersionEvidence {
                 self.classes += 1;
                 self.classes_with_superclass += u64::from(rec.superclass.is_some());
             }
+            ObjType::Object => self.object_embedded |= rec.fingerprints & fp::EMBEDDED != 0,
             ObjType::Imemo => {
+                self.imemos += 1;
                 self.imemo_without_class += u64::from(rec.class.is_none());
                 self.imemo_without_type += u64::from(rec.imemo_type.is_none());
             }
@@ -100,9 +108,12 @@ impl VersionEvidence {
         self.classes += o.classes;
         self.classes_with_superclass += o.classes_with_superclass;
         self.flag_lines += o.flag_lines;
+        self.imemos += o.imemos;
         self.imemo_without_class += o.imemo_without_class;
         self.imemo_without_type += o.imemo_without_type;
         self.shape_lines += o.shape_lines;
+        self.shape_capacity |= o.shape_capacity;
+        self.object_embedded |= o.object_embedded;
         self.floats_alternate_form += o.floats_alternate_form;
         self.floats_short_form += o.floats_short_form;
     }
@@ -139,13 +150,16 @@ impl VersionEvidence {
         if has(fp::SUPERCLASS | fp::SINGLETON | fp::REAL_CLASS_NAME) {
             at_least("3.1");
         }
+        // Before 3.2 some IMEMOs (env, …) lack `class` too; from 3.2 none has it.
+        let imemos_classless =
+            self.imemos >= ABSENCE_QUORUM && self.imemo_without_class == self.imemos;
         if has(fp::SHAPE_ID | fp::SLOT_SIZE | fp::CODERANGE | fp::VARIATION_COUNT)
             || self.shape_lines > 0
-            || self.imemo_without_class > 0
+            || imemos_classless
         {
             at_least("3.2");
         }
-        if has(fp::MID_OR_CALLED_ID) {
+        if has(fp::MID_OR_CALLED_ID) || self.object_embedded {
             at_least("3.3");
         }
         if has(fp::CHILLED) {
@@ -176,7 +190,7 @@ impl VersionEvidence {
         if self.objects >= ABSENCE_QUORUM && self.objects_with_shape == 0 {
             at_most("3.1");
         }
-        if has(fp::CAPACITY) {
+        if self.shape_capacity {
             at_most("3.2");
         }
         if self.flag_lines >= ABSENCE_QUORUM && !flag(flag::AGE_OR_OBJECT_ID) {
