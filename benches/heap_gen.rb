@@ -3,8 +3,9 @@
 #   ruby benches/heap_gen.rb big OUT.json OBJECTS
 #     one traced dump holding about OBJECTS live objects of assorted kinds
 #   ruby benches/heap_gen.rb triple PREFIX OBJECTS
-#     PREFIX-a.json, PREFIX-b.json, PREFIX-c.json: a baseline, then OBJECTS more allocations
-#     (half kept), then OBJECTS more again with half of the first batch dropped
+#     PREFIX-a.json, PREFIX-b.json, PREFIX-c.json: OBJECTS allocations kept for good, then dump A;
+#     OBJECTS more (half kept), dump B; OBJECTS more again with half of B's survivors dropped,
+#     dump C. Each allocation round makes about 1.2 objects per unit of OBJECTS.
 require "objspace"
 
 class Order
@@ -41,7 +42,7 @@ when "big"
   $keep = allocate(objects, "big")
   dump(out)
 when "triple"
-  $first = []
+  $base = allocate(objects, "a")
   dump("#{out}-a.json")
   batch = allocate(objects, "b")
   $first = batch.each_slice(2).map(&:first)

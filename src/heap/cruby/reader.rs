@@ -52,7 +52,7 @@ impl Default for ReadOptions {
         ReadOptions {
             threads,
             chunk_bytes: 32 << 20,
-            buffer_bytes: 4 << 20,
+            buffer_bytes: 1 << 20,
             keep_long_refs: false,
             progress_label: None,
         }
@@ -661,8 +661,25 @@ impl LongLine {
         let end = memchr(b'\n', bytes);
         let part = &bytes[..end.unwrap_or(bytes.len())];
         self.total += part.len() as u64;
-        for &b in part {
-            self.step(b);
+        let mut i = 0;
+        while i < part.len() {
+            // Fast paths over the bulk of a long line: an array whose items are not kept, and
+            // the dropped tail of a long string.
+            let skip_to = match self.state {
+                LongState::InArray if !self.keep_refs => memchr(b']', &part[i..]),
+                LongState::InString {
+                    kept,
+                    escaped: false,
+                } if kept >= LONG_STRING_KEEP => memchr::memchr2(b'"', b'\\', &part[i..]),
+                _ => Some(0),
+            };
+            match skip_to {
+                Some(j) => {
+                    self.step(part[i + j]);
+                    i += j + 1;
+                }
+                None => break,
+            }
         }
         end
     }

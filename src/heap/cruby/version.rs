@@ -48,6 +48,33 @@ pub struct VersionEvidence {
     object_embedded: bool,
     floats_alternate_form: u64,
     floats_short_form: u64,
+    /// Flag sets already inspected: dumps repeat a handful of them on every line.
+    seen_flags: FlagCache,
+}
+
+/// The last few distinct `flags` texts, compared byte for byte before parsing one again.
+#[derive(Debug, Clone, Default)]
+struct FlagCache {
+    entries: Vec<Box<[u8]>>,
+    next: usize,
+}
+
+impl FlagCache {
+    const SIZE: usize = 8;
+
+    /// Whether `flags` was seen; remembers it if not.
+    fn check(&mut self, flags: &[u8]) -> bool {
+        if self.entries.iter().any(|e| **e == *flags) {
+            return true;
+        }
+        if self.entries.len() < Self::SIZE {
+            self.entries.push(flags.into());
+        } else {
+            self.entries[self.next] = flags.into();
+            self.next = (self.next + 1) % Self::SIZE;
+        }
+        false
+    }
 }
 
 impl VersionEvidence {
@@ -86,6 +113,9 @@ impl VersionEvidence {
         }
         if !rec.flags.is_empty() {
             self.flag_lines += 1;
+            if self.seen_flags.check(rec.flags) {
+                return;
+            }
             for (key, _) in flag_pairs(rec.flags) {
                 self.flags |= match key {
                     b"long_lived" => flag::LONG_LIVED,
