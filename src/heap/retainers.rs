@@ -442,8 +442,8 @@ struct Heap {
     root_names: Vec<String>,
     /// (category index, object id) in ROOT-line order.
     roots: Vec<(u32, u32)>,
-    /// Ids sorted by address, when the dump is not in address order.
-    by_address: Option<Vec<u32>>,
+    /// Address → id.
+    index: AddressIndex,
     /// BFS result: parent id, `ROOT_TAG + category`, or `UNSEEN`.
     parent: Vec<u32>,
     /// Objects reached through their parent's class edge.
@@ -549,7 +549,7 @@ impl Heap {
             files: Interner::new(),
             root_names: Vec::new(),
             roots: Vec::new(),
-            by_address: None,
+            index: AddressIndex::default(),
             parent: Vec::new(),
             via_class: Vec::new(),
             diagnostics: Diagnostics::default(),
@@ -633,23 +633,11 @@ impl Heap {
     }
 
     fn index_addresses(&mut self) {
-        if self.addrs.windows(2).all(|w| w[0] < w[1]) {
-            self.by_address = None;
-            return;
-        }
-        let mut order: Vec<u32> = (0..self.len()).collect();
-        order.sort_unstable_by_key(|&i| self.addrs[i as usize]);
-        self.by_address = Some(order);
+        self.index = AddressIndex::new(&self.addrs);
     }
 
     fn id_of(&self, address: u64) -> Option<u32> {
-        match &self.by_address {
-            None => self.addrs.binary_search(&address).ok().map(|i| i as u32),
-            Some(order) => order
-                .binary_search_by_key(&address, |&i| self.addrs[i as usize])
-                .ok()
-                .map(|i| order[i]),
-        }
+        self.index.id_of(&self.addrs, address)
     }
 
     /// Turns edge addresses into ids (`NO_NODE` when the target is not in the dump), segments
@@ -915,6 +903,87 @@ impl Heap {
     }
 }
 
+/// Finds the id of an address through a directory of 16 KiB pages: one small hash probe, then a
+/// binary search within one page. Ruby heap pages are aligned to 16 KiB (2.x–3.1) or 64 KiB
+/// (3.2+; four directory pages each) and each lists its
+/// slots in ascending order, but dumps list the pages themselves in no useful order; so when
+/// every page's objects are contiguous and ascending in file order (the usual case), the
+/// directory points straight into the file-order addresses. Otherwise a sorted copy is made.
+#[derive(Default)]
+struct AddressIndex {
+    /// Addresses in ascending order, only when file order does not suit the directory.
+    sorted: Option<Vec<u64>>,
+    /// Id of each entry of `sorted`.
+    ids: Vec<u32>,
+    /// `address >> PAGE_SHIFT` → range of positions in the searched addresses.
+    pages: FastMap<u64, (u32, u32)>,
+}
+
+const PAGE_SHIFT: u32 = 14;
+
+impl AddressIndex {
+    fn new(addrs: &[u64]) -> AddressIndex {
+        if let Some(pages) = Self::directory(addrs) {
+            return AddressIndex {
+                sorted: None,
+                ids: Vec::new(),
+                pages,
+            };
+        }
+        let mut pairs: Vec<(u64, u32)> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (a, i as u32))
+            .collect();
+        // Ascending runs (one per heap page): the stable sort merges runs quickly.
+        pairs.sort();
+        let ids = pairs.iter().map(|p| p.1).collect();
+        let sorted: Vec<u64> = pairs.into_iter().map(|p| p.0).collect();
+        let pages = Self::directory(&sorted).unwrap_or_default();
+        AddressIndex {
+            sorted: Some(sorted),
+            ids,
+            pages,
+        }
+    }
+
+    /// Page → range, if every page's addresses form one ascending run in `keys`.
+    fn directory(keys: &[u64]) -> Option<FastMap<u64, (u32, u32)>> {
+        let mut pages = fast_map();
+        let mut start = 0usize;
+        for i in 1..=keys.len() {
+            if i < keys.len() && keys[i] >> PAGE_SHIFT == keys[start] >> PAGE_SHIFT {
+                if keys[i] <= keys[i - 1] {
+                    return None;
+                }
+                continue;
+            }
+            if start < keys.len()
+                && pages
+                    .insert(keys[start] >> PAGE_SHIFT, (start as u32, i as u32))
+                    .is_some()
+            {
+                return None;
+            }
+            start = i;
+        }
+        Some(pages)
+    }
+
+    fn id_of(&self, addrs: &[u64], address: u64) -> Option<u32> {
+        let keys = self.sorted.as_deref().unwrap_or(addrs);
+        let &(lo, hi) = self.pages.get(&(address >> PAGE_SHIFT))?;
+        let pos = lo as usize
+            + keys[lo as usize..hi as usize]
+                .binary_search(&address)
+                .ok()?;
+        Some(match &self.sorted {
+            Some(_) => self.ids[pos],
+            None => pos as u32,
+        })
+    }
+}
+
 /// What a container contributes to a path signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct StepKey {
@@ -1108,6 +1177,27 @@ mod tests {
         assert_eq!(r.instances, 0);
         let r = for_class_with(&p, "node", 10, &small()).unwrap();
         assert_eq!(r.similar, ["Node"]);
+    }
+
+    #[test]
+    fn address_index_with_and_without_sorting() {
+        // Pages in descending order, slots ascending within each page: no copy needed.
+        let paged: Vec<u64> = [0x8000u64, 0x4000]
+            .iter()
+            .flat_map(|&page| (0..5).map(move |i| page + i * 40))
+            .collect();
+        let idx = AddressIndex::new(&paged);
+        assert!(idx.sorted.is_none());
+        assert_eq!(idx.id_of(&paged, 0x4000 + 80), Some(7));
+        assert_eq!(idx.id_of(&paged, 0x8000), Some(0));
+        assert_eq!(idx.id_of(&paged, 0x4000 + 81), None);
+        assert_eq!(idx.id_of(&paged, 0x9_0000), None);
+        // A page split in two places: sorted copy.
+        let split = vec![0x1_0000, 0x2_0000, 0x1_0028];
+        let idx = AddressIndex::new(&split);
+        assert!(idx.sorted.is_some());
+        assert_eq!(idx.id_of(&split, 0x1_0028), Some(2));
+        assert_eq!(idx.id_of(&split, 0x2_0000), Some(1));
     }
 
     #[test]

@@ -663,6 +663,10 @@ impl LongLine {
         self.total += part.len() as u64;
         let mut i = 0;
         while i < part.len() {
+            if self.state == LongState::InArray && self.keep_refs {
+                i = self.lift_items(part, i);
+                continue;
+            }
             // Fast paths over the bulk of a long line: an array whose items are not kept, and
             // the dropped tail of a long string.
             let skip_to = match self.state {
@@ -682,6 +686,49 @@ impl LongLine {
             }
         }
         end
+    }
+
+    /// In an array whose items are kept: reads whole `"0x…"` items from `part[i..]` while they
+    /// are complete in this piece; returns where byte-wise stepping must resume.
+    fn lift_items(&mut self, part: &[u8], mut i: usize) -> usize {
+        while let Some(j) = memchr::memchr2(b'"', b']', &part[i..]) {
+            let open = i + j;
+            if part[open] == b']' {
+                self.step(b']');
+                return open + 1;
+            }
+            let Some(len) = memchr(b'"', &part[open + 1..]) else {
+                // The item continues in the next piece.
+                self.step(b'"');
+                return open + 1;
+            };
+            let item = &part[open + 1..open + 1 + len];
+            let digits = item
+                .strip_prefix(b"0x")
+                .or_else(|| item.strip_prefix(b"0X"))
+                .unwrap_or(item);
+            if !digits.is_empty() && digits.len() <= 16 {
+                let mut v = 0u64;
+                let mut ok = true;
+                for &b in digits {
+                    let d = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        b'A'..=b'F' => b - b'A' + 10,
+                        _ => {
+                            ok = false;
+                            break;
+                        }
+                    };
+                    v = (v << 4) | u64::from(d);
+                }
+                if ok {
+                    self.refs.push(v);
+                }
+            }
+            i = open + len + 2;
+        }
+        part.len()
     }
 
     fn step(&mut self, b: u8) {
