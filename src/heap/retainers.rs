@@ -923,7 +923,7 @@ const PAGE_SHIFT: u32 = 14;
 
 impl AddressIndex {
     fn new(addrs: &[u64]) -> AddressIndex {
-        if let Some(pages) = Self::directory(addrs) {
+        if let Some(pages) = Self::directory(addrs, true) {
             return AddressIndex {
                 sorted: None,
                 ids: Vec::new(),
@@ -939,7 +939,8 @@ impl AddressIndex {
         pairs.sort();
         let ids = pairs.iter().map(|p| p.1).collect();
         let sorted: Vec<u64> = pairs.into_iter().map(|p| p.0).collect();
-        let pages = Self::directory(&sorted).unwrap_or_default();
+        // Sorted keys always make a directory; repeated addresses (a damaged dump) are allowed.
+        let pages = Self::directory(&sorted, false).unwrap_or_default();
         AddressIndex {
             sorted: Some(sorted),
             ids,
@@ -947,13 +948,14 @@ impl AddressIndex {
         }
     }
 
-    /// Page → range, if every page's addresses form one ascending run in `keys`.
-    fn directory(keys: &[u64]) -> Option<FastMap<u64, (u32, u32)>> {
+    /// Page → range, if every page's addresses form one ascending run in `keys` (`strict`:
+    /// no address twice).
+    fn directory(keys: &[u64], strict: bool) -> Option<FastMap<u64, (u32, u32)>> {
         let mut pages = fast_map();
         let mut start = 0usize;
         for i in 1..=keys.len() {
             if i < keys.len() && keys[i] >> PAGE_SHIFT == keys[start] >> PAGE_SHIFT {
-                if keys[i] <= keys[i - 1] {
+                if keys[i] < keys[i - 1] || (strict && keys[i] == keys[i - 1]) {
                     return None;
                 }
                 continue;
@@ -1198,6 +1200,11 @@ mod tests {
         assert!(idx.sorted.is_some());
         assert_eq!(idx.id_of(&split, 0x1_0028), Some(2));
         assert_eq!(idx.id_of(&split, 0x2_0000), Some(1));
+        // An address twice (a damaged dump) still leaves the others findable.
+        let dup = vec![0x4000, 0x4028, 0x4000];
+        let idx = AddressIndex::new(&dup);
+        assert_eq!(idx.id_of(&dup, 0x4028), Some(1));
+        assert!(idx.id_of(&dup, 0x4000).is_some());
     }
 
     #[test]
