@@ -4,3 +4,5 @@
 mod cli;
 mod common;
 mod heap_cruby;
+mod native_leaks;
+mod native_linux;
