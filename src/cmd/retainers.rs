@@ -33,26 +33,29 @@ pub fn run(args: RetainersArgs) -> Result<i32> {
         })?;
         let r = for_address(&args.dump, address)?;
         warn_diagnostics(&r.diagnostics);
-        match args.format {
-            Format::Json => emit_json(&Json {
-                schema: SCHEMA,
-                report: &r,
-            })?,
-            Format::Text => emit_report(|out| write_address(out, &r))?,
-        }
-        return Ok(exit::OK);
-    }
-    let class = args.class.as_deref().unwrap_or_default();
-    let r = for_class(&args.dump, class, args.top.max(1))?;
-    warn_diagnostics(&r.diagnostics);
-    match args.format {
-        Format::Json => emit_json(&Json {
-            schema: SCHEMA,
-            report: &r,
-        })?,
-        Format::Text => emit_report(|out| write_class(out, &r))?,
+        emit(args.format, &r, |out| write_address(out, &r))?;
+    } else {
+        let class = args.class.as_deref().unwrap_or_default();
+        let r = for_class(&args.dump, class, args.top.max(1))?;
+        warn_diagnostics(&r.diagnostics);
+        emit(args.format, &r, |out| write_class(out, &r))?;
     }
     Ok(exit::OK)
+}
+
+/// The report as JSON (with the schema number) or as text.
+fn emit<T: Serialize>(
+    format: Format,
+    report: &T,
+    text: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    match format {
+        Format::Json => emit_json(&Json {
+            schema: SCHEMA,
+            report,
+        }),
+        Format::Text => emit_report(text),
+    }
 }
 
 fn write_class(out: &mut dyn Write, r: &ClassRetainers) -> io::Result<()> {

@@ -13,7 +13,7 @@
 
 use crate::diag::Diagnostics;
 use crate::error::Result;
-use crate::heap::cruby::census::report_bad_line;
+use crate::heap::cruby::census::{SiteKey, add_to, report_bad_line};
 use crate::heap::cruby::classes::{ClassRecord, ClassTable, LabelKey};
 use crate::heap::cruby::reader::{
     LineRef, LineVisitor, ReadOptions, read_lines, read_lines_in_order,
@@ -264,20 +264,13 @@ fn read_keys(path: &Path, opts: &ReadOptions) -> Result<(KeySet, DiffInput)> {
     Ok((KeySet::from_unsorted(keys), input))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct GroupKey {
-    label: LabelKey,
-    file: u32,
-    line: u32,
-}
-
 /// Streams B: keeps the objects that pass the filter, grouped, plus every class record.
 struct StreamB<'s> {
     a: &'s KeySet,
     c: Option<&'s KeySet>,
     hint_a: usize,
     hint_c: usize,
-    groups: FastMap<GroupKey, (u64, u64)>,
+    groups: FastMap<SiteKey, (u64, u64)>,
     details: Interner,
     files: Interner,
     classes: Vec<ClassRecord>,
@@ -303,14 +296,7 @@ impl<'s> StreamB<'s> {
         let details = other.details.remap_into(&mut self.details);
         let files = other.files.remap_into(&mut self.files);
         for (k, (count, bytes)) in other.groups {
-            let k = GroupKey {
-                label: k.label.remapped(&details),
-                file: files.get(k.file as usize).copied().unwrap_or(0),
-                line: k.line,
-            };
-            let e = self.groups.entry(k).or_insert((0, 0));
-            e.0 += count;
-            e.1 = e.1.saturating_add(bytes);
+            add_to(&mut self.groups, k.remapped(&details, &files), count, bytes);
         }
         self.classes.extend(other.classes);
         self.objects += other.objects;
@@ -426,14 +412,12 @@ impl LineVisitor for StreamB<'_> {
             (Some(f), None) => (self.files.intern(f), 0),
             _ => (0, 0),
         };
-        let group = GroupKey {
+        let group = SiteKey {
             label: LabelKey::of(&rec, &mut self.details),
             file,
             line: line_no,
         };
-        let e = self.groups.entry(group).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.saturating_add(rec.memsize.unwrap_or(0));
+        add_to(&mut self.groups, group, 1, rec.memsize.unwrap_or(0));
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::heap::cruby::census::report_bad_line;
 use crate::heap::cruby::classes::{ClassRecord, ClassTable, LabelKey};
 use crate::heap::cruby::reader::{
-    ChunkOutcome, LineRef, LineVisitor, ReadOptions, read_lines_in_order,
+    ChunkOutcome, LineRef, LineVisitor, ReadOptions, read_lines_in_order, run_workers,
 };
 use crate::heap::cruby::scan::{ObjType, RecordKind, parse_line, refs};
 use crate::heap::cruby::tables::{FastMap, Interner, fast_map};
@@ -667,16 +667,7 @@ impl Heap {
                 }
             }
         };
-        let workers = threads.clamp(1, count.max(1));
-        if workers == 1 {
-            work();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(work);
-                }
-            });
-        }
+        run_workers(threads.clamp(1, count.max(1)), work);
         let mut edges = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         for d in done {
             if let Some(ids) = d.into_inner().ok().flatten() {

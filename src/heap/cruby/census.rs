@@ -40,11 +40,36 @@ impl Tally {
     }
 }
 
+/// Objects of one label allocated at one site (`file` 0: no allocation info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct SiteKey {
-    label: LabelKey,
-    file: u32,
-    line: u32,
+pub struct SiteKey {
+    pub label: LabelKey,
+    /// Interned file name, 0 when the object was not traced.
+    pub file: u32,
+    pub line: u32,
+}
+
+impl SiteKey {
+    /// The same key with a chunk's interner ids translated to the merged ones.
+    pub fn remapped(self, details: &[u32], files: &[u32]) -> SiteKey {
+        SiteKey {
+            label: self.label.remapped(details),
+            file: files.get(self.file as usize).copied().unwrap_or(0),
+            line: self.line,
+        }
+    }
+}
+
+/// Adds `count` objects and `bytes` to a (count, bytes) entry of `map`.
+pub fn add_to<K: std::hash::Hash + Eq>(
+    map: &mut FastMap<K, (u64, u64)>,
+    key: K,
+    count: u64,
+    bytes: u64,
+) {
+    let e = map.entry(key).or_insert((0, 0));
+    e.0 += count;
+    e.1 = e.1.saturating_add(bytes);
 }
 
 /// Reports an unreadable line: "truncated lines" for an unterminated last line, else
@@ -133,9 +158,7 @@ impl Census {
                 file: self.files.intern(file),
                 line: u32::try_from(l).unwrap_or(u32::MAX),
             };
-            let e = self.sites.entry(site).or_insert((0, 0));
-            e.0 += 1;
-            e.1 = e.1.saturating_add(bytes);
+            add_to(&mut self.sites, site, 1, bytes);
         }
     }
 
@@ -154,14 +177,12 @@ impl Census {
         }
         self.classes.extend(other.classes);
         for (site, (count, bytes)) in other.sites {
-            let site = SiteKey {
-                label: site.label.remapped(&detail_map),
-                file: file_map.get(site.file as usize).copied().unwrap_or(0),
-                line: site.line,
-            };
-            let e = self.sites.entry(site).or_insert((0, 0));
-            e.0 += count;
-            e.1 = e.1.saturating_add(bytes);
+            add_to(
+                &mut self.sites,
+                site.remapped(&detail_map, &file_map),
+                count,
+                bytes,
+            );
         }
         self.version.merge(&other.version);
         self.objects += other.objects;

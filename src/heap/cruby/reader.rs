@@ -17,6 +17,7 @@
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
 use crate::progress;
+use crate::source::read_up_to;
 use indicatif::ProgressBar;
 use memchr::memchr;
 use std::collections::BTreeMap;
@@ -318,15 +319,7 @@ where
             }
         }
     };
-    if workers == 1 {
-        work();
-    } else {
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(work);
-            }
-        });
-    }
+    run_workers(workers, work);
     if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(Error::io(path, e));
     }
@@ -390,6 +383,19 @@ where
         },
     );
     Ok(())
+}
+
+/// Runs `work` on `workers` threads (on this thread when there is one) and waits for all.
+pub fn run_workers(workers: usize, work: impl Fn() + Sync) {
+    if workers <= 1 {
+        work();
+        return;
+    }
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(&work);
+        }
+    });
 }
 
 /// Reads a file from a position with `pread`, so threads share one descriptor.
@@ -478,7 +484,7 @@ impl ChunkScanner {
                 if lo == hi && !eof {
                     base += hi as u64;
                     lo = 0;
-                    let n = read_full(&mut src, &mut self.buf[..])?;
+                    let n = read_up_to(&mut src, &mut self.buf[..])?;
                     on_read(base, n);
                     hi = n;
                     eof = n == 0;
@@ -531,7 +537,7 @@ impl ChunkScanner {
                 lo = 0;
             }
             if hi < cap {
-                let n = read_full(&mut src, &mut self.buf[hi..])?;
+                let n = read_up_to(&mut src, &mut self.buf[hi..])?;
                 on_read(base + hi as u64, n);
                 hi += n;
                 eof = n == 0;
@@ -545,7 +551,7 @@ impl ChunkScanner {
             lo = 0;
             hi = 0;
             while ended.is_none() {
-                let n = read_full(&mut src, &mut self.buf[..])?;
+                let n = read_up_to(&mut src, &mut self.buf[..])?;
                 on_read(base, n);
                 if n == 0 {
                     eof = true;
@@ -580,20 +586,6 @@ impl ChunkScanner {
         }
         Ok(self.lines_done)
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full<R: Read>(src: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match src.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Longest string content kept from a long line; the rest of the string is dropped.
