@@ -7,10 +7,10 @@
 
 use super::classes::{ClassRecord, ClassTable, LabelKey};
 use super::reader::{LineAt, LineRef, LineVisitor, ReadOutcome};
-use super::scan::{ObjType, RecordKind, parse_line};
+use super::scan::{RecordKind, parse_line};
 use super::tables::{FastMap, Interner, fast_map};
 use super::version::VersionEvidence;
-use crate::diag::{Diagnostics, Position};
+use crate::diag::{Diagnostics, Position, ProblemKind};
 use crate::heap::AllocSite;
 use crate::heap::histogram::Histogram;
 use std::collections::HashMap;
@@ -245,16 +245,14 @@ impl Named {
             diagnostics: Diagnostics::default(),
         };
         if let Some((at, class)) = missing {
-            let line = named.file_line(at);
-            let what = "objects whose class is not in the dump";
-            diagnostics.report(what, Position::Line(line), || {
-                format!(
+            diagnostics.kinds.push(ProblemKind {
+                what: "objects whose class is not in the dump",
+                count: missing_objects,
+                first: Position::Line(named.file_line(at)),
+                detail: format!(
                     "class 0x{class:x}; labelled #<Class:0x…>; a partial `since:` dump has no class records"
-                )
+                ),
             });
-            if let Some(k) = diagnostics.kinds.iter_mut().find(|k| k.what == what) {
-                k.count = missing_objects;
-            }
         }
         named.diagnostics = diagnostics;
         named
@@ -324,18 +322,8 @@ impl Named {
         });
         all
     }
-
-    /// Tallies by key, for callers that group differently.
-    pub fn tallies(&self) -> impl Iterator<Item = (&LabelKey, &Tally)> {
-        self.census.tallies.iter()
-    }
 }
 
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Whether a type counts as an object in totals (everything but ROOT and SHAPE lines).
-pub fn is_object_type(t: ObjType) -> bool {
-    !matches!(t, ObjType::Root | ObjType::Shape)
 }
