@@ -795,7 +795,7 @@ impl LongLine {
                     },
                     (_, Some(d)) => LongState::InArrayItem {
                         value: (value << 4) | u64::from(d),
-                        digits: digits + 1,
+                        digits: digits.saturating_add(1),
                     },
                     _ => LongState::InArrayItem {
                         value,
@@ -915,6 +915,20 @@ mod tests {
         let reduced = super::super::scan::parse_line(&lines[2].1).unwrap();
         assert_eq!(reduced.memsize, Some(40));
         assert!(reduced.value.unwrap().len() <= LONG_STRING_KEEP + 1);
+    }
+
+    #[test]
+    fn damaged_reference_items_in_long_lines_are_skipped() {
+        let mut long = LongLine::new(true);
+        long.start();
+        // Fed one byte at a time, so every item goes through the byte-wise states.
+        let line =
+            br#"{"references":["0xzz0123456789abcdef0123456789", "0x10", "0x11111111111111111"]}"#;
+        for b in line.iter() {
+            assert_eq!(long.feed(std::slice::from_ref(b)), None);
+        }
+        assert_eq!(long.refs, vec![0x10]);
+        assert_eq!(long.out, br#"{"references":[]}"#);
     }
 
     #[test]
