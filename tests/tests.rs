@@ -3,5 +3,6 @@
 
 mod cli;
 mod common;
+mod heap_cruby;
 mod native_leaks;
 mod native_linux;
