@@ -6,7 +6,7 @@
 #[path = "support/rbx_encoder.rs"]
 mod rbx_encoder;
 
-use crate::common::fixture;
+use crate::common::{fixture, run_leakhunt};
 use leakhunt::heap::histogram::Histogram;
 use leakhunt::heap::{self, HistogramRead, rubinius};
 use rbx_encoder::{ClassRef, CoreNames, Heap, Obj, ObjId, Value, tuple_bytes};
@@ -341,6 +341,13 @@ fn first_seed_table_is_reproduced_exactly() {
     // 4 core classes, 4 modules, 6 leak.rb classes, 9 other classes, each with a metaclass.
     assert_eq!(anonymous, 2 * (4 + 4 + 6 + 9), "{:?}", read.diagnostics);
     assert_eq!(read.diagnostics.kinds.len(), 1, "{:?}", read.diagnostics);
+    let (code, stdout, stderr) = run_leakhunt(["histo".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, histo_text(&read.histogram));
+    assert!(
+        stderr.contains("46 objects of anonymous classes, first at byte offset"),
+        "{stderr}"
+    );
     assert_eq!(
         read.objects,
         169_350
@@ -396,6 +403,10 @@ fn second_seed_table_is_reproduced() {
     write_messages_dump(&after, 1_000 + 203_110);
     let text = diff_text(&before, &after);
     assert_matches_seed(&text, &seed_tables()[1], false);
+    let (code, stdout, stderr) =
+        run_leakhunt(["histo".as_ref(), before.as_os_str(), after.as_os_str()]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert_eq!(stdout, text);
 }
 
 /// A heap holding `digests` Digest::SHA256 objects (48 bytes), each with a singleton class
@@ -449,6 +460,14 @@ fn third_seed_table_is_reproduced_with_its_five_way_tie() {
     assert_eq!(tuple_bytes(100), 816);
     let text = diff_text(&before, &after);
     assert_matches_seed(&text, &seed_tables()[2], false);
+    // No class vanished entirely, so histo.rb's own mode prints the same.
+    for extra in [None, Some("--histo-rb")] {
+        let mut args = vec!["histo".as_ref(), before.as_os_str(), after.as_os_str()];
+        args.extend(extra.map(std::ffi::OsStr::new));
+        let (code, stdout, stderr) = run_leakhunt(args);
+        assert_eq!((code, stderr.as_str()), (0, ""));
+        assert_eq!(stdout, text);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,4 +1097,75 @@ fn damaged_dumps_never_panic() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+#[test]
+fn histo_reports_damage_on_stderr_and_exits_2_only_when_nothing_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = small_dump();
+    let cut = dir.path().join("cut.dump");
+    std::fs::write(&cut, &dump.bytes[..dump.instances[2] + 10]).unwrap();
+    let (code, stdout, stderr) = run_leakhunt(["histo".as_ref(), cut.as_os_str()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "         5                          Class 560\n         2                            Foo 48\n"
+    );
+    let first = stderr.lines().next().unwrap();
+    assert!(
+        first.contains(&format!(
+            "{}: 1 truncated record at byte offset {}",
+            cut.display(),
+            dump.instances[2]
+        )),
+        "{stderr}"
+    );
+
+    let mut bytes = dump.bytes.clone();
+    bytes[16] = b'Q';
+    let broken = dir.path().join("broken.dump");
+    std::fs::write(&broken, &bytes).unwrap();
+    let (code, stdout, stderr) = run_leakhunt(["histo".as_ref(), broken.as_os_str()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: byte offset 16: bad record tag",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn histo_json_lists_the_rubinius_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.dump");
+    std::fs::write(&path, small_dump().bytes).unwrap();
+    let (code, stdout, stderr) = run_leakhunt([
+        "histo".as_ref(),
+        path.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["schema"].is_u64(), "{json}");
+    let rows: Vec<(String, i64, i64)> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["count"].as_i64().unwrap(),
+                r["bytes"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [row("Class", 10, 1120), row("Foo", 3, 72)]);
 }
