@@ -4,5 +4,6 @@
 mod cli;
 mod common;
 mod heap_cruby;
+mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
