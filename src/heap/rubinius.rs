@@ -16,10 +16,10 @@ use super::histogram::{ClassRow, Histogram};
 use super::{HeapFormat, HeapSummary, HistogramRead};
 use crate::diag::{Diagnostics, Position, display_name};
 use crate::error::{Error, Result};
+use crate::fasthash::{FastMap, FastSet};
 use crate::source::Input;
 use indicatif::ProgressBar;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// The only version the writer ever produced (and the only one heap_dump accepts).
@@ -837,34 +837,14 @@ fn escape(bytes: &[u8]) -> String {
     out
 }
 
-/// A hasher for u32 ids: one multiply, which is all a dense id needs.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+type IdMap<V> = FastMap<u32, V>;
 
 /// The object ids written so far: a bitmap for ids up to what the file could hold (one per
 /// smallest record, so its size is bounded by the file's), a set for anything above.
 struct IdSet {
     bits: Vec<u64>,
     limit: u32,
-    beyond: HashSet<u32, BuildHasherDefault<IdHasher>>,
+    beyond: FastSet<u32>,
 }
 
 impl IdSet {
