@@ -11,13 +11,14 @@
 
 #[path = "../tests/support/rbx_encoder.rs"]
 mod rbx_encoder;
+mod support;
 
 use rbx_encoder::{CoreNames, Heap, Obj, Value};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const READ_FLAG: &str = "--read-histogram";
 const RUNS: usize = 3;
@@ -49,20 +50,13 @@ fn main() {
     println!(
         "generated {} ({:.1} MB, {objects} objects) in {:.1} s",
         path.display(),
-        mb(size),
+        support::mib(size),
         started.elapsed().as_secs_f64()
     );
 
-    let wc = best_of(|| {
-        let out = Command::new("wc")
-            .arg("-l")
-            .arg(&path)
-            .output()
-            .expect("wc");
-        assert!(out.status.success());
-    });
+    let wc = support::wc_l(&path, RUNS);
     let mut rss = String::new();
-    let histo = best_of(|| {
+    let histo = support::best_of(RUNS, || {
         let exe = std::env::current_exe().expect("own path");
         let out = Command::new(exe)
             .arg(READ_FLAG)
@@ -79,31 +73,15 @@ fn main() {
     println!(
         "wc -l:            {:>8.3} s  {:>8.0} MB/s",
         wc.as_secs_f64(),
-        mb(size) / wc.as_secs_f64()
+        support::mib(size) / wc.as_secs_f64()
     );
     println!(
         "rubinius histo:   {:>8.3} s  {:>8.0} MB/s  ({:.2}× the time of wc -l)",
         histo.as_secs_f64(),
-        mb(size) / histo.as_secs_f64(),
+        support::mib(size) / histo.as_secs_f64(),
         histo.as_secs_f64() / wc.as_secs_f64()
     );
     println!("histogram child:  {rss}");
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
-}
-
-/// The fastest of [`RUNS`] runs (the file is in the page cache for all of them).
-fn best_of(mut run: impl FnMut()) -> Duration {
-    (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            run();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
 }
 
 /// The child: reads the histogram as `rubinius::histogram` does (map the file, one pass) and
