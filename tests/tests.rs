@@ -3,6 +3,8 @@
 
 mod cli;
 mod common;
+mod heap_cruby;
+mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
 mod run_e2e;
