@@ -342,10 +342,14 @@ fn assert_seed_run(r: &Run, variant: &str) {
         }
     }
 
-    // TODO(heap reader, issue 2): once heap::cruby::summarize lands on main, assert
-    // ZMQ::Message grows between the first two heap snapshots in leak.rb and not in the others:
-    //   let counts = heap_counts(r, "ZMQ::Message");
-    //   if variant == "leak.rb" { assert!(counts[1] > counts[0] + 100) } else { assert!(counts[1] <= counts[0] + 5) }
+    // Ruby retention: ZMQ::Message instances pile up between heap snapshots in leak.rb only.
+    let counts = class_counts(r, "ZMQ::Message");
+    eprintln!("{variant}: ZMQ::Message per heap snapshot {counts:?}");
+    if variant == "leak.rb" {
+        assert!(counts[1] > counts[0] + 100, "{counts:?}");
+    } else {
+        assert!(counts.iter().all(|&c| c < 50), "{counts:?}");
+    }
     // Native leaks in libzmq grow where messages are dropped without close, and only there.
     let zmq = libzmq_leaked_bytes(r);
     eprintln!("{variant}: libzmq leaked bytes per native snapshot {zmq:?}");
@@ -354,6 +358,19 @@ fn assert_seed_run(r: &Run, variant: &str) {
         "leak-counter.rb" => assert!(last > first + 1_000_000, "{zmq:?}"),
         _ => assert!(last <= first + 64 * 1024, "{zmq:?}"),
     }
+}
+
+/// Instances of `class` in each heap snapshot, from the dumps.
+fn class_counts(r: &Run, class: &str) -> Vec<i64> {
+    r.manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.heap.as_ref())
+        .map(|heap| {
+            let summary = leakhunt::heap::summarize(&r.bundle.join(heap)).unwrap();
+            summary.histogram.get(class).map_or(0, |row| row.count)
+        })
+        .collect()
 }
 
 /// Bytes of the leak sites whose allocating frame is in libzmq, per native snapshot.

@@ -521,7 +521,12 @@ module LeakhuntAgent
     def initialize
       require 'fiddle'
       handle = Fiddle::Handle::DEFAULT
-      @check = Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT)
+      # need_gvl: the program stays stopped during the check (fiddle releases the GVL otherwise).
+      @check = begin
+        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT, need_gvl: true)
+      rescue ArgumentError
+        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT)
+      end
       args = [Fiddle::TYPE_VOIDP, Fiddle::TYPE_SIZE_T]
       @register = Fiddle::Function.new(handle['__lsan_register_root_region'], args, Fiddle::TYPE_VOID)
       @unregister = Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, Fiddle::TYPE_VOID)
@@ -716,18 +721,26 @@ module LeakhuntAgent
       started = t
       @inventory.scan_all
       step.call('scan')
-      GC.start(full_mark: true, immediate_sweep: true)
-      gc_stat = GC.stat
-      step.call('gc')
-      if @backend == 'lsan'
-        lsan_check(errors)
-        step.call('lsan')
-      end
+      # The heap dump and the LSan check must show what a full GC left, but dump_all writes
+      # through Ruby's IO, which lets other threads run between writes: so the program's threads
+      # are parked meanwhile. A first GC runs unparked, so the finalizers of what the program
+      # dropped cannot wait for a parked thread's lock.
       heap = format('heap-%03d.json', index)
+      gc_stat = nil
       File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
-        ObjectSpace.dump_all(output: f)
+        GC.start(full_mark: true, immediate_sweep: true)
+        with_program_parked(errors) do
+          GC.start(full_mark: true, immediate_sweep: true)
+          gc_stat = GC.stat
+          step.call('gc')
+          ObjectSpace.dump_all(output: f)
+          step.call('dump')
+          if @backend == 'lsan'
+            lsan_check(errors)
+            step.call('lsan')
+          end
+        end
       end
-      step.call('dump')
       sidecar = format('agent-%03d.json', index)
       body = { leakhunt_agent: SIDECAR_SCHEMA, snapshot: index, reason: reason, t: started, pid: Process.pid,
                ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
@@ -740,6 +753,44 @@ module LeakhuntAgent
       body[:errors] = @errors + errors
       write_private(File.join(@bundle, sidecar), Json.dump(body))
       [heap, sidecar]
+    end
+
+    # Stops every other Ruby thread at its next line, call or C return while the block runs.
+    # Threads blocked in C without the GVL stay there, and park as they come back. A parked
+    # thread never waits longer than LEAKHUNT_EXIT_WAIT, whatever happens to this thread.
+    def with_program_parked(errors)
+      me = Thread.current
+      lock = Mutex.new
+      resume = ConditionVariable.new
+      parked = {}.compare_by_identity
+      parking = true
+      give_up = clock + @exit_wait
+      trace = TracePoint.new(:line, :call, :b_call, :c_return) do
+        thread = Thread.current
+        next if thread.equal?(me) || !parking
+
+        lock.synchronize do
+          parked[thread] = true
+          resume.wait(lock, [give_up - clock, 0.01].max) while parking && clock < give_up
+          parked.delete(thread)
+        end
+      end
+      trace.enable
+      settle_by = clock + 2.0
+      until Thread.list.all? { |t| t.equal?(me) || !t.alive? || parked.key?(t) || t.status == 'sleep' }
+        if clock > settle_by
+          errors << 'some threads kept running during the snapshot; the dump may hold objects they made'
+          break
+        end
+        Thread.pass
+      end
+      yield
+    ensure
+      trace&.disable
+      lock&.synchronize do
+        parking = false
+        resume.broadcast
+      end
     end
 
     def lsan_check(errors)
