@@ -3,50 +3,40 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Broken-down time from the C library (`utc`: gmtime, else localtime).
-fn broken_down(at: SystemTime, utc: bool) -> Option<libc::tm> {
+/// Year, month, day, hour, minute, second from the C library (`utc`: gmtime, else localtime).
+fn civil(at: SystemTime, utc: bool) -> Option<[i32; 6]> {
     let secs = at.duration_since(UNIX_EPOCH).ok()?.as_secs();
     let t = libc::time_t::try_from(secs).ok()?;
     // SAFETY: `tm` is plain data; gmtime_r/localtime_r fill it from `t` and return null on error.
-    unsafe {
+    let tm = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         let ok = if utc {
             !libc::gmtime_r(&t, &mut tm).is_null()
         } else {
             !libc::localtime_r(&t, &mut tm).is_null()
         };
-        ok.then_some(tm)
-    }
+        ok.then_some(tm)?
+    };
+    Some([
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+    ])
 }
 
 /// `2024-05-01T12:34:56Z`.
 pub fn rfc3339_utc(at: SystemTime) -> String {
-    match broken_down(at, true) {
-        Some(tm) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        ),
-        None => "1970-01-01T00:00:00Z".to_owned(),
-    }
+    let [y, mo, d, h, mi, s] = civil(at, true).unwrap_or([1970, 1, 1, 0, 0, 0]);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// `leakhunt-20240501-143456`.
 pub fn bundle_name(at: SystemTime) -> String {
-    match broken_down(at, false) {
-        Some(tm) => format!(
-            "leakhunt-{:04}{:02}{:02}-{:02}{:02}{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        ),
+    match civil(at, false) {
+        Some([y, mo, d, h, mi, s]) => format!("leakhunt-{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}"),
         None => "leakhunt-run".to_owned(),
     }
 }

@@ -5,6 +5,7 @@
 //! full report replaces it as the last step of `cmd::run`.
 
 use crate::bundle::{Manifest, NativeRef, Sidecar, Snapshot};
+use crate::cmd::thousands;
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
@@ -212,31 +213,10 @@ fn write_lifecycle(sidecar: &Sidecar, out: &mut dyn Write) -> std::io::Result<()
     Ok(())
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bundle::{Outcome, Snapshot};
-
-    #[test]
-    fn thousands_are_grouped() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(171_502), "171,502");
-        assert_eq!(thousands(263_427_072), "263,427,072");
-    }
 
     #[test]
     fn a_bundle_without_snapshots_still_summarizes() {
