@@ -7,7 +7,7 @@
 //! by CPU time, each leakhunt line's CPU ratio to the backend alone, and how long a snapshot froze the program (the agent's GC, LSan check and dump, from
 //! the sidecars). Needs ruby, ffi-rzmq, liblsan and valgrind (.ci/packages).
 //!
-//! `cargo bench --bench run_overhead`
+//! `cargo bench --bench run_overhead` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +30,8 @@ type Build = Box<dyn Fn(&str, &Path) -> Command>;
 
 /// One way of running the program.
 struct Scenario {
+    /// "native", "lsan" or "valgrind": `LEAKHUNT_BENCH_ONLY=GROUP` runs one group.
+    group: &'static str,
     name: &'static str,
     iterations: &'static str,
     /// The backend alone: later lines of the same group compare against it.
@@ -100,24 +102,28 @@ fn main() {
 
     let scenarios = [
         Scenario {
+            group: "native",
             name: "ruby",
             iterations: "100000",
             baseline: true,
             command: ruby("100000", vec![]),
         },
         Scenario {
+            group: "native",
             name: "leakhunt run --backend none",
             iterations: "100000",
             baseline: false,
             command: under_leakhunt("100000", &["--backend", "none"]),
         },
         Scenario {
+            group: "native",
             name: "leakhunt run --backend none --no-alloc-sites",
             iterations: "100000",
             baseline: false,
             command: under_leakhunt("100000", &["--backend", "none", "--no-alloc-sites"]),
         },
         Scenario {
+            group: "lsan",
             name: "ruby with LSan preloaded (full stacks)",
             iterations: "20000",
             baseline: true,
@@ -130,30 +136,35 @@ fn main() {
             ),
         },
         Scenario {
+            group: "lsan",
             name: "leakhunt run --backend lsan",
             iterations: "20000",
             baseline: false,
             command: under_leakhunt("20000", &["--backend", "lsan"]),
         },
         Scenario {
+            group: "lsan",
             name: "leakhunt run --backend lsan --no-alloc-sites",
             iterations: "20000",
             baseline: false,
             command: under_leakhunt("20000", &["--backend", "lsan", "--no-alloc-sites"]),
         },
         Scenario {
+            group: "valgrind",
             name: "ruby under valgrind memcheck",
             iterations: "4000",
             baseline: true,
             command: valgrind_alone,
         },
         Scenario {
+            group: "valgrind",
             name: "leakhunt run --backend valgrind",
             iterations: "4000",
             baseline: false,
             command: under_leakhunt("4000", &["--backend", "valgrind"]),
         },
         Scenario {
+            group: "valgrind",
             name: "leakhunt run --backend valgrind --no-alloc-sites",
             iterations: "4000",
             baseline: false,
@@ -171,6 +182,11 @@ fn main() {
     );
     // Rounds go through every scenario in turn, so a burst of load from other work on the
     // machine hits one run of each rather than all runs of one; the best run of each is kept.
+    let only = std::env::var("LEAKHUNT_BENCH_ONLY").ok();
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|g| g == s.group))
+        .collect();
     let mut best: Vec<Option<Figures>> = scenarios.iter().map(|_| None).collect();
     for round in 0..runs.max(1) {
         for (n, s) in scenarios.iter().enumerate() {

@@ -147,8 +147,9 @@ pub struct Sidecar {
     /// Instances created and release calls counted since the wrapper was discovered.
     pub lifecycle: Vec<Lifecycle>,
     pub loaded_features: Vec<String>,
-    /// Seconds the agent spent on each step of this snapshot ("scan", "gc", "lsan", "dump",
-    /// "sidecar"): what a snapshot costs the program, which is frozen meanwhile.
+    /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
+    /// program runs meanwhile), then "gc", "dump" and "lsan" (the program's threads are parked
+    /// for these), then "sidecar".
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,

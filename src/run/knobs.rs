@@ -53,7 +53,8 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: EXIT_WAIT,
         reader: Reader::Agent,
-        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot",
+        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot; also the \
+                  longest a snapshot keeps the program's threads parked",
     },
     Knob {
         name: SNAPSHOT_DEADLINE,
