@@ -7,3 +7,4 @@ mod heap_cruby;
 mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
+mod run_e2e;
