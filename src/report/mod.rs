@@ -1,1 +1,1 @@
-//! Renderers for the combined report: terminal, JSON, HTML. To be written (issue 5).
+//! Renderers for the combined report. To be written.
