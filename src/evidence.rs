@@ -152,7 +152,10 @@ pub fn load_inputs(paths: &[PathBuf]) -> Result<Evidence> {
         [] => Err(Error::Usage(
             "nothing to analyze: give a bundle or files".into(),
         )),
-        [one] if one.is_dir() => load_bundle(one),
+        [one] if one.is_dir() => {
+            crate::detect::detect_path(one)?;
+            load_bundle(one)
+        }
         _ => {
             if let Some(dir) = paths.iter().find(|p| p.is_dir()) {
                 return Err(Error::Usage(format!(

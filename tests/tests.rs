@@ -1,6 +1,7 @@
 //! The one integration-test binary (STYLE.md: tests in three layers). Each module covers one
 //! area; end-to-end modules run real Ruby programs under real backends.
 
+mod analyze_e2e;
 mod cli;
 mod common;
 mod report_html;
