@@ -151,6 +151,18 @@ pub enum LocationRole {
     Allocated,
 }
 
+impl LocationRole {
+    /// How a report introduces the location: "created at leak.rb:37".
+    pub fn label(self) -> &'static str {
+        match self {
+            LocationRole::Created => "created at",
+            LocationRole::ContainerAllocated => "container allocated at",
+            LocationRole::ContainerFilled => "container filled at",
+            LocationRole::Allocated => "allocated at",
+        }
+    }
+}
+
 /// A Ruby source location a suggestion points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {

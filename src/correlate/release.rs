@@ -387,61 +387,47 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
     })
 }
 
-/// Where instances are created: the agent's counts, else the heap's allocation sites.
+/// Where instances are created: the agent's counts, else the heap's allocation sites; the
+/// three largest, ties by file and line.
 fn creation_sites(ev: &Evidence, life: Option<&Lifecycle>, class: &str) -> Vec<Location> {
-    let mut out: Vec<Location> = Vec::new();
-    if let Some(l) = life {
-        let mut sites = l.created_at.clone();
-        sites.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.file.cmp(&b.file))
-                .then_with(|| a.line.cmp(&b.line))
-        });
-        out = sites
-            .iter()
-            .take(3)
-            .map(|s| Location {
-                file: s.file.clone(),
-                line: s.line,
-                role: LocationRole::Created,
-                count: Some(s.count),
-                code: None,
-            })
-            .collect();
-    }
-    if out.is_empty()
+    let mut sites: Vec<(&str, u32, u64)> = life
+        .map(|l| {
+            l.created_at
+                .iter()
+                .map(|s| (s.file.as_str(), s.line, s.count))
+                .collect()
+        })
+        .unwrap_or_default();
+    if sites.is_empty()
         && let Some(h) = ev
             .heap
             .iter()
             .rev()
             .find(|h| !h.summary.alloc_sites.is_empty())
     {
-        let mut sites: Vec<_> = h
+        sites = h
             .summary
             .alloc_sites
             .iter()
             .filter(|s| s.class == class)
-            .collect();
-        sites.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.line.cmp(&b.line)));
-        out = sites
-            .into_iter()
-            .take(3)
-            .map(|s| Location {
-                file: s.file.clone(),
-                line: s.line,
-                role: LocationRole::Created,
-                count: Some(s.count),
-                code: None,
-            })
+            .map(|s| (s.file.as_str(), s.line, s.count))
             .collect();
     }
-    for loc in &mut out {
-        if let Some(src) = ev.sources.get(&loc.file) {
-            loc.code = super::source_hint::line_text(src, loc.line);
-        }
-    }
-    out
+    sites.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, a.1).cmp(&(b.0, b.1))));
+    sites
+        .into_iter()
+        .take(3)
+        .map(|(file, line, count)| Location {
+            file: file.to_owned(),
+            line,
+            role: LocationRole::Created,
+            count: Some(count),
+            code: ev
+                .sources
+                .get(file)
+                .and_then(|src| super::source_hint::line_text(src, line)),
+        })
+        .collect()
 }
 
 /// Classes of the heap histograms, with their newest count.

@@ -182,6 +182,17 @@ fn stripped_zmq_stack() -> Vec<Frame> {
     ]
 }
 
+/// The seed's `leaks` call stack below `outer` frames (no library names in leaks 2.0).
+fn seed_leaks_stack(outer: &[&str]) -> Vec<Frame> {
+    let inner = [
+        "zmq::decoder_t::eight_byte_size_ready()",
+        "zmq_msg_init_size",
+        "malloc",
+        "malloc_zone_malloc",
+    ];
+    outer.iter().chain(&inner).map(|n| frame(n, None)).collect()
+}
+
 fn runtime_stack() -> Vec<Frame> {
     vec![
         frame(
@@ -261,16 +272,7 @@ fn seed_b_blames_zmq_message_close_with_its_creation_line() {
 #[test]
 fn an_attached_function_on_the_stack_names_the_family() {
     let mut ev = seed_b();
-    let seed_stack: Vec<Frame> = [
-        "thread_start",
-        "zmq::decoder_t::eight_byte_size_ready()",
-        "zmq_msg_init_size",
-        "malloc",
-        "malloc_zone_malloc",
-    ]
-    .iter()
-    .map(|n| frame(n, None))
-    .collect();
+    let seed_stack = seed_leaks_stack(&["thread_start"]);
     ev.native = snapshots(&[
         vec![(seed_stack.clone(), 10, 15_360)],
         vec![(seed_stack, 1000, 1_536_000)],
@@ -477,20 +479,13 @@ fn runtime_noise_never_outranks_a_real_finding() {
 /// histograms in which ZMQ::Message and LibZMQ::Msg appear.
 fn seed_offline(with_library: bool) -> Evidence {
     let mut ev = Evidence::empty(Origin::Files(vec!["leak.out".into()]));
-    let stack: Vec<Frame> = [
+    let stack = seed_leaks_stack(&[
         "thread_start",
         "_pthread_start",
         "thread_routine",
         "zmq::kqueue_t::loop()",
         "zmq::zmq_engine_t::in_event()",
-        "zmq::decoder_t::eight_byte_size_ready()",
-        "zmq_msg_init_size",
-        "malloc",
-        "malloc_zone_malloc",
-    ]
-    .iter()
-    .map(|n| frame(n, None))
-    .collect();
+    ]);
     ev.native = vec![NativeSnapshot {
         t: None,
         snapshot: None,

@@ -11,7 +11,7 @@
 
 use super::Renderer;
 use super::text::{summary_parts, verdict_word};
-use crate::correlate::finding::{Finding, LocationRole};
+use crate::correlate::finding::Finding;
 use crate::correlate::{Analysis, FindingKind, count, signed};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -163,12 +163,7 @@ fn finding_html(out: &mut String, n: usize, f: &Finding) {
             out.push_str("<ul>");
         }
         for l in &s.locations {
-            let role = match l.role {
-                LocationRole::Created => "created at",
-                LocationRole::ContainerAllocated => "container allocated at",
-                LocationRole::ContainerFilled => "container filled at",
-                LocationRole::Allocated => "allocated at",
-            };
+            let role = l.role.label();
             let _ = write!(
                 out,
                 "<li class=\"location\">{role} <code>{}</code>{}{}</li>",

@@ -5,7 +5,7 @@
 //! Stage: renderer.
 
 use super::{RenderOptions, Renderer};
-use crate::correlate::finding::{Finding, LocationRole};
+use crate::correlate::finding::Finding;
 use crate::correlate::{Analysis, FindingKind, Verdict, count, human_bytes, signed};
 use crate::heap::histogram::HistogramDiff;
 use std::io::{self, Write};
@@ -238,12 +238,7 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
     if let Some(s) = &f.suggestion {
         writeln!(out, "   {} {}", p.bold("fix:"), s.text)?;
         for l in &s.locations {
-            let role = match l.role {
-                LocationRole::Created => "created at",
-                LocationRole::ContainerAllocated => "container allocated at",
-                LocationRole::ContainerFilled => "container filled at",
-                LocationRole::Allocated => "allocated at",
-            };
+            let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
             if let Some(c) = l.count {
                 line.push_str(&format!(" ({})", count(c as i64)));
