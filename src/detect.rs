@@ -110,6 +110,7 @@ pub fn detect_bytes(head: &[u8]) -> Option<Kind> {
         || has(b" nodes malloced for ")
         || has(b"total leaked bytes.")
         || has(b"STACK OF ")
+        || has(b"leaks cannot examine process")
         || head.starts_with(b"Leak: 0x")
         || has(b"\nLeak: 0x")
     {

@@ -4,4 +4,5 @@
 mod analyze_e2e;
 mod cli;
 mod common;
+mod native_leaks;
 mod report_html;

@@ -213,6 +213,15 @@ impl NativeReport {
     pub fn total_bytes(&self) -> u64 {
         self.leaks.iter().map(|l| l.bytes).sum()
     }
+
+    /// Leaks the tool's summary counts but the report does not list, as (blocks, bytes): an
+    /// excerpt, a report cut off, or leaks excluded from printing. `None` when all are listed.
+    pub fn unlisted(&self) -> Option<(u64, u64)> {
+        let summary = self.summary?;
+        let (blocks, bytes) = (self.total_blocks(), self.total_bytes());
+        (summary.leaks > blocks)
+            .then(|| (summary.leaks - blocks, summary.bytes.saturating_sub(bytes)))
+    }
 }
 
 /// Builds a [`NativeReport`], interning frames and stacks and merging identical leaks.
