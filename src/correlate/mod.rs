@@ -136,7 +136,7 @@ pub struct ClassLine {
 pub struct NativePoint {
     pub index: usize,
     pub t: Option<f64>,
-    /// All leaked bytes the report counts.
+    /// All leaked bytes the report counts (its own summary when it lists fewer).
     pub leaked_bytes: u64,
     /// Bytes of the sites that are leak findings.
     pub finding_bytes: u64,
@@ -328,6 +328,34 @@ fn native_findings(
             sites[*i].key.function,
             sites[*i].library().unwrap_or("?")
         ));
+    }
+    // A single report that lists fewer leaks than it counts (an excerpt, a cut report).
+    let unlisted = match ev.native.as_slice() {
+        [one] => one.report.unlisted().zip(one.report.summary),
+        _ => None,
+    };
+    if let Some(((blocks, bytes), summary)) = unlisted {
+        for f in findings.iter_mut().filter(|f| f.native.is_some()) {
+            f.title.push_str(&format!(
+                " (the report counts {} leaks, {} bytes in all)",
+                count(summary.leaks as i64),
+                count(summary.bytes as i64)
+            ));
+            f.evidence.insert(
+                1,
+                EvidenceItem::new(
+                    Source::Native,
+                    format!(
+                        "the report counts {} leaks for {} bytes but lists only {}: {} leaks ({} bytes) are not in it (an excerpt or a cut report), so their sites are unknown",
+                        count(summary.leaks as i64),
+                        count(summary.bytes as i64),
+                        count(summary.leaks.saturating_sub(blocks) as i64),
+                        count(blocks as i64),
+                        count(bytes as i64)
+                    ),
+                ),
+            );
+        }
     }
     if let Some(noise) = noise_finding(sites, &statuses, over_time) {
         findings.push(noise);
@@ -705,7 +733,10 @@ fn timeline(
             .map(|(i, n)| NativePoint {
                 index: i + 1,
                 t: n.t,
-                leaked_bytes: n.report.total_bytes(),
+                leaked_bytes: n
+                    .report
+                    .total_bytes()
+                    .max(n.report.summary.map(|s| s.bytes).unwrap_or(0)),
                 finding_bytes: sites
                     .iter()
                     .filter(|s| finding_sites.contains(&s.key.function.as_str()))
