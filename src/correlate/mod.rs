@@ -415,9 +415,17 @@ fn missing_release(blame: &release::Blame, sites: &[&SiteSeries], over_time: boo
         .map(|m| format!("{}#{m}", blame.class));
     let lib = top.library().map(|l| format!("{l} ")).unwrap_or_default();
     let how = if over_time {
-        format!("grows by {} blocks / {} bytes", count(blocks), count(bytes))
+        format!(
+            "grows by {} / {} bytes",
+            quantity(blocks, "block"),
+            count(bytes)
+        )
     } else {
-        format!("leaks {} blocks / {} bytes", count(blocks), count(bytes))
+        format!(
+            "leaks {} / {} bytes",
+            quantity(blocks, "block"),
+            count(bytes)
+        )
     };
     let title = match (&method, blame.by_name) {
         (Some(m), false) => format!(
@@ -536,16 +544,16 @@ fn native_leak(
         .unwrap_or_default();
     let title = if over_time {
         format!(
-            "{}{lib} grows by {} blocks / {} bytes with no Ruby object to blame",
+            "{}{lib} grows by {} / {} bytes with no Ruby object to blame",
             site.key.function,
-            count(blocks),
+            quantity(blocks, "block"),
             count(bytes)
         )
     } else {
         format!(
-            "{}{lib} leaks {} blocks / {} bytes with no Ruby object to blame",
+            "{}{lib} leaks {} / {} bytes with no Ruby object to blame",
             site.key.function,
-            count(blocks),
+            quantity(blocks, "block"),
             count(bytes)
         )
     };
@@ -808,6 +816,15 @@ pub fn count(n: i64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `1 block`, `2 blocks`, `1,234 blocks`.
+pub fn quantity(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", count(n))
+    }
 }
 
 /// `1234` → `+1,234`; `-5` → `-5`; `0` → `0`.

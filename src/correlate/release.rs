@@ -628,9 +628,9 @@ pub fn site_text(site: &SiteSeries) -> String {
         )
     } else {
         format!(
-            "{}{lib}: {} leaks for {} bytes",
+            "{}{lib}: {} for {} bytes",
             site.key.function,
-            count(site.last_blocks() as i64),
+            super::quantity(site.last_blocks() as i64, "leak"),
             count(site.last_bytes() as i64)
         )
     }
