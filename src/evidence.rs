@@ -66,6 +66,9 @@ pub struct ClassRetainers {
     /// The heap snapshot the paths were computed on (1-based position in [`Evidence::heap`]).
     pub snapshot: usize,
     pub instances: u64,
+    /// Instances with a path from a root; the rest is garbage the dump caught before a GC
+    /// (or held by references the dump does not record).
+    pub reachable: u64,
     /// Largest group first.
     pub groups: Vec<RetainerGroup>,
 }

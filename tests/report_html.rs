@@ -141,6 +141,7 @@ fn evidence() -> Evidence {
         class: HOSTILE.into(),
         snapshot: 3,
         instances: 9_000,
+        reachable: 9_000,
         groups: vec![RetainerGroup {
             count: 9_000,
             container_class: "Hash".into(),

@@ -183,11 +183,28 @@ impl Analysis {
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     let series = classes::class_series(&ev.heap);
     let groups = classes::growth_groups(&series, &|c| retention::main_container(ev, c));
-    let mut findings = retention::findings(ev, &groups, options.include_strings);
     let mut notes = Vec::new();
+    let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
     let (native_findings, native_rows) = native_findings(ev, &sites, &mut notes);
-    findings.extend(native_findings);
+    for f in native_findings {
+        let head = f.class.as_deref().and_then(|c| {
+            groups
+                .iter()
+                .find(|g| g.head.class == c || g.members.iter().any(|m| m.class == c))
+                .map(|g| g.head.class.as_str())
+        });
+        match head.and_then(|h| {
+            findings
+                .iter_mut()
+                .find(|r| r.kind == FindingKind::RubyRetention && r.class.as_deref() == Some(h))
+        }) {
+            Some(retention) if f.kind == FindingKind::MissingRelease => {
+                fold_release_into_retention(retention, f)
+            }
+            _ => findings.push(f),
+        }
+    }
     findings.sort_by(finding::rank);
 
     let verdict = if findings.iter().any(|f| f.kind.is_leak()) {
@@ -392,6 +409,37 @@ fn native_findings(
         )
     });
     (findings, rows)
+}
+
+/// The instances a retention finding is about also own native memory whose release is never
+/// called: while they are kept alive that memory is held, not lost, so it is one finding —
+/// stop keeping them, then release each one.
+fn fold_release_into_retention(retention: &mut Finding, release: Finding) {
+    retention.evidence.push(EvidenceItem::new(
+        Source::Native,
+        format!(
+            "these instances also hold native memory, released only by an explicit call: {}",
+            release.title
+        ),
+    ));
+    retention
+        .evidence
+        .extend(release.evidence.into_iter().filter(|e| {
+            matches!(
+                e.source,
+                Source::Native | Source::Lifecycle | Source::Wrapper
+            )
+        }));
+    if let (Some(mine), Some(theirs)) = (retention.suggestion.as_mut(), release.suggestion) {
+        if let Some(method) = &theirs.method {
+            mine.shapes.push(format!(
+                "then call `{method}` after the last use of each one, or the native memory leaks instead (see the created-at lines)"
+            ));
+            mine.method = Some(method.clone());
+        }
+        mine.locations.extend(theirs.locations);
+    }
+    retention.native = release.native;
 }
 
 /// (bytes, blocks) a site accounts for: growth over time, or the single report's total.

@@ -14,12 +14,40 @@ use super::{count, redact, signed};
 use crate::evidence::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
 use std::collections::BTreeMap;
 
-/// Retention findings, one per growth group.
-pub fn findings(ev: &Evidence, groups: &[GrowthGroup], include_strings: bool) -> Vec<Finding> {
-    groups
-        .iter()
-        .map(|g| finding(ev, g, include_strings))
-        .collect()
+/// Retention findings, one per growth group whose growth is retained; groups whose new
+/// instances are mostly unreachable (garbage the dump caught before a GC) become notes.
+pub fn findings(
+    ev: &Evidence,
+    groups: &[GrowthGroup],
+    include_strings: bool,
+    notes: &mut Vec<String>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for g in groups {
+        match unretained_growth(ev, &g.head) {
+            Some(note) => notes.push(note),
+            None => out.push(finding(ev, g, include_strings)),
+        }
+    }
+    out
+}
+
+/// When retainer paths say the new instances are not reachable: the growth is churn (objects
+/// made between the GC and the dump), not retention. `None` when it is retained or unknown.
+fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let r = retainers_of(ev, &head.class)?;
+    let first = head.counts.first().copied().unwrap_or(0);
+    let retained = r.reachable as i64 - first;
+    let needed = (head.delta() / 2).max(super::classes::MIN_GROWTH);
+    (retained < needed).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, but only {} of its {} instances are reachable from a root: garbage not yet collected, not retention",
+            head.class,
+            count(head.delta()),
+            count(r.reachable as i64),
+            count(r.instances as i64)
+        )
+    })
 }
 
 /// The class that holds most instances of `class`, from the retainer paths.
@@ -342,6 +370,7 @@ pub(crate) mod tests {
             class: "ZMQ::Message".into(),
             snapshot: 3,
             instances: 70_000,
+            reachable: 70_000,
             groups: vec![RetainerGroup {
                 count: 70_000,
                 container_class: "Array".into(),
@@ -359,6 +388,7 @@ pub(crate) mod tests {
             class: "FFI::MemoryPointer".into(),
             snapshot: 3,
             instances: 70_003,
+            reachable: 70_003,
             groups: vec![RetainerGroup {
                 count: 70_000,
                 container_class: "ZMQ::Message".into(),
@@ -379,7 +409,7 @@ pub(crate) mod tests {
     fn run(ev: &Evidence) -> Vec<Finding> {
         let series = class_series(&ev.heap);
         let groups = growth_groups(&series, &|c| main_container(ev, c));
-        findings(ev, &groups, false)
+        findings(ev, &groups, false, &mut Vec::new())
     }
 
     #[test]
@@ -440,6 +470,32 @@ pub(crate) mod tests {
                 .unwrap()
                 .text
                 .contains("leakhunt retainers")
+        );
+    }
+
+    #[test]
+    fn growth_made_of_unreachable_garbage_is_a_note_not_a_finding() {
+        // ffi-rzmq's poller makes PollItems every round; a dump taken a moment after the GC
+        // catches a few hundred that nothing references any more.
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        ev.heap.push(heap(&[("ZMQ::PollItem", 142)], &[]));
+        ev.heap.push(heap(&[("ZMQ::PollItem", 371)], &[]));
+        ev.retainers.push(ClassRetainers {
+            class: "ZMQ::PollItem".into(),
+            snapshot: 2,
+            instances: 371,
+            reachable: 2,
+            groups: vec![],
+        });
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "ZMQ::PollItem grew by 229 between heap snapshots, but only 2 of its 371 instances are reachable from a root: garbage not yet collected, not retention"
+            ]
         );
     }
 

@@ -613,3 +613,29 @@ fn numbers_and_redaction() {
         r#"a "‹1 bytes›" b "‹2 bytes›"#
     );
 }
+
+#[test]
+fn native_memory_of_retained_instances_folds_into_the_retention_finding() {
+    // Seed A with a sidecar: messages are kept in an Array and never closed, and the native
+    // report counts their bodies as leaked as they grow.
+    let mut ev = retention::tests::seed_a();
+    ev.sidecars = vec![zmq_sidecar(1, 20_000), zmq_sidecar(3, 140_000)];
+    ev.native = snapshots(&[
+        vec![(stripped_zmq_stack(), 10_000, 10_000 * 1088)],
+        vec![(stripped_zmq_stack(), 40_000, 40_000 * 1088)],
+        vec![(stripped_zmq_stack(), 70_000, 70_000 * 1088)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 1, "{:#?}", a.findings);
+    let f = &a.findings[0];
+    assert_eq!(f.kind, FindingKind::RubyRetention);
+    assert_eq!(f.class.as_deref(), Some("ZMQ::Message"));
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.locations[0].site(), "leak.rb:29");
+    assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text.contains("also hold native memory"))
+    );
+}
