@@ -256,11 +256,35 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             Err(e) => ev.warnings.push(Error::io(&path, e).to_string()),
         }
     }
+    canonical_modules(&mut ev.native);
     let base = PathBuf::from(&manifest.cwd);
     ev.manifest = Some(manifest);
     add_retainers(&mut ev);
     add_sources(&mut ev, &[base, dir.to_path_buf()]);
     Ok(ev)
+}
+
+/// Names each module by its real path when it exists here (`/lib/…/libzmq.so.5` and the
+/// maps' `/usr/lib/…/libzmq.so.5.2.4` are one library), so a site keeps one key across
+/// reports whichever way a tool or a module map named its library.
+fn canonical_modules(reports: &mut [NativeSnapshot]) {
+    let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for snap in reports {
+        for frame in &mut snap.report.frames {
+            let Some(module) = frame.module.as_deref().filter(|m| m.starts_with('/')) else {
+                continue;
+            };
+            let real = known.entry(module.to_owned()).or_insert_with(|| {
+                std::fs::canonicalize(module)
+                    .ok()
+                    .map(|p| p.display().to_string())
+                    .filter(|p| p != module)
+            });
+            if let Some(real) = real {
+                frame.module = Some(real.clone());
+            }
+        }
+    }
 }
 
 fn read_sidecar(path: &Path) -> Result<Sidecar> {
@@ -368,6 +392,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
             report,
         })
         .collect();
+    canonical_modules(&mut ev.native);
     add_retainers(&mut ev);
     let mut bases: Vec<PathBuf> = vec![PathBuf::from(".")];
     for p in paths {
@@ -667,6 +692,40 @@ mod tests {
                 .any(|w| w.contains("agent-002.json: line 1")),
             "{:?}",
             ev.warnings
+        );
+    }
+
+    #[test]
+    fn one_library_named_two_ways_becomes_one_module() {
+        use crate::native::{Frame, LeakKind, NativeFormat, ReportBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("libthing.so.5.2.4");
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("libthing.so.5");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut snaps: Vec<NativeSnapshot> = [&link, &real]
+            .iter()
+            .map(|module| {
+                let mut b = ReportBuilder::new("x", NativeFormat::Lsan, 0);
+                let f = b.intern_frame(Frame {
+                    module: Some(module.display().to_string()),
+                    module_offset: Some(0x83a3f),
+                    ..Frame::default()
+                });
+                let s = b.intern_stack(vec![f]);
+                b.add_leak(Some(s), LeakKind::Direct, None, 1, 16, None);
+                NativeSnapshot {
+                    t: None,
+                    snapshot: None,
+                    report: b.finish(),
+                }
+            })
+            .collect();
+        canonical_modules(&mut snaps);
+        let labels: Vec<String> = snaps.iter().map(|s| s.report.frames[0].label()).collect();
+        assert_eq!(
+            labels,
+            ["libthing.so.5.2.4+0x83a3f", "libthing.so.5.2.4+0x83a3f"]
         );
     }
 
