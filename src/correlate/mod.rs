@@ -529,6 +529,10 @@ fn missing_release(blame: &release::Blame, sites: &[&SiteSeries], over_time: boo
         format!(" created at {}", created.join(", "))
     };
     let text = match (&method, &blame.release_function) {
+        (Some(m), Some(f)) if blame.by_name => format!(
+            "Call the method of {} that calls {f} — by its name, `{m}` — after the last use of each instance{where_created}, so the native memory is freed.",
+            blame.class
+        ),
         (Some(m), Some(f)) => format!(
             "Call `{m}` after the last use of each {}{where_created}: it calls {f}, which frees the native memory.",
             blame.class
