@@ -261,6 +261,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     ev.manifest = Some(manifest);
     add_retainers(&mut ev);
     add_sources(&mut ev, &[base, dir.to_path_buf()]);
+    add_library_exports(&mut ev);
     Ok(ev)
 }
 
@@ -504,8 +505,9 @@ const LIBRARY_DIRS: &[&str] = &[
     "/opt/homebrew/lib",
 ];
 
-/// Exported symbols of the libraries the native sites name (bare files: the release function of
-/// a family is looked up there). Libraries named by path are read where they are; functions
+/// Exported symbols of the libraries the native sites name, when no agent sidecar lists the FFI
+/// bindings (bare files, or a run whose agent failed): the release function of a family is
+/// looked up there. Libraries named by path are read where they are; functions
 /// without a library send us looking for `lib<first word>` in the usual directories.
 fn add_library_exports(ev: &mut Evidence) {
     if !ev.sidecars.is_empty() {
