@@ -718,8 +718,8 @@ fn noise_finding(
         FindingKind::RuntimeNoise,
         Confidence::High,
         format!(
-            "{} native sites set aside as noise: {} blocks, {} bytes",
-            count(total.0 as i64),
+            "{} set aside as noise: {} blocks, {} bytes",
+            quantity(total.0 as i64, "native site"),
             count(total.1 as i64),
             count(total.2 as i64)
         ),
@@ -933,4 +933,4 @@ pub fn redact(label: &str, include_strings: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

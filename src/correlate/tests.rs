@@ -219,7 +219,7 @@ fn snapshots(per_snapshot: &[Vec<(Vec<Frame>, u64, u64)>]) -> Vec<NativeSnapshot
         .collect()
 }
 
-fn seed_b() -> Evidence {
+pub(crate) fn seed_b() -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle("bundle".into()));
     ev.sidecars = vec![
         zmq_sidecar(1, 40_000),

@@ -289,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_release_reads_as_evidence_then_fix() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::seed_b(),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        TextReport {
+            options: RenderOptions::default(),
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let finding: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("1. "))
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            finding[0],
+            "1. [high] Missing release — ZMQ::Message#close is not called: libzmq.so.5 memory from libzmq.so.5+0x3194a grows by 80,000 blocks / 87,040,000 bytes"
+        );
+        assert!(finding.contains(&"     native     libzmq.so.5+0x3194a in libzmq.so.5: 20,000 → 60,000 → 100,000 leaked blocks per snapshot (+80,000 blocks, +87,040,000 bytes)"), "{finding:#?}");
+        assert!(finding.contains(&"     lifecycle  ZMQ::Message: 200,000 created, 0 released by close (200,000 never released)"), "{finding:#?}");
+        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37, leak.rb:40: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
+        assert!(
+            finding.contains(&"     created at leak.rb:37 (100,000)"),
+            "{finding:#?}"
+        );
+        assert!(text.contains("\n2. Runtime noise — 1 native site set aside as noise: 5,000 blocks, 900,000,000 bytes\n"), "{text}");
+    }
+
+    #[test]
     fn colour_only_when_asked() {
         assert!(render(true).contains("\x1b[1;31mLEAK\x1b[0m"));
     }
