@@ -6,3 +6,4 @@ mod cli;
 mod common;
 mod native_leaks;
 mod report_html;
+mod native_linux;

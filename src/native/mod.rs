@@ -207,11 +207,15 @@ impl NativeReport {
     }
 
     pub fn total_blocks(&self) -> u64 {
-        self.leaks.iter().map(|l| l.blocks).sum()
+        self.leaks
+            .iter()
+            .fold(0, |sum, l| sum.saturating_add(l.blocks))
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.leaks.iter().map(|l| l.bytes).sum()
+        self.leaks
+            .iter()
+            .fold(0, |sum, l| sum.saturating_add(l.bytes))
     }
 
     /// Leaks the tool's summary counts but the report does not list, as (blocks, bytes): an
@@ -287,6 +291,15 @@ impl ReportBuilder {
         id
     }
 
+    /// Appends a frame without looking for an equal one, for readers that deduplicate frames
+    /// themselves (the LSan reader keys them by their text): hashing every frame again costs
+    /// more than the whole parse. Do not mix with [`ReportBuilder::intern_frame`] for equal frames.
+    pub fn push_frame(&mut self, frame: Frame) -> FrameId {
+        let id = self.report.frames.len() as FrameId;
+        self.report.frames.push(frame);
+        id
+    }
+
     /// Interns a stack given outermost frame first.
     pub fn intern_stack(&mut self, frames: Vec<FrameId>) -> StackId {
         if let Some(&id) = self.stack_index.get(&frames) {
@@ -311,8 +324,8 @@ impl ReportBuilder {
         let key = (stack, kind, type_name.map(str::to_owned));
         if let Some(&i) = self.leak_index.get(&key) {
             let rec = &mut self.report.leaks[i];
-            rec.blocks += blocks;
-            rec.bytes += bytes;
+            rec.blocks = rec.blocks.saturating_add(blocks);
+            rec.bytes = rec.bytes.saturating_add(bytes);
             return;
         }
         self.leak_index.insert(key, self.report.leaks.len());
@@ -508,8 +521,8 @@ pub fn sites(report: &NativeReport) -> Vec<LeakSite> {
         });
         let (site, best_stack_bytes) = entry;
         site.kinds.insert(rec.kind);
-        site.blocks += rec.blocks;
-        site.bytes += rec.bytes;
+        site.blocks = site.blocks.saturating_add(rec.blocks);
+        site.bytes = site.bytes.saturating_add(rec.bytes);
         site.reports.insert(report.sequence);
         if rec.bytes > *best_stack_bytes || site.stack.is_empty() {
             *best_stack_bytes = rec.bytes;
@@ -540,11 +553,17 @@ pub struct SiteGrowth {
 
 impl SiteGrowth {
     pub fn delta_blocks(&self) -> i64 {
-        self.blocks_after as i64 - self.blocks_before as i64
+        clamped_difference(self.blocks_after, self.blocks_before)
     }
     pub fn delta_bytes(&self) -> i64 {
-        self.bytes_after as i64 - self.bytes_before as i64
+        clamped_difference(self.bytes_after, self.bytes_before)
     }
+}
+
+/// `after - before`, saturated to the i64 range (sizes come from input files).
+fn clamped_difference(after: u64, before: u64) -> i64 {
+    (i128::from(after) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+        as i64
 }
 
 /// Matches sites by key; sorted by byte growth, largest first. Sites found only on one side
@@ -553,13 +572,13 @@ pub fn growth(before: &[LeakSite], after: &[LeakSite]) -> Vec<SiteGrowth> {
     let mut map: HashMap<&SiteKey, SiteGrowth> = HashMap::new();
     for s in before {
         let g = map.entry(&s.key).or_insert_with(|| empty_growth(&s.key));
-        g.blocks_before += s.blocks;
-        g.bytes_before += s.bytes;
+        g.blocks_before = g.blocks_before.saturating_add(s.blocks);
+        g.bytes_before = g.bytes_before.saturating_add(s.bytes);
     }
     for s in after {
         let g = map.entry(&s.key).or_insert_with(|| empty_growth(&s.key));
-        g.blocks_after += s.blocks;
-        g.bytes_after += s.bytes;
+        g.blocks_after = g.blocks_after.saturating_add(s.blocks);
+        g.bytes_after = g.bytes_after.saturating_add(s.bytes);
     }
     let mut out: Vec<SiteGrowth> = map.into_values().collect();
     out.sort_by(|a, b| {

@@ -42,3 +42,22 @@ pub fn have(cmd: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// `fixtures/widget/<name>`: the widget library and its Ruby programs (fixtures/README.md).
+pub fn widget_fixture(name: &str) -> PathBuf {
+    fixture("widget").join(name)
+}
+
+/// Builds `fixtures/widget/widget.c` into `dir/libwidget.so` with `gcc -shared -fPIC -g -O0`
+/// and returns its path. Run the programs with `WIDGET_LIB` set to it.
+pub fn build_widget(dir: &Path) -> PathBuf {
+    let lib = dir.join("libwidget.so");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-g", "-O0", "-o"])
+        .arg(&lib)
+        .arg(widget_fixture("widget.c"))
+        .status()
+        .expect("spawn gcc (package gcc)");
+    assert!(status.success(), "gcc failed to build libwidget.so");
+    lib
+}
