@@ -142,6 +142,7 @@ use crate::bundle::{NativeRef, parse_footprint};
 use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
+use crate::native::symbolize::{ModuleMap, Symbolizer};
 use std::path::Path;
 
 /// Largest Ruby source file read for the "where is it filled" hint.
@@ -180,6 +181,8 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     let manifest = crate::bundle::Manifest::load(dir)?;
     let mut ev = Evidence::empty(Origin::Bundle(dir.to_path_buf()));
     let mut referenced_logs: Vec<&str> = Vec::new();
+    // The module map taken with each native snapshot, to place and name its frames.
+    let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
     let mut snapshots = manifest.snapshots.clone();
     snapshots.sort_by_key(|s| s.index);
     for snap in &snapshots {
@@ -220,6 +223,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
                             snapshot: Some(snap.index),
                             report,
                         });
+                        maps.push(read_maps(dir, snap.maps.as_deref(), &mut ev.warnings));
                     }
                 }
                 Err(e) => ev.warnings.push(e.to_string()),
@@ -240,6 +244,8 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
                         snapshot: None,
                         report,
                     });
+                    // Written at exit: the newest map is the closest.
+                    maps.push(maps.last().cloned().unwrap_or_default());
                 }
             }
             Err(e) => ev.warnings.push(e.to_string()),
@@ -256,6 +262,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             Err(e) => ev.warnings.push(Error::io(&path, e).to_string()),
         }
     }
+    symbolize(&mut ev, &maps);
     canonical_modules(&mut ev.native);
     let base = PathBuf::from(&manifest.cwd);
     ev.manifest = Some(manifest);
@@ -285,6 +292,32 @@ fn canonical_modules(reports: &mut [NativeSnapshot]) {
                 frame.module = Some(real.clone());
             }
         }
+    }
+}
+
+fn read_maps(dir: &Path, name: Option<&str>, warnings: &mut Vec<String>) -> Vec<ModuleMap> {
+    let Some(name) = name else {
+        return Vec::new();
+    };
+    match ModuleMap::read(&dir.join(name)) {
+        Ok(map) => {
+            diagnostics_into(warnings, &map.diagnostics);
+            vec![map]
+        }
+        Err(e) => {
+            warnings.push(e.to_string());
+            Vec::new()
+        }
+    }
+}
+
+/// Places frames of unloaded libraries with the module maps and names `module+offset` frames
+/// from the modules' own symbols, with one symbolizer so every snapshot names a frame alike.
+fn symbolize(ev: &mut Evidence, maps: &[Vec<ModuleMap>]) {
+    let mut symbolizer = Symbolizer::new();
+    for (i, snap) in ev.native.iter_mut().enumerate() {
+        let maps = maps.get(i).map(Vec::as_slice).unwrap_or_default();
+        symbolizer.resolve(&mut snap.report, maps);
     }
 }
 
@@ -333,6 +366,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
     let mut ev = Evidence::empty(Origin::Files(paths.to_vec()));
     let mut first_error: Option<Error> = None;
     let mut native: Vec<NativeReport> = Vec::new();
+    let mut module_maps: Vec<ModuleMap> = Vec::new();
     let mut used = 0usize;
     for path in paths {
         let kind = match crate::detect::detect_path(path) {
@@ -358,13 +392,10 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
                 }
                 native.extend(reports);
             }),
-            Kind::ModuleMap => {
-                ev.warnings.push(format!(
-                    "{}: module maps are used by `leakhunt leaks --maps`; analyze reads them from bundles",
-                    path.display()
-                ));
-                Ok(())
-            }
+            Kind::ModuleMap => ModuleMap::read(path).map(|map| {
+                diagnostics_into(&mut ev.warnings, &map.diagnostics);
+                module_maps.push(map);
+            }),
             other => Err(Error::input(
                 path,
                 Position::Whole,
@@ -393,6 +424,8 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
             report,
         })
         .collect();
+    let maps = vec![module_maps; ev.native.len()];
+    symbolize(&mut ev, &maps);
     canonical_modules(&mut ev.native);
     add_retainers(&mut ev);
     let mut bases: Vec<PathBuf> = vec![PathBuf::from(".")];

@@ -239,3 +239,53 @@ fn seed_c_is_clean_and_analyze_repeats_the_run_report() {
     assert_eq!(v["program"]["outcome"]["kind"], "exited");
     assert_eq!(v["program"]["outcome"]["code"], 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bare files from a real run: the widget library leaking under LeakSanitizer, one check per
+// round, analyzed without a bundle.
+
+#[test]
+fn a_bare_lsan_log_of_leaking_widgets_names_widget_create_in_libwidget() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = crate::common::build_widget(dir.path());
+    let log = crate::native_linux::run_under_lsan(
+        dir.path(),
+        &lib,
+        "widget-checks.rb",
+        &["5", "20", "40"],
+        "",
+    );
+    let maps = dir.path().join("maps.2");
+    let (code, stdout, stderr) = run_leakhunt([
+        "analyze".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        log.as_os_str(),
+        maps.as_os_str(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let top = &v["findings"][0];
+    assert_eq!(top["kind"], "native_leak", "{v:#}");
+    assert_eq!(top["native"]["function"], "widget_create");
+    assert_eq!(top["native"]["library"], "libwidget.so");
+    // Three checks while running (5, 25, 65 widgets) and one at exit that adds none: grown,
+    // but not at every step.
+    assert_eq!(top["confidence"], "medium", "{top:#}");
+    let row = v["native_sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == "widget_create")
+        .unwrap();
+    let blocks: Vec<u64> = row["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    // One handle and one payload per widget, both allocated in widget_create.
+    assert_eq!(blocks, [10, 50, 130, 130], "{row:#}");
+    assert_eq!(row["status"], "leak");
+    assert_eq!(v["input"]["kind"], "files");
+}

@@ -5,5 +5,5 @@ mod analyze_e2e;
 mod cli;
 mod common;
 mod native_leaks;
-mod report_html;
 mod native_linux;
+mod report_html;
