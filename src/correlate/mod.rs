@@ -674,8 +674,8 @@ fn noise_finding(
     let mut evidence = Vec::new();
     if runtime.0 > 0 {
         let mut text = format!(
-            "{} sites in the Ruby runtime (libruby, the ruby binary) with no FFI call on the stack: {} blocks, {} bytes — Ruby before 3.4 does not free its own memory at exit",
-            count(runtime.0 as i64),
+            "{} in the Ruby runtime (libruby, the ruby binary) with no FFI call on the stack: {} blocks, {} bytes — Ruby before 3.4 does not free its own memory at exit",
+            quantity(runtime.0 as i64, "site"),
             count(runtime.1 as i64),
             count(runtime.2 as i64)
         );
@@ -691,8 +691,8 @@ fn noise_finding(
         evidence.push(EvidenceItem::new(
             Source::Native,
             format!(
-                "{} sites that {}: {} blocks, {} bytes",
-                count(still.0 as i64),
+                "{} that {}: {} blocks, {} bytes",
+                quantity(still.0 as i64, "site"),
                 if over_time {
                     "did not grow between snapshots, or are reachable only through another leaked block"
                 } else {
@@ -707,8 +707,8 @@ fn noise_finding(
         evidence.push(EvidenceItem::new(
             Source::Native,
             format!(
-                "{} smaller unowned sites past the {MAX_NATIVE_FINDINGS} shown: {} blocks, {} bytes (see the native sites table)",
-                count(minor.0 as i64),
+                "{} past the {MAX_NATIVE_FINDINGS} shown: {} blocks, {} bytes (see the native sites table)",
+                quantity(minor.0 as i64, "smaller unowned site"),
                 count(minor.1 as i64),
                 count(minor.2 as i64)
             ),

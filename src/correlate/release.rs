@@ -294,13 +294,18 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         };
     }
 
-    // The wrapper's methods that call into the family, and its release method.
-    for m in wrapper
+    // The wrapper's methods that call into the family, its release and allocating ones first.
+    let release = release_method(wrapper, &module.name, &releases);
+    let mut shown: Vec<&WrapperMethod> = wrapper
         .methods
         .iter()
         .filter(|m| calls(m, &module.name, &in_family))
-        .take(4)
-    {
+        .collect();
+    shown.sort_by_key(|m| {
+        let is_release = release.as_ref().is_some_and(|(r, _)| std::ptr::eq(*r, *m));
+        (!is_release, m.role != MethodRole::Allocate)
+    });
+    for m in shown.into_iter().take(4) {
         let called: Vec<&str> = m.calls.iter().map(|c| c.function.as_str()).collect();
         let mut item = EvidenceItem::new(
             Source::Wrapper,
@@ -311,7 +316,6 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         }
         evidence.push(item);
     }
-    let release = release_method(wrapper, &module.name, &releases);
     if release.is_none() {
         evidence.push(EvidenceItem::new(
             Source::Wrapper,
