@@ -131,6 +131,7 @@ fn evidence() -> Evidence {
                     file: "widget-leak.rb".into(),
                     line: 7,
                     count: widgets,
+                    ..SiteCount::default()
                 }],
                 since: 0.0,
             }],
