@@ -131,7 +131,6 @@ fn evidence() -> Evidence {
                     file: "widget-leak.rb".into(),
                     line: 7,
                     count: widgets,
-                    ..SiteCount::default()
                 }],
                 since: 0.0,
             }],

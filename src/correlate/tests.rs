@@ -65,7 +65,6 @@ fn life(class: &str, created: u64, released: u64, at: &[(&str, u32, u64)]) -> Li
                 file: f.into(),
                 line: l,
                 count: c,
-                ..SiteCount::default()
             })
             .collect(),
         since: 0.0,
