@@ -135,7 +135,14 @@ const CORE_CLASSES: &[&str] = &[
     "Digest::SHA2",
 ];
 
+/// The namespace of the Ruby agent `leakhunt run` injects: its objects are the tool's, not the
+/// program's.
+pub const AGENT_NAMESPACE: &str = "LeakhuntAgent";
+/// The file name the agent runs from (allocation sites in it are the agent's).
+pub const AGENT_FILE: &str = "leakhunt_agent.rb";
+
 const RUNTIME_NAMESPACES: &[&str] = &[
+    AGENT_NAMESPACE,
     "Rubinius::",
     "RubyVM",
     "ObjectSpace",
@@ -271,6 +278,8 @@ mod tests {
         assert_eq!(class_role("String"), ClassRole::Core);
         assert_eq!(class_role("Library"), ClassRole::User);
         assert_eq!(class_role("#<Class:0x1>"), ClassRole::Runtime);
+        assert_eq!(class_role("callcache (IMEMO)"), ClassRole::Runtime);
+        assert_eq!(class_role("LeakhuntAgent::MethodFacts"), ClassRole::Runtime);
     }
 
     #[test]

@@ -23,13 +23,43 @@ pub fn findings(
     notes: &mut Vec<String>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
+    let mut runtime = Vec::new();
     for g in groups {
-        match unretained_growth(ev, &g.head) {
-            Some(note) => notes.push(note),
-            None => out.push(finding(ev, g, include_strings)),
+        if class_role(&g.head.class) == ClassRole::Runtime {
+            runtime.push(format!("{} {}", g.head.class, signed(g.head.delta())));
+            continue;
         }
+        if let Some(note) = unretained_growth(ev, &g.head).or_else(|| agent_growth(ev, &g.head)) {
+            notes.push(note);
+            continue;
+        }
+        out.push(finding(ev, g, include_strings));
+    }
+    if !runtime.is_empty() {
+        notes.push(format!(
+            "classes of the Ruby runtime or of leakhunt's agent grew ({}): symptoms, not reported",
+            runtime.join(", ")
+        ));
     }
     out
+}
+
+/// When allocation sites say most of the growth was allocated by leakhunt's own agent (its
+/// inventory of FFI wrappers, made while the program runs).
+fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let by_agent: i64 = site_growth(ev, &head.class)
+        .iter()
+        .filter(|((file, _), _)| file.ends_with(super::classes::AGENT_FILE))
+        .map(|(_, (delta, _))| *delta)
+        .sum();
+    (by_agent * 2 > head.delta()).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, {} of them allocated by leakhunt's agent: not the program's",
+            head.class,
+            count(head.delta()),
+            count(by_agent)
+        )
+    })
 }
 
 /// When retainer paths say the new instances are not reachable: the growth is churn (objects
@@ -228,18 +258,18 @@ fn growth_item(s: &ClassSeries) -> EvidenceItem {
     )
 }
 
-/// Allocation sites of the class whose counts grew between the first and last heap snapshot
-/// (or, with one snapshot that has sites, its largest sites).
-fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
+/// Per allocation site of `class`: (growth between the first and last heap snapshot that
+/// have sites, count in the newest). With one such snapshot, the growth is its count.
+fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)> {
     let with_sites: Vec<_> = ev
         .heap
         .iter()
         .filter(|h| !h.summary.alloc_sites.is_empty())
         .collect();
-    let Some(last) = with_sites.last() else {
-        return Vec::new();
-    };
     let mut growth: BTreeMap<(String, u32), (i64, i64)> = BTreeMap::new();
+    let Some(last) = with_sites.last() else {
+        return growth;
+    };
     for s in last.summary.alloc_sites.iter().filter(|s| s.class == class) {
         let e = growth.entry((s.file.clone(), s.line)).or_default();
         e.0 += s.count as i64;
@@ -256,14 +286,28 @@ fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
             e.0 -= s.count as i64;
         }
     }
-    let mut rows: Vec<((String, u32), (i64, i64))> =
-        growth.into_iter().filter(|(_, (d, _))| *d > 0).collect();
+    growth
+}
+
+/// Allocation sites of the class whose counts grew between the first and last heap snapshot
+/// (or, with one snapshot that has sites, its largest sites).
+fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
+    let over_time = ev
+        .heap
+        .iter()
+        .filter(|h| !h.summary.alloc_sites.is_empty())
+        .count()
+        >= 2;
+    let mut rows: Vec<((String, u32), (i64, i64))> = site_growth(ev, class)
+        .into_iter()
+        .filter(|(_, (d, _))| *d > 0)
+        .collect();
     rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     rows.into_iter()
         .take(3)
         .map(|((file, line), (delta, now))| {
             let at = SourceLine { file, line };
-            let text = if with_sites.len() >= 2 {
+            let text = if over_time {
                 format!(
                     "{class} allocated at {at}: {} ({} alive now)",
                     signed(delta),
@@ -495,6 +539,36 @@ pub(crate) mod tests {
             notes,
             [
                 "ZMQ::PollItem grew by 229 between heap snapshots, but only 2 of its 371 instances are reachable from a root: garbage not yet collected, not retention"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_agents_and_the_runtimes_own_growth_are_notes() {
+        // The agent's MethodFacts grow in lockstep with its Hashes and fold into their group.
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [9u64, 933, 933] {
+            ev.heap.push(heap(
+                &[
+                    ("LeakhuntAgent::MethodFacts", n as i64),
+                    ("Hash", 500 + n as i64),
+                    ("callcache (IMEMO)", 1600 + 3 * n as i64),
+                ],
+                &[
+                    ("Hash", "/tmp/leakhunt-x/leakhunt_agent.rb", 235, n),
+                    ("Hash", "app.rb", 3, 500),
+                ],
+            ));
+        }
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "Hash grew by 924 between heap snapshots, 924 of them allocated by leakhunt's agent: not the program's",
+                "classes of the Ruby runtime or of leakhunt's agent grew (callcache (IMEMO) +2,772): symptoms, not reported"
             ]
         );
     }
