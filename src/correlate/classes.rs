@@ -155,9 +155,10 @@ const RUNTIME_NAMESPACES: &[&str] = &[
 
 pub fn class_role(name: &str) -> ClassRole {
     let starts_upper = name.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+    // `#<Class:0x…>` (anonymous), `callcache (IMEMO)`, `Hash (hidden)`, `mutex (DATA)`.
     if !starts_upper
-        || name.contains('<')
-        || name.contains(' ')
+        || name.starts_with("#<")
+        || name.contains(" (")
         || RUNTIME_NAMESPACES.iter().any(|ns| name.starts_with(ns))
     {
         return ClassRole::Runtime;

@@ -30,7 +30,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let f = &v["findings"][0];
         assert_eq!(f["kind"], "ruby_retention");
-        assert_eq!(f["confidence"], "low");
+        assert_eq!(f["confidence"], "medium");
         assert_eq!(f["class"], "Evil<script>document.title='pwned'</script>");
         assert_eq!(f["fingerprint"].as_str().unwrap().len(), 16);
         assert!(

@@ -101,7 +101,7 @@ pub(crate) mod tests {
     #[test]
     fn exit_codes_follow_fail_on() {
         let a = hostile_analysis();
-        assert_eq!(a.findings[0].confidence, Confidence::Low);
+        assert_eq!(a.findings[0].confidence, Confidence::Medium);
         assert_eq!(exit_code(&a, FailOn::Leak), 1);
         assert_eq!(exit_code(&a, FailOn::High), 0);
         assert_eq!(exit_code(&a, FailOn::Never), 0);

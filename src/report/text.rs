@@ -279,7 +279,7 @@ mod tests {
             "leakhunt: LEAK — 1 leak finding · leaking 3.8 MiB/s (footprint slope) · 3 heap + 0 native snapshots"
         );
         assert!(
-            text.contains("1. [low] Ruby retention — Evil<script>"),
+            text.contains("1. [medium] Ruby retention — Evil<script>"),
             "{text}"
         );
         assert!(text.contains(
