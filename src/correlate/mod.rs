@@ -187,8 +187,12 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
     let (native_findings, native_rows) = native_findings(ev, &sites, &mut notes);
+    // In one run (a bundle), native memory of instances that are still retained cannot be lost
+    // apart from them: one finding. Loose files may come from different runs (the seed's heap
+    // dumps and its `leaks` report do): each finding stands on its own.
+    let one_run = matches!(ev.origin, Origin::Bundle(_));
     for f in native_findings {
-        let head = f.class.as_deref().and_then(|c| {
+        let head = f.class.as_deref().filter(|_| one_run).and_then(|c| {
             groups
                 .iter()
                 .find(|g| g.head.class == c || g.members.iter().any(|m| m.class == c))
