@@ -166,10 +166,11 @@ pub fn sniff(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn read_up_to(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+pub fn read_up_to(mut src: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
+        match src.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -4,6 +4,7 @@
 mod analyze_e2e;
 mod cli;
 mod common;
+mod heap_cruby;
 mod native_leaks;
 mod native_linux;
 mod report_html;

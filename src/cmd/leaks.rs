@@ -10,7 +10,7 @@
 //! is 2 only when nothing usable was read.
 
 use crate::cli::{Format, LeaksArgs};
-use crate::cmd::warn_diagnostics;
+use crate::cmd::{thousands, warn_diagnostics};
 use crate::detect::{self, Kind};
 use crate::diag::{Position, display_name};
 use crate::error::{Error, Result, exit};
@@ -565,19 +565,6 @@ fn counted(n: u64, noun: &str) -> String {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn signed(n: i64) -> String {

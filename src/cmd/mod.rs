@@ -33,3 +33,70 @@ pub fn warn_diagnostics(diag: &crate::diag::Diagnostics) {
         eprintln!("leakhunt: warning: {line}");
     }
 }
+
+/// Writes a report to stdout through a buffer. A reader that stops early (`| head`) is not an
+/// error.
+pub fn emit_report(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(crate::error::Error::io("stdout", e)),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Writes a serde value as pretty JSON on stdout, followed by a newline.
+pub fn emit_json(value: &impl serde::Serialize) -> Result<()> {
+    emit_report(|out| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+        writeln!(out)
+    })
+}
+
+/// `1234567` → `1,234,567`, for counts in text reports.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Fails unless `path` holds a CRuby dump (for commands that read only that format).
+pub fn require_cruby_dump(path: &std::path::Path, command: &str) -> Result<()> {
+    use crate::detect::Kind;
+    match crate::detect::detect_path(path)? {
+        Kind::CrubyDump => Ok(()),
+        Kind::RubiniusDump => Err(crate::error::Error::input(
+            path,
+            crate::diag::Position::Whole,
+            format!(
+                "a Rubinius heap dump: `leakhunt {command}` reads CRuby ObjectSpace.dump_all \
+                 dumps only (`leakhunt histo` reads both)"
+            ),
+        )),
+        other => Err(crate::error::Error::input(
+            path,
+            crate::diag::Position::Whole,
+            format!("a {}, not a CRuby heap dump", other.describe()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(168_978), "168,978");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,97 @@
+//! CRuby `ObjectSpace.dump_all` / `dump` JSON-lines reader (FORMATS.md §2), Ruby 2.1 to 4.0.
+//!
+//! Stage: parser. Bytes in, records out, nothing printed. The layers, innermost first:
+//! - [`scan`]: one line → a [`scan::Record`] borrowing from the line (keys matched by name);
+//! - [`reader`]: the file → lines, in parallel chunks with bounded buffers, `.gz` transparently,
+//!   lines of any length;
+//! - [`classes`]: class records → names (§2.5), resolved after the pass;
+//! - [`census`]: histogram, allocation sites and version evidence per chunk, merged;
+//! - [`version`]: the Ruby version guessed from fingerprints (§2.4).
+//!
+//! `heap::diff` and `heap::retainers` build on the same layers.
+
+pub mod census;
+pub mod classes;
+pub mod reader;
+pub mod scan;
+pub mod tables;
+pub mod version;
+
+use super::{HeapFormat, HeapSummary, HistogramRead};
+use crate::diag::{Diagnostics, Position};
+use crate::error::{Error, Result};
+use census::{Census, CensusVisitor, Named};
+use reader::{ReadOptions, read_lines};
+use std::path::Path;
+
+/// The class histogram of a CRuby dump: rows by resolved class name in first-seen order,
+/// count of objects and sum of `memsize` (ROOT and SHAPE lines excluded).
+pub fn histogram(path: &Path) -> Result<HistogramRead> {
+    histogram_with(path, &command_options(path))
+}
+
+/// [`histogram`] with explicit read options (tests shrink chunks and buffers).
+pub fn histogram_with(path: &Path, opts: &ReadOptions) -> Result<HistogramRead> {
+    let named = count(path, opts, false)?;
+    Ok(HistogramRead {
+        histogram: named.histogram(),
+        objects: named.census.objects,
+        diagnostics: named.diagnostics,
+    })
+}
+
+/// The histogram plus allocation sites (top [`census::SITES_PER_CLASS`] per class), the Ruby
+/// version guess and the object count: what the correlator needs from each snapshot.
+pub fn summarize(path: &Path) -> Result<HeapSummary> {
+    summarize_with(path, &ReadOptions::default())
+}
+
+pub fn summarize_with(path: &Path, opts: &ReadOptions) -> Result<HeapSummary> {
+    let named = count(path, opts, true)?;
+    Ok(HeapSummary {
+        path: path.to_path_buf(),
+        format: HeapFormat::Cruby,
+        ruby_version: named.census.version.guess(),
+        histogram: named.histogram(),
+        alloc_sites: named.alloc_sites(),
+        objects: named.census.objects,
+        diagnostics: named.diagnostics,
+    })
+}
+
+fn count(path: &Path, opts: &ReadOptions, want_sites: bool) -> Result<Named> {
+    let outcome = read_lines(path, opts, |_| CensusVisitor(Census::new(want_sites)))?;
+    let named = Census::from_outcome(outcome, want_sites);
+    if named.census.objects == 0 {
+        return Err(nothing_read(path, &named.diagnostics));
+    }
+    Ok(named)
+}
+
+/// The hard error for a dump from which no object could be read: names the first problem.
+pub fn nothing_read(path: &Path, diag: &Diagnostics) -> Error {
+    match diag.kinds.iter().min_by_key(|k| match k.first {
+        Position::Line(l) => l,
+        _ => u64::MAX,
+    }) {
+        Some(k) => {
+            let mut message = format!("no heap object could be read: {}", k.what);
+            if !k.detail.is_empty() {
+                message.push_str(&format!(" ({})", k.detail));
+            }
+            Error::input(path, k.first, message)
+        }
+        None => Error::input(path, Position::Whole, "no heap object in this dump"),
+    }
+}
+
+/// Options for commands: default sizes, a progress bar labelled with the file name.
+pub fn command_options(path: &Path) -> ReadOptions {
+    ReadOptions {
+        progress_label: Some(path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )),
+        ..ReadOptions::default()
+    }
+}
