@@ -450,8 +450,7 @@ fn add_retainers(ev: &mut Evidence) {
     let groups = crate::correlate::classes::growth_groups(&series, &|_| None);
     let classes: Vec<String> = groups
         .iter()
-        .flat_map(|g| std::iter::once(&g.head).chain(&g.members))
-        .map(|s| s.class.clone())
+        .map(|g| g.head.class.clone())
         .take(MAX_RETAINER_CLASSES)
         .collect();
     let Some((index, newest)) = ev
@@ -478,10 +477,50 @@ fn add_retainers(ev: &mut Evidence) {
     }
 }
 
-/// Retainer paths of `classes` in a CRuby dump, grouped by container.
-/// Pending: wired to `heap::retainers` when the CRuby reader lands; until then no paths.
-fn retainer_paths(_dump: &Path, _classes: &[String]) -> Result<Vec<ClassRetainers>> {
-    Ok(Vec::new())
+/// Retainer paths of `classes` in a CRuby dump, grouped by container (one pass per class).
+fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>> {
+    let mut out = Vec::new();
+    for class in classes {
+        let found = crate::heap::retainers::for_class(dump, class, 5)?;
+        let groups = found
+            .groups
+            .into_iter()
+            .map(|g| {
+                let holder = g.steps.first();
+                RetainerGroup {
+                    count: g.count,
+                    container_class: holder
+                        .map(|s| s.class.clone())
+                        .unwrap_or_else(|| format!("ROOT {}", g.root)),
+                    container_address: holder.map(|s| s.address),
+                    container_site: holder.and_then(|s| s.site.as_ref()).map(|s| SourceLine {
+                        file: s.file.clone(),
+                        line: s.line,
+                    }),
+                    container_length: holder.and_then(|s| s.length),
+                    path: g
+                        .steps
+                        .iter()
+                        .skip(1)
+                        .rev()
+                        .map(|s| match &s.name {
+                            Some(name) => format!("{} {name}", s.class),
+                            None => format!("{} {:#x}", s.class, s.address),
+                        })
+                        .collect(),
+                    root: g.root,
+                }
+            })
+            .collect();
+        out.push(ClassRetainers {
+            class: found.class,
+            snapshot: 0,
+            instances: found.instances,
+            reachable: found.reachable,
+            groups,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads the Ruby files that allocation sites and lifecycle counts name, for the source hints.

@@ -367,3 +367,65 @@ fn closed_widgets_and_finalized_gadgets_give_no_finding() {
         assert_eq!(report["verdict"], "no_leak", "{program}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bare CRuby dumps made by a real Ruby program: retention named down to the container's line.
+
+const KEEPS_ORDERS: &str = r#"require "objspace"
+ObjectSpace.trace_object_allocations_start
+class Order; def initialize(i) = @i = i; end
+orders = []
+ARGV.each do |path|
+  2000.times { |i| orders << Order.new(i) }
+  GC.start
+  File.open(path, "w") { |f| ObjectSpace.dump_all(output: f) }
+end
+"#;
+
+#[test]
+fn bare_dumps_name_the_array_that_keeps_the_orders_and_where_it_is_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("keeps_orders.rb");
+    std::fs::write(&program, KEEPS_ORDERS).unwrap();
+    let dumps: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.path().join(format!("heap{i}.json")))
+        .collect();
+    let status = std::process::Command::new("ruby")
+        .arg(&program)
+        .args(&dumps)
+        .status()
+        .expect("ruby runs (package ruby)");
+    assert!(status.success());
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["analyze".as_ref(), "--format".as_ref(), "json".as_ref()];
+    args.extend(dumps.iter().map(|d| d.as_os_str()));
+    let (code, stdout, stderr) = run_leakhunt(args);
+    assert_eq!(code, 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let top = &v["findings"][0];
+    assert_eq!(top["kind"], "ruby_retention", "{v:#}");
+    assert_eq!(top["class"], "Order");
+    assert_eq!(top["count"], 4000);
+    assert_eq!(top["confidence"], "high");
+    let locs = locations(top);
+    assert_eq!(
+        locs,
+        [
+            (
+                "keeps_orders.rb".to_owned(),
+                4,
+                "container_allocated".to_owned()
+            ),
+            (
+                "keeps_orders.rb".to_owned(),
+                6,
+                "container_filled".to_owned()
+            ),
+        ],
+        "{top:#}"
+    );
+    assert_eq!(top["suggestion"]["locations"][0]["code"], "orders = []");
+    assert_eq!(top["suggestion"]["locations"][0]["count"], 6000);
+    assert_eq!(v["class_growth"]["rows"][0]["name"], "Order");
+    assert_eq!(v["class_growth"]["rows"][0]["count"], 4000);
+}
