@@ -155,20 +155,22 @@ fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Runs a seed variant under `leakhunt run`; expects exit 1 and returns the top finding.
+fn seed_top_finding(variant: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let program = fixture(&format!("seed/{variant}"));
+    let (code, report, stderr, _) = run_json(dir.path(), &program, &seed_args(dir.path(), 25_000));
+    assert_eq!(code, 1, "{stderr}\n{report:#}");
+    report["findings"][0].clone()
+}
+
 #[test]
 #[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn seed_a_top_finding_is_the_array_that_keeps_every_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, report, stderr, _) = run_json(
-        dir.path(),
-        &fixture("seed/leak.rb"),
-        &seed_args(dir.path(), 25_000),
-    );
-    assert_eq!(code, 1, "{stderr}");
-    let top = &report["findings"][0];
-    assert_eq!(top["kind"], "ruby_retention", "{report:#}");
+    let top = seed_top_finding("leak.rb");
+    assert_eq!(top["kind"], "ruby_retention", "{top:#}");
     assert_eq!(top["class"], "ZMQ::Message");
-    let locs = locations(top);
+    let locs = locations(&top);
     assert!(
         locs.contains(&("leak.rb".into(), 29, "container_allocated".into())),
         "{locs:?}"
@@ -182,18 +184,12 @@ fn seed_a_top_finding_is_the_array_that_keeps_every_message() {
 #[test]
 #[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn seed_b_top_finding_is_the_missing_message_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, report, stderr, _) = run_json(
-        dir.path(),
-        &fixture("seed/leak-counter.rb"),
-        &seed_args(dir.path(), 25_000),
-    );
-    assert_eq!(code, 1, "{stderr}");
-    let top = &report["findings"][0];
-    assert_eq!(top["kind"], "missing_release", "{report:#}");
+    let top = seed_top_finding("leak-counter.rb");
+    assert_eq!(top["kind"], "missing_release", "{top:#}");
     assert_eq!(top["suggestion"]["method"], "ZMQ::Message#close");
+    let locs = locations(&top);
     assert!(
-        locations(top).contains(&("leak-counter.rb".into(), 37, "created".into())),
+        locs.contains(&("leak-counter.rb".into(), 37, "created".into())),
         "{top:#}"
     );
     let library = top["native"]["library"].as_str().unwrap_or_default();

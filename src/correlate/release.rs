@@ -227,13 +227,7 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
     if let Some(w) = finalizing
         && !family_prefix.is_empty()
     {
-        return Attribution::Finalized {
-            class: w.class.clone(),
-            detail: w
-                .finalizer_detail
-                .clone()
-                .unwrap_or_else(|| "released by a finalizer".to_owned()),
-        };
+        return finalized(w);
     }
 
     let first = ev.sidecars.first();
@@ -256,13 +250,7 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
     });
     let Some(&(wrapper, life)) = ranked.first() else {
         if let Some(w) = candidates.iter().find(|w| w.finalizer) {
-            return Attribution::Finalized {
-                class: w.class.clone(),
-                detail: w
-                    .finalizer_detail
-                    .clone()
-                    .unwrap_or_else(|| "released by a finalizer".to_owned()),
-            };
+            return finalized(w);
         }
         return Attribution::Module {
             evidence,
@@ -389,6 +377,16 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         confidence,
         by_name: false,
     })
+}
+
+fn finalized(w: &WrapperClass) -> Attribution {
+    Attribution::Finalized {
+        class: w.class.clone(),
+        detail: w
+            .finalizer_detail
+            .clone()
+            .unwrap_or_else(|| "released by a finalizer".to_owned()),
+    }
 }
 
 /// Where instances are created: the agent's counts, else the heap's allocation sites; the
