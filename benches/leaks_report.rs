@@ -11,12 +11,11 @@
 //! the seed, where one call site leaked every block).
 
 mod leaks_report_gen;
+mod support;
 
 use leakhunt::native;
 use std::io::BufWriter;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
 
@@ -32,15 +31,12 @@ fn main() {
         Ok(size) => size,
         Err(e) => return eprintln!("leaks_report: cannot write {}: {e}", path.display()),
     };
-    let rss_before = peak_rss_kib();
+    let rss_before = support::proc_status_kib("VmHWM:");
 
-    let wc = best_of(|| {
-        let status = Command::new("wc").arg("-l").arg(&path).output();
-        assert!(status.is_ok_and(|o| o.status.success()), "wc -l failed");
-    });
+    let wc = support::wc_l(&path, RUNS);
     let mut parsed = None;
-    let parse = best_of(|| parsed = Some(native::parse_file(&path)));
-    let rss_after = peak_rss_kib();
+    let parse = support::best_of(RUNS, || parsed = Some(native::parse_file(&path)));
+    let rss_after = support::proc_status_kib("VmHWM:");
 
     let reports = match parsed {
         Some(Ok(reports)) => reports,
@@ -87,27 +83,4 @@ fn write_file(path: &Path, leaks: u64, stacks: u32) -> std::io::Result<u64> {
     let size = leaks_report_gen::write_report(&mut out, leaks, stacks)?;
     std::io::Write::flush(&mut out)?;
     Ok(size)
-}
-
-fn best_of(mut run: impl FnMut()) -> Duration {
-    (0..RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
-
-/// Peak resident set size of this process so far, in KiB: `VmHWM` of /proc/self/status (the
-/// high-water mark of this program's own memory; `getrusage`'s `ru_maxrss` would also count
-/// the launching cargo, carried across exec). 0 where /proc is missing.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo bench --bench lsan_log`. Target: ≥ 500 MB/s.
 
+mod support;
+
 use leakhunt::native::lsan;
 use leakhunt::source::Input;
 use std::io::{BufWriter, Write};
@@ -52,15 +54,7 @@ fn main() {
             size as f64 / 1e6,
             started.elapsed().as_secs_f64()
         );
-        let wc = best_of(3, || {
-            let status = Command::new("wc")
-                .arg("-l")
-                .arg(&path)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .expect("run wc");
-            assert!(status.success());
-        });
+        let wc = support::wc_l(&path, 3);
         let child = Command::new(std::env::current_exe().expect("own path"))
             .env(CHILD_ENV, &path)
             .output()
@@ -114,17 +108,9 @@ fn parse_in_child(path: &Path) {
         reports = lsan::parse(path, &input).expect("parse");
         best = best.min(started.elapsed());
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     println!("parse_s={}", best.as_secs_f64());
-    println!("peak_kb={}", kb("VmHWM:"));
-    println!("anon_kb={}", kb("RssAnon:"));
+    println!("peak_kb={}", support::proc_status_kib("VmHWM:"));
+    println!("anon_kb={}", support::proc_status_kib("RssAnon:"));
     println!("reports={}", reports.len());
     println!(
         "records={}",
@@ -142,17 +128,6 @@ fn parse_in_child(path: &Path) {
         "problems={}",
         reports.iter().map(|r| r.diagnostics.total()).sum::<u64>()
     );
-}
-
-fn best_of(n: usize, mut run: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let started = Instant::now();
-            run();
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
 }
 
 /// xorshift64*: a fixed sequence, so every run writes the same logs.

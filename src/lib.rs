@@ -13,6 +13,7 @@ pub mod detect;
 pub mod diag;
 pub mod error;
 pub mod evidence;
+pub mod fasthash;
 pub mod heap;
 pub mod native;
 pub mod platform;

@@ -5,6 +5,7 @@ mod analyze_e2e;
 mod cli;
 mod common;
 mod heap_cruby;
+mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
 mod report_html;

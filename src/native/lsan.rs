@@ -25,9 +25,8 @@
 use super::{Frame, FrameId, LeakKind, NativeFormat, NativeReport, ReportBuilder, ReportSummary};
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
 use memchr::memmem;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 /// What counts as "not understood" (shown as `N lines not understood, first at line L`).
@@ -59,48 +58,6 @@ pub(crate) fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
         Some((number, line.strip_suffix(b"\r").unwrap_or(line)))
     })
 }
-
-/// A fast non-cryptographic hasher for interning frame lines (the keys are our own input; the
-/// worst a crafted input can do is slow its own parse down).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            let mut word = [0u8; 8];
-            word[..tail.len()].copy_from_slice(tail);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// A leak block being read: its header and the frames seen so far (innermost first).
 struct OpenBlock {
