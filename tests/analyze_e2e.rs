@@ -425,3 +425,58 @@ fn bare_dumps_name_the_array_that_keeps_the_orders_and_where_it_is_filled() {
     assert_eq!(v["class_growth"]["rows"][0]["name"], "Order");
     assert_eq!(v["class_growth"]["rows"][0]["count"], 4000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Offline: the seed's own evidence — its `leaks` excerpt and Rubinius dumps that reproduce its
+// histo.rb tables (built by the Rubinius tests' encoder).
+
+#[test]
+fn the_seeds_own_evidence_recommends_zmq_message_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (heap, heap2) = (dir.path().join("heap.dump"), dir.path().join("heap2.dump"));
+    // The dumps behind the seed's second table: 203,110 more messages in the second.
+    crate::heap_rubinius::write_messages_dump(&heap, 1_000);
+    crate::heap_rubinius::write_messages_dump(&heap2, 1_000 + 203_110);
+    let leaks = fixture("leaks/seed-rbx-macos10.6.5-v2.0-excerpt.txt");
+    let (code, stdout, stderr) = run_leakhunt([
+        "analyze".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        heap.as_os_str(),
+        heap2.as_os_str(),
+        leaks.as_os_str(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let release = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "missing_release")
+        .unwrap_or_else(|| panic!("no missing release: {v:#}"));
+    assert_eq!(release["suggestion"]["method"], "ZMQ::Message#close");
+    assert_eq!(release["native"]["function"], "zmq_msg_init_size");
+    // Matched by name (no agent): the confidence says so.
+    assert_eq!(release["confidence"], "low");
+    assert!(
+        release["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("(the report counts 171,502 leaks, 263,427,072 bytes in all)"),
+        "{release:#}"
+    );
+    // The heap side: the seed's second table, and ZMQ::Message piling up.
+    let retention = &v["findings"][0];
+    assert_eq!(retention["kind"], "ruby_retention");
+    assert_eq!(retention["class"], "ZMQ::Message");
+    assert_eq!(retention["count"], 203_110);
+
+    let (_, text, _) = run_leakhunt([
+        "analyze".as_ref(),
+        heap.as_os_str(),
+        heap2.as_os_str(),
+        leaks.as_os_str(),
+    ]);
+    let table = "    203110   Rubinius::CompactLookupTable 25998080\n    203110                   ZMQ::Message 9749280\n    203110                    LibZMQ::Msg 8124400\n    203110             FFI::MemoryPointer 8124400\n";
+    assert!(text.contains(table), "{text}");
+}
