@@ -85,38 +85,56 @@ fn bad_inputs_are_usage_or_input_errors() {
 use crate::common::{fixture, leakhunt};
 use std::path::PathBuf;
 
-/// `leakhunt run --backend lsan` on `program ARGS…` with short snapshot intervals; the report
-/// in JSON. Returns (exit code, report, stderr, bundle directory).
-fn run_json(
-    dir: &Path,
+/// `leakhunt run --backend lsan --snapshots 2` after a warm-up of `timing[0]`, every
+/// `timing[1]`, writing the bundle to `bundle` and the report in `format`.
+fn lsan_run(
+    bundle: &Path,
+    timing: [&str; 2],
+    format: &str,
     program: &Path,
     args: &[String],
-) -> (i32, serde_json::Value, String, PathBuf) {
-    let bundle = dir.join("bundle");
-    let out = leakhunt()
+    env: &[(&str, &Path)],
+) -> std::process::Output {
+    leakhunt()
+        .args(["run", "--backend", "lsan", "--snapshots", "2"])
         .args([
-            "run",
-            "--backend",
-            "lsan",
-            "--after",
-            "1s",
-            "--every",
-            "1.5s",
+            "--after", timing[0], "--every", timing[1], "--format", format,
         ])
-        .args(["--snapshots", "2", "--format", "json", "-o"])
-        .arg(&bundle)
+        .arg("-o")
+        .arg(bundle)
         .arg("--")
         .arg(program)
         .args(args)
+        .envs(env.iter().copied())
         .output()
-        .expect("spawn leakhunt run");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // The program's own output comes first on the same stdout; the report starts at "{".
+        .expect("spawn leakhunt run")
+}
+
+/// The JSON report at the end of a run's stdout (the program's own output comes first).
+fn json_report(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let start = stdout.find("\n{\n").map(|i| i + 1).unwrap_or(0);
-    let report = serde_json::from_str(&stdout[start..])
-        .unwrap_or_else(|e| panic!("run printed no JSON report ({e}):\n{stdout}\n{stderr}"));
-    (out.status.code().unwrap_or(-1), report, stderr, bundle)
+    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| {
+        panic!(
+            "run printed no JSON report ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A seed run's report: (exit code, report, stderr).
+fn run_json(dir: &Path, program: &Path, args: &[String]) -> (i32, serde_json::Value, String) {
+    let out = lsan_run(
+        &dir.join("bundle"),
+        ["1s", "1.5s"],
+        "json",
+        program,
+        args,
+        &[],
+    );
+    let report = json_report(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), report, stderr)
 }
 
 /// The seed's arguments with a private ipc endpoint (no TCP port to collide on).
@@ -159,7 +177,7 @@ fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
 fn seed_top_finding(variant: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let program = fixture(&format!("seed/{variant}"));
-    let (code, report, stderr, _) = run_json(dir.path(), &program, &seed_args(dir.path(), 25_000));
+    let (code, report, stderr) = run_json(dir.path(), &program, &seed_args(dir.path(), 25_000));
     assert_eq!(code, 1, "{stderr}\n{report:#}");
     report["findings"][0].clone()
 }
@@ -201,25 +219,9 @@ fn seed_b_top_finding_is_the_missing_message_close() {
 fn seed_c_is_clean_and_analyze_repeats_the_run_report() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    let out = leakhunt()
-        .args([
-            "run",
-            "--backend",
-            "lsan",
-            "--after",
-            "1s",
-            "--every",
-            "1.5s",
-            "--snapshots",
-            "2",
-            "-o",
-        ])
-        .arg(&bundle)
-        .arg("--")
-        .arg(fixture("seed/leak-fixed.rb"))
-        .args(seed_args(dir.path(), 25_000))
-        .output()
-        .unwrap();
+    let program = fixture("seed/leak-fixed.rb");
+    let args = seed_args(dir.path(), 25_000);
+    let out = lsan_run(&bundle, ["1s", "1.5s"], "text", &program, &args, &[]);
     let run_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{run_stdout}\n{stderr}");
@@ -302,30 +304,19 @@ fn a_bare_lsan_log_of_leaking_widgets_names_widget_create_in_libwidget() {
 fn run_widget(program: &str) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let lib = crate::common::build_widget(dir.path());
-    let bundle = dir.path().join("bundle");
-    let out = leakhunt()
-        .args([
-            "run",
-            "--backend",
-            "lsan",
-            "--after",
-            "0.5s",
-            "--every",
-            "1s",
-        ])
-        .args(["--snapshots", "2", "--format", "json", "-o"])
-        .arg(&bundle)
-        .arg("--")
-        .arg(crate::common::widget_fixture(program))
-        .args(["3000", "3"])
-        .env("WIDGET_LIB", &lib)
-        .output()
-        .expect("spawn leakhunt run");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let program = crate::common::widget_fixture(program);
+    let args = ["3000".to_owned(), "3".to_owned()];
+    let env = [("WIDGET_LIB", lib.as_path())];
+    let out = lsan_run(
+        &dir.path().join("bundle"),
+        ["0.5s", "1s"],
+        "json",
+        &program,
+        &args,
+        &env,
+    );
+    let report = json_report(&out);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let start = stdout.find("\n{\n").map(|i| i + 1).unwrap_or(0);
-    let report = serde_json::from_str(&stdout[start..])
-        .unwrap_or_else(|e| panic!("run printed no JSON report ({e}):\n{stdout}\n{stderr}"));
     (out.status.code().unwrap_or(-1), report, stderr)
 }
 
