@@ -46,6 +46,9 @@ pub struct Manifest {
     pub platform: Platform,
     pub ruby: Option<String>,
     pub backend: Backend,
+    /// The process examined: the Ruby agent's pid once it said hello, else the child leakhunt
+    /// started (for valgrind, both are the valgrind process). Added by `leakhunt run`.
+    pub pid: Option<u32>,
     /// RFC 3339 start time.
     pub started_at: String,
     pub duration_seconds: f64,
@@ -144,6 +147,10 @@ pub struct Sidecar {
     /// Instances created and release calls counted since the wrapper was discovered.
     pub lifecycle: Vec<Lifecycle>,
     pub loaded_features: Vec<String>,
+    /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
+    /// program runs meanwhile), then "gc", "dump" and "lsan" (the program's threads are parked
+    /// for these), then "sidecar".
+    pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,
 }
@@ -249,6 +256,9 @@ pub struct SiteCount {
     pub file: String,
     pub line: u32,
     pub count: u64,
+    /// Release-method calls on instances created at this site. Present only when allocation
+    /// tracing was on: the agent finds an instance's site through Ruby's allocation record.
+    pub released: Option<u64>,
 }
 
 /// One footprint sample.

@@ -9,3 +9,4 @@ mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
 mod report_html;
+mod run_e2e;

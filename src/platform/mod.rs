@@ -1,1 +1,127 @@
-//! Platform-specific pieces behind one interface (`linux.rs`, `macos.rs`). To be written (issue 4).
+//! What differs between operating systems for `leakhunt run` and `leakhunt doctor`: how to read a
+//! process's memory footprint, where the LeakSanitizer runtime lives, which Ruby binaries the
+//! system protects, and how a child is tied to leakhunt's life.
+//!
+//! Stage: `run` (the platform layer under the orchestrator). `linux.rs` and `macos.rs` expose the
+//! same function names; this file re-exports the one for the OS being built and holds what is
+//! the same on every Unix (finding a program on PATH, signal names).
+//!
+//! # Platform specific behavior
+//! - Footprint: Linux reads `VmRSS` from `/proc/PID/status`; macOS asks libproc's
+//!   `proc_pid_rusage` for `ri_phys_footprint` (works for a same-user child without entitlements).
+//! - Memory maps per snapshot (to place addresses of libraries unloaded later): Linux only.
+//! - LSan runtime (`liblsan.so.0`): Linux only. `leaks`: macOS only.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod other {
+    //! Any other Unix: no footprint, no backend but `none` and `valgrind`.
+    use std::path::{Path, PathBuf};
+
+    pub const OS_NAME: &str = std::env::consts::OS;
+    pub fn footprint_bytes(_pid: u32) -> Option<u64> {
+        None
+    }
+    pub fn os_version() -> Option<String> {
+        None
+    }
+    pub fn save_memory_map(_pid: u32, _dest: &Path) -> std::io::Result<bool> {
+        Ok(false)
+    }
+    pub fn lsan_runtime() -> Option<PathBuf> {
+        None
+    }
+    pub fn leaks_tool() -> Option<PathBuf> {
+        None
+    }
+    pub fn is_system_protected(_path: &Path) -> bool {
+        false
+    }
+    pub fn die_with_parent() {}
+}
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub use other::*;
+
+use std::path::{Path, PathBuf};
+
+/// The first executable called `name` on PATH (or `name` itself when it contains a slash and is
+/// executable).
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `SIGSEGV` for 11, and so on; `None` for numbers this table does not know.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    let names: &[(i32, &str)] = &[
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    names.iter().find(|(n, _)| *n == signal).map(|(_, s)| *s)
+}
+
+/// The machine's architecture as Rust names it (`x86_64`, `aarch64`).
+pub fn arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_follow_the_platform_numbers() {
+        assert_eq!(signal_name(libc::SIGSEGV), Some("SIGSEGV"));
+        assert_eq!(signal_name(libc::SIGINT), Some("SIGINT"));
+        assert_eq!(signal_name(12345), None);
+    }
+
+    #[test]
+    fn finds_sh_on_path_and_refuses_directories() {
+        assert!(find_in_path("sh").is_some());
+        assert!(find_in_path("/").is_none());
+        assert!(find_in_path("no-such-program-leakhunt").is_none());
+    }
+}

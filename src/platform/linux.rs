@@ -1,0 +1,127 @@
+//! Linux: `/proc` for footprint and memory maps, gcc's LeakSanitizer runtime, parent-death signal.
+
+use std::path::{Path, PathBuf};
+
+pub const OS_NAME: &str = "linux";
+
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/PID/status`); `None` once it is gone.
+pub fn footprint_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    vm_rss_bytes(&status)
+}
+
+/// Reads the `VmRSS:   1234 kB` line.
+fn vm_rss_bytes(status: &[u8]) -> Option<u64> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"VmRSS:"))?;
+    let text = std::str::from_utf8(&line[6..]).ok()?;
+    let kb: u64 = text.trim().trim_end_matches("kB").trim().parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// `uname -r`.
+pub fn os_version() -> Option<String> {
+    // SAFETY: `uname` fills the zeroed struct we own; the fields are NUL-terminated C strings.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return None;
+        }
+        let release = std::ffi::CStr::from_ptr(u.release.as_ptr());
+        Some(release.to_string_lossy().into_owned())
+    }
+}
+
+/// Copies `/proc/PID/maps` to `dest` (0600). `Ok(false)` when the process is gone.
+pub fn save_memory_map(pid: u32, dest: &Path) -> std::io::Result<bool> {
+    let maps = match std::fs::read(format!("/proc/{pid}/maps")) {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    crate::bundle::write_private_atomic(dest, &maps)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(true)
+}
+
+/// gcc's standalone LeakSanitizer runtime (`liblsan.so.0`, Debian package `liblsan0`):
+/// `LEAKHUNT_LSAN_RUNTIME` if set, else what gcc says, else the usual library directories.
+pub fn lsan_runtime() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(crate::run::knobs::LSAN_RUNTIME) {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    if let Some(p) = gcc_says("liblsan.so.0") {
+        return Some(p);
+    }
+    let triplet = format!("{}-linux-gnu", super::arch());
+    [
+        format!("/usr/lib/{triplet}"),
+        format!("/lib/{triplet}"),
+        "/usr/lib64".to_owned(),
+        "/usr/lib".to_owned(),
+        "/usr/local/lib".to_owned(),
+    ]
+    .iter()
+    .map(|dir| Path::new(dir).join("liblsan.so.0"))
+    .find(|p| p.is_file())
+}
+
+/// `gcc -print-file-name=NAME` answers a full path only when it knows the file.
+fn gcc_says(name: &str) -> Option<PathBuf> {
+    let gcc = super::find_in_path("gcc")?;
+    let out = std::process::Command::new(gcc)
+        .arg(format!("-print-file-name={name}"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let path = PathBuf::from(text.trim());
+    (path.is_absolute() && path.is_file()).then(|| path.canonicalize().unwrap_or(path))
+}
+
+/// `leaks(1)` exists only on macOS.
+pub fn leaks_tool() -> Option<PathBuf> {
+    None
+}
+
+/// No Linux distribution hides its Ruby from these tools.
+pub fn is_system_protected(_path: &Path) -> bool {
+    false
+}
+
+/// Called in the child between fork and exec: the child gets SIGKILL if leakhunt dies without
+/// cleaning up (for example killed with SIGKILL itself), so it is never left running.
+pub fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal; it is async-signal-safe,
+    // as required between fork and exec.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let status = b"Name:\truby\nVmPeak:\t  99 kB\nVmRSS:\t   13712 kB\nThreads:\t2\n";
+        assert_eq!(vm_rss_bytes(status), Some(13712 * 1024));
+        assert_eq!(vm_rss_bytes(b"Name:\tzombie\n"), None);
+        assert_eq!(vm_rss_bytes(b"VmRSS:\tlots kB\n"), None);
+    }
+
+    #[test]
+    fn own_process_has_a_footprint_and_a_map() {
+        let me = std::process::id();
+        assert!(footprint_bytes(me).unwrap() > 1024 * 1024);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("maps.txt");
+        assert!(save_memory_map(me, &dest).unwrap());
+        let text = std::fs::read_to_string(&dest).unwrap();
+        assert!(text.contains("[stack]"), "{text}");
+    }
+}

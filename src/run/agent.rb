@@ -1,0 +1,871 @@
+# frozen_string_literal: true
+#
+# leakhunt agent: loaded into the program by `leakhunt run` through RUBYOPT=-r<this file>.
+#
+# Stage: `run`, inside the target. It listens on a private Unix socket and, on request, takes a
+# heap snapshot (full GC, ObjectSpace.dump_all) and writes a sidecar with what only the running
+# process knows: the FFI inventory, the classes that wrap FFI functions, and how many instances
+# of those classes were created and released. With the lsan backend it also runs LeakSanitizer's
+# check right after the GC, so FFI objects the program dropped have been freed.
+#
+# Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
+#   agent -> leakhunt  "hello PROTOCOL PID RUBY_DESCRIPTION"   when leakhunt connects
+#   leakhunt -> agent  "snapshot N REASON"
+#   agent -> leakhunt  "ok N HEAP_FILE SIDECAR_FILE" | "error N MESSAGE"
+#   agent -> leakhunt  "exiting DETAIL"                        from the at_exit hook
+#   leakhunt -> agent  "bye"                                   the at_exit hook may return
+# Knobs: the LEAKHUNT_* variables of src/run/knobs.rs. Every file written here is 0600; the
+# sidecar's first key is "leakhunt_agent" (its schema). The agent never raises into the program
+# and never writes to the program's stdout. Ruby 3.1 through 3.4.
+
+module LeakhuntAgent
+  PROTOCOL = 1
+  SIDECAR_SCHEMA = 1
+  # C symbol words that name a release or an allocation (checked in this order).
+  RELEASE_WORDS = %w[close free destroy release term dispose delete unref dealloc finalize].freeze
+  ALLOCATE_WORDS = %w[init new create alloc open dup copy].freeze
+
+  # A tiny JSON writer: requiring 'json' here could activate a json gem the program's bundle
+  # does not want.
+  module Json
+    ESCAPES = { '"' => '\\"', '\\' => '\\\\', "\n" => '\\n', "\r" => '\\r', "\t" => '\\t' }.freeze
+
+    def self.dump(value, out = +'')
+      case value
+      when Hash
+        out << '{'
+        value.each_with_index do |(k, v), i|
+          out << ',' if i.positive?
+          string(k.to_s, out)
+          out << ':'
+          dump(v, out)
+        end
+        out << '}'
+      when Array
+        out << '['
+        value.each_with_index do |v, i|
+          out << ',' if i.positive?
+          dump(v, out)
+        end
+        out << ']'
+      when Integer then out << value.to_s
+      when Float then out << (value.finite? ? value.to_s : 'null')
+      when true then out << 'true'
+      when false then out << 'false'
+      when nil then out << 'null'
+      else string(value.to_s, out)
+      end
+      out
+    end
+
+    def self.string(s, out)
+      s = s.encode(Encoding::UTF_8, invalid: :replace, undef: :replace) unless s.encoding.ascii_compatible?
+      s = s.dup.force_encoding(Encoding::UTF_8)
+      s = s.scrub("\uFFFD") unless s.valid_encoding?
+      out << '"'
+      out << s.gsub(/["\\\x00-\x1f]/) { |c| ESCAPES[c] || format('\\u%04x', c.ord) }
+      out << '"'
+    end
+  end
+
+  # Where instances are created: the first caller outside gems, Ruby's own library and this
+  # agent; the immediate caller when the whole stack is library code.
+  class Sites
+    def initialize
+      prefixes = []
+      if defined?(RbConfig)
+        %w[rubylibprefix rubylibdir rubyarchdir sitedir sitelibdir vendordir vendorlibdir].each do |k|
+          v = RbConfig::CONFIG[k]
+          prefixes << v if v && !v.empty?
+        end
+      end
+      if defined?(Gem)
+        prefixes.concat(Gem.path) rescue nil
+        prefixes << Gem.default_dir rescue nil
+      end
+      @prefixes = prefixes.compact.map { |p| p.end_with?('/') ? p : "#{p}/" }.uniq.freeze
+      @library = { __FILE__ => true }
+    end
+
+    def library?(path)
+      cached = @library[path]
+      return cached unless cached.nil?
+
+      @library[path] = path.start_with?('<internal:') || @prefixes.any? { |p| path.start_with?(p) }
+    end
+
+    # The creation site seen from a counting hook (frame 0 is this method, 1 the hook, 2 the
+    # `new` that called it): [immediate site, first site outside libraries (or the immediate)].
+    def creation_site
+      first = caller_locations(2, 1)&.first
+      return nil unless first
+      return [first, first] unless library?(first.path.to_s)
+
+      [first, (caller_locations(3, 64) || []).find { |loc| !library?(loc.path.to_s) } || first]
+    end
+  end
+
+  # Instances created and release calls made for one wrapper class, by creation site. Releases
+  # are put to the site of the released instance through the allocation record Ruby keeps when
+  # allocation tracing is on (the immediate site, mapped to the user's site seen at creation).
+  class Counter
+    attr_reader :klass, :release_methods, :since
+    attr_reader :created, :released
+
+    def initialize(klass, release_methods, since, per_site_releases)
+      @klass = klass
+      @release_methods = release_methods
+      @since = since
+      @created = 0
+      @released = 0
+      @per_site_releases = per_site_releases
+      @sites = Hash.new { |h, path| h[path] = Hash.new(0) }
+      @released_at = Hash.new { |h, path| h[path] = Hash.new(0) }
+      @user_site_for = {} # "immediate path:line" => [user path, user line], when they differ
+    end
+
+    def count_creation(site)
+      @created += 1
+      return unless site
+
+      first, user = site
+      path = user.path.to_s
+      @sites[path][user.lineno] += 1
+      @user_site_for["#{first.path}:#{first.lineno}"] ||= [path, user.lineno] unless first.equal?(user)
+    end
+
+    def count_release(instance)
+      @released += 1
+      return unless @per_site_releases
+
+      path = ObjectSpace.allocation_sourcefile(instance)
+      return unless path
+
+      line = ObjectSpace.allocation_sourceline(instance)
+      path, line = @user_site_for["#{path}:#{line}"] || [path, line] unless @user_site_for.empty?
+      @released_at[path][line] += 1
+    end
+
+    def to_h
+      sites = []
+      @sites.each do |path, lines|
+        lines.each do |line, n|
+          site = { file: path, line: line, count: n }
+          site[:released] = @released_at[path][line] if @per_site_releases
+          sites << site
+        end
+      end
+      sites.sort_by! { |s| -s[:count] }
+      {
+        class: LeakhuntAgent.name_of(@klass),
+        created: @created,
+        released: @released,
+        release_methods: @release_methods.map(&:to_s),
+        created_at: sites.first(20),
+        since: @since
+      }
+    end
+  end
+
+  # What one method's instruction sequence calls and names.
+  class MethodFacts
+    attr_reader :mids, :consts
+
+    def self.of(method)
+      iseq = RubyVM::InstructionSequence.of(method)
+      return nil unless iseq
+
+      facts = new
+      facts.walk(iseq.to_a)
+      facts.freeze
+    rescue StandardError
+      nil
+    end
+
+    def initialize
+      @mids = []
+      @consts = []
+    end
+
+    def freeze
+      @mids = @mids.uniq.freeze
+      @consts = @consts.uniq.freeze
+      super
+    end
+
+    # Instructions are arrays: [:opt_send_without_block, {mid: :zmq_msg_close, ...}],
+    # [:getconstant, :LibZMQ] (3.1), [:opt_getconstant_path, [:ZMQ, :LibZMQ]] (3.2+). Blocks
+    # appear as nested instruction sequences inside the send that takes them.
+    def walk(node)
+      node.each do |x|
+        next unless x.is_a?(Array)
+
+        op = x[0]
+        if op.is_a?(Symbol)
+          case op
+          when :getconstant then @consts << x[1] if x[1].is_a?(Symbol)
+          when :opt_getconstant_path then @consts << x[1].last if x[1].is_a?(Array) && x[1].last.is_a?(Symbol)
+          end
+          x.each { |o| @mids << o[:mid] if o.is_a?(Hash) && o[:mid].is_a?(Symbol) }
+        end
+        walk(x)
+      end
+    end
+
+    def finalizer_detail
+      return 'ObjectSpace.define_finalizer' if @mids.include?(:define_finalizer) && @consts.include?(:ObjectSpace)
+      return 'FFI::AutoPointer' if @consts.include?(:AutoPointer)
+      return 'FFI::ManagedStruct' if @consts.include?(:ManagedStruct)
+
+      nil
+    end
+  end
+
+  # Modules extended with FFI::Library, their libraries and functions, and the classes that
+  # call those functions.
+  class Inventory
+    def initialize(agent)
+      @agent = agent
+      @libraries = {}.compare_by_identity # module => [[given name, loaded name]]
+      @functions = {}.compare_by_identity # module => { ruby name => [symbol, params, returns] }
+      @wrappers = {}.compare_by_identity  # class => wrapper hash (rebuilt by each scan)
+      @counters = {}.compare_by_identity  # class => Counter (kept for the whole run)
+      @own = {}.compare_by_identity       # the agent's own hook modules, never scanned
+      @hooks = {}.compare_by_identity     # class => its counting module
+      @instance_facts = {}.compare_by_identity # module => { method name => [location, MethodFacts] }
+      @singleton_facts = {}.compare_by_identity
+      @index = nil                        # function_index, rebuilt when functions change
+      @hooked = false
+      @lock = Mutex.new
+    end
+
+    def ffi_loaded?
+      defined?(::FFI::Library) ? true : false
+    end
+
+    # Prepends recording hooks to FFI::Library as soon as it exists, before libraries attach.
+    def hook_ffi
+      return if @hooked || !ffi_loaded?
+
+      @hooked = true
+      inventory = self
+      hook = Module.new do
+        define_method(:ffi_lib) do |*names|
+          result = super(*names)
+          inventory.note_libraries(self, names)
+          result
+        end
+        define_method(:attach_function) do |*args, &block|
+          result = super(*args, &block)
+          inventory.note_function(self, args)
+          result
+        end
+        ruby2_keywords(:attach_function)
+      end
+      @own[hook] = true
+      ::FFI::Library.prepend(hook)
+    end
+
+    def note_libraries(mod, names)
+      loaded = (mod.ffi_libraries rescue []).map { |l| l.respond_to?(:name) ? l.name.to_s : l.to_s }
+      given = names.flatten.map(&:to_s)
+      @libraries[mod] = given.each_with_index.map { |g, i| [g, loaded[i] || g] }
+      @index = nil
+    rescue StandardError => e
+      @agent.note_error("ffi_lib in #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+    end
+
+    # Same reading of the arguments as FFI::Library#attach_function.
+    def note_function(mod, args)
+      name, a2, a3, a4 = args
+      symbol, params, returns = a4 && (a2.is_a?(String) || a2.is_a?(Symbol)) ? [a2, a3, a4] : [name, a2, a3]
+      params = Array(params).map { |t| type_name(t) }
+      (@functions[mod] ||= {})[name.to_sym] = [symbol.to_s, params, type_name(returns)]
+      @index = nil
+    rescue StandardError => e
+      @agent.note_error("attach_function in #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+    end
+
+    def type_name(t)
+      case t
+      when Symbol, String then t.to_s
+      when Module then LeakhuntAgent.name_of(t)
+      when nil then 'void'
+      else t.respond_to?(:inspect) ? t.inspect[0, 60] : t.to_s
+      end
+    end
+
+    def ffi_modules
+      mods = []
+      ObjectSpace.each_object(Module) { |m| mods << m if m.is_a?(::FFI::Library) }
+      mods
+    end
+
+    # Scans every class (at a snapshot or after a top-level require).
+    def scan_all
+      return unless ffi_loaded?
+
+      @lock.synchronize do
+        @index = nil
+        index = function_index
+        return if index.empty?
+
+        @wrappers = {}.compare_by_identity
+        ObjectSpace.each_object(Module) { |mod| scan(mod, index) }
+      end
+    end
+
+    # Scans one class whose body just ended (TracePoint :end).
+    def scan_one(mod)
+      return unless ffi_loaded? && @hooked
+      return if @lock.owned?
+
+      @lock.synchronize do
+        index = function_index
+        scan(mod, index) unless index.empty?
+      end
+    end
+
+    # ruby name => [[module, last constant name, symbol]]. Ruby helpers of an FFI module
+    # (LibZMQ.terminate_context calling zmq_ctx_term) stand for the functions they call.
+    def function_index
+      return @index if @index
+
+      index = {}
+      ffi_modules.each do |mod|
+        functions = @functions[mod] || fallback_functions(mod)
+        short = LeakhuntAgent.name_of(mod).split('::').last.to_sym
+        functions.each { |name, (symbol, _, _)| (index[name] ||= []) << [mod, short, symbol] }
+        mod.singleton_methods(false).each do |name|
+          next if functions.key?(name)
+
+          method = Kernel.instance_method(:method).bind_call(mod, name) rescue next
+          facts = facts_for(mod, name, true, method)
+          next unless facts
+
+          facts.mids.uniq.each do |mid|
+            symbol = functions[mid]&.first
+            (index[name] ||= []) << [mod, short, symbol] if symbol
+          end
+        end
+      end
+      @index = index
+    end
+
+    # Modules that attached functions before the hook existed (FFI loaded before the agent):
+    # ffi >= 1.16 lists them; older ones leave us the names only.
+    def fallback_functions(mod)
+      return {} unless mod.respond_to?(:attached_functions)
+
+      mod.attached_functions.to_h { |name, _| [name.to_sym, [name.to_s, [], '']] }
+    rescue StandardError
+      {}
+    end
+
+    def scan(mod, index)
+      return if @own.key?(mod) || mod.singleton_class? || LeakhuntAgent.name_of(mod).start_with?('LeakhuntAgent')
+      return if !mod.is_a?(Class) && mod.is_a?(::FFI::Library)
+
+      methods = []
+      finalizer = finalizer_by_ancestry(mod)
+      each_method(mod) do |name, method, singleton|
+        facts = facts_for(mod, name, singleton, method)
+        next unless facts
+
+        finalizer ||= facts.finalizer_detail && "#{facts.finalizer_detail} in #{LeakhuntAgent.name_of(mod)}#{singleton ? '.' : '#'}#{name}"
+        calls = ffi_calls(mod, facts, index)
+        next if calls.empty?
+
+        file, line = method.source_location
+        methods << { name: name.to_s, singleton: singleton, file: file, line: line,
+                     calls: calls.map { |m, sym| { module: m, function: sym } }, role: role(name, calls) }
+      end
+      return if methods.empty?
+
+      first = methods.find { |m| m[:file] } || {}
+      @wrappers[mod] = { class: LeakhuntAgent.name_of(mod), file: first[:file], line: first[:line],
+                         methods: methods, finalizer: !finalizer.nil?, finalizer_detail: finalizer }
+      instrument(mod, methods) if mod.is_a?(Class) && methods.any? { |m| !m[:singleton] }
+    rescue StandardError => e
+      @agent.note_error("scanning #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+    end
+
+    # MethodFacts, computed once per method definition (a scan under valgrind would otherwise
+    # take seconds: reading instruction sequences is most of its cost).
+    def facts_for(mod, name, singleton, method)
+      per_module = (singleton ? @singleton_facts : @instance_facts)[mod] ||= {}
+      location = method.source_location
+      cached = per_module[name]
+      return cached[1] if cached && cached[0] == location
+
+      facts = MethodFacts.of(method)
+      per_module[name] = [location, facts]
+      facts
+    end
+
+    def finalizer_by_ancestry(mod)
+      return nil unless mod.is_a?(Class)
+
+      %w[AutoPointer ManagedStruct].each do |name|
+        base = ::FFI.const_get(name) rescue nil
+        return "subclass of FFI::#{name}" if base && mod < base
+      end
+      nil
+    end
+
+    def each_method(mod)
+      (mod.instance_methods(false) + mod.private_instance_methods(false)).each do |name|
+        um = mod.instance_method(name) rescue next
+        um = um.super_method while um && @own.key?(um.owner)
+        next unless um&.owner.equal?(mod)
+
+        yield name, um, false
+      end
+      mod.singleton_methods(false).each do |name|
+        m = Kernel.instance_method(:method).bind_call(mod, name) rescue next
+        yield name, m, true
+      end
+    end
+
+    # [[module name, C symbol]] for calls to attached functions on their module's constant (or
+    # on the class itself when the class is the FFI module).
+    def ffi_calls(mod, facts, index)
+      calls = []
+      facts.mids.uniq.each do |mid|
+        (index[mid] || []).each do |ffi_mod, short, symbol|
+          next unless facts.consts.include?(short) || ffi_mod.equal?(mod)
+
+          calls << [LeakhuntAgent.name_of(ffi_mod), symbol]
+        end
+      end
+      calls.uniq
+    end
+
+    def role(name, calls)
+      release = calls.any? { |_, sym| word_match?(sym, RELEASE_WORDS) }
+      allocate = calls.any? { |_, sym| word_match?(sym, ALLOCATE_WORDS) }
+      if release && allocate
+        return 'release' if word_match?(name.to_s, RELEASE_WORDS)
+        return 'allocate' if word_match?(name.to_s, ALLOCATE_WORDS) || name == :initialize
+
+        return 'other'
+      end
+      return 'release' if release
+      return 'allocate' if allocate
+
+      'other'
+    end
+
+    # "zmq_msg_close" has the word "close"; "malloc" ends with "alloc"; "determine" has no "term".
+    def word_match?(symbol, words)
+      symbol.downcase.split(/[^a-z0-9]+/).any? do |w|
+        words.any? { |k| w == k || w.start_with?(k) || w.end_with?(k) }
+      end
+    end
+
+    # Prepends a counting module: initialize and each release method count, then call super.
+    # Release methods found by a later scan are added to the same module.
+    def instrument(klass, methods)
+      counter = @counters[klass] ||= begin
+        counter = Counter.new(klass, [], @agent.clock, @agent.alloc_sites?)
+        sites = @agent.sites
+        hook = Module.new do
+          define_method(:initialize) do |*args, &block|
+            result = super(*args, &block)
+            counter.count_creation(sites.creation_site)
+            result
+          end
+          ruby2_keywords(:initialize)
+          private :initialize
+        end
+        @own[hook] = true
+        @hooks[klass] = hook
+        klass.prepend(hook)
+        counter
+      end
+      hook = @hooks[klass]
+      methods.each do |m|
+        name = m[:name].to_sym
+        next if m[:singleton] || m[:role] != 'release' || counter.release_methods.include?(name)
+
+        counter.release_methods << name
+        hook.send(:define_method, name) do |*args, &block|
+          counter.count_release(self)
+          super(*args, &block)
+        end
+        hook.send(:ruby2_keywords, name)
+        hook.send(:private, name) if klass.private_method_defined?(name)
+        hook.send(:protected, name) if klass.protected_method_defined?(name)
+      end
+    end
+
+    def to_sidecar(maps)
+      mods = ffi_loaded? ? ffi_modules : []
+      ffi = mods.map do |mod|
+        libs = @libraries[mod] || (mod.ffi_libraries rescue []).map { |l| [l.name.to_s, l.name.to_s] }
+        functions = (@functions[mod] || fallback_functions(mod)).map do |name, (symbol, params, returns)|
+          { name: name.to_s, symbol: symbol, params: params, returns: returns }
+        end
+        { name: LeakhuntAgent.name_of(mod),
+          libraries: libs.map { |given, loaded| { name: given, path: LeakhuntAgent.resolve_library(loaded, maps) } },
+          functions: functions }
+      end
+      { ffi: ffi, wrappers: @wrappers.values, lifecycle: @counters.values.map(&:to_h) }
+    end
+  end
+
+  # LeakSanitizer's check, through Fiddle. Ruby's heap pages are mmap'ed, which LSan does not
+  # scan, so everything only Ruby objects point to would look leaked and fill LSan's 5,000-record
+  # cap; registering the pages that hold objects as root regions leaves the real leaks.
+  class Lsan
+    def initialize
+      require 'fiddle'
+      handle = Fiddle::Handle::DEFAULT
+      # need_gvl: the program stays stopped during the check (fiddle releases the GVL otherwise).
+      @check = begin
+        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT, need_gvl: true)
+      rescue ArgumentError
+        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT)
+      end
+      args = [Fiddle::TYPE_VOIDP, Fiddle::TYPE_SIZE_T]
+      @register = Fiddle::Function.new(handle['__lsan_register_root_region'], args, Fiddle::TYPE_VOID)
+      @unregister = Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, Fiddle::TYPE_VOID)
+      size = (GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE] rescue nil) || 65_536
+      @page_mask = ~(size - 1)
+      @page_size = size
+      @pages = {}
+    end
+
+    def check
+      pages = {}
+      ObjectSpace.each_object(BasicObject) { |o| pages[Fiddle.dlwrap(o) & @page_mask] = true }
+      (@pages.keys - pages.keys).each { |p| @unregister.call(p, @page_size) }
+      (pages.keys - @pages.keys).each { |p| @register.call(p, @page_size) }
+      @pages = pages
+      @check.call
+    end
+  end
+
+  class << self
+    attr_reader :sites
+
+    def name_of(mod)
+      (Module.instance_method(:name).bind(mod).call rescue nil) || mod.inspect
+    end
+
+    def alloc_sites?
+      @alloc_sites
+    end
+
+    def clock
+      Process.clock_gettime(Process::CLOCK_MONOTONIC) - @t0
+    end
+
+    def note_error(message)
+      @errors << message if @errors.size < 100
+    end
+
+    def start
+      @socket_path = ENV['LEAKHUNT_SOCKET']
+      @bundle = ENV['LEAKHUNT_BUNDLE']
+      return if @socket_path.nil? || @socket_path.empty? || @bundle.nil? || @bundle.empty?
+
+      require 'socket'
+      require 'objspace'
+      @t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      @pid = Process.pid
+      @errors = []
+      @backend = ENV['LEAKHUNT_BACKEND'].to_s
+      @exit_wait = Float(ENV['LEAKHUNT_EXIT_WAIT'] || '30', exception: false) || 30.0
+      @server = listen
+      return unless @server
+
+      @alloc_sites = ENV['LEAKHUNT_ALLOC_SITES'] == '1'
+      ObjectSpace.trace_object_allocations_start if @alloc_sites
+      @lock = Mutex.new
+      @cond = ConditionVariable.new
+      @write_lock = Mutex.new
+      @conn = nil
+      @exiting = false
+      @released = false
+      @sites = Sites.new
+      @inventory = Inventory.new(self)
+      @inventory.hook_ffi
+      install_hooks
+      @thread = Thread.new { serve }
+      @thread.name = 'leakhunt-agent' if @thread.respond_to?(:name=)
+      @thread.report_on_exception = false
+      at_exit { at_exit_hook }
+    rescue Exception => e # rubocop:disable Lint/RescueException -- never break the program
+      warn "leakhunt agent: not started: #{e.class}: #{e.message}"
+    end
+
+    # Binds the socket; nil when another agent of the same run already answers on it (this
+    # process is then a subprocess of the target, and stays passive).
+    def listen
+      if File.exist?(@socket_path)
+        begin
+          UNIXSocket.new(@socket_path).close
+          return nil
+        rescue SystemCallError
+          File.unlink(@socket_path) rescue nil
+        end
+      end
+      old = File.umask(0o077)
+      begin
+        server = UNIXServer.new(@socket_path)
+      ensure
+        File.umask(old)
+      end
+      File.chmod(0o600, @socket_path)
+      server
+    end
+
+    def install_hooks
+      agent = self
+      require_hook = Module.new do
+        define_method(:require) do |path|
+          depth = Thread.current[:leakhunt_require_depth] || 0
+          Thread.current[:leakhunt_require_depth] = depth + 1
+          begin
+            super(path)
+          ensure
+            Thread.current[:leakhunt_require_depth] = depth
+            agent.after_require(depth.zero?)
+          end
+        end
+        private :require
+      end
+      Kernel.prepend(require_hook)
+      @class_ends = TracePoint.new(:end) { |tp| agent.class_body_closed(tp.self) }
+      @class_ends.enable
+    end
+
+    def after_require(top_level)
+      @inventory.hook_ffi
+      @inventory.scan_all if top_level
+    rescue StandardError => e
+      note_error("after require: #{e.class}: #{e.message}")
+    end
+
+    def class_body_closed(mod)
+      @inventory.scan_one(mod) if mod.is_a?(Module)
+    rescue StandardError => e
+      note_error("after class body: #{e.class}: #{e.message}")
+    end
+
+    def serve
+      loop do
+        conn = @server.accept
+        @lock.synchronize do
+          @conn = conn
+          reply("hello #{PROTOCOL} #{Process.pid} #{RUBY_DESCRIPTION}")
+          reply("exiting #{@exit_detail}") if @exiting
+          @cond.broadcast
+        end
+        while (line = conn.gets)
+          handle(line.chomp)
+        end
+        @lock.synchronize do
+          @conn = nil
+          @released = true if @exiting
+          @cond.broadcast
+        end
+        conn.close rescue nil
+      end
+    rescue Exception # rubocop:disable Lint/RescueException -- the thread ends with the process
+      @lock.synchronize do
+        @released = true
+        @cond.broadcast
+      end
+    end
+
+    def reply(line)
+      @write_lock.synchronize { @conn&.write("#{line}\n") }
+    rescue SystemCallError, IOError
+      nil
+    end
+
+    def handle(line)
+      command, number, reason = line.split(' ', 3)
+      case command
+      when 'snapshot'
+        index = Integer(number, exception: false)
+        return reply("error #{number} snapshot number must be a positive integer") unless index&.positive?
+
+        begin
+          heap, sidecar = snapshot(index, reason.to_s)
+          reply("ok #{index} #{heap} #{sidecar}")
+        rescue Exception => e # rubocop:disable Lint/RescueException -- report, never raise
+          reply("error #{index} #{e.class}: #{e.message}".gsub(/\s+/, ' '))
+        end
+      when 'bye'
+        @lock.synchronize do
+          @released = true
+          @cond.broadcast
+        end
+      else
+        reply("error 0 unknown command #{command.inspect}")
+      end
+    end
+
+    def snapshot(index, reason)
+      errors = []
+      timings = {}
+      t = clock
+      step = lambda do |name|
+        now = clock
+        timings[name] = now - t
+        t = now
+      end
+      started = t
+      @inventory.scan_all
+      step.call('scan')
+      # The heap dump and the LSan check must show what a full GC left, but dump_all writes
+      # through Ruby's IO, which lets other threads run between writes: so the program's threads
+      # are parked meanwhile. A first GC runs unparked, so the finalizers of what the program
+      # dropped cannot wait for a parked thread's lock.
+      heap = format('heap-%03d.json', index)
+      gc_stat = nil
+      File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
+        GC.start(full_mark: true, immediate_sweep: true)
+        with_program_parked(errors) do
+          GC.start(full_mark: true, immediate_sweep: true)
+          gc_stat = GC.stat
+          step.call('gc')
+          ObjectSpace.dump_all(output: f)
+          step.call('dump')
+          if @backend == 'lsan'
+            lsan_check(errors)
+            step.call('lsan')
+          end
+        end
+      end
+      sidecar = format('agent-%03d.json', index)
+      body = { leakhunt_agent: SIDECAR_SCHEMA, snapshot: index, reason: reason, t: started, pid: Process.pid,
+               ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
+                       description: RUBY_DESCRIPTION },
+               gc_stat: gc_stat, heap_dump: heap }
+      body.merge!(@inventory.to_sidecar(mapped_libraries))
+      body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)
+      step.call('sidecar')
+      body[:timings] = timings
+      body[:errors] = @errors + errors
+      write_private(File.join(@bundle, sidecar), Json.dump(body))
+      [heap, sidecar]
+    end
+
+    # Stops every other Ruby thread at its next line, call or C return while the block runs.
+    # Threads blocked in C without the GVL stay there, and park as they come back. A parked
+    # thread never waits longer than LEAKHUNT_EXIT_WAIT, whatever happens to this thread.
+    def with_program_parked(errors)
+      me = Thread.current
+      lock = Mutex.new
+      resume = ConditionVariable.new
+      parked = {}.compare_by_identity
+      parking = true
+      give_up = clock + @exit_wait
+      trace = TracePoint.new(:line, :call, :b_call, :c_return) do
+        thread = Thread.current
+        next if thread.equal?(me) || !parking
+
+        lock.synchronize do
+          parked[thread] = true
+          resume.wait(lock, [give_up - clock, 0.01].max) while parking && clock < give_up
+          parked.delete(thread)
+        end
+      end
+      trace.enable
+      settle_by = clock + 2.0
+      until Thread.list.all? { |t| t.equal?(me) || !t.alive? || parked.key?(t) || t.status == 'sleep' }
+        if clock > settle_by
+          errors << 'some threads kept running during the snapshot; the dump may hold objects they made'
+          break
+        end
+        Thread.pass
+      end
+      yield
+    ensure
+      trace&.disable
+      lock&.synchronize do
+        parking = false
+        resume.broadcast
+      end
+    end
+
+    def lsan_check(errors)
+      @lsan ||= Lsan.new
+      @lsan.check
+    rescue StandardError, ScriptError => e
+      errors << "LeakSanitizer check failed (is liblsan preloaded?): #{e.class}: #{e.message}"
+    end
+
+    def write_private(path, text)
+      tmp = "#{path}.tmp"
+      File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(text) }
+      File.rename(tmp, path)
+    end
+
+    # Files of loaded shared libraries: /proc/self/maps on Linux, dyld's image list on macOS.
+    def mapped_libraries
+      if File.readable?('/proc/self/maps')
+        File.foreach('/proc/self/maps').filter_map { |l| l.split(' ', 6)[5]&.strip }.select { |p| p.start_with?('/') }.uniq
+      elsif RUBY_PLATFORM.include?('darwin')
+        require 'fiddle'
+        h = Fiddle::Handle::DEFAULT
+        count = Fiddle::Function.new(h['_dyld_image_count'], [], Fiddle::TYPE_INT).call
+        name = Fiddle::Function.new(h['_dyld_get_image_name'], [Fiddle::TYPE_INT], Fiddle::TYPE_VOIDP)
+        (0...count).map { |i| name.call(i).to_s }
+      else
+        []
+      end
+    rescue StandardError, ScriptError
+      []
+    end
+
+    # "libzmq.so.5" => "/usr/lib/x86_64-linux-gnu/libzmq.so.5.2.4" (the loaded file).
+    def resolve_library(name, maps)
+      return nil if name.nil? || name.empty? || name.start_with?('[')
+      return (File.realpath(name) rescue name) if name.start_with?('/')
+
+      base = File.basename(name)
+      candidates = [base]
+      candidates << "lib#{base}" unless base.start_with?('lib')
+      maps.find do |path|
+        file = File.basename(path)
+        candidates.any? { |c| file == c || file.start_with?("#{c}.") }
+      end
+    end
+
+    def exit_detail(error)
+      case error
+      when nil then 'end'
+      when SystemExit then "exit #{error.status}"
+      when Interrupt then 'interrupt'
+      when SignalException then "signal #{error.signm}"
+      else "exception #{error.class}"
+      end.gsub(/\s+/, ' ')
+    end
+
+    # Tells leakhunt the program is ending and waits for its final snapshot (bounded by
+    # LEAKHUNT_EXIT_WAIT); forks inherit this hook but are not the target.
+    def at_exit_hook
+      return unless Process.pid == @pid
+
+      detail = exit_detail($!)
+      deadline = clock + @exit_wait
+      @lock.synchronize do
+        @exiting = true
+        @exit_detail = detail
+        reply("exiting #{detail}") if @conn
+        connect_by = clock + [@exit_wait, 5.0].min
+        @cond.wait(@lock, 0.05) while @conn.nil? && !@released && clock < connect_by
+        @cond.wait(@lock, [deadline - clock, 0.1].min) while @conn && !@released && clock < deadline
+      end
+    rescue Exception # rubocop:disable Lint/RescueException -- never change how the program ends
+      nil
+    end
+  end
+end
+
+LeakhuntAgent.start

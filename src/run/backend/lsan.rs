@@ -1,0 +1,154 @@
+//! LeakSanitizer without recompiling: gcc's standalone runtime is preloaded into the target, and
+//! the agent calls `__lsan_do_recoverable_leak_check` after its full GC. Every check appends a
+//! report to one log in the bundle; a snapshot's native evidence is its byte range of that log,
+//! plus `/proc/PID/maps` taken at the same moment (LSan prints `<unknown module>` for libraries
+//! FFI has unloaded by the time a later report is read).
+
+use super::{Dirs, Finish, NativeBackend, NativeCapture, save_maps};
+use crate::bundle::{self, NativeRef};
+use crate::error::{Error, Result};
+use crate::run::child::Launch;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `log_path` prefix: LSan writes `lsan.<pid>.log` (`lsan.<pid>` without `log_suffix`).
+const LOG_PREFIX: &str = "lsan";
+/// The log's name once the run is over.
+pub const FINAL_LOG: &str = "lsan.log";
+
+pub struct Lsan {
+    runtime: PathBuf,
+    dirs: Dirs,
+    options: String,
+    /// Log size when the current check was requested.
+    start: u64,
+}
+
+/// The runtime to preload, or the advice to get one.
+pub fn runtime() -> std::result::Result<PathBuf, String> {
+    crate::platform::lsan_runtime().ok_or_else(|| {
+        if cfg!(target_os = "linux") {
+            "the LeakSanitizer runtime liblsan.so.0 was not found: install it (Debian/Ubuntu: \
+             apt-get install liblsan0; Fedora: dnf install liblsan) or set LEAKHUNT_LSAN_RUNTIME, \
+             or use --backend valgrind"
+                .to_owned()
+        } else {
+            "LeakSanitizer's standalone runtime is Linux-only: use --backend leaks on macOS"
+                .to_owned()
+        }
+    })
+}
+
+impl Lsan {
+    pub fn new(dirs: &Dirs) -> Result<Lsan> {
+        let runtime = runtime().map_err(Error::BackendUnavailable)?;
+        // Full stacks (libzmq has no frame pointers); no exit-time check: Ruby < 3.4 does not
+        // free its memory at exit, and the agent's final check runs before Ruby tears down.
+        let options = [
+            "fast_unwind_on_malloc=0".to_owned(),
+            "leak_check_at_exit=0".to_owned(),
+            "detect_leaks=1".to_owned(),
+            format!("log_path={}", dirs.bundle.join(LOG_PREFIX).display()),
+            "log_suffix=.log".to_owned(),
+        ]
+        .join(":");
+        Ok(Lsan {
+            runtime,
+            dirs: dirs.clone(),
+            options,
+            start: 0,
+        })
+    }
+
+    /// The log of `pid`, whichever name this runtime gave it.
+    fn log_of(&self, pid: u32) -> (String, u64) {
+        for name in [
+            format!("{LOG_PREFIX}.{pid}.log"),
+            format!("{LOG_PREFIX}.{pid}"),
+        ] {
+            if let Ok(meta) = std::fs::metadata(self.dirs.bundle.join(&name)) {
+                return (name, meta.len());
+            }
+        }
+        (format!("{LOG_PREFIX}.{pid}.log"), 0)
+    }
+}
+
+impl NativeBackend for Lsan {
+    fn name(&self) -> &'static str {
+        "lsan"
+    }
+
+    fn describe(&self) -> bundle::Backend {
+        bundle::Backend {
+            name: "lsan".into(),
+            tool: Some(self.runtime.display().to_string()),
+            version: std::fs::canonicalize(&self.runtime)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+            options: vec![format!("LSAN_OPTIONS={}", self.options)],
+        }
+    }
+
+    fn prepare(&mut self, launch: &mut Launch) -> Result<()> {
+        launch.set_env(
+            "LD_PRELOAD",
+            &self.runtime.display().to_string(),
+            Some((":", true)),
+        );
+        // Ours last: later flags win, so the log always goes into the bundle.
+        launch.set_env("LSAN_OPTIONS", &self.options, Some((":", false)));
+        Ok(())
+    }
+
+    fn on_hello(&mut self, pid: u32) {
+        // LSan writes nothing when a check finds no leak: an empty log says "none" better than
+        // a missing one. LSan opens it without truncating, so creating it first is safe.
+        let (name, _) = self.log_of(pid);
+        let path = self.dirs.bundle.join(name);
+        if !path.exists() {
+            let _ = bundle::create_private(&path);
+        }
+    }
+
+    fn before_snapshot(&mut self, pid: u32, _index: u32) {
+        self.start = self.log_of(pid).1;
+    }
+
+    fn capture(&mut self, pid: u32, index: u32, _deadline: Duration) -> NativeCapture {
+        let mut capture = NativeCapture::default();
+        capture.maps = save_maps(&self.dirs, pid, index, &mut capture.errors);
+        let (file, end) = self.log_of(pid);
+        if end < self.start {
+            capture
+                .errors
+                .push(format!("{file} shrank during the check"));
+            return capture;
+        }
+        capture.native = Some(NativeRef {
+            file,
+            start: Some(self.start),
+            end: Some(end),
+        });
+        capture
+    }
+
+    fn finish(&mut self, pid: Option<u32>) -> Finish {
+        let mut finish = Finish::default();
+        let Some(pid) = pid else {
+            return finish;
+        };
+        let (name, _) = self.log_of(pid);
+        let from = self.dirs.bundle.join(&name);
+        if !from.exists() {
+            return finish;
+        }
+        if std::fs::rename(&from, self.dirs.bundle.join(FINAL_LOG)).is_ok() {
+            finish.renamed.push((name, FINAL_LOG.to_owned()));
+            finish.logs.push(FINAL_LOG.to_owned());
+        } else {
+            finish.logs.push(name);
+        }
+        finish
+    }
+}

@@ -1,0 +1,688 @@
+//! End-to-end `leakhunt run`: the seed's three programs under LeakSanitizer and valgrind, and the
+//! faults (early exit, crash, Ctrl-C, hang at exit). Real programs, real backends; every run
+//! gets its own TMPDIR so the test can see that nothing is left behind.
+//!
+//! The runs take a lock: they are timing-sensitive (snapshots happen while the program runs) and
+//! the machine has two cores.
+
+use crate::common::{fixture, have, leakhunt};
+use leakhunt::bundle::{Manifest, Sidecar};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A finished `leakhunt run`, its bundle and its scratch TMPDIR.
+struct Run {
+    _scratch: tempfile::TempDir,
+    tmpdir: PathBuf,
+    bundle: PathBuf,
+    manifest: Manifest,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn sidecar(&self, name: &str) -> Sidecar {
+        let bytes = std::fs::read(self.bundle.join(name)).unwrap();
+        let sidecar: Sidecar = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(sidecar.leakhunt_agent, leakhunt::bundle::SIDECAR_SCHEMA);
+        sidecar
+    }
+
+    fn last_sidecar(&self) -> Sidecar {
+        let name = self
+            .manifest
+            .snapshots
+            .iter()
+            .rev()
+            .find_map(|s| s.sidecar.clone())
+            .expect("no sidecar in the bundle");
+        self.sidecar(&name)
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- manifest\n{:#?}",
+            self.code, self.stdout, self.stderr, self.manifest
+        )
+    }
+}
+
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let scratch = tempfile::tempdir().unwrap();
+    let tmpdir = scratch.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let bundle = scratch.path().join("bundle");
+    (scratch, tmpdir, bundle)
+}
+
+fn finish(scratch: tempfile::TempDir, tmpdir: PathBuf, bundle: PathBuf, out: Output) -> Run {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let manifest =
+        Manifest::load(&bundle).unwrap_or_else(|e| panic!("manifest does not load: {e}\n{stderr}"));
+    Run {
+        _scratch: scratch,
+        tmpdir,
+        bundle,
+        manifest,
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+/// `leakhunt run -o BUNDLE OPTIONS -- PROGRAM ARGS` with a private TMPDIR.
+fn run(options: &[&str], program: &[&str], env: &[(&str, &str)]) -> Run {
+    let (scratch, tmpdir, bundle) = scratch();
+    let out = leakhunt()
+        .arg("run")
+        .arg("-o")
+        .arg(&bundle)
+        .args(options)
+        .arg("--")
+        .args(program)
+        .env("TMPDIR", &tmpdir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    finish(scratch, tmpdir, bundle, out)
+}
+
+fn free_tcp_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+fn seed_ready() -> bool {
+    let ok = have("ruby")
+        && std::process::Command::new("ruby")
+            .args(["-e", "require 'ffi-rzmq'"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipping: ruby with ffi-rzmq is not installed (.ci/packages has it)");
+    }
+    ok
+}
+
+fn lsan_ready() -> bool {
+    let ok = leakhunt::platform::lsan_runtime().is_some();
+    if !ok {
+        eprintln!("skipping: liblsan.so.0 is not installed (.ci/packages has liblsan0)");
+    }
+    ok
+}
+
+/// Round trips per backend: each run lasts several seconds of program time under its backend.
+fn seed_run(variant: &str, backend: &str) -> Run {
+    let program = fixture(&format!("seed/{variant}"));
+    let endpoint = free_tcp_endpoint();
+    let (iterations, options): (&str, &[&str]) = match backend {
+        "lsan" => (
+            "25000",
+            &[
+                "--backend",
+                "lsan",
+                "--after",
+                "1s",
+                "--every",
+                "1.5s",
+                "--snapshots",
+                "2",
+            ],
+        ),
+        _ => (
+            "9000",
+            &[
+                "--backend",
+                "valgrind",
+                "--after",
+                "5s",
+                "--every",
+                "4s",
+                "--snapshots",
+                "2",
+            ],
+        ),
+    };
+    let started = Instant::now();
+    let r = run(
+        options,
+        &[program.to_str().unwrap(), &endpoint, "1024", iterations],
+        &[],
+    );
+    eprintln!(
+        "{variant} under {backend}: {:.1} s, {} snapshots",
+        started.elapsed().as_secs_f64(),
+        r.manifest.snapshots.len()
+    );
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// What every run must leave behind.
+
+fn assert_private_and_clean(r: &Run) {
+    let mode = std::fs::metadata(&r.bundle).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "bundle dir mode {mode:o}");
+    for entry in std::fs::read_dir(&r.bundle).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{} has mode {mode:o}",
+            entry.path().display()
+        );
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp"), "half-written file {name} left");
+    }
+    let left: Vec<_> = std::fs::read_dir(&r.tmpdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+    if let Some(pid) = r.manifest.pid {
+        assert_gone(pid);
+    }
+    // Every file the manifest names exists.
+    for s in &r.manifest.snapshots {
+        for name in [&s.heap, &s.sidecar, &s.maps].into_iter().flatten() {
+            assert!(r.bundle.join(name).is_file(), "{name} missing");
+        }
+        if let Some(n) = &s.native {
+            let len = std::fs::metadata(r.bundle.join(&n.file)).unwrap().len();
+            assert!(
+                n.end.unwrap_or(len) <= len,
+                "range past the end of {}",
+                n.file
+            );
+        }
+    }
+}
+
+/// The process is gone (a zombie waiting for init does not count as running).
+fn assert_gone(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned))
+            });
+        match state.as_deref() {
+            None | Some("Z") | Some("X") => return,
+            Some(_) if Instant::now() > until => panic!("process {pid} is still running"),
+            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The seed's programs.
+
+/// The 1-based line of a fixture that reads `wanted` (leading and trailing spaces aside).
+fn line_of(fixture_rel: &str, wanted: &str) -> u32 {
+    let text = std::fs::read_to_string(fixture(fixture_rel)).unwrap();
+    text.lines()
+        .position(|l| l.trim() == wanted)
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("{wanted} not in {fixture_rel}"))
+}
+
+fn assert_seed_run(r: &Run, variant: &str) {
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(
+        r.stdout.contains("received"),
+        "the program's own output is kept: {ctx}"
+    );
+    let heap = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter(|s| s.heap.is_some())
+        .count();
+    let native = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter(|s| s.native.is_some())
+        .count();
+    assert!(heap >= 2, "{heap} heap snapshots: {ctx}");
+    assert!(native >= 2, "{native} native snapshots: {ctx}");
+    assert_eq!(
+        r.manifest.snapshots.last().map(|s| s.reason.as_str()),
+        Some("exit"),
+        "{ctx}"
+    );
+    assert_private_and_clean(r);
+
+    // The FFI inventory: the zmq library, with zmq_msg_close attached.
+    let sidecar = r.last_sidecar();
+    let zmq = sidecar
+        .ffi
+        .iter()
+        .find(|m| m.libraries.iter().any(|l| l.name.contains("zmq")))
+        .unwrap_or_else(|| panic!("no FFI module bound to libzmq: {:#?}", sidecar.ffi));
+    assert_eq!(zmq.name, "LibZMQ");
+    assert!(
+        zmq.libraries
+            .iter()
+            .any(|l| l.path.as_deref().is_some_and(|p| p.contains("libzmq.so"))),
+        "{:?}",
+        zmq.libraries
+    );
+    assert!(zmq.functions.iter().any(|f| f.symbol == "zmq_msg_close"));
+
+    // ZMQ::Message is a wrapper whose close calls zmq_msg_close, and it has no finalizer.
+    let message = sidecar
+        .wrappers
+        .iter()
+        .find(|w| w.class == "ZMQ::Message")
+        .unwrap_or_else(|| panic!("ZMQ::Message is not a wrapper: {:#?}", sidecar.wrappers));
+    assert!(!message.finalizer);
+    let close = message
+        .methods
+        .iter()
+        .find(|m| m.name == "close" && !m.singleton)
+        .expect("ZMQ::Message#close");
+    assert_eq!(close.role, leakhunt::bundle::MethodRole::Release);
+    assert!(
+        close
+            .calls
+            .iter()
+            .any(|c| c.module == "LibZMQ" && c.function == "zmq_msg_close")
+    );
+    let context = sidecar
+        .wrappers
+        .iter()
+        .find(|w| w.class == "ZMQ::Context")
+        .expect("ZMQ::Context");
+    assert!(
+        context.finalizer,
+        "ZMQ::Context frees its context in a finalizer"
+    );
+
+    // Lifecycle counts, with the line where received messages are created.
+    let lifecycle = sidecar
+        .lifecycle
+        .iter()
+        .find(|l| l.class == "ZMQ::Message")
+        .expect("no lifecycle for ZMQ::Message");
+    assert_eq!(lifecycle.release_methods, ["close"]);
+    let rel = format!("seed/{variant}");
+    let receive_line = line_of(&rel, "message = ZMQ::Message.new");
+    let site = lifecycle
+        .created_at
+        .iter()
+        .find(|s| s.file.ends_with(variant) && s.line == receive_line)
+        .unwrap_or_else(|| panic!("no site at line {receive_line}: {lifecycle:#?}"));
+    assert!(site.count > 100, "{lifecycle:#?}");
+    match variant {
+        "leak-fixed.rb" => {
+            // Balanced where it matters: every received message is closed.
+            assert_eq!(site.released, Some(site.count), "{lifecycle:#?}");
+            assert!(lifecycle.released >= site.count);
+        }
+        _ => {
+            assert_eq!(lifecycle.released, 0, "{lifecycle:#?}");
+            assert!(lifecycle.created > 200, "{lifecycle:#?}");
+        }
+    }
+
+    // Ruby retention: ZMQ::Message instances pile up between heap snapshots in leak.rb only.
+    let counts = class_counts(r, "ZMQ::Message");
+    eprintln!("{variant}: ZMQ::Message per heap snapshot {counts:?}");
+    if variant == "leak.rb" {
+        assert!(counts[1] > counts[0] + 100, "{counts:?}");
+    } else {
+        assert!(counts.iter().all(|&c| c < 50), "{counts:?}");
+    }
+    // Native leaks in libzmq grow where messages are dropped without close, and only there.
+    let zmq = libzmq_leaked_bytes(r);
+    eprintln!("{variant}: libzmq leaked bytes per native snapshot {zmq:?}");
+    let (first, last) = (zmq[0], zmq[zmq.len() - 1]);
+    match variant {
+        "leak-counter.rb" => assert!(last > first + 1_000_000, "{zmq:?}"),
+        _ => assert!(last <= first + 64 * 1024, "{zmq:?}"),
+    }
+}
+
+/// Instances of `class` in each heap snapshot, from the dumps.
+fn class_counts(r: &Run, class: &str) -> Vec<i64> {
+    r.manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.heap.as_ref())
+        .map(|heap| {
+            let summary = leakhunt::heap::summarize(&r.bundle.join(heap)).unwrap();
+            summary.histogram.get(class).map_or(0, |row| row.count)
+        })
+        .collect()
+}
+
+/// Bytes of the leak sites whose allocating frame is in libzmq, per native snapshot.
+fn libzmq_leaked_bytes(r: &Run) -> Vec<u64> {
+    r.manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.native.as_ref())
+        .map(|native| {
+            let path = r.bundle.join(&native.file);
+            let bytes = std::fs::read(&path).unwrap();
+            let end = native.end.map_or(bytes.len(), |e| e as usize);
+            let slice = &bytes[native.start.unwrap_or(0) as usize..end];
+            let Some(kind) = leakhunt::detect::detect_bytes(slice) else {
+                assert!(
+                    slice.iter().all(u8::is_ascii_whitespace),
+                    "{} [{:?}..{:?}] is not a native report",
+                    native.file,
+                    native.start,
+                    native.end
+                );
+                return 0; // LSan writes nothing when a check finds no leak.
+            };
+            let reports = leakhunt::native::parse_bytes(&path, kind, slice).unwrap();
+            reports
+                .iter()
+                .flat_map(leakhunt::native::sites)
+                .filter(|site| {
+                    site.key
+                        .library
+                        .as_deref()
+                        .is_some_and(|l| l.contains("libzmq"))
+                })
+                .map(|site| site.bytes)
+                .sum()
+        })
+        .collect()
+}
+
+fn seed_case(variant: &str, backend: &str) {
+    if !seed_ready()
+        || (backend == "lsan" && !lsan_ready())
+        || (backend == "valgrind" && !have("valgrind"))
+    {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let r = seed_run(variant, backend);
+    assert_seed_run(&r, variant);
+}
+
+#[test]
+fn seed_array_under_lsan() {
+    seed_case("leak.rb", "lsan");
+}
+
+#[test]
+fn seed_counter_under_lsan() {
+    seed_case("leak-counter.rb", "lsan");
+}
+
+#[test]
+fn seed_fixed_under_lsan() {
+    seed_case("leak-fixed.rb", "lsan");
+}
+
+#[test]
+fn seed_array_under_valgrind() {
+    seed_case("leak.rb", "valgrind");
+}
+
+#[test]
+fn seed_counter_under_valgrind() {
+    seed_case("leak-counter.rb", "valgrind");
+}
+
+#[test]
+fn seed_fixed_under_valgrind() {
+    seed_case("leak-fixed.rb", "valgrind");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults.
+
+fn ruby_ready() -> bool {
+    let ok = have("ruby");
+    if !ok {
+        eprintln!("skipping: ruby is not installed");
+    }
+    ok
+}
+
+#[test]
+fn early_exit_keeps_the_exit_snapshot_and_the_status() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run(
+        &["--backend", "none", "--after", "5s"],
+        &[fixture("run/early-exit.rb").to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    assert!(r.stdout.contains("early exit"), "{ctx}");
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert_eq!(r.manifest.outcome.code, Some(3), "{ctx}");
+    assert_eq!(r.manifest.snapshots.len(), 1, "{ctx}");
+    let s = &r.manifest.snapshots[0];
+    assert_eq!(s.reason, "exit");
+    assert!(s.heap.is_some() && s.sidecar.is_some(), "{ctx}");
+    assert_eq!(r.sidecar(s.sidecar.as_ref().unwrap()).reason, "exit");
+    assert_private_and_clean(&r);
+}
+
+#[test]
+fn a_crash_keeps_the_snapshots_taken_and_names_the_signal() {
+    if !ruby_ready() || !lsan_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run(
+        &["--backend", "lsan", "--after", "500ms", "--every", "30s"],
+        &[fixture("run/crash.rb").to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.kind, "signaled", "{ctx}");
+    assert_eq!(r.manifest.outcome.signal, Some(libc::SIGSEGV), "{ctx}");
+    assert_eq!(r.manifest.outcome.signal_name.as_deref(), Some("SIGSEGV"));
+    assert!(r.manifest.outcome.detail.contains("SIGSEGV"), "{ctx}");
+    let first = r.manifest.snapshots.first().expect("the first snapshot");
+    assert_eq!(first.reason, "interval");
+    assert!(first.heap.is_some() && first.native.is_some(), "{ctx}");
+    assert_eq!(r.manifest.native_logs, ["lsan.log"], "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+#[test]
+fn the_program_hanging_at_exit_is_killed_and_reported() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    let r = run(
+        &["--backend", "none"],
+        &[fixture("run/hang-at-exit.rb").to_str().unwrap()],
+        &[("LEAKHUNT_EXIT_DEADLINE", "2")],
+    );
+    let ctx = r.context();
+    assert!(started.elapsed() < Duration::from_secs(60), "{ctx}");
+    assert_eq!(r.manifest.outcome.kind, "killed", "{ctx}");
+    assert!(r.manifest.outcome.detail.contains("hung at exit"), "{ctx}");
+    assert_eq!(
+        r.manifest
+            .snapshots
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect::<Vec<_>>(),
+        ["exit"],
+        "{ctx}"
+    );
+    assert!(r.manifest.snapshots[0].heap.is_some(), "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+/// Ctrl-C at a terminal signals leakhunt's process group; the test signals leakhunt itself.
+#[test]
+fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
+    if !ruby_ready() || !lsan_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (scratch, tmpdir, bundle) = scratch();
+    let child: Child = leakhunt()
+        .args([
+            "run",
+            "--backend",
+            "lsan",
+            "--after",
+            "500ms",
+            "--every",
+            "30s",
+            "-o",
+        ])
+        .arg(&bundle)
+        .arg(fixture("run/forever.rb"))
+        .env("TMPDIR", &tmpdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first snapshot to be recorded, then press Ctrl-C.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !first_snapshot_recorded(&bundle) {
+        assert!(Instant::now() < until, "no snapshot within a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signals the leakhunt process this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let r = finish(scratch, tmpdir, bundle, out);
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
+    assert!(r.manifest.outcome.detail.contains("SIGINT"), "{ctx}");
+    let reasons: Vec<&str> = r
+        .manifest
+        .snapshots
+        .iter()
+        .map(|s| s.reason.as_str())
+        .collect();
+    assert_eq!(reasons, ["interval", "interrupt"], "{ctx}");
+    assert!(
+        r.manifest
+            .snapshots
+            .iter()
+            .all(|s| s.heap.is_some() && s.native.is_some()),
+        "{ctx}"
+    );
+    assert_private_and_clean(&r);
+}
+
+fn first_snapshot_recorded(bundle: &Path) -> bool {
+    Manifest::load(bundle).is_ok_and(|m| m.snapshots.iter().any(|s| s.heap.is_some()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors before the program starts leave nothing behind.
+
+#[test]
+fn a_missing_program_is_a_usage_error_without_a_bundle() {
+    let (_scratch, tmpdir, bundle) = scratch();
+    let out = leakhunt()
+        .args(["run", "--backend", "none", "-o"])
+        .arg(&bundle)
+        .arg("no-such-program.rb")
+        .env("TMPDIR", &tmpdir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no-such-program.rb: no such file"),
+        "{stderr}"
+    );
+    assert!(!bundle.exists());
+    assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
+}
+
+#[test]
+fn an_unavailable_backend_exits_3_with_advice() {
+    let (_scratch, tmpdir, bundle) = scratch();
+    let backend = if cfg!(target_os = "macos") {
+        "lsan"
+    } else {
+        "leaks"
+    };
+    let out = leakhunt()
+        .args(["run", "--backend", backend, "-o"])
+        .arg(&bundle)
+        .arg(fixture("run/early-exit.rb"))
+        .env("TMPDIR", &tmpdir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("use --backend"), "{stderr}");
+    assert!(!bundle.exists());
+    assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `leakhunt doctor`.
+
+#[test]
+fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
+    if !ruby_ready() {
+        return;
+    }
+    let (code, stdout, stderr) = crate::common::run_leakhunt(["doctor", "--backend", "none"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok    ruby"), "{stdout}");
+    assert!(stdout.contains("ok    agent libraries"), "{stdout}");
+    assert!(
+        stdout.contains("`leakhunt run --backend none` can work here."),
+        "{stdout}"
+    );
+
+    let missing = if cfg!(target_os = "macos") {
+        "lsan"
+    } else {
+        "leaks"
+    };
+    let (code, stdout, _) = crate::common::run_leakhunt(["doctor", "--backend", missing]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAIL  backend {missing}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("use --backend"), "{stdout}");
+
+    let (code, stdout, _) =
+        crate::common::run_leakhunt(["doctor", "--backend", "none", "--ruby", "/no/such/ruby"]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("FAIL  ruby"), "{stdout}");
+    assert!(
+        stdout.contains("/no/such/ruby is not an executable"),
+        "{stdout}"
+    );
+}
