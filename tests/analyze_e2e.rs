@@ -183,7 +183,6 @@ fn seed_top_finding(variant: &str) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn seed_a_top_finding_is_the_array_that_keeps_every_message() {
     let top = seed_top_finding("leak.rb");
     assert_eq!(top["kind"], "ruby_retention", "{top:#}");
@@ -200,7 +199,6 @@ fn seed_a_top_finding_is_the_array_that_keeps_every_message() {
 }
 
 #[test]
-#[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn seed_b_top_finding_is_the_missing_message_close() {
     let top = seed_top_finding("leak-counter.rb");
     assert_eq!(top["kind"], "missing_release", "{top:#}");
@@ -215,7 +213,6 @@ fn seed_b_top_finding_is_the_missing_message_close() {
 }
 
 #[test]
-#[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn seed_c_is_clean_and_analyze_repeats_the_run_report() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
@@ -327,7 +324,6 @@ fn widget_line(program: &str, needle: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn leaking_widgets_name_widget_close_and_where_widgets_are_made() {
     let (code, report, stderr) = run_widget("widget-leak.rb");
     assert_eq!(code, 1, "{stderr}");
@@ -345,7 +341,6 @@ fn leaking_widgets_name_widget_close_and_where_widgets_are_made() {
 }
 
 #[test]
-#[ignore = "pending: `leakhunt run` (issue 4) has not landed on main"]
 fn closed_widgets_and_finalized_gadgets_give_no_finding() {
     for program in ["widget-fixed.rb", "gadget-finalized.rb"] {
         let (code, report, stderr) = run_widget(program);

@@ -131,6 +131,7 @@ fn evidence() -> Evidence {
                     file: "widget-leak.rb".into(),
                     line: 7,
                     count: widgets,
+                    released: Some(0),
                 }],
                 since: 0.0,
             }],

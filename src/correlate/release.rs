@@ -392,11 +392,16 @@ fn finalized(w: &WrapperClass) -> Attribution {
 /// Where instances are created: the agent's counts, else the heap's allocation sites; the
 /// three largest, ties by file and line.
 fn creation_sites(ev: &Evidence, life: Option<&Lifecycle>, class: &str) -> Vec<Location> {
-    let mut sites: Vec<(&str, u32, u64)> = life
+    // (file, line, created, left unreleased): the agent counts releases per creation site when
+    // allocation tracing is on; sites whose instances are all released come last.
+    let mut sites: Vec<(&str, u32, u64, u64)> = life
         .map(|l| {
             l.created_at
                 .iter()
-                .map(|s| (s.file.as_str(), s.line, s.count))
+                .map(|s| {
+                    let unreleased = s.count.saturating_sub(s.released.unwrap_or(0));
+                    (s.file.as_str(), s.line, s.count, unreleased)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -412,14 +417,19 @@ fn creation_sites(ev: &Evidence, life: Option<&Lifecycle>, class: &str) -> Vec<L
             .alloc_sites
             .iter()
             .filter(|s| s.class == class)
-            .map(|s| (s.file.as_str(), s.line, s.count))
+            .map(|s| (s.file.as_str(), s.line, s.count, s.count))
             .collect();
     }
-    sites.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, a.1).cmp(&(b.0, b.1))));
+    sites.sort_by(|a, b| {
+        (b.3, b.2)
+            .cmp(&(a.3, a.2))
+            .then_with(|| (a.0, a.1).cmp(&(b.0, b.1)))
+    });
     sites
         .into_iter()
+        .filter(|s| s.3 > 0)
         .take(3)
-        .map(|(file, line, count)| Location {
+        .map(|(file, line, count, _)| Location {
             file: file.to_owned(),
             line,
             role: LocationRole::Created,

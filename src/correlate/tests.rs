@@ -65,6 +65,7 @@ fn life(class: &str, created: u64, released: u64, at: &[(&str, u32, u64)]) -> Li
                 file: f.into(),
                 line: l,
                 count: c,
+                released: Some(0),
             })
             .collect(),
         since: 0.0,
