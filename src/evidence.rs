@@ -7,6 +7,8 @@
 use crate::bundle::{FootprintSample, Manifest, Sidecar};
 use crate::heap::HeapSummary;
 use crate::native::NativeReport;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A native report placed in time.
@@ -25,6 +27,60 @@ pub struct HeapSnapshot {
     pub t: Option<f64>,
     pub snapshot: Option<u32>,
     pub summary: HeapSummary,
+}
+
+/// A line of Ruby source, as the dump or the agent names it (`leak.rb`, `/app/lib/x.rb`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SourceLine {
+    pub file: String,
+    pub line: u32,
+}
+
+impl std::fmt::Display for SourceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Instances of one class reached from a GC root through the same container object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetainerGroup {
+    /// Instances of the class held through this container.
+    pub count: u64,
+    pub container_class: String,
+    pub container_address: Option<u64>,
+    /// Where the container itself was allocated (dumps made with allocation tracing).
+    pub container_site: Option<SourceLine>,
+    /// Elements of the container (Array length, Hash size), when the dump tells it.
+    pub container_length: Option<u64>,
+    /// The root the path starts from (`machine_context`, `vm`, `global_tbl`, …).
+    pub root: String,
+    /// The path from the root down to the container, one label per object.
+    pub path: Vec<String>,
+}
+
+/// Why the instances of a class are alive, in one heap snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassRetainers {
+    pub class: String,
+    /// The heap snapshot the paths were computed on (1-based position in [`Evidence::heap`]).
+    pub snapshot: usize,
+    pub instances: u64,
+    /// Instances with a path from a root; the rest is garbage the dump caught before a GC
+    /// (or held by references the dump does not record).
+    pub reachable: u64,
+    /// Largest group first.
+    pub groups: Vec<RetainerGroup>,
+}
+
+/// The exported functions of a native library found on this machine (bare-file analysis:
+/// the release function of a family is looked up here when no agent sidecar names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LibraryExports {
+    /// File name without directories (`libzmq.so.5`).
+    pub library: String,
+    pub path: PathBuf,
+    pub symbols: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +102,13 @@ pub struct Evidence {
     pub sidecars: Vec<Sidecar>,
     pub footprint: Vec<FootprintSample>,
     pub manifest: Option<Manifest>,
+    /// Retainer paths of the classes that grow, on the newest heap snapshot that allows it.
+    pub retainers: Vec<ClassRetainers>,
+    /// Ruby source files named by container allocation sites, keyed by the name as the dump
+    /// gives it (read so the correlator can tell where a container is filled).
+    pub sources: BTreeMap<String, Vec<u8>>,
+    /// Exported symbols of libraries named by native sites (bare files only).
+    pub library_exports: Vec<LibraryExports>,
     /// Problems met while loading, one line each (soft errors of every input included).
     pub warnings: Vec<String>,
 }
@@ -59,6 +122,9 @@ impl Evidence {
             sidecars: Vec::new(),
             footprint: Vec::new(),
             manifest: None,
+            retainers: Vec::new(),
+            sources: BTreeMap::new(),
+            library_exports: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -66,5 +132,702 @@ impl Evidence {
     /// The newest sidecar: the most complete FFI inventory and lifecycle counts.
     pub fn latest_sidecar(&self) -> Option<&Sidecar> {
         self.sidecars.last()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading: bundle → Evidence, files → Evidence.
+
+use crate::bundle::{NativeRef, parse_footprint};
+use crate::detect::Kind;
+use crate::diag::{Diagnostics, Position};
+use crate::error::{Error, Result};
+use crate::native::symbolize::{ModuleMap, Symbolizer};
+use std::path::Path;
+
+/// Largest Ruby source file read for the "where is it filled" hint.
+const MAX_SOURCE_BYTES: u64 = 4 << 20;
+/// Growing classes whose retainer paths are computed (each is a pass over the newest dump).
+const MAX_RETAINER_CLASSES: usize = 4;
+
+/// `analyze`'s inputs: one bundle directory, or any mix of dumps and native reports.
+pub fn load_inputs(paths: &[PathBuf]) -> Result<Evidence> {
+    match paths {
+        [] => Err(Error::Usage(
+            "nothing to analyze: give a bundle or files".into(),
+        )),
+        [one] if one.is_dir() => {
+            crate::detect::detect_path(one)?;
+            load_bundle(one)
+        }
+        _ => {
+            if let Some(dir) = paths.iter().find(|p| p.is_dir()) {
+                return Err(Error::Usage(format!(
+                    "{} is a directory: analyze a bundle on its own, or give files only",
+                    dir.display()
+                )));
+            }
+            load_files(paths)
+        }
+    }
+}
+
+fn diagnostics_into(warnings: &mut Vec<String>, diag: &Diagnostics) {
+    warnings.extend(diag.lines());
+}
+
+/// Reads a bundle written by `leakhunt run`, following its manifest.
+pub fn load_bundle(dir: &Path) -> Result<Evidence> {
+    let manifest = crate::bundle::Manifest::load(dir)?;
+    let mut ev = Evidence::empty(Origin::Bundle(dir.to_path_buf()));
+    let mut referenced_logs: Vec<&str> = Vec::new();
+    // The module map taken with each native snapshot, to place and name its frames.
+    let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
+    let mut snapshots = manifest.snapshots.clone();
+    snapshots.sort_by_key(|s| s.index);
+    for snap in &snapshots {
+        for e in &snap.errors {
+            ev.warnings.push(format!("snapshot {}: {e}", snap.index));
+        }
+        if let Some(name) = &snap.heap {
+            match crate::heap::summarize(&dir.join(name)) {
+                Ok(summary) => {
+                    diagnostics_into(&mut ev.warnings, &summary.diagnostics);
+                    ev.heap.push(HeapSnapshot {
+                        t: Some(snap.t),
+                        snapshot: Some(snap.index),
+                        summary,
+                    });
+                }
+                Err(e) => ev.warnings.push(e.to_string()),
+            }
+        }
+        if let Some(name) = &snap.sidecar {
+            match read_sidecar(&dir.join(name)) {
+                Ok(sc) => ev.sidecars.push(sc),
+                Err(e) => ev.warnings.push(e.to_string()),
+            }
+        }
+        if let Some(native) = &snap.native {
+            if let Some(log) = manifest.native_logs.iter().find(|l| **l == native.file) {
+                referenced_logs.push(log);
+            }
+            match read_native_ref(dir, native) {
+                Ok(reports) => {
+                    // A snapshot's byte range holds one check; should it hold more, the last
+                    // one is the state at the snapshot.
+                    if let Some(report) = reports.into_iter().last() {
+                        diagnostics_into(&mut ev.warnings, &report.diagnostics);
+                        ev.native.push(NativeSnapshot {
+                            t: Some(snap.t),
+                            snapshot: Some(snap.index),
+                            report,
+                        });
+                        maps.push(read_maps(dir, snap.maps.as_deref(), &mut ev.warnings));
+                    }
+                }
+                Err(e) => ev.warnings.push(e.to_string()),
+            }
+        }
+    }
+    // Logs no snapshot points into (valgrind's XML written at exit): one more, final snapshot.
+    for log in &manifest.native_logs {
+        if referenced_logs.contains(&log.as_str()) {
+            continue;
+        }
+        match crate::native::parse_file(&dir.join(log)) {
+            Ok(reports) => {
+                if let Some(report) = reports.into_iter().last() {
+                    diagnostics_into(&mut ev.warnings, &report.diagnostics);
+                    ev.native.push(NativeSnapshot {
+                        t: Some(manifest.duration_seconds),
+                        snapshot: None,
+                        report,
+                    });
+                    // Written at exit: the newest map is the closest.
+                    maps.push(maps.last().cloned().unwrap_or_default());
+                }
+            }
+            Err(e) => ev.warnings.push(e.to_string()),
+        }
+    }
+    if let Some(name) = &manifest.footprint {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let mut diag = Diagnostics::new(&path);
+                ev.footprint = parse_footprint(&bytes, &mut diag);
+                diagnostics_into(&mut ev.warnings, &diag);
+            }
+            Err(e) => ev.warnings.push(Error::io(&path, e).to_string()),
+        }
+    }
+    symbolize(&mut ev, &maps);
+    canonical_modules(&mut ev.native);
+    let base = PathBuf::from(&manifest.cwd);
+    ev.manifest = Some(manifest);
+    add_retainers(&mut ev);
+    add_sources(&mut ev, &[base, dir.to_path_buf()]);
+    add_library_exports(&mut ev);
+    Ok(ev)
+}
+
+/// Names each module by its real path when it exists here (`/lib/…/libzmq.so.5` and the
+/// maps' `/usr/lib/…/libzmq.so.5.2.4` are one library), so a site keeps one key across
+/// reports whichever way a tool or a module map named its library.
+fn canonical_modules(reports: &mut [NativeSnapshot]) {
+    let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for snap in reports {
+        for frame in &mut snap.report.frames {
+            let Some(module) = frame.module.as_deref().filter(|m| m.starts_with('/')) else {
+                continue;
+            };
+            let real = known.entry(module.to_owned()).or_insert_with(|| {
+                std::fs::canonicalize(module)
+                    .ok()
+                    .map(|p| p.display().to_string())
+                    .filter(|p| p != module)
+            });
+            if let Some(real) = real {
+                frame.module = Some(real.clone());
+            }
+        }
+    }
+}
+
+fn read_maps(dir: &Path, name: Option<&str>, warnings: &mut Vec<String>) -> Vec<ModuleMap> {
+    let Some(name) = name else {
+        return Vec::new();
+    };
+    match ModuleMap::read(&dir.join(name)) {
+        Ok(map) => {
+            diagnostics_into(warnings, &map.diagnostics);
+            vec![map]
+        }
+        Err(e) => {
+            warnings.push(e.to_string());
+            Vec::new()
+        }
+    }
+}
+
+/// Places frames of unloaded libraries with the module maps and names `module+offset` frames
+/// from the modules' own symbols, with one symbolizer so every snapshot names a frame alike.
+fn symbolize(ev: &mut Evidence, maps: &[Vec<ModuleMap>]) {
+    let mut symbolizer = Symbolizer::new();
+    for (i, snap) in ev.native.iter_mut().enumerate() {
+        let maps = maps.get(i).map(Vec::as_slice).unwrap_or_default();
+        symbolizer.resolve(&mut snap.report, maps);
+    }
+}
+
+fn read_sidecar(path: &Path) -> Result<Sidecar> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sc: Sidecar = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(path, Position::Line(e.line() as u64), e.to_string()))?;
+    if sc.leakhunt_agent > crate::bundle::SIDECAR_SCHEMA {
+        return Err(Error::input(
+            path,
+            Position::Whole,
+            format!(
+                "agent sidecar schema {} is newer than this leakhunt understands; upgrade leakhunt",
+                sc.leakhunt_agent
+            ),
+        ));
+    }
+    Ok(sc)
+}
+
+/// The native reports of one snapshot: a whole file or a byte range of a log.
+fn read_native_ref(dir: &Path, native: &NativeRef) -> Result<Vec<NativeReport>> {
+    let path = dir.join(&native.file);
+    let input = crate::source::Input::open(&path)?;
+    let len = input.len() as u64;
+    let start = native.start.unwrap_or(0).min(len) as usize;
+    let end = native.end.unwrap_or(len).clamp(start as u64, len) as usize;
+    let bytes = &input[start..end];
+    let head = &bytes[..bytes.len().min(crate::source::SNIFF_LEN)];
+    let kind = crate::detect::detect_bytes(head)
+        .filter(|k| k.is_native())
+        .ok_or_else(|| {
+            Error::input(
+                &path,
+                Position::Offset(start as u64),
+                format!("bytes {start}..{end} are not a native leak report"),
+            )
+        })?;
+    crate::native::parse_bytes(&path, kind, bytes)
+}
+
+/// Heap dumps, native reports and module maps given as files, auto-detected by content.
+/// Heap snapshots keep the order given; native reports are ordered by the date in their
+/// header when every one has it, else by the order given (and their order inside a log).
+pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
+    let mut ev = Evidence::empty(Origin::Files(paths.to_vec()));
+    let mut first_error: Option<Error> = None;
+    let mut native: Vec<NativeReport> = Vec::new();
+    let mut module_maps: Vec<ModuleMap> = Vec::new();
+    let mut used = 0usize;
+    for path in paths {
+        let kind = match crate::detect::detect_path(path) {
+            Ok(k) => k,
+            Err(e) => {
+                ev.warnings.push(e.to_string());
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let loaded: Result<()> = match kind {
+            k if k.is_heap() => crate::heap::summarize(path).map(|summary| {
+                diagnostics_into(&mut ev.warnings, &summary.diagnostics);
+                ev.heap.push(HeapSnapshot {
+                    t: None,
+                    snapshot: None,
+                    summary,
+                });
+            }),
+            k if k.is_native() => crate::native::parse_file(path).map(|reports| {
+                for r in &reports {
+                    diagnostics_into(&mut ev.warnings, &r.diagnostics);
+                }
+                native.extend(reports);
+            }),
+            Kind::ModuleMap => ModuleMap::read(path).map(|map| {
+                diagnostics_into(&mut ev.warnings, &map.diagnostics);
+                module_maps.push(map);
+            }),
+            other => Err(Error::input(
+                path,
+                Position::Whole,
+                format!("a {} cannot be analyzed with other files", other.describe()),
+            )),
+        };
+        match loaded {
+            Ok(()) => used += 1,
+            Err(e) => {
+                ev.warnings.push(e.to_string());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if used == 0 {
+        return Err(first_error.unwrap_or_else(|| Error::Usage("nothing to analyze".into())));
+    }
+    if native.iter().all(|r| r.header.date.is_some()) {
+        native.sort_by(|a, b| a.header.date.cmp(&b.header.date));
+    }
+    ev.native = native
+        .into_iter()
+        .map(|report| NativeSnapshot {
+            t: None,
+            snapshot: None,
+            report,
+        })
+        .collect();
+    let maps = vec![module_maps; ev.native.len()];
+    symbolize(&mut ev, &maps);
+    canonical_modules(&mut ev.native);
+    add_retainers(&mut ev);
+    let mut bases: Vec<PathBuf> = vec![PathBuf::from(".")];
+    for p in paths {
+        if let Some(parent) = p.parent()
+            && !bases.contains(&parent.to_path_buf())
+        {
+            bases.push(parent.to_path_buf());
+        }
+    }
+    add_sources(&mut ev, &bases);
+    add_library_exports(&mut ev);
+    Ok(ev)
+}
+
+/// Retainer paths of the growing classes, on the newest heap snapshot whose format allows it.
+fn add_retainers(ev: &mut Evidence) {
+    if ev.heap.len() < 2 {
+        return;
+    }
+    let series = crate::correlate::classes::class_series(&ev.heap);
+    let groups = crate::correlate::classes::growth_groups(&series, &|_| None);
+    let classes: Vec<String> = groups
+        .iter()
+        .map(|g| g.head.class.clone())
+        .take(MAX_RETAINER_CLASSES)
+        .collect();
+    let Some((index, newest)) = ev
+        .heap
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, h)| h.summary.format == crate::heap::HeapFormat::Cruby)
+    else {
+        return;
+    };
+    match retainer_paths(&newest.summary.path, &classes) {
+        Ok(found) => {
+            for r in found {
+                ev.retainers.push(ClassRetainers {
+                    snapshot: index + 1,
+                    ..r
+                });
+            }
+        }
+        Err(e) => ev
+            .warnings
+            .push(format!("retainer paths not computed: {e}")),
+    }
+}
+
+/// Retainer paths of `classes` in a CRuby dump, grouped by container (one pass per class).
+fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>> {
+    let mut out = Vec::new();
+    for class in classes {
+        let found = crate::heap::retainers::for_class(dump, class, 5)?;
+        let groups = found
+            .groups
+            .into_iter()
+            .map(|g| {
+                let holder = g.steps.first();
+                RetainerGroup {
+                    count: g.count,
+                    container_class: holder
+                        .map(|s| s.class.clone())
+                        .unwrap_or_else(|| format!("ROOT {}", g.root)),
+                    container_address: holder.map(|s| s.address),
+                    container_site: holder.and_then(|s| s.site.as_ref()).map(|s| SourceLine {
+                        file: s.file.clone(),
+                        line: s.line,
+                    }),
+                    container_length: holder.and_then(|s| s.length),
+                    path: g
+                        .steps
+                        .iter()
+                        .skip(1)
+                        .rev()
+                        .map(|s| match &s.name {
+                            Some(name) => format!("{} {name}", s.class),
+                            None => format!("{} {:#x}", s.class, s.address),
+                        })
+                        .collect(),
+                    root: g.root,
+                }
+            })
+            .collect();
+        out.push(ClassRetainers {
+            class: found.class,
+            snapshot: 0,
+            instances: found.instances,
+            reachable: found.reachable,
+            groups,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the Ruby files that allocation sites and lifecycle counts name, for the source hints.
+fn add_sources(ev: &mut Evidence, bases: &[PathBuf]) {
+    let mut wanted: Vec<String> = Vec::new();
+    for r in &ev.retainers {
+        for g in &r.groups {
+            if let Some(site) = &g.container_site {
+                wanted.push(site.file.clone());
+            }
+        }
+    }
+    for sc in &ev.sidecars {
+        for l in &sc.lifecycle {
+            wanted.extend(l.created_at.iter().map(|s| s.file.clone()));
+        }
+    }
+    for h in &ev.heap {
+        wanted.extend(
+            h.summary
+                .alloc_sites
+                .iter()
+                .take(20)
+                .map(|s| s.file.clone()),
+        );
+    }
+    wanted.sort();
+    wanted.dedup();
+    for name in wanted {
+        let candidates: Vec<PathBuf> = if Path::new(&name).is_absolute() {
+            vec![PathBuf::from(&name)]
+        } else {
+            bases.iter().map(|b| b.join(&name)).collect()
+        };
+        for path in candidates {
+            let small = std::fs::metadata(&path)
+                .map(|m| m.is_file() && m.len() <= MAX_SOURCE_BYTES)
+                .unwrap_or(false);
+            if small && let Ok(bytes) = std::fs::read(&path) {
+                ev.sources.insert(name.clone(), bytes);
+                break;
+            }
+        }
+    }
+}
+
+/// Directories searched for a library that a report names only by function (`zmq_msg_…` →
+/// `libzmq.so*`), on this machine.
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/local/lib",
+    "/usr/lib",
+    "/lib",
+    "/usr/lib64",
+    "/opt/homebrew/lib",
+];
+
+/// Exported symbols of the libraries the native sites name, when no agent sidecar lists the FFI
+/// bindings (bare files, or a run whose agent failed): the release function of a family is
+/// looked up there. Libraries named by path are read where they are; functions
+/// without a library send us looking for `lib<first word>` in the usual directories.
+fn add_library_exports(ev: &mut Evidence) {
+    if !ev.sidecars.is_empty() {
+        return;
+    }
+    let sites = crate::correlate::sites::site_series(&ev.native);
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for s in sites.iter().take(50) {
+        match s.frame.module.as_deref() {
+            Some(m) if m.contains('/') => paths.push(PathBuf::from(m)),
+            _ => {
+                let stem = s
+                    .frame
+                    .library()
+                    .map(crate::correlate::names::library_stem)
+                    .or_else(|| {
+                        s.key
+                            .function
+                            .split_once('_')
+                            .map(|(w, _)| w.to_ascii_lowercase())
+                    });
+                if let Some(stem) = stem.filter(|s| s.len() >= 2) {
+                    paths.extend(find_library(&stem));
+                }
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    for path in paths {
+        if let Some(exports) = read_exports(&path) {
+            ev.library_exports.push(exports);
+        }
+    }
+}
+
+fn library_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for base in ["/usr/lib", "/lib"] {
+        if let Ok(entries) = std::fs::read_dir(base) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if name.to_string_lossy().ends_with("-linux-gnu") {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    dirs.extend(LIBRARY_DIRS.iter().map(PathBuf::from));
+    dirs
+}
+
+/// `lib<stem>.so…` or `lib<stem>….dylib` in the usual directories: the first found.
+fn find_library(stem: &str) -> Option<PathBuf> {
+    let so = format!("lib{stem}.so");
+    let dylib = format!("lib{stem}.");
+    for dir in library_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&so) || (n.starts_with(&dylib) && n.ends_with(".dylib"))
+                })
+            })
+            .collect();
+        names.sort();
+        if let Some(p) = names.into_iter().next() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The exported function names of a shared library, read with the `object` crate.
+pub fn read_exports(path: &Path) -> Option<LibraryExports> {
+    use object::{Object, ObjectSymbol};
+    let input = crate::source::Input::open(path).ok()?;
+    let file = object::File::parse(&*input).ok()?;
+    let exported: Vec<String> = file
+        .exports()
+        .map(|it| {
+            it.filter_map(|e| match e.ok()?.name() {
+                object::NameOrOrdinal::Name(n) => Some(String::from_utf8_lossy(n).into_owned()),
+                object::NameOrOrdinal::Ordinal(_) => None,
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let mut symbols: Vec<String> = match exported {
+        names if !names.is_empty() => names,
+        _ => file
+            .dynamic_symbols()
+            .filter(|s| s.is_definition() && s.is_global())
+            .filter_map(|s| s.name().ok().map(str::to_owned))
+            .collect(),
+    };
+    for s in &mut symbols {
+        // Mach-O exports carry a leading underscore.
+        if let Some(rest) = s.strip_prefix('_')
+            && matches!(file.format(), object::BinaryFormat::MachO)
+        {
+            *s = rest.to_owned();
+        }
+    }
+    symbols.sort();
+    symbols.dedup();
+    Some(LibraryExports {
+        library: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: path.to_path_buf(),
+        symbols,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Manifest, Outcome, Snapshot};
+
+    #[test]
+    fn a_bundle_loads_sidecars_footprint_and_outcome_and_keeps_going_past_bad_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let manifest = Manifest {
+            leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+            command: vec!["leak.rb".into()],
+            snapshots: (1..=2)
+                .map(|i| Snapshot {
+                    index: i,
+                    t: i as f64,
+                    sidecar: Some(format!("agent-00{i}.json")),
+                    errors: if i == 2 {
+                        vec!["leaks exited with status 2".into()]
+                    } else {
+                        vec![]
+                    },
+                    ..Snapshot::default()
+                })
+                .collect(),
+            footprint: Some("footprint.tsv".into()),
+            outcome: Outcome {
+                kind: "signaled".into(),
+                signal: Some(11),
+                signal_name: Some("SIGSEGV".into()),
+                ..Outcome::default()
+            },
+            ..Manifest::default()
+        };
+        manifest.save(d).unwrap();
+        std::fs::write(
+            d.join("agent-001.json"),
+            br#"{"leakhunt_agent":1,"snapshot":1,"lifecycle":[{"class":"Widget","created":5,"released":0}]}"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("agent-002.json"), b"{not json").unwrap();
+        std::fs::write(
+            d.join("footprint.tsv"),
+            b"# leakhunt footprint 1\n0.0\t1000\n0.5\t2000\n",
+        )
+        .unwrap();
+        let ev = load_inputs(&[d.to_path_buf()]).unwrap();
+        assert_eq!(ev.origin, Origin::Bundle(d.to_path_buf()));
+        assert_eq!(ev.sidecars.len(), 1);
+        assert_eq!(ev.sidecars[0].lifecycle[0].created, 5);
+        assert_eq!(ev.footprint.len(), 2);
+        assert_eq!(
+            ev.manifest.as_ref().unwrap().outcome.signal_name.as_deref(),
+            Some("SIGSEGV")
+        );
+        assert!(
+            ev.warnings
+                .iter()
+                .any(|w| w == "snapshot 2: leaks exited with status 2")
+        );
+        assert!(
+            ev.warnings
+                .iter()
+                .any(|w| w.contains("agent-002.json: line 1")),
+            "{:?}",
+            ev.warnings
+        );
+    }
+
+    #[test]
+    fn one_library_named_two_ways_becomes_one_module() {
+        use crate::native::{Frame, LeakKind, NativeFormat, ReportBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("libthing.so.5.2.4");
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("libthing.so.5");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut snaps: Vec<NativeSnapshot> = [&link, &real]
+            .iter()
+            .map(|module| {
+                let mut b = ReportBuilder::new("x", NativeFormat::Lsan, 0);
+                let f = b.intern_frame(Frame {
+                    module: Some(module.display().to_string()),
+                    module_offset: Some(0x83a3f),
+                    ..Frame::default()
+                });
+                let s = b.intern_stack(vec![f]);
+                b.add_leak(Some(s), LeakKind::Direct, None, 1, 16, None);
+                NativeSnapshot {
+                    t: None,
+                    snapshot: None,
+                    report: b.finish(),
+                }
+            })
+            .collect();
+        canonical_modules(&mut snaps);
+        let labels: Vec<String> = snaps.iter().map(|s| s.report.frames[0].label()).collect();
+        assert_eq!(
+            labels,
+            ["libthing.so.5.2.4+0x83a3f", "libthing.so.5.2.4+0x83a3f"]
+        );
+    }
+
+    #[test]
+    fn files_that_cannot_be_read_are_an_input_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("x.json");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n").unwrap();
+        let err = load_inputs(&[png]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::INPUT);
+        assert!(err.to_string().contains("x.json"), "{err}");
+        let err = load_inputs(&[dir.path().to_path_buf(), dir.path().join("x.json")]).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)));
+    }
+
+    #[test]
+    fn exported_release_functions_of_an_installed_library() {
+        // libzmq5 is in .ci/packages: the seed's library, stripped but with its exports.
+        let lib = find_library("zmq").expect("libzmq installed (.ci/packages)");
+        let exports = read_exports(&lib).unwrap();
+        assert!(
+            exports.library.starts_with("libzmq.so"),
+            "{}",
+            exports.library
+        );
+        for sym in ["zmq_msg_init_size", "zmq_msg_close", "zmq_ctx_term"] {
+            assert!(exports.symbols.iter().any(|s| s == sym), "{sym}");
+        }
+        assert!(find_library("no-such-library-here").is_none());
     }
 }

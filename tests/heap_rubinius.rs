@@ -382,7 +382,7 @@ fn write_base_world<W: Write>(heap: &mut Heap<W>) {
 
 /// leak.rb after `messages` received `count` messages, on a complete heap (named core classes,
 /// method and constant tables). Each message's CompactLookupTable is written before it.
-fn write_messages_dump(path: &Path, count: usize) {
+pub(crate) fn write_messages_dump(path: &Path, count: usize) {
     let mut heap = heap_file(path, CoreNames::Real, true);
     let c = leak_rb_classes(&mut heap);
     let messages: Vec<ObjId> = (0..count).map(|_| heap.reserve()).collect();

@@ -43,7 +43,13 @@ fn widget_c_line(needle: &str) -> u32 {
 }
 
 /// Runs a widget program under LSan; returns the log it wrote.
-fn run_under_lsan(dir: &Path, lib: &Path, program: &str, args: &[&str], options: &str) -> PathBuf {
+pub(crate) fn run_under_lsan(
+    dir: &Path,
+    lib: &Path,
+    program: &str,
+    args: &[&str],
+    options: &str,
+) -> PathBuf {
     let output = Command::new("ruby")
         .arg(widget_fixture(program))
         .args(args)

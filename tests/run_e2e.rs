@@ -137,6 +137,8 @@ fn seed_run(variant: &str, backend: &str) -> Run {
                 "1.5s",
                 "--snapshots",
                 "2",
+                "--fail-on",
+                "never",
             ],
         ),
         _ => (
@@ -150,6 +152,8 @@ fn seed_run(variant: &str, backend: &str) -> Run {
                 "4s",
                 "--snapshots",
                 "2",
+                "--fail-on",
+                "never",
             ],
         ),
     };

@@ -1,10 +1,12 @@
 //! The one integration-test binary (STYLE.md: tests in three layers). Each module covers one
 //! area; end-to-end modules run real Ruby programs under real backends.
 
+mod analyze_e2e;
 mod cli;
 mod common;
 mod heap_cruby;
 mod heap_rubinius;
 mod native_leaks;
 mod native_linux;
+mod report_html;
 mod run_e2e;

@@ -4,7 +4,7 @@
 //! `leakhunt analyze BUNDLE` can give the same report later.
 
 use crate::cli::RunArgs;
-use crate::error::{Result, exit};
+use crate::error::Result;
 use std::path::Path;
 
 pub fn run(args: RunArgs) -> Result<i32> {
@@ -13,23 +13,22 @@ pub fn run(args: RunArgs) -> Result<i32> {
     report_bundle(&recorded.bundle, &args)
 }
 
-/// Bundle → output (stdout, or `--report PATH`). The correlator's report takes this place.
+/// Bundle → output: the report `leakhunt analyze BUNDLE` prints, from the bundle alone
+/// (stdout, or `--report PATH`), and its exit code.
 fn report_bundle(bundle: &Path, args: &RunArgs) -> Result<i32> {
-    match &args.report {
-        Some(path) => {
-            let mut file = crate::bundle::create_private(path)?;
-            crate::run::summary::write(bundle, &mut file)?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            crate::run::summary::write(bundle, &mut lock)?;
-        }
-    }
+    let code = crate::cmd::analyze::report_bundle(
+        bundle,
+        &crate::cmd::analyze::ReportRequest {
+            format: args.format,
+            output: args.report.clone(),
+            fail_on: args.fail_on,
+            include_strings: args.include_strings,
+        },
+    )?;
     eprintln!(
         "leakhunt: bundle {} (read it again with `leakhunt analyze {}`)",
         bundle.display(),
         bundle.display()
     );
-    Ok(exit::OK)
+    Ok(code)
 }

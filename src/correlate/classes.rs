@@ -1,0 +1,323 @@
+//! Ruby class counts across heap snapshots: which classes grow, which of them belong to the
+//! program (rather than to the runtime or to an FFI binding), and which grow together.
+//!
+//! Stage: correlator (heap side). Reads the histograms of [`crate::evidence::HeapSnapshot`]s.
+
+use crate::evidence::HeapSnapshot;
+use crate::heap::histogram::Histogram;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Fewest instances a class must gain between the first and the last snapshot to count as
+/// growing: below this, a full GC's jitter and lazily built runtime tables look like growth.
+pub const MIN_GROWTH: i64 = 100;
+
+/// A class's count and bytes in each heap snapshot, oldest first (0 where it is absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassSeries {
+    pub class: String,
+    pub counts: Vec<i64>,
+    pub bytes: Vec<i64>,
+}
+
+impl ClassSeries {
+    pub fn delta(&self) -> i64 {
+        self.counts.last().copied().unwrap_or(0) - self.counts.first().copied().unwrap_or(0)
+    }
+
+    pub fn bytes_delta(&self) -> i64 {
+        self.bytes.last().copied().unwrap_or(0) - self.bytes.first().copied().unwrap_or(0)
+    }
+
+    /// Change from each snapshot to the next.
+    pub fn steps(&self) -> Vec<i64> {
+        self.counts.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// Gains at least [`MIN_GROWTH`] instances and 5% of its first count, and never loses more
+    /// than a twentieth of that gain on the way.
+    pub fn is_growing(&self) -> bool {
+        let delta = self.delta();
+        let first = self.counts.first().copied().unwrap_or(0);
+        if self.counts.len() < 2 || delta < MIN_GROWTH || delta * 20 < first {
+            return false;
+        }
+        self.steps().iter().all(|&s| s >= -(delta / 20))
+    }
+
+    /// Grew at every step over three or more snapshots.
+    pub fn grows_at_every_step(&self) -> bool {
+        self.counts.len() >= 3 && self.steps().iter().all(|&s| s > 0)
+    }
+
+    /// Whether two series gain the same number of instances at each step (within 1%).
+    pub fn in_lockstep_with(&self, other: &ClassSeries) -> bool {
+        let (a, b) = (self.steps(), other.steps());
+        a.len() == b.len()
+            && a.iter().zip(&b).all(|(&x, &y)| {
+                let tolerance = x.abs().max(y.abs()) / 100;
+                (x - y).abs() <= tolerance
+            })
+    }
+}
+
+/// Every class of every snapshot, by name, in the order first seen.
+pub fn class_series(heap: &[HeapSnapshot]) -> Vec<ClassSeries> {
+    let merged: Vec<Histogram> = heap.iter().map(|h| h.summary.histogram.by_name()).collect();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<ClassSeries> = Vec::new();
+    for (i, hist) in merged.iter().enumerate() {
+        for row in &hist.rows {
+            let at = *index.entry(row.name.as_str()).or_insert_with(|| {
+                out.push(ClassSeries {
+                    class: row.name.clone(),
+                    counts: vec![0; merged.len()],
+                    bytes: vec![0; merged.len()],
+                });
+                out.len() - 1
+            });
+            out[at].counts[i] = row.count;
+            out[at].bytes[i] = row.bytes;
+        }
+    }
+    out
+}
+
+/// Who a class belongs to, as far as its name tells. Ordered from least to most likely to be
+/// the class a user should look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassRole {
+    /// The VM's own objects: `Rubinius::*`, `RubyVM::*`, internal types, hidden objects.
+    Runtime,
+    /// The FFI gem's classes (`FFI::MemoryPointer`) and structs/modules of a binding
+    /// (`LibZMQ::Msg`): they follow whatever wraps them.
+    Binding,
+    /// Core classes (`String`, `Array`, …): they grow with everything.
+    Core,
+    /// Everything else: the program's and its libraries' classes.
+    User,
+}
+
+const CORE_CLASSES: &[&str] = &[
+    "Array",
+    "BasicObject",
+    "Class",
+    "Complex",
+    "Data",
+    "Encoding",
+    "Enumerator",
+    "Fiber",
+    "Float",
+    "Hash",
+    "Hash::Entry",
+    "Integer",
+    "MatchData",
+    "Method",
+    "Module",
+    "Mutex",
+    "Object",
+    "Proc",
+    "Range",
+    "Rational",
+    "Regexp",
+    "String",
+    "Struct",
+    "Symbol",
+    "Thread",
+    "Time",
+    "UnboundMethod",
+    "Binding",
+    "File",
+    "IO",
+    "Set",
+    "Digest::SHA256",
+    "Digest::SHA2",
+];
+
+/// The namespace of the Ruby agent `leakhunt run` injects: its objects are the tool's, not the
+/// program's.
+pub const AGENT_NAMESPACE: &str = "LeakhuntAgent";
+/// The file name the agent runs from (allocation sites in it are the agent's).
+pub const AGENT_FILE: &str = "leakhunt_agent.rb";
+
+const RUNTIME_NAMESPACES: &[&str] = &[
+    AGENT_NAMESPACE,
+    "Rubinius::",
+    "RubyVM",
+    "ObjectSpace",
+    "Thread::",
+    "Enumerator::",
+    "Process::",
+    "Errno::",
+    "Gem::",
+];
+
+pub fn class_role(name: &str) -> ClassRole {
+    let starts_upper = name.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+    // `#<Class:0x…>` (anonymous), `callcache (IMEMO)`, `Hash (hidden)`, `mutex (DATA)`.
+    if !starts_upper
+        || name.starts_with("#<")
+        || name.contains(" (")
+        || RUNTIME_NAMESPACES.iter().any(|ns| name.starts_with(ns))
+    {
+        return ClassRole::Runtime;
+    }
+    if name.starts_with("FFI::") || is_binding_namespace(name) {
+        return ClassRole::Binding;
+    }
+    if CORE_CLASSES.contains(&name) {
+        return ClassRole::Core;
+    }
+    ClassRole::User
+}
+
+/// `LibZMQ`, `LibZMQ::Msg`, `Libwidget::Handle`: the conventional name of an FFI module.
+fn is_binding_namespace(name: &str) -> bool {
+    let head = name.split("::").next().unwrap_or(name);
+    head.len() > 3
+        && head.starts_with("Lib")
+        && head[3..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase())
+}
+
+/// Growing classes gathered into groups that grow together: the head is the class a user
+/// should look at, the members follow it (held by it, or gaining exactly as many instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowthGroup {
+    pub head: ClassSeries,
+    pub members: Vec<ClassSeries>,
+}
+
+/// Groups the growing classes. `container_of` names the class that holds most instances of a
+/// class (from retainer paths), when known: a class held by another growing class joins that
+/// class's group; otherwise classes in lockstep join the group of the most user-like of them.
+pub fn growth_groups(
+    series: &[ClassSeries],
+    container_of: &dyn Fn(&str) -> Option<String>,
+) -> Vec<GrowthGroup> {
+    let mut growing: Vec<&ClassSeries> = series.iter().filter(|s| s.is_growing()).collect();
+    // Most user-like first, then largest growth; stable, so first-seen order breaks ties.
+    growing.sort_by(|a, b| {
+        class_role(&b.class)
+            .cmp(&class_role(&a.class))
+            .then_with(|| b.delta().cmp(&a.delta()))
+    });
+    let names: Vec<&str> = growing.iter().map(|s| s.class.as_str()).collect();
+    let mut groups: Vec<GrowthGroup> = Vec::new();
+    let mut deferred: Vec<(&ClassSeries, String)> = Vec::new();
+    for s in &growing {
+        if let Some(holder) = container_of(&s.class)
+            && holder != s.class
+            && names.contains(&holder.as_str())
+        {
+            deferred.push((s, holder));
+            continue;
+        }
+        let lockstep = groups.iter_mut().find(|g| g.head.in_lockstep_with(s));
+        match lockstep {
+            Some(g) if class_role(&s.class) <= class_role(&g.head.class) => {
+                g.members.push((*s).clone())
+            }
+            _ => groups.push(GrowthGroup {
+                head: (*s).clone(),
+                members: Vec::new(),
+            }),
+        }
+    }
+    for (s, holder) in deferred {
+        match groups
+            .iter_mut()
+            .find(|g| g.head.class == holder || g.members.iter().any(|m| m.class == holder))
+        {
+            Some(g) => g.members.push(s.clone()),
+            None => groups.push(GrowthGroup {
+                head: s.clone(),
+                members: Vec::new(),
+            }),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(class: &str, counts: &[i64]) -> ClassSeries {
+        ClassSeries {
+            class: class.into(),
+            counts: counts.to_vec(),
+            bytes: counts.iter().map(|c| c * 40).collect(),
+        }
+    }
+
+    #[test]
+    fn growth_needs_size_and_direction() {
+        assert!(series("ZMQ::Message", &[168978, 372088]).is_growing());
+        assert!(!series("String", &[15615, 15680]).is_growing());
+        assert!(!series("Array", &[3010, 3006]).is_growing());
+        // 5% of a large count: 150 more Strings out of 100,000 is jitter.
+        assert!(!series("String", &[100_000, 100_150]).is_growing());
+        // Up, then back down: not a leak.
+        assert!(!series("Foo", &[10, 5000, 20]).is_growing());
+        assert!(series("Foo", &[10, 5000, 9000]).grows_at_every_step());
+    }
+
+    #[test]
+    fn roles_tell_program_classes_from_the_rest() {
+        assert_eq!(class_role("ZMQ::Message"), ClassRole::User);
+        assert_eq!(class_role("Widget"), ClassRole::User);
+        assert_eq!(class_role("LibZMQ::Msg"), ClassRole::Binding);
+        assert_eq!(class_role("FFI::MemoryPointer"), ClassRole::Binding);
+        assert_eq!(
+            class_role("Rubinius::CompactLookupTable"),
+            ClassRole::Runtime
+        );
+        assert_eq!(class_role("String"), ClassRole::Core);
+        assert_eq!(class_role("Library"), ClassRole::User);
+        assert_eq!(class_role("#<Class:0x1>"), ClassRole::Runtime);
+        assert_eq!(class_role("callcache (IMEMO)"), ClassRole::Runtime);
+        assert_eq!(class_role("LeakhuntAgent::MethodFacts"), ClassRole::Runtime);
+    }
+
+    #[test]
+    fn seed_lockstep_classes_fold_under_the_program_class() {
+        // The seed's second table: four classes gaining 203,110 each.
+        let all = vec![
+            series("Rubinius::CompactLookupTable", &[169350, 372460]),
+            series("ZMQ::Message", &[168978, 372088]),
+            series("LibZMQ::Msg", &[168978, 372088]),
+            series("FFI::MemoryPointer", &[168983, 372093]),
+            series("String", &[15615, 15615]),
+        ];
+        let groups = growth_groups(&all, &|_| None);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].head.class, "ZMQ::Message");
+        let members: Vec<&str> = groups[0].members.iter().map(|m| m.class.as_str()).collect();
+        assert_eq!(
+            members,
+            [
+                "LibZMQ::Msg",
+                "FFI::MemoryPointer",
+                "Rubinius::CompactLookupTable"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_class_held_by_another_growing_class_joins_it() {
+        let all = vec![
+            series("FFI::MemoryPointer", &[10, 5000, 10000]),
+            series("ZMQ::Message", &[5, 4995, 9995]),
+            series("Session", &[1, 300, 900]),
+        ];
+        let holder = |c: &str| (c == "FFI::MemoryPointer").then(|| "ZMQ::Message".to_string());
+        let groups = growth_groups(&all, &holder);
+        let heads: Vec<&str> = groups.iter().map(|g| g.head.class.as_str()).collect();
+        assert_eq!(heads, ["ZMQ::Message", "Session"]);
+        assert_eq!(groups[0].members[0].class, "FFI::MemoryPointer");
+    }
+}

@@ -1,0 +1,585 @@
+//! Rule 1, Ruby retention: a class whose instances pile up across heap snapshots, with its
+//! growth per snapshot, where its instances are allocated, and what keeps them — the retainer
+//! path grouped by container, naming the container's own allocation site and, read from the
+//! source, where the container is filled.
+//!
+//! Stage: correlator rule. Input: class series and growth groups ([`super::classes`]), the
+//! retainer paths and source files the loader put into the evidence.
+
+use super::classes::{ClassRole, ClassSeries, GrowthGroup, class_role};
+use super::finding::{
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
+};
+use super::{count, redact, signed};
+use crate::evidence::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
+use std::collections::BTreeMap;
+
+/// Retention findings, one per growth group whose growth is retained; groups whose new
+/// instances are mostly unreachable (garbage the dump caught before a GC) become notes.
+pub fn findings(
+    ev: &Evidence,
+    groups: &[GrowthGroup],
+    include_strings: bool,
+    notes: &mut Vec<String>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut runtime = Vec::new();
+    for g in groups {
+        if class_role(&g.head.class) == ClassRole::Runtime {
+            runtime.push(format!("{} {}", g.head.class, signed(g.head.delta())));
+            continue;
+        }
+        if let Some(note) = unretained_growth(ev, &g.head).or_else(|| agent_growth(ev, &g.head)) {
+            notes.push(note);
+            continue;
+        }
+        out.push(finding(ev, g, include_strings));
+    }
+    if !runtime.is_empty() {
+        notes.push(format!(
+            "classes of the Ruby runtime or of leakhunt's agent grew ({}): symptoms, not reported",
+            runtime.join(", ")
+        ));
+    }
+    out
+}
+
+/// When allocation sites say most of the growth was allocated by leakhunt's own agent (its
+/// inventory of FFI wrappers, made while the program runs).
+fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let by_agent: i64 = site_growth(ev, &head.class)
+        .iter()
+        .filter(|((file, _), _)| file.ends_with(super::classes::AGENT_FILE))
+        .map(|(_, (delta, _))| *delta)
+        .sum();
+    (by_agent * 2 > head.delta()).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, {} of them allocated by leakhunt's agent: not the program's",
+            head.class,
+            count(head.delta()),
+            count(by_agent)
+        )
+    })
+}
+
+/// When retainer paths say the new instances are not reachable: the growth is churn (objects
+/// made between the GC and the dump), not retention. `None` when it is retained or unknown.
+fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let r = retainers_of(ev, &head.class)?;
+    let first = head.counts.first().copied().unwrap_or(0);
+    let retained = r.reachable as i64 - first;
+    let needed = (head.delta() / 2).max(super::classes::MIN_GROWTH);
+    (retained < needed).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, but only {} of its {} instances are reachable from a root: garbage not yet collected, not retention",
+            head.class,
+            count(head.delta()),
+            count(r.reachable as i64),
+            count(r.instances as i64)
+        )
+    })
+}
+
+/// The class that holds most instances of `class`, from the retainer paths.
+pub fn main_container(ev: &Evidence, class: &str) -> Option<String> {
+    retainers_of(ev, class)
+        .and_then(|r| r.groups.first())
+        .map(|g| g.container_class.clone())
+}
+
+fn retainers_of<'a>(ev: &'a Evidence, class: &str) -> Option<&'a ClassRetainers> {
+    ev.retainers.iter().rev().find(|r| r.class == class)
+}
+
+fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding {
+    let head = &group.head;
+    let snapshots = head.counts.len();
+    let mut evidence = vec![growth_item(head)];
+    evidence.extend(allocation_items(ev, &head.class));
+    for m in &group.members {
+        let how = match main_container(ev, &m.class) {
+            Some(holder)
+                if holder == head.class || group.members.iter().any(|o| o.class == holder) =>
+            {
+                format!("held by {holder}")
+            }
+            _ if m.in_lockstep_with(head) => "same growth per snapshot".to_owned(),
+            _ => "grows with it".to_owned(),
+        };
+        evidence.push(EvidenceItem::new(
+            Source::Heap,
+            format!(
+                "{} grows with it: {} instances ({how})",
+                m.class,
+                signed(m.delta())
+            ),
+        ));
+    }
+
+    let retainers = retainers_of(ev, &head.class);
+    let top = retainers.and_then(|r| r.groups.first());
+    let mut locations = Vec::new();
+    if let Some(r) = retainers {
+        for g in r.groups.iter().take(3) {
+            evidence.push(EvidenceItem::new(
+                Source::Retainers,
+                retainer_text(r, g, include_strings),
+            ));
+        }
+    }
+    let mut filled_at = Vec::new();
+    let mut variable = None;
+    if let Some(site) = top.and_then(|g| g.container_site.as_ref()) {
+        let mut allocated = Location::new(site, LocationRole::ContainerAllocated);
+        allocated.count = top.map(|g| g.count);
+        if let Some(src) = ev.sources.get(&site.file) {
+            allocated.code = super::source_hint::line_text(src, site.line);
+            if let Some(code) = &allocated.code {
+                evidence.push(
+                    EvidenceItem::new(Source::RubySource, format!("{site}: `{code}`"))
+                        .at(site.clone()),
+                );
+            }
+            variable = super::source_hint::assigned_variable(src, site.line);
+            if let Some(var) = &variable {
+                for (line, code) in super::source_hint::appending_lines(src, var) {
+                    let at = SourceLine {
+                        file: site.file.clone(),
+                        line,
+                    };
+                    evidence.push(
+                        EvidenceItem::new(
+                            Source::RubySource,
+                            format!("{at}: `{code}` adds to `{var}` (read from the source)"),
+                        )
+                        .at(at.clone())
+                        .heuristic(),
+                    );
+                    let mut filled = Location::new(&at, LocationRole::ContainerFilled);
+                    filled.code = Some(code);
+                    filled_at.push(filled);
+                }
+            }
+        }
+        locations.push(allocated);
+        locations.extend(filled_at.iter().cloned());
+    }
+
+    let container = top.map(|g| g.container_class.as_str());
+    let confidence = confidence(head, top);
+    let title = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        (Some(c), Some(site)) => format!(
+            "{} instances pile up ({} over {snapshots} heap snapshots), kept by the {c} allocated at {site}",
+            head.class,
+            signed(head.delta())
+        ),
+        (Some(c), None) => format!(
+            "{} instances pile up ({} over {snapshots} heap snapshots), kept by a {c}",
+            head.class,
+            signed(head.delta())
+        ),
+        _ => format!(
+            "{} instances pile up ({} over {snapshots} heap snapshots)",
+            head.class,
+            signed(head.delta())
+        ),
+    };
+    let text = match (container, locations.first()) {
+        (Some(c), Some(alloc)) => {
+            let name = variable
+                .as_ref()
+                .map(|v| format!(" (`{v}`)"))
+                .unwrap_or_default();
+            let filled = if filled_at.is_empty() {
+                String::new()
+            } else {
+                let sites: Vec<String> = filled_at.iter().map(Location::site).collect();
+                format!(", filled at {}", sites.join(", "))
+            };
+            format!(
+                "Stop keeping every {} in the {c} allocated at {}{name}{filled}: keep a count or only the few you need, or remove each one when you are done with it.",
+                head.class,
+                alloc.site()
+            )
+        }
+        (Some(c), None) => format!(
+            "Find where the program adds {} to a {c} and stop keeping every one (a count, a bounded buffer, or removal when done).",
+            head.class
+        ),
+        _ => format!(
+            "Find what keeps {} instances alive (`leakhunt retainers DUMP --class {}` on a CRuby dump made with allocation tracing) and drop the reference when done.",
+            head.class, head.class
+        ),
+    };
+    let mut f = Finding::new(FindingKind::RubyRetention, confidence, title)
+        .identify(&[head.class.as_str()]);
+    f.class = Some(head.class.clone());
+    f.count = head.delta();
+    f.bytes = head.bytes_delta() + group.members.iter().map(|m| m.bytes_delta()).sum::<i64>();
+    f.evidence = evidence;
+    f.suggestion = Some(Suggestion {
+        text,
+        method: None,
+        locations,
+        shapes: vec![
+            "count instead of collecting (`received += 1`)".to_owned(),
+            "keep a bounded buffer (drop the oldest past N)".to_owned(),
+            "remove or clear entries once they are used".to_owned(),
+        ],
+    });
+    f
+}
+
+fn confidence(head: &ClassSeries, top: Option<&RetainerGroup>) -> Confidence {
+    let sustained = head.grows_at_every_step() || head.delta() >= 1000;
+    let c = match (top.is_some(), sustained) {
+        (true, true) => Confidence::High,
+        (true, false) | (false, true) => Confidence::Medium,
+        (false, false) => Confidence::Low,
+    };
+    match class_role(&head.class) {
+        ClassRole::User | ClassRole::Binding => c,
+        ClassRole::Core | ClassRole::Runtime => c.lowered(),
+    }
+}
+
+fn growth_item(s: &ClassSeries) -> EvidenceItem {
+    let counts: Vec<String> = s.counts.iter().map(|&c| count(c)).collect();
+    let steps: Vec<String> = s.steps().iter().map(|&d| signed(d)).collect();
+    EvidenceItem::new(
+        Source::Heap,
+        format!(
+            "{} instances per heap snapshot: {} (per snapshot: {}; {} bytes)",
+            s.class,
+            counts.join(" → "),
+            steps.join(", "),
+            signed(s.bytes_delta())
+        ),
+    )
+}
+
+/// Per allocation site of `class`: (growth between the first and last heap snapshot that
+/// have sites, count in the newest). With one such snapshot, the growth is its count.
+fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)> {
+    let with_sites: Vec<_> = ev
+        .heap
+        .iter()
+        .filter(|h| !h.summary.alloc_sites.is_empty())
+        .collect();
+    let mut growth: BTreeMap<(String, u32), (i64, i64)> = BTreeMap::new();
+    let Some(last) = with_sites.last() else {
+        return growth;
+    };
+    for s in last.summary.alloc_sites.iter().filter(|s| s.class == class) {
+        let e = growth.entry((s.file.clone(), s.line)).or_default();
+        e.0 += s.count as i64;
+        e.1 += s.count as i64;
+    }
+    if with_sites.len() >= 2 {
+        for s in with_sites[0]
+            .summary
+            .alloc_sites
+            .iter()
+            .filter(|s| s.class == class)
+        {
+            let e = growth.entry((s.file.clone(), s.line)).or_default();
+            e.0 -= s.count as i64;
+        }
+    }
+    growth
+}
+
+/// Allocation sites of the class whose counts grew between the first and last heap snapshot
+/// (or, with one snapshot that has sites, its largest sites).
+fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
+    let over_time = ev
+        .heap
+        .iter()
+        .filter(|h| !h.summary.alloc_sites.is_empty())
+        .count()
+        >= 2;
+    let mut rows: Vec<((String, u32), (i64, i64))> = site_growth(ev, class)
+        .into_iter()
+        .filter(|(_, (d, _))| *d > 0)
+        .collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+    rows.into_iter()
+        .take(3)
+        .map(|((file, line), (delta, now))| {
+            let at = SourceLine { file, line };
+            let text = if over_time {
+                format!(
+                    "{class} allocated at {at}: {} ({} alive now)",
+                    signed(delta),
+                    count(now)
+                )
+            } else {
+                format!("{class} allocated at {at}: {} alive", count(now))
+            };
+            EvidenceItem::new(Source::Heap, text).at(at)
+        })
+        .collect()
+}
+
+/// `168,978 of 168,978 ZMQ::Message <- Array 0x7f… (allocated at leak.rb:29, 168,978 elements)
+/// <- ROOT machine_context`
+fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -> String {
+    let mut container = g.container_class.clone();
+    if let Some(a) = g.container_address {
+        container.push_str(&format!(" {a:#x}"));
+    }
+    let mut details = Vec::new();
+    if let Some(site) = &g.container_site {
+        details.push(format!("allocated at {site}"));
+    }
+    if let Some(n) = g.container_length {
+        details.push(format!("{} elements", count(n as i64)));
+    }
+    if !details.is_empty() {
+        container.push_str(&format!(" ({})", details.join(", ")));
+    }
+    let mut chain = vec![format!(
+        "{} of {} {}",
+        count(g.count as i64),
+        count(r.instances as i64),
+        r.class
+    )];
+    chain.push(container);
+    for label in g.path.iter().rev() {
+        chain.push(redact(label, include_strings));
+    }
+    chain.push(format!("ROOT {}", g.root));
+    chain.join(" <- ")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::classes::{class_series, growth_groups};
+    use super::*;
+    use crate::evidence::{HeapSnapshot, Origin};
+    use crate::heap::histogram::{ClassRow, Histogram};
+    use crate::heap::{AllocSite, HeapFormat, HeapSummary};
+
+    pub fn heap(rows: &[(&str, i64)], sites: &[(&str, &str, u32, u64)]) -> HeapSnapshot {
+        HeapSnapshot {
+            t: None,
+            snapshot: None,
+            summary: HeapSummary {
+                path: "heap.json".into(),
+                format: HeapFormat::Cruby,
+                ruby_version: None,
+                histogram: Histogram {
+                    rows: rows
+                        .iter()
+                        .map(|&(n, c)| ClassRow {
+                            name: n.into(),
+                            count: c,
+                            bytes: c * 40,
+                        })
+                        .collect(),
+                },
+                alloc_sites: sites
+                    .iter()
+                    .map(|&(class, file, line, count)| AllocSite {
+                        class: class.into(),
+                        file: file.into(),
+                        line,
+                        count,
+                        bytes: count * 40,
+                    })
+                    .collect(),
+                objects: 0,
+                diagnostics: Default::default(),
+            },
+        }
+    }
+
+    /// Seed A as a bundle would give it: three snapshots, the Array at leak.rb:29.
+    pub fn seed_a() -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [10_000i64, 40_000, 70_000] {
+            ev.heap.push(heap(
+                &[
+                    ("ZMQ::Message", n),
+                    ("FFI::MemoryPointer", n + 3),
+                    ("String", 9000),
+                ],
+                &[
+                    ("ZMQ::Message", "leak.rb", 37, n as u64),
+                    ("ZMQ::Message", "leak.rb", 26, 1),
+                ],
+            ));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "ZMQ::Message".into(),
+            snapshot: 3,
+            instances: 70_000,
+            reachable: 70_000,
+            groups: vec![RetainerGroup {
+                count: 70_000,
+                container_class: "Array".into(),
+                container_address: Some(0x7f00_0000_1000),
+                container_site: Some(SourceLine {
+                    file: "leak.rb".into(),
+                    line: 29,
+                }),
+                container_length: Some(70_000),
+                root: "machine_context".into(),
+                path: vec![],
+            }],
+        });
+        ev.retainers.push(ClassRetainers {
+            class: "FFI::MemoryPointer".into(),
+            snapshot: 3,
+            instances: 70_003,
+            reachable: 70_003,
+            groups: vec![RetainerGroup {
+                count: 70_000,
+                container_class: "ZMQ::Message".into(),
+                container_address: None,
+                container_site: None,
+                container_length: None,
+                root: "machine_context".into(),
+                path: vec!["Array 0x7f0000001000".into()],
+            }],
+        });
+        ev.sources.insert(
+            "leak.rb".into(),
+            include_bytes!("../../fixtures/seed/leak.rb").to_vec(),
+        );
+        ev
+    }
+
+    fn run(ev: &Evidence) -> Vec<Finding> {
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|c| main_container(ev, c));
+        findings(ev, &groups, false, &mut Vec::new())
+    }
+
+    #[test]
+    fn seed_a_names_the_array_and_where_it_is_filled() {
+        let f = run(&seed_a());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let f = &f[0];
+        assert_eq!(f.class.as_deref(), Some("ZMQ::Message"));
+        assert_eq!(f.confidence, Confidence::High);
+        assert_eq!(f.count, 60_000);
+        assert!(
+            f.title.contains("Array allocated at leak.rb:29"),
+            "{}",
+            f.title
+        );
+        let s = f.suggestion.as_ref().unwrap();
+        let locs: Vec<(String, LocationRole)> =
+            s.locations.iter().map(|l| (l.site(), l.role)).collect();
+        assert_eq!(
+            locs,
+            [
+                ("leak.rb:29".to_owned(), LocationRole::ContainerAllocated),
+                ("leak.rb:39".to_owned(), LocationRole::ContainerFilled)
+            ]
+        );
+        assert_eq!(s.locations[1].code.as_deref(), Some("messages << message"));
+        assert!(
+            s.text.contains("(`messages`), filled at leak.rb:39"),
+            "{}",
+            s.text
+        );
+        let texts: Vec<&str> = f.evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.contains(&"ZMQ::Message allocated at leak.rb:37: +60,000 (70,000 alive now)")
+        );
+        assert!(texts.contains(
+            &"FFI::MemoryPointer grows with it: +60,000 instances (held by ZMQ::Message)"
+        ));
+        assert!(texts.iter().any(|t| t.starts_with(
+            "70,000 of 70,000 ZMQ::Message <- Array 0x7f0000001000 (allocated at leak.rb:29, 70,000 elements) <- ROOT machine_context"
+        )));
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.heuristic && e.location.as_ref().is_some_and(|l| l.line == 39))
+        );
+    }
+
+    #[test]
+    fn without_retainers_the_finding_is_weaker_and_says_how_to_look() {
+        let mut ev = seed_a();
+        ev.retainers.clear();
+        let f = run(&ev);
+        assert_eq!(f[0].confidence, Confidence::Medium);
+        assert!(
+            f[0].suggestion
+                .as_ref()
+                .unwrap()
+                .text
+                .contains("leakhunt retainers")
+        );
+    }
+
+    #[test]
+    fn growth_made_of_unreachable_garbage_is_a_note_not_a_finding() {
+        // ffi-rzmq's poller makes PollItems every round; a dump taken a moment after the GC
+        // catches a few hundred that nothing references any more.
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        ev.heap.push(heap(&[("ZMQ::PollItem", 142)], &[]));
+        ev.heap.push(heap(&[("ZMQ::PollItem", 371)], &[]));
+        ev.retainers.push(ClassRetainers {
+            class: "ZMQ::PollItem".into(),
+            snapshot: 2,
+            instances: 371,
+            reachable: 2,
+            groups: vec![],
+        });
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "ZMQ::PollItem grew by 229 between heap snapshots, but only 2 of its 371 instances are reachable from a root: garbage not yet collected, not retention"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_agents_and_the_runtimes_own_growth_are_notes() {
+        // The agent's MethodFacts grow in lockstep with its Hashes and fold into their group.
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [9u64, 933, 933] {
+            ev.heap.push(heap(
+                &[
+                    ("LeakhuntAgent::MethodFacts", n as i64),
+                    ("Hash", 500 + n as i64),
+                    ("callcache (IMEMO)", 1600 + 3 * n as i64),
+                ],
+                &[
+                    ("Hash", "/tmp/leakhunt-x/leakhunt_agent.rb", 235, n),
+                    ("Hash", "app.rb", 3, 500),
+                ],
+            ));
+        }
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "Hash grew by 924 between heap snapshots, 924 of them allocated by leakhunt's agent: not the program's",
+                "classes of the Ruby runtime or of leakhunt's agent grew (callcache (IMEMO) +2,772): symptoms, not reported"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stable_heap_gives_no_finding() {
+        let mut ev = Evidence::empty(Origin::Files(vec![]));
+        for _ in 0..3 {
+            ev.heap
+                .push(heap(&[("ZMQ::Message", 3), ("String", 9000)], &[]));
+        }
+        assert!(run(&ev).is_empty());
+    }
+}

@@ -1,0 +1,642 @@
+//! Unit tests of the rules on hand-built evidence (no files, no parsers).
+
+use super::*;
+use crate::bundle::{
+    FfiCall, FfiFunction, FfiLibrary, FfiModule, Lifecycle, MethodRole, Sidecar, SiteCount,
+    WrapperClass, WrapperMethod,
+};
+use crate::evidence::{LibraryExports, NativeSnapshot};
+use crate::native::Frame;
+use sites::tests::{frame, report};
+
+fn module(name: &str, lib: &str, path: &str, functions: &[&str]) -> FfiModule {
+    FfiModule {
+        name: name.into(),
+        libraries: vec![FfiLibrary {
+            name: lib.into(),
+            path: Some(path.into()),
+        }],
+        functions: functions
+            .iter()
+            .map(|f| FfiFunction {
+                name: f.to_string(),
+                symbol: f.to_string(),
+                ..FfiFunction::default()
+            })
+            .collect(),
+    }
+}
+
+fn method(name: &str, module: &str, calls: &[&str], role: MethodRole) -> WrapperMethod {
+    WrapperMethod {
+        name: name.into(),
+        singleton: false,
+        file: Some("ffi-rzmq/message.rb".into()),
+        line: Some(10),
+        calls: calls
+            .iter()
+            .map(|f| FfiCall {
+                module: module.into(),
+                function: f.to_string(),
+            })
+            .collect(),
+        role,
+    }
+}
+
+fn wrapper(class: &str, methods: Vec<WrapperMethod>, finalizer: bool) -> WrapperClass {
+    WrapperClass {
+        class: class.into(),
+        methods,
+        finalizer,
+        ..WrapperClass::default()
+    }
+}
+
+fn life(class: &str, created: u64, released: u64, at: &[(&str, u32, u64)]) -> Lifecycle {
+    Lifecycle {
+        class: class.into(),
+        created,
+        released,
+        release_methods: vec!["close".into()],
+        created_at: at
+            .iter()
+            .map(|&(f, l, c)| SiteCount {
+                file: f.into(),
+                line: l,
+                count: c,
+                released: Some(0),
+            })
+            .collect(),
+        since: 0.0,
+    }
+}
+
+const LIBZMQ: &str = "/usr/lib/x86_64-linux-gnu/libzmq.so.5";
+
+fn zmq_sidecar(snapshot: u32, created: u64) -> Sidecar {
+    Sidecar {
+        snapshot,
+        ffi: vec![module(
+            "LibZMQ",
+            "libzmq.so.5",
+            LIBZMQ,
+            &[
+                "zmq_msg_init",
+                "zmq_msg_init_size",
+                "zmq_msg_close",
+                "zmq_msg_data",
+                "zmq_msg_size",
+                "zmq_msg_send",
+                "zmq_msg_recv",
+                "zmq_socket",
+                "zmq_close",
+                "zmq_ctx_new",
+                "zmq_ctx_term",
+            ],
+        )],
+        wrappers: vec![
+            wrapper(
+                "ZMQ::Message",
+                vec![
+                    method(
+                        "initialize",
+                        "LibZMQ",
+                        &["zmq_msg_init", "zmq_msg_init_size"],
+                        MethodRole::Allocate,
+                    ),
+                    method(
+                        "copy_out_string",
+                        "LibZMQ",
+                        &["zmq_msg_data", "zmq_msg_size"],
+                        MethodRole::Other,
+                    ),
+                    method("close", "LibZMQ", &["zmq_msg_close"], MethodRole::Release),
+                ],
+                false,
+            ),
+            wrapper(
+                "ZMQ::Socket",
+                vec![
+                    method(
+                        "initialize",
+                        "LibZMQ",
+                        &["zmq_socket"],
+                        MethodRole::Allocate,
+                    ),
+                    method("sendmsg", "LibZMQ", &["zmq_msg_send"], MethodRole::Other),
+                    method("recvmsg", "LibZMQ", &["zmq_msg_recv"], MethodRole::Other),
+                    method("close", "LibZMQ", &["zmq_close"], MethodRole::Release),
+                ],
+                false,
+            ),
+            wrapper(
+                "ZMQ::Context",
+                vec![
+                    method(
+                        "initialize",
+                        "LibZMQ",
+                        &["zmq_ctx_new"],
+                        MethodRole::Allocate,
+                    ),
+                    method(
+                        "terminate",
+                        "LibZMQ",
+                        &["zmq_ctx_term"],
+                        MethodRole::Release,
+                    ),
+                ],
+                true,
+            ),
+        ],
+        lifecycle: vec![
+            life(
+                "ZMQ::Message",
+                created,
+                0,
+                &[("leak.rb", 40, created / 2), ("leak.rb", 37, created / 2)],
+            ),
+            life(
+                "ZMQ::Socket",
+                2,
+                0,
+                &[("leak.rb", 14, 1), ("leak.rb", 15, 1)],
+            ),
+        ],
+        ..Sidecar::default()
+    }
+}
+
+/// libzmq is stripped on Debian and allocates message bodies on its I/O thread: no attached
+/// function is on the stack.
+fn stripped_zmq_stack() -> Vec<Frame> {
+    let off = |o: u64| Frame {
+        module: Some(LIBZMQ.into()),
+        module_offset: Some(o),
+        ..Frame::default()
+    };
+    vec![
+        frame("start_thread", Some("/lib/x86_64-linux-gnu/libc.so.6")),
+        off(0x5a210),
+        off(0x3194a),
+        frame("malloc", Some("/usr/lib/x86_64-linux-gnu/liblsan.so.0")),
+    ]
+}
+
+/// The seed's `leaks` call stack below `outer` frames (no library names in leaks 2.0).
+fn seed_leaks_stack(outer: &[&str]) -> Vec<Frame> {
+    let inner = [
+        "zmq::decoder_t::eight_byte_size_ready()",
+        "zmq_msg_init_size",
+        "malloc",
+        "malloc_zone_malloc",
+    ];
+    outer.iter().chain(&inner).map(|n| frame(n, None)).collect()
+}
+
+fn runtime_stack() -> Vec<Frame> {
+    vec![
+        frame(
+            "ruby_init",
+            Some("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1"),
+        ),
+        frame(
+            "objspace_xmalloc0",
+            Some("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1"),
+        ),
+        frame("malloc", Some("/usr/lib/x86_64-linux-gnu/liblsan.so.0")),
+    ]
+}
+
+fn snapshots(per_snapshot: &[Vec<(Vec<Frame>, u64, u64)>]) -> Vec<NativeSnapshot> {
+    per_snapshot
+        .iter()
+        .enumerate()
+        .map(|(i, leaks)| NativeSnapshot {
+            t: Some(1.0 + 2.0 * i as f64),
+            snapshot: Some(i as u32 + 1),
+            report: report(i as u32, leaks),
+        })
+        .collect()
+}
+
+pub(crate) fn seed_b() -> Evidence {
+    let mut ev = Evidence::empty(Origin::Bundle("bundle".into()));
+    ev.sidecars = vec![
+        zmq_sidecar(1, 40_000),
+        zmq_sidecar(2, 120_000),
+        zmq_sidecar(3, 200_000),
+    ];
+    ev.native = snapshots(&[
+        vec![
+            (stripped_zmq_stack(), 20_000, 20_000 * 1088),
+            (runtime_stack(), 5000, 900_000_000),
+        ],
+        vec![
+            (stripped_zmq_stack(), 60_000, 60_000 * 1088),
+            (runtime_stack(), 5000, 900_000_000),
+        ],
+        vec![
+            (stripped_zmq_stack(), 100_000, 100_000 * 1088),
+            (runtime_stack(), 5000, 900_000_000),
+        ],
+    ]);
+    ev
+}
+
+#[test]
+fn seed_b_blames_zmq_message_close_with_its_creation_line() {
+    let a = correlate(&seed_b(), &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::MissingRelease, "{:#?}", a.findings);
+    assert_eq!(top.class.as_deref(), Some("ZMQ::Message"));
+    assert_eq!(top.confidence, Confidence::High);
+    let s = top.suggestion.as_ref().unwrap();
+    assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
+    let created: Vec<String> = s.locations.iter().map(|l| l.site()).collect();
+    assert_eq!(created, ["leak.rb:37", "leak.rb:40"]);
+    assert!(s.text.contains("zmq_msg_close"), "{}", s.text);
+    let owner = top.native.as_ref().unwrap();
+    assert_eq!(owner.library.as_deref(), Some("libzmq.so.5"));
+    assert_eq!(owner.function, "libzmq.so.5+0x3194a");
+    assert_eq!((top.count, top.bytes), (80_000, 80_000 * 1088));
+    assert_eq!(a.verdict, Verdict::Leak);
+    // The runtime's site is folded into one noise line, last.
+    let last = a.findings.last().unwrap();
+    assert_eq!(last.kind, FindingKind::RuntimeNoise);
+    assert_eq!(a.findings.len(), 2);
+    let rate = a.leak_rate.unwrap();
+    assert_eq!(rate.source, "native growth");
+    assert!((rate.bytes_per_second - 80_000.0 * 1088.0 / 4.0).abs() < 1.0);
+}
+
+#[test]
+fn an_attached_function_on_the_stack_names_the_family() {
+    let mut ev = seed_b();
+    let seed_stack = seed_leaks_stack(&["thread_start"]);
+    ev.native = snapshots(&[
+        vec![(seed_stack.clone(), 10, 15_360)],
+        vec![(seed_stack, 1000, 1_536_000)],
+    ]);
+    // No lifecycle growth information this time: the stack alone links site and family.
+    ev.sidecars.truncate(1);
+    let a = correlate(&ev, &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::MissingRelease);
+    assert_eq!(top.native.as_ref().unwrap().function, "zmq_msg_init_size");
+    assert_eq!(top.confidence, Confidence::High);
+    assert!(top.evidence.iter().any(|e| e.text.contains(
+        "zmq_msg_init_size is on the leak's stack: LibZMQ (bound to libzmq.so.5 (/usr/lib/x86_64-linux-gnu/libzmq.so.5)) attaches it; its family zmq_msg_* is released by zmq_msg_close"
+    )), "{:#?}", top.evidence);
+}
+
+#[test]
+fn a_balanced_wrapper_is_not_blamed() {
+    let mut ev = seed_b();
+    for sc in &mut ev.sidecars {
+        let created = sc.lifecycle[0].created;
+        sc.lifecycle[0].released = created;
+        sc.lifecycle[1].released = 2;
+    }
+    let a = correlate(&ev, &Options::default());
+    assert!(
+        a.findings
+            .iter()
+            .all(|f| f.kind != FindingKind::MissingRelease)
+    );
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::NativeLeak);
+    assert!(
+        top.evidence
+            .iter()
+            .any(|e| e.text.contains("released as often as created"))
+    );
+}
+
+fn widget_sidecar(created: u64, released: u64, gadgets: u64) -> Sidecar {
+    Sidecar {
+        ffi: vec![module(
+            "LibWidget",
+            "/tmp/w/libwidget.so",
+            "/tmp/w/libwidget.so",
+            &[
+                "widget_create",
+                "widget_destroy",
+                "widget_size",
+                "gadget_new",
+                "gadget_free",
+                "gadget_serial",
+            ],
+        )],
+        wrappers: vec![
+            wrapper(
+                "Widget",
+                vec![
+                    method(
+                        "initialize",
+                        "LibWidget",
+                        &["widget_create"],
+                        MethodRole::Allocate,
+                    ),
+                    method("size", "LibWidget", &["widget_size"], MethodRole::Other),
+                    method(
+                        "close",
+                        "LibWidget",
+                        &["widget_destroy"],
+                        MethodRole::Release,
+                    ),
+                ],
+                false,
+            ),
+            wrapper(
+                "Gadget",
+                vec![
+                    method(
+                        "initialize",
+                        "LibWidget",
+                        &["gadget_new"],
+                        MethodRole::Allocate,
+                    ),
+                    method("serial", "LibWidget", &["gadget_serial"], MethodRole::Other),
+                ],
+                false,
+            ),
+            WrapperClass {
+                finalizer_detail: Some(
+                    "released by FFI::AutoPointer (GadgetPointer.release)".into(),
+                ),
+                ..wrapper(
+                    "GadgetPointer",
+                    vec![WrapperMethod {
+                        singleton: true,
+                        ..method(
+                            "release",
+                            "LibWidget",
+                            &["gadget_free"],
+                            MethodRole::Release,
+                        )
+                    }],
+                    true,
+                )
+            },
+        ],
+        lifecycle: vec![
+            life(
+                "Widget",
+                created,
+                released,
+                &[("widget-leak.rb", 7, created)],
+            ),
+            life("Gadget", gadgets, 0, &[("gadget-finalized.rb", 7, gadgets)]),
+        ],
+        ..Sidecar::default()
+    }
+}
+
+fn ffi_stack(function: &str) -> Vec<Frame> {
+    vec![
+        frame(
+            "rb_funcallv",
+            Some("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1"),
+        ),
+        frame(
+            "ffi_call_unix64",
+            Some("/usr/lib/x86_64-linux-gnu/libffi.so.8"),
+        ),
+        frame(function, Some("/tmp/w/libwidget.so")),
+        frame("malloc", Some("/usr/lib/x86_64-linux-gnu/liblsan.so.0")),
+    ]
+}
+
+#[test]
+fn widget_leak_names_widget_close_and_is_not_zmq_specific() {
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    ev.sidecars = vec![widget_sidecar(100, 0, 0), widget_sidecar(600, 0, 0)];
+    ev.native = snapshots(&[
+        vec![(ffi_stack("widget_create"), 200, 100 * 272)],
+        vec![(ffi_stack("widget_create"), 1200, 600 * 272)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.findings.len(), 1, "{:#?}", a.findings);
+    let f = &a.findings[0];
+    assert_eq!(f.kind, FindingKind::MissingRelease);
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.method.as_deref(), Some("Widget#close"));
+    assert_eq!(s.locations[0].site(), "widget-leak.rb:7");
+    assert!(s.text.contains("widget_destroy"));
+    assert_eq!(
+        f.native.as_ref().unwrap().library.as_deref(),
+        Some("libwidget.so")
+    );
+}
+
+#[test]
+fn a_finalizer_released_wrapper_is_not_reported() {
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    ev.sidecars = vec![widget_sidecar(0, 0, 100), widget_sidecar(0, 0, 900)];
+    // Gadgets dropped but not yet finalized at the check: their memory looks leaked and grows.
+    ev.native = snapshots(&[
+        vec![(ffi_stack("gadget_new"), 10, 560)],
+        vec![(ffi_stack("gadget_new"), 90, 5040)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    assert_eq!(a.verdict, Verdict::NoLeak);
+    assert_eq!(a.native_sites[0].status, SiteStatus::Finalized);
+    assert!(a.notes[0].contains("GadgetPointer"), "{:?}", a.notes);
+}
+
+#[test]
+fn a_fixed_program_has_no_finding() {
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    ev.sidecars = vec![widget_sidecar(100, 100, 0), widget_sidecar(600, 600, 0)];
+    ev.native = snapshots(&[
+        vec![(runtime_stack(), 5000, 900_000)],
+        vec![(runtime_stack(), 5000, 900_000)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0);
+    assert_eq!(a.verdict, Verdict::NoLeak);
+    assert_eq!(a.findings.len(), 1);
+    assert_eq!(a.findings[0].kind, FindingKind::RuntimeNoise);
+}
+
+#[test]
+fn runtime_noise_never_outranks_a_real_finding() {
+    let mut ev = Evidence::empty(Origin::Files(vec![]));
+    // One exit-time report: a huge runtime site and a tiny unowned one.
+    ev.native = snapshots(&[vec![
+        (runtime_stack(), 1_000_000, 1 << 36),
+        (ffi_stack("widget_create"), 1, 16),
+    ]]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.findings.len(), 2);
+    assert_eq!(a.findings[0].kind, FindingKind::NativeLeak);
+    assert_eq!(a.findings[0].confidence, Confidence::Low);
+    assert_eq!(a.findings[1].kind, FindingKind::RuntimeNoise);
+}
+
+/// The seed's own evidence, offline: one `leaks` report (no library names) and heap
+/// histograms in which ZMQ::Message and LibZMQ::Msg appear.
+fn seed_offline(with_library: bool) -> Evidence {
+    let mut ev = Evidence::empty(Origin::Files(vec!["leak.out".into()]));
+    let stack = seed_leaks_stack(&[
+        "thread_start",
+        "_pthread_start",
+        "thread_routine",
+        "zmq::kqueue_t::loop()",
+        "zmq::zmq_engine_t::in_event()",
+    ]);
+    ev.native = vec![NativeSnapshot {
+        t: None,
+        snapshot: None,
+        report: report(0, &[(stack, 171_502, 263_427_072)]),
+    }];
+    for rows in [
+        &[
+            ("Rubinius::CompactLookupTable", 3000),
+            ("ZMQ::Message", 12),
+            ("LibZMQ::Msg", 12),
+            ("FFI::MemoryPointer", 17),
+        ],
+        &[
+            ("Rubinius::CompactLookupTable", 3000),
+            ("ZMQ::Message", 14),
+            ("LibZMQ::Msg", 14),
+            ("FFI::MemoryPointer", 19),
+        ],
+    ] {
+        ev.heap.push(retention::tests::heap(rows, &[]));
+    }
+    if with_library {
+        ev.library_exports.push(LibraryExports {
+            library: "libzmq.so.5".into(),
+            path: LIBZMQ.into(),
+            symbols: [
+                "zmq_msg_init_size",
+                "zmq_msg_close",
+                "zmq_msg_data",
+                "zmq_close",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        });
+    }
+    ev
+}
+
+#[test]
+fn bare_seed_evidence_recommends_zmq_message_close_with_low_confidence() {
+    let a = correlate(&seed_offline(true), &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::MissingRelease, "{:#?}", a.findings);
+    assert_eq!(top.confidence, Confidence::Low);
+    assert_eq!(
+        top.suggestion.as_ref().unwrap().method.as_deref(),
+        Some("ZMQ::Message#close")
+    );
+    assert_eq!((top.count, top.bytes), (171_502, 263_427_072));
+    assert!(
+        top.evidence
+            .iter()
+            .any(|e| e.heuristic && e.text.contains("FFI module LibZMQ"))
+    );
+    // Without the library on this machine the class is still named, the method is not.
+    let a = correlate(&seed_offline(false), &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.class.as_deref(), Some("ZMQ::Message"));
+    assert_eq!(top.suggestion.as_ref().unwrap().method, None);
+}
+
+#[test]
+fn bare_files_give_lower_confidence_than_a_bundle() {
+    // The same native and heap evidence, with and without the agent's sidecar.
+    let mut ev = seed_offline(true);
+    ev.sidecars = vec![zmq_sidecar(1, 200_000)];
+    let bundle = correlate(&ev, &Options::default());
+    ev.sidecars.clear();
+    let bare = correlate(&ev, &Options::default());
+    let top = |a: &Analysis| a.findings[0].clone();
+    assert_eq!(top(&bundle).kind, FindingKind::MissingRelease);
+    assert_eq!(top(&bare).kind, FindingKind::MissingRelease);
+    let method = |a: &Analysis| top(a).suggestion.and_then(|s| s.method);
+    assert_eq!(method(&bundle).as_deref(), Some("ZMQ::Message#close"));
+    assert_eq!(method(&bare), method(&bundle));
+    assert!(
+        top(&bare).confidence < top(&bundle).confidence,
+        "{:?} vs {:?}",
+        top(&bare).confidence,
+        top(&bundle).confidence
+    );
+}
+
+#[test]
+fn a_stripped_library_without_sidecars_is_only_matched_by_name() {
+    let mut ev = seed_b();
+    ev.sidecars.clear();
+    ev.heap = seed_offline(true).heap;
+    let a = correlate(&ev, &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::NativeLeak);
+    assert_eq!(top.confidence, Confidence::Low);
+    assert!(
+        top.evidence.iter().any(|e| e.heuristic
+            && e.text.contains(
+                "libzmq.so.5 is named like these heap classes: ZMQ::Message, LibZMQ::Msg"
+            )),
+        "{:#?}",
+        top.evidence
+    );
+}
+
+#[test]
+fn fingerprints_ignore_counts_and_paths() {
+    let a = correlate(&seed_b(), &Options::default());
+    let mut ev = seed_b();
+    ev.origin = Origin::Bundle("elsewhere".into());
+    ev.native.truncate(2);
+    let b = correlate(&ev, &Options::default());
+    assert_eq!(a.findings[0].fingerprint, b.findings[0].fingerprint);
+    assert_ne!(a.findings[0].fingerprint, a.findings[1].fingerprint);
+}
+
+#[test]
+fn numbers_and_redaction() {
+    assert_eq!(count(263_427_072), "263,427,072");
+    assert_eq!(count(-4), "-4");
+    assert_eq!(signed(203_110), "+203,110");
+    assert_eq!(human_bytes(263_427_072.0), "251.2 MiB");
+    assert_eq!(redact(r#"String "secret""#, false), r#"String "‹6 bytes›""#);
+    assert_eq!(redact(r#"String "secret""#, true), r#"String "secret""#);
+    assert_eq!(
+        redact(r#"a "x" b "yz"#, false),
+        r#"a "‹1 bytes›" b "‹2 bytes›"#
+    );
+}
+
+#[test]
+fn native_memory_of_retained_instances_folds_into_the_retention_finding() {
+    // Seed A with a sidecar: messages are kept in an Array and never closed, and the native
+    // report counts their bodies as leaked as they grow.
+    let mut ev = retention::tests::seed_a();
+    ev.sidecars = vec![zmq_sidecar(1, 20_000), zmq_sidecar(3, 140_000)];
+    ev.native = snapshots(&[
+        vec![(stripped_zmq_stack(), 10_000, 10_000 * 1088)],
+        vec![(stripped_zmq_stack(), 40_000, 40_000 * 1088)],
+        vec![(stripped_zmq_stack(), 70_000, 70_000 * 1088)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 1, "{:#?}", a.findings);
+    let f = &a.findings[0];
+    assert_eq!(f.kind, FindingKind::RubyRetention);
+    assert_eq!(f.class.as_deref(), Some("ZMQ::Message"));
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.locations[0].site(), "leak.rb:29");
+    assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text.contains("also hold native memory"))
+    );
+}

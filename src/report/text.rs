@@ -1,0 +1,327 @@
+//! The terminal report: a summary line (verdict, leak rate, snapshots, backend, how the program
+//! ended), the findings with their evidence and suggested change, the class-growth table in
+//! histo.rb's layout, and the native sites table. Colour only when asked for.
+//!
+//! Stage: renderer.
+
+use super::{RenderOptions, Renderer};
+use crate::correlate::finding::Finding;
+use crate::correlate::{Analysis, FindingKind, Verdict, count, human_bytes, signed};
+use crate::heap::histogram::HistogramDiff;
+use std::io::{self, Write};
+
+/// Rows of the class-growth and native tables printed (JSON has them all).
+const TABLE_ROWS: usize = 25;
+const SITE_ROWS: usize = 15;
+
+pub struct TextReport {
+    pub options: RenderOptions,
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn red(&self, s: &str) -> String {
+        self.wrap("1;31", s)
+    }
+    fn green(&self, s: &str) -> String {
+        self.wrap("1;32", s)
+    }
+    fn yellow(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+}
+
+/// "exited with status 0", "killed by SIGSEGV", … from the manifest's outcome.
+pub fn outcome_text(a: &Analysis) -> Option<String> {
+    let o = &a.program.as_ref()?.outcome;
+    let text = match (o.kind.as_str(), o.code, o.signal_name.as_deref(), o.signal) {
+        ("exited", Some(c), _, _) => format!("program exited with status {c}"),
+        ("signaled", _, Some(name), _) => format!("program killed by {name}"),
+        ("signaled", _, None, Some(n)) => format!("program killed by signal {n}"),
+        ("", _, _, _) => return None,
+        (kind, _, _, _) if !o.detail.is_empty() => format!("program {kind}: {}", o.detail),
+        (kind, _, _, _) => format!("program {kind}"),
+    };
+    Some(text)
+}
+
+/// The one-line summary, shared with the HTML report.
+pub fn summary_parts(a: &Analysis) -> Vec<String> {
+    let leaks = a.leak_findings().count();
+    let mut parts = vec![match a.verdict {
+        Verdict::Leak => format!(
+            "{} leak finding{}",
+            leaks,
+            if leaks == 1 { "" } else { "s" }
+        ),
+        Verdict::NoLeak => "no leak finding".to_owned(),
+        Verdict::Inconclusive => "not enough evidence to tell".to_owned(),
+    }];
+    if let Some(r) = a.leak_rate {
+        let verb = if a.verdict == Verdict::Leak {
+            "leaking"
+        } else {
+            "footprint"
+        };
+        parts.push(format!(
+            "{verb} {}/s ({})",
+            human_bytes(r.bytes_per_second),
+            r.source
+        ));
+    }
+    let mut snaps = format!(
+        "{} heap + {} native snapshots",
+        a.heap_snapshots, a.native_snapshots
+    );
+    if let Some(d) = a.duration_seconds {
+        snaps.push_str(&format!(" over {d:.1} s"));
+    }
+    parts.push(snaps);
+    if let Some(b) = &a.backend {
+        parts.push(format!("backend {b}"));
+    }
+    if let Some(o) = outcome_text(a) {
+        parts.push(o);
+    }
+    parts
+}
+
+pub fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Leak => "LEAK",
+        Verdict::NoLeak => "NO LEAK FOUND",
+        Verdict::Inconclusive => "INCONCLUSIVE",
+    }
+}
+
+impl Renderer for TextReport {
+    fn render(&self, a: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+        let p = Paint(self.options.color);
+        let word = verdict_word(a.verdict);
+        let word = match a.verdict {
+            Verdict::Leak => p.red(word),
+            Verdict::NoLeak => p.green(word),
+            Verdict::Inconclusive => p.yellow(word),
+        };
+        writeln!(out, "leakhunt: {word} — {}", summary_parts(a).join(" · "))?;
+        for (i, f) in a.findings.iter().enumerate() {
+            writeln!(out)?;
+            write_finding(out, &p, i + 1, f)?;
+        }
+        if let Some(g) = &a.class_growth {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{}",
+                p.bold(&format!(
+                    "Class growth, heap snapshot {} → {} (histo.rb format: count, class, bytes)",
+                    g.from, g.to
+                ))
+            )?;
+            if g.rows.is_empty() {
+                writeln!(out, "  no class changed its count")?;
+            }
+            let shown = HistogramDiff {
+                rows: g.rows.iter().take(TABLE_ROWS).cloned().collect(),
+            };
+            shown.write_histo_rb(out, false)?;
+            if g.rows.len() > TABLE_ROWS {
+                writeln!(
+                    out,
+                    "  … {} more rows (--format json has them all)",
+                    g.rows.len() - TABLE_ROWS
+                )?;
+            }
+        }
+        if !a.native_sites.is_empty() {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{}",
+                p.bold("Native sites (leaked blocks per snapshot, newest bytes, growth)")
+            )?;
+            writeln!(
+                out,
+                "  {:<15} {:>14} {:>14}  {:<24} site",
+                "status", "bytes", "growth", "blocks"
+            )?;
+            for r in a.native_sites.iter().take(SITE_ROWS) {
+                let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b as i64)).collect();
+                let lib = r
+                    .library
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                let status = serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {:<15} {:>14} {:>14}  {:<24} {}{lib}",
+                    status,
+                    count(r.bytes.last().copied().unwrap_or(0) as i64),
+                    signed(r.delta_bytes),
+                    blocks.join(" → "),
+                    r.function
+                )?;
+            }
+            if a.native_sites.len() > SITE_ROWS {
+                writeln!(
+                    out,
+                    "  … {} more sites (--format json has them all)",
+                    a.native_sites.len() - SITE_ROWS
+                )?;
+            }
+        }
+        if !a.notes.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "{}", p.bold("Set aside"))?;
+            for n in &a.notes {
+                writeln!(out, "  - {n}")?;
+            }
+        }
+        if !a.warnings.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "{}", p.bold("Warnings"))?;
+            for w in &a.warnings {
+                writeln!(out, "  - {}", p.yellow(w))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::Result<()> {
+    let conf = format!("[{}]", f.confidence.as_str());
+    let conf = match f.confidence {
+        crate::correlate::Confidence::High => p.red(&conf),
+        crate::correlate::Confidence::Medium => p.yellow(&conf),
+        crate::correlate::Confidence::Low => conf,
+    };
+    if f.kind == FindingKind::RuntimeNoise {
+        writeln!(out, "{n}. {} — {}", p.dim(f.kind.title()), p.dim(&f.title))?;
+        for e in &f.evidence {
+            writeln!(out, "   {}", p.dim(&e.text))?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "{n}. {conf} {} — {}", p.bold(f.kind.title()), f.title)?;
+    writeln!(
+        out,
+        "   {}",
+        p.dim(&format!("fingerprint {}", f.fingerprint))
+    )?;
+    writeln!(out, "   evidence:")?;
+    for e in &f.evidence {
+        let source = serde_json::to_value(e.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mark = if e.heuristic { " [heuristic]" } else { "" };
+        writeln!(out, "     {:<10} {}{mark}", source, e.text)?;
+    }
+    if let Some(s) = &f.suggestion {
+        writeln!(out, "   {} {}", p.bold("fix:"), s.text)?;
+        for l in &s.locations {
+            let role = l.role.label();
+            let mut line = format!("     {role} {}", l.site());
+            if let Some(c) = l.count {
+                line.push_str(&format!(" ({})", count(c as i64)));
+            }
+            if let Some(code) = &l.code {
+                line.push_str(&format!(": {code}"));
+            }
+            writeln!(out, "{line}")?;
+        }
+        for shape in &s.shapes {
+            writeln!(out, "     - {shape}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(color: bool) -> String {
+        let a = super::super::tests::hostile_analysis();
+        let mut buf = Vec::new();
+        TextReport {
+            options: RenderOptions { color },
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn summary_findings_and_histo_table() {
+        let text = render(false);
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "leakhunt: LEAK — 1 leak finding · leaking 3.8 MiB/s (footprint slope) · 3 heap + 0 native snapshots"
+        );
+        assert!(
+            text.contains("1. [medium] Ruby retention — Evil<script>"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "Class growth, heap snapshot 1 → 3 (histo.rb format: count, class, bytes)\n      8000 Evil<script>document.title='pwned'</script> 320000\n"
+        ), "{text}");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn a_missing_release_reads_as_evidence_then_fix() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::seed_b(),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        TextReport {
+            options: RenderOptions::default(),
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let finding: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("1. "))
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            finding[0],
+            "1. [high] Missing release — ZMQ::Message#close is not called: libzmq.so.5 memory from libzmq.so.5+0x3194a grows by 80,000 blocks / 87,040,000 bytes"
+        );
+        assert!(finding.contains(&"     native     libzmq.so.5+0x3194a in libzmq.so.5: 20,000 → 60,000 → 100,000 leaked blocks per snapshot (+80,000 blocks, +87,040,000 bytes)"), "{finding:#?}");
+        assert!(finding.contains(&"     lifecycle  ZMQ::Message: 200,000 created, 0 released by close (200,000 never released)"), "{finding:#?}");
+        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37, leak.rb:40: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
+        assert!(
+            finding.contains(&"     created at leak.rb:37 (100,000)"),
+            "{finding:#?}"
+        );
+        assert!(text.contains("\n2. Runtime noise — 1 native site set aside as noise: 5,000 blocks, 900,000,000 bytes\n"), "{text}");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        assert!(render(true).contains("\x1b[1;31mLEAK\x1b[0m"));
+    }
+}
