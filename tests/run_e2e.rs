@@ -488,6 +488,20 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     assert_eq!(s.reason, "exit");
     assert!(s.heap.is_some() && s.sidecar.is_some(), "{ctx}");
     assert_eq!(r.sidecar(s.sidecar.as_ref().unwrap()).reason, "exit");
+    // The bundle is named once, after the report, with the command that reads it again.
+    let named: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("leakhunt: bundle"))
+        .collect();
+    let b = r.bundle.display();
+    assert_eq!(
+        named,
+        [format!(
+            "leakhunt: bundle {b} (read it again with `leakhunt analyze {b}`)"
+        )],
+        "{ctx}"
+    );
     assert_private_and_clean(&r);
 }
 

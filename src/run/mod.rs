@@ -131,7 +131,6 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     backend.prepare(&mut launch)?;
 
     create_bundle_dir(&bundle_dir)?;
-    eprintln!("leakhunt: bundle {}", bundle_dir.display());
     let mut manifest = initial_manifest(config, &launch, backend.as_ref(), ruby.as_deref());
     manifest.save(&bundle_dir)?;
 
@@ -146,6 +145,10 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
                 ..Outcome::default()
             };
             manifest.save(&bundle_dir)?;
+            eprintln!(
+                "leakhunt: bundle {} (its manifest records that the program did not start)",
+                bundle_dir.display()
+            );
             return Err(e);
         }
     };
