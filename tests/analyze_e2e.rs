@@ -203,10 +203,22 @@ fn seed_b_top_finding_is_the_missing_message_close() {
     let top = seed_top_finding("leak-counter.rb");
     assert_eq!(top["kind"], "missing_release", "{top:#}");
     assert_eq!(top["suggestion"]["method"], "ZMQ::Message#close");
+    // The fix names the line that receives messages; the send line and the first message are
+    // further creation sites, kept in JSON.
     let locs = locations(&top);
-    assert!(
-        locs.contains(&("leak-counter.rb".into(), 37, "created".into())),
+    assert_eq!(
+        locs,
+        [
+            ("leak-counter.rb".into(), 37, "created".into()),
+            ("leak-counter.rb".into(), 40, "also_created".into()),
+            ("leak-counter.rb".into(), 26, "also_created".into())
+        ],
         "{top:#}"
+    );
+    let fix = top["suggestion"]["text"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("leak-counter.rb:37: it calls zmq_msg_close") && !fix.contains(":40"),
+        "{fix}"
     );
     let library = top["native"]["library"].as_str().unwrap_or_default();
     assert!(library.starts_with("libzmq.so"), "{top:#}");

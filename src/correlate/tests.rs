@@ -7,6 +7,7 @@ use crate::bundle::{
 };
 use crate::evidence::{LibraryExports, NativeSnapshot};
 use crate::native::Frame;
+use finding::LocationRole;
 use sites::tests::{frame, report};
 
 fn module(name: &str, lib: &str, path: &str, functions: &[&str]) -> FfiModule {
@@ -253,9 +254,34 @@ fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     assert_eq!(top.confidence, Confidence::High);
     let s = top.suggestion.as_ref().unwrap();
     assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
-    let created: Vec<String> = s.locations.iter().map(|l| l.site()).collect();
-    assert_eq!(created, ["leak.rb:37", "leak.rb:40"]);
-    assert!(s.text.contains("zmq_msg_close"), "{}", s.text);
+    // Both sites leave as many instances unreleased: the first by count, then by file order
+    // leads; JSON keeps the other one.
+    let created: Vec<(String, LocationRole)> =
+        s.locations.iter().map(|l| (l.site(), l.role)).collect();
+    assert_eq!(
+        created,
+        [
+            ("leak.rb:37".to_owned(), LocationRole::Created),
+            ("leak.rb:40".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
+    assert_eq!(
+        s.text,
+        "Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37: it calls zmq_msg_close, which frees the native memory."
+    );
+    let lifecycle: Vec<&str> = top
+        .evidence
+        .iter()
+        .filter(|e| e.source == finding::Source::Lifecycle && e.location.is_some())
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(
+        lifecycle,
+        [
+            "ZMQ::Message instances created at leak.rb:37 (100,000 created, 100,000 never released)",
+            "ZMQ::Message instances also created at leak.rb:40 (100,000 created, 100,000 never released)"
+        ]
+    );
     let owner = top.native.as_ref().unwrap();
     assert_eq!(owner.library.as_deref(), Some("libzmq.so.5"));
     assert_eq!(owner.function, "libzmq.so.5+0x3194a");
@@ -268,6 +294,73 @@ fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     let rate = a.leak_rate.unwrap();
     assert_eq!(rate.source, "native growth");
     assert!((rate.bytes_per_second - 80_000.0 * 1088.0 / 4.0).abs() < 1.0);
+}
+
+/// Per-site counts of `ZMQ::Message` in the first and the last sidecar: (line, created, released).
+fn message_sites(ev: &mut Evidence, first: &[(u32, u64, u64)], last: &[(u32, u64, u64)]) {
+    let n = ev.sidecars.len();
+    for (i, sites) in [(0, first), (n - 1, last)] {
+        let l = &mut ev.sidecars[i].lifecycle[0];
+        l.created_at = sites
+            .iter()
+            .map(|&(line, count, released)| SiteCount {
+                file: "leak.rb".into(),
+                line,
+                count,
+                released: Some(released),
+            })
+            .collect();
+        l.created = sites.iter().map(|s| s.1).sum();
+        l.released = sites.iter().map(|s| s.2).sum();
+    }
+}
+
+fn created_sites(a: &Analysis) -> Vec<(String, LocationRole)> {
+    let s = a.findings[0].suggestion.as_ref().unwrap();
+    s.locations.iter().map(|l| (l.site(), l.role)).collect()
+}
+
+#[test]
+fn the_fix_names_the_site_whose_unreleased_instances_grew() {
+    let mut ev = seed_b();
+    // :12 made its instances before the first snapshot; :37 closes every one; :40 leaks.
+    message_sites(
+        &mut ev,
+        &[(12, 5000, 0), (37, 1000, 1000)],
+        &[(12, 5000, 0), (37, 60_000, 60_000), (40, 50_000, 0)],
+    );
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.findings[0].kind, FindingKind::MissingRelease);
+    assert_eq!(
+        created_sites(&a),
+        [
+            ("leak.rb:40".to_owned(), LocationRole::Created),
+            ("leak.rb:12".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
+    let s = a.findings[0].suggestion.as_ref().unwrap();
+    assert!(
+        s.text.contains("each ZMQ::Message created at leak.rb:40:"),
+        "{}",
+        s.text
+    );
+    assert!(a.findings[0].evidence.iter().any(|e| e.text
+        == "ZMQ::Message instances also created at leak.rb:12 (5,000 created, 5,000 never released)"));
+}
+
+#[test]
+fn on_equal_growth_the_busier_site_leads() {
+    let mut ev = seed_b();
+    message_sites(&mut ev, &[], &[(37, 100, 0), (40, 150, 50), (26, 1, 0)]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(
+        created_sites(&a),
+        [
+            ("leak.rb:40".to_owned(), LocationRole::Created),
+            ("leak.rb:37".to_owned(), LocationRole::AlsoCreated),
+            ("leak.rb:26".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn finding_html(out: &mut String, n: usize, f: &Finding) {
         if !s.locations.is_empty() || !s.shapes.is_empty() {
             out.push_str("<ul>");
         }
-        for l in &s.locations {
+        for l in s.locations.iter().filter(|l| l.is_fix_site()) {
             let role = l.role.label();
             let _ = write!(
                 out,

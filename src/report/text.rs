@@ -237,7 +237,7 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
     }
     if let Some(s) = &f.suggestion {
         writeln!(out, "   {} {}", p.bold("fix:"), s.text)?;
-        for l in &s.locations {
+        for l in s.locations.iter().filter(|l| l.is_fix_site()) {
             let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
             if let Some(c) = l.count {
@@ -312,11 +312,17 @@ mod tests {
         );
         assert!(finding.contains(&"     native     libzmq.so.5+0x3194a in libzmq.so.5: 20,000 → 60,000 → 100,000 leaked blocks per snapshot (+80,000 blocks, +87,040,000 bytes)"), "{finding:#?}");
         assert!(finding.contains(&"     lifecycle  ZMQ::Message: 200,000 created, 0 released by close (200,000 never released)"), "{finding:#?}");
-        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37, leak.rb:40: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
-        assert!(
-            finding.contains(&"     created at leak.rb:37 (100,000)"),
-            "{finding:#?}"
-        );
+        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
+        assert!(finding.contains(&"     lifecycle  ZMQ::Message instances also created at leak.rb:40 (100,000 created, 100,000 never released)"), "{finding:#?}");
+        // Under the fix: the leading site only (the others are evidence above).
+        let fix: Vec<&str> = finding
+            .iter()
+            .skip_while(|l| !l.starts_with("   fix:"))
+            .skip(1)
+            .filter(|l| !l.starts_with("     - "))
+            .copied()
+            .collect();
+        assert_eq!(fix, ["     created at leak.rb:37 (100,000)"]);
         assert!(text.contains("\n2. Runtime noise — 1 native site set aside as noise: 5,000 blocks, 900,000,000 bytes\n"), "{text}");
     }
 
