@@ -76,6 +76,35 @@ pub struct ClassGrowthTable {
     pub to: usize,
     /// histo.rb diff rows: count and bytes deltas, descending.
     pub rows: Vec<DiffRow>,
+    /// Rows left out of `rows` (and of the charts and the findings) because leakhunt's own
+    /// agent made those objects: see [`classes::agent_classes`].
+    pub agent_rows: Vec<DiffRow>,
+}
+
+/// Agent rows named one by one in the note; the rest are counted.
+const AGENT_ROWS_NAMED: usize = 5;
+
+impl ClassGrowthTable {
+    /// The one line a report shows about the rows it left out, when it left any out.
+    pub fn left_out_note(&self) -> Option<String> {
+        if self.agent_rows.is_empty() {
+            return None;
+        }
+        let mut named: Vec<String> = self
+            .agent_rows
+            .iter()
+            .take(AGENT_ROWS_NAMED)
+            .map(|r| format!("{} {}", r.name, signed(r.count)))
+            .collect();
+        if self.agent_rows.len() > AGENT_ROWS_NAMED {
+            named.push(format!("{} more", self.agent_rows.len() - AGENT_ROWS_NAMED));
+        }
+        Some(format!(
+            "{} left out: objects of leakhunt's own agent ({}), not the program's; the charts and findings leave them out too",
+            quantity(self.agent_rows.len() as i64, "row"),
+            named.join(", ")
+        ))
+    }
 }
 
 /// What a native site turned out to be.
@@ -181,7 +210,13 @@ impl Analysis {
 
 /// Runs every rule over the evidence.
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
-    let series = classes::class_series(&ev.heap);
+    // The agent's own objects are not the program's: out of every table, chart and rule.
+    let all_series = classes::class_series(&ev.heap);
+    let agent_classes = classes::agent_classes(&ev.heap, &all_series);
+    let series: Vec<classes::ClassSeries> = all_series
+        .into_iter()
+        .filter(|s| !agent_classes.contains(&s.class))
+        .collect();
     let groups = classes::growth_groups(&series, &|c| retention::main_container(ev, c));
     let mut notes = Vec::new();
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
@@ -221,11 +256,18 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     let timeline = timeline(ev, &series, &findings, &sites);
     let leak_rate = leak_rate(ev, &findings, &sites);
     let class_growth = match (ev.heap.first(), ev.heap.last()) {
-        (Some(a), Some(b)) if ev.heap.len() >= 2 => Some(ClassGrowthTable {
-            from: 1,
-            to: ev.heap.len(),
-            rows: Histogram::diff(&a.summary.histogram, &b.summary.histogram).rows,
-        }),
+        (Some(a), Some(b)) if ev.heap.len() >= 2 => {
+            let (agent_rows, rows) = Histogram::diff(&a.summary.histogram, &b.summary.histogram)
+                .rows
+                .into_iter()
+                .partition(|r| agent_classes.contains(&r.name));
+            Some(ClassGrowthTable {
+                from: 1,
+                to: ev.heap.len(),
+                rows,
+                agent_rows,
+            })
+        }
         _ => None,
     };
     let manifest = ev.manifest.as_ref();

@@ -733,3 +733,68 @@ fn native_memory_of_retained_instances_folds_into_the_retention_finding() {
             .any(|e| e.text.contains("also hold native memory"))
     );
 }
+
+/// A program whose Widgets pile up, with the agent's own objects growing beside them.
+pub(crate) fn with_agent_objects() -> Evidence {
+    use retention::tests::heap;
+    const AGENT: &str = "/tmp/leakhunt-x/leakhunt_agent.rb";
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    for n in [0i64, 3, 9] {
+        ev.heap.push(heap(
+            &[
+                ("Widget", 100 + 1000 * n),
+                ("LeakhuntAgent::MethodFacts", 1136 + n),
+                // Every new one made by the agent (its LSan check through Fiddle).
+                ("Fiddle::Function", 100 * n),
+                // Partly the agent's, partly the program's: kept.
+                ("Hash", 600 + 3 * n),
+                ("String", 9000),
+            ],
+            &[
+                ("Widget", "app.rb", 4, 100 + 1000 * n as u64),
+                ("Fiddle::Function", AGENT, 120, 100 * n as u64),
+                ("Hash", AGENT, 380, 2 * n as u64),
+                ("Hash", "app.rb", 9, n as u64),
+            ],
+        ));
+    }
+    ev
+}
+
+#[test]
+fn the_agents_own_objects_are_left_out_of_the_class_growth_and_the_charts() {
+    let a = correlate(&with_agent_objects(), &Options::default());
+    let g = a.class_growth.as_ref().unwrap();
+    let shown: Vec<&str> = g.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(shown, ["Widget", "Hash"]);
+    let left: Vec<(&str, i64)> = g
+        .agent_rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.count))
+        .collect();
+    assert_eq!(
+        left,
+        [("Fiddle::Function", 900), ("LeakhuntAgent::MethodFacts", 9)]
+    );
+    let charted: Vec<&str> = a
+        .timeline
+        .classes
+        .iter()
+        .map(|c| c.class.as_str())
+        .collect();
+    assert!(
+        !charted
+            .iter()
+            .any(|c| c.starts_with("LeakhuntAgent") || *c == "Fiddle::Function"),
+        "{charted:?}"
+    );
+    // Fiddle::Function would look like the program's retention otherwise.
+    let retained: Vec<Option<&str>> = a.leak_findings().map(|f| f.class.as_deref()).collect();
+    assert_eq!(retained, [Some("Widget")]);
+    assert_eq!(
+        g.left_out_note().as_deref(),
+        Some(
+            "2 rows left out: objects of leakhunt's own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9), not the program's; the charts and findings leave them out too"
+        )
+    );
+}

@@ -206,6 +206,13 @@ fn tables_html(a: &Analysis) -> String {
             );
         }
         out.push_str("</tbody></table>");
+        if let Some(note) = g.left_out_note() {
+            let _ = write!(
+                out,
+                "<p class=\"muted\" id=\"agent-rows\">{}</p>",
+                escape(&note)
+            );
+        }
     }
     if !a.native_sites.is_empty() {
         out.push_str(
@@ -266,6 +273,36 @@ mod tests {
             fill("a{{x}}b{{y}}c{{z}}", &[("x", "{{y}}"), ("y", "2")]),
             "a{{y}}b2c{{z}}"
         );
+    }
+
+    #[test]
+    fn the_agents_rows_are_left_out_of_the_table_and_the_chart_data() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::with_agent_objects(),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        HtmlReport.render(&a, &mut buf).unwrap();
+        let page = String::from_utf8(buf).unwrap();
+        let table = &page[page.find("<table id=\"class-growth\"").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        assert!(
+            table.contains("Widget") && table.contains("Hash"),
+            "{table}"
+        );
+        assert!(!table.contains("Fiddle::Function") && !table.contains("LeakhuntAgent"));
+        assert!(page.contains("<p class=\"muted\" id=\"agent-rows\">2 rows left out: objects of leakhunt&#39;s own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9)"));
+        let needle = "id=\"leakhunt-data\">";
+        let data = &page[page.find(needle).unwrap() + needle.len()..];
+        let data: serde_json::Value =
+            serde_json::from_str(&data[..data.find("</script>").unwrap()]).unwrap();
+        let charted: Vec<&str> = data["timeline"]["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["class"].as_str())
+            .collect();
+        assert_eq!(charted, ["Widget", "Hash", "String"]);
     }
 
     #[test]

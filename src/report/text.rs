@@ -146,6 +146,9 @@ impl Renderer for TextReport {
                     g.rows.len() - TABLE_ROWS
                 )?;
             }
+            if let Some(note) = g.left_out_note() {
+                writeln!(out, "  {}", p.dim(&note))?;
+            }
         }
         if !a.native_sites.is_empty() {
             writeln!(out)?;
@@ -324,6 +327,36 @@ mod tests {
             .collect();
         assert_eq!(fix, ["     created at leak.rb:37 (100,000)"]);
         assert!(text.contains("\n2. Runtime noise — 1 native site set aside as noise: 5,000 blocks, 900,000,000 bytes\n"), "{text}");
+    }
+
+    #[test]
+    fn the_agents_rows_are_left_out_and_said_so_once() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::with_agent_objects(),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        TextReport {
+            options: RenderOptions::default(),
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Class growth"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "      9000                         Widget 360000",
+                "        27                           Hash 1080",
+                "  2 rows left out: objects of leakhunt's own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9), not the program's; the charts and findings leave them out too"
+            ]
+        );
+        assert_eq!(text.matches("leakhunt's own agent").count(), 1, "{text}");
     }
 
     #[test]
