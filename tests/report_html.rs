@@ -168,7 +168,7 @@ fn evidence() -> Evidence {
 fn html(include_strings: bool) -> String {
     let analysis = correlate(&evidence(), &Options { include_strings });
     let mut buf = Vec::new();
-    HtmlReport.render(&analysis, &mut buf).unwrap();
+    HtmlReport::default().render(&analysis, &mut buf).unwrap();
     String::from_utf8(buf).unwrap()
 }
 

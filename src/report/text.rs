@@ -110,6 +110,7 @@ pub fn verdict_word(v: Verdict) -> &'static str {
 
 impl Renderer for TextReport {
     fn render(&self, a: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+        let a = &self.options.paths.analysis(a);
         let p = Paint(self.options.color);
         let word = verdict_word(a.verdict);
         let word = match a.verdict {
@@ -266,7 +267,10 @@ mod tests {
         let a = super::super::tests::hostile_analysis();
         let mut buf = Vec::new();
         TextReport {
-            options: RenderOptions { color },
+            options: RenderOptions {
+                color,
+                ..RenderOptions::default()
+            },
         }
         .render(&a, &mut buf)
         .unwrap();
@@ -357,6 +361,48 @@ mod tests {
             ]
         );
         assert_eq!(text.matches("leakhunt's own agent").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn paths_under_the_directory_are_shown_relative_and_json_keeps_them_whole() {
+        let mut ev = crate::correlate::tests::seed_b();
+        for l in ev.sidecars.iter_mut().flat_map(|s| s.lifecycle.iter_mut()) {
+            for site in &mut l.created_at {
+                site.file = format!("/home/u/app/{}", site.file);
+            }
+        }
+        let a = crate::correlate::correlate(&ev, &crate::correlate::Options::default());
+        let mut buf = Vec::new();
+        TextReport {
+            options: RenderOptions {
+                paths: crate::report::paths::PathStyle::relative_to(&[std::path::Path::new(
+                    "/home/u",
+                )]),
+                ..RenderOptions::default()
+            },
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at app/leak.rb:37: it calls zmq_msg_close"), "{text}");
+        assert!(
+            text.contains("\n     created at app/leak.rb:37 (100,000)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "     lifecycle  ZMQ::Message instances also created at app/leak.rb:40 ("
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("/home/u"), "{text}");
+        let mut json = Vec::new();
+        super::super::json::JsonReport
+            .render(&a, &mut json)
+            .unwrap();
+        let json = String::from_utf8(json).unwrap();
+        assert!(json.contains("\"file\": \"/home/u/app/leak.rb\""), "{json}");
+        assert!(!json.contains("\"app/leak.rb"), "{json}");
     }
 
     #[test]
