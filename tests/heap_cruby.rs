@@ -2,7 +2,7 @@
 //! jq), on dumps made here by a real Ruby with allocation tracing (figures counted by Ruby
 //! itself), the `histo`, `diff` and `retainers` commands, and bad input.
 
-use crate::common::{fixture, have, run_leakhunt};
+use crate::common::{fixture, have, require, run_leakhunt};
 use leakhunt::heap::cruby::reader::ReadOptions;
 use leakhunt::heap::cruby::{histogram_with, summarize_with};
 use leakhunt::heap::histogram::Histogram;
@@ -235,8 +235,7 @@ struct Scenario {
 
 impl Scenario {
     fn run() -> Option<Scenario> {
-        if !have("ruby") {
-            eprintln!("skipped: ruby is not installed (listed in .ci/packages)");
+        if !require("ruby", have("ruby")) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

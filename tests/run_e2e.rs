@@ -5,7 +5,7 @@
 //! The runs take a lock: they are timing-sensitive (snapshots happen while the program runs) and
 //! the machine has two cores.
 
-use crate::common::{fixture, have, leakhunt};
+use crate::common::{fixture, have, leakhunt, require};
 use leakhunt::bundle::{Manifest, Sidecar};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -107,18 +107,14 @@ fn seed_ready() -> bool {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping: ruby with ffi-rzmq is not installed (.ci/packages has it)");
-    }
-    ok
+    require("ruby with ffi-rzmq (Debian ruby-ffi-rzmq)", ok)
 }
 
 fn lsan_ready() -> bool {
-    let ok = leakhunt::platform::lsan_runtime().is_some();
-    if !ok {
-        eprintln!("skipping: liblsan.so.0 is not installed (.ci/packages has liblsan0)");
-    }
-    ok
+    require(
+        "liblsan.so.0 (Debian liblsan0)",
+        leakhunt::platform::lsan_runtime().is_some(),
+    )
 }
 
 /// Round trips per backend: each run lasts several seconds of program time under its backend.
@@ -417,7 +413,7 @@ fn libzmq_leaked_bytes(r: &Run) -> Vec<u64> {
 fn seed_case(variant: &str, backend: &str) {
     if !seed_ready()
         || (backend == "lsan" && !lsan_ready())
-        || (backend == "valgrind" && !have("valgrind"))
+        || (backend == "valgrind" && !require("valgrind", have("valgrind")))
     {
         return;
     }
@@ -460,11 +456,7 @@ fn seed_fixed_under_valgrind() {
 // Faults.
 
 fn ruby_ready() -> bool {
-    let ok = have("ruby");
-    if !ok {
-        eprintln!("skipping: ruby is not installed");
-    }
-    ok
+    require("ruby", have("ruby"))
 }
 
 #[test]

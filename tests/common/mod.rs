@@ -61,3 +61,17 @@ pub fn build_widget(dir: &Path) -> PathBuf {
     assert!(status.success(), "gcc failed to build libwidget.so");
     lib
 }
+
+/// Whether a test that needs `what` from the system may run. Missing tools fail the test (CI
+/// installs `.ci/packages`, so a silent skip would be a test that cannot fail); on a machine
+/// without them, set `LEAKHUNT_ALLOW_SKIP=1` to skip such tests instead.
+pub fn require(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("LEAKHUNT_ALLOW_SKIP").is_some() {
+        eprintln!("skipping: {what} is not installed (LEAKHUNT_ALLOW_SKIP is set)");
+        return false;
+    }
+    panic!("{what} is not installed: run .ci/setup (or set LEAKHUNT_ALLOW_SKIP=1 to skip)");
+}
