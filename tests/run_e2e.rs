@@ -45,6 +45,15 @@ impl Run {
         self.sidecar(&name)
     }
 
+    /// Why each snapshot was taken, in order.
+    fn reasons(&self) -> Vec<&str> {
+        self.manifest
+            .snapshots
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect()
+    }
+
     fn context(&self) -> String {
         format!(
             "exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- manifest\n{:#?}",
@@ -577,11 +586,7 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
         .spawn()
         .unwrap();
     // Wait for the first snapshot to be recorded, then press Ctrl-C.
-    let until = Instant::now() + Duration::from_secs(60);
-    while !first_snapshot_recorded(&bundle) {
-        assert!(Instant::now() < until, "no snapshot within a minute");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_first_snapshot(&bundle);
     // SAFETY: signals the leakhunt process this test started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -591,12 +596,7 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
     let ctx = r.context();
     assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
     assert!(r.manifest.outcome.detail.contains("SIGINT"), "{ctx}");
-    let reasons: Vec<&str> = r
-        .manifest
-        .snapshots
-        .iter()
-        .map(|s| s.reason.as_str())
-        .collect();
+    let reasons = r.reasons();
     assert_eq!(reasons, ["interval", "interrupt"], "{ctx}");
     assert!(
         r.manifest
@@ -806,12 +806,7 @@ fn a_program_reads_the_terminal_leakhunt_was_started_from() {
     assert_eq!(r.code, 0, "{ctx}");
     assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
     assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
-    let reasons: Vec<&str> = r
-        .manifest
-        .snapshots
-        .iter()
-        .map(|s| s.reason.as_str())
-        .collect();
+    let reasons = r.reasons();
     assert_eq!(reasons, ["exit"], "{ctx}");
     assert!(r.manifest.snapshots[0].heap.is_some(), "{ctx}");
     assert_private_and_clean(&r);
@@ -827,23 +822,14 @@ fn ctrl_c_typed_at_the_terminal_ends_with_a_last_snapshot() {
         &["--backend", "none", "--after", "300ms", "--every", "30s"],
         &fixture("run/echo-lines.rb"),
     );
-    let until = Instant::now() + Duration::from_secs(60);
-    while !first_snapshot_recorded(t.bundle()) {
-        assert!(Instant::now() < until, "no snapshot within a minute");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_first_snapshot(t.bundle());
     // The terminal's interrupt character: SIGINT to its foreground process group.
     t.type_in(b"\x03");
     let r = t.finish();
     let ctx = r.context();
     assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
     assert!(r.manifest.outcome.detail.contains("SIGINT"), "{ctx}");
-    let reasons: Vec<&str> = r
-        .manifest
-        .snapshots
-        .iter()
-        .map(|s| s.reason.as_str())
-        .collect();
+    let reasons = r.reasons();
     // The last snapshot is leakhunt's (`interrupt`) or the program's own at_exit one (`exit`),
     // whichever leakhunt hears of first: the program got the Ctrl-C at the same moment.
     assert!(
@@ -869,9 +855,9 @@ fn ctrl_z_typed_at_the_terminal_does_not_leave_the_program_stopped() {
     let mut t = OnTerminal::start(&["--backend", "none"], &fixture("run/echo-lines.rb"));
     t.type_in(b"one\n");
     t.wait_for("got: one");
-    // SIGTSTP to the program's group. leakhunt stops its own job as a shell expects; here its
-    // group has no parent in the session (orphaned), so the kernel discards that stop and
-    // leakhunt goes straight on to continuing the program, as after `fg`.
+    // SIGTSTP stops the program's group. leakhunt would stop its own job for the shell to see;
+    // started here with no shell to continue it (its group is orphaned), it continues the
+    // program at once instead.
     t.type_in(b"\x1a");
     std::thread::sleep(Duration::from_millis(300));
     t.type_in(b"two\n");
@@ -888,7 +874,7 @@ fn ctrl_z_typed_at_the_terminal_does_not_leave_the_program_stopped() {
 /// gets the terminal back when it is in the foreground again.
 #[test]
 fn ctrl_z_fg_and_bg_in_an_interactive_shell() {
-    if !ruby_ready() || !have("bash") {
+    if !ruby_ready() || !require("bash", have("bash")) {
         return;
     }
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -943,8 +929,13 @@ fn ctrl_z_fg_and_bg_in_an_interactive_shell() {
     assert_private_and_clean(&r);
 }
 
-fn first_snapshot_recorded(bundle: &Path) -> bool {
-    Manifest::load(bundle).is_ok_and(|m| m.snapshots.iter().any(|s| s.heap.is_some()))
+/// Waits (a minute at most) until the bundle's manifest records a snapshot with its heap dump.
+fn wait_for_first_snapshot(bundle: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !Manifest::load(bundle).is_ok_and(|m| m.snapshots.iter().any(|s| s.heap.is_some())) {
+        assert!(Instant::now() < until, "no snapshot within a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -245,6 +245,17 @@ pub(crate) fn seed_b() -> Evidence {
     ev
 }
 
+/// Seed B with its program in `dir` (absolute creation paths, as a real bundle has them).
+pub(crate) fn seed_b_in(dir: &str) -> Evidence {
+    let mut ev = seed_b();
+    for l in ev.sidecars.iter_mut().flat_map(|s| s.lifecycle.iter_mut()) {
+        for site in &mut l.created_at {
+            site.file = format!("{dir}/{}", site.file);
+        }
+    }
+    ev
+}
+
 #[test]
 fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     let a = correlate(&seed_b(), &Options::default());

@@ -326,13 +326,10 @@ mod tests {
 
     #[test]
     fn paths_under_the_directory_are_shown_relative() {
-        let mut ev = crate::correlate::tests::seed_b();
-        for l in ev.sidecars.iter_mut().flat_map(|s| s.lifecycle.iter_mut()) {
-            for site in &mut l.created_at {
-                site.file = format!("/home/u/app/{}", site.file);
-            }
-        }
-        let a = crate::correlate::correlate(&ev, &crate::correlate::Options::default());
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::seed_b_in("/home/u/app"),
+            &crate::correlate::Options::default(),
+        );
         let mut buf = Vec::new();
         HtmlReport {
             options: crate::report::RenderOptions {

@@ -263,6 +263,14 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
 mod tests {
     use super::*;
 
+    /// The terminal report of `ev`, rendered with `options`.
+    fn report_of(ev: &crate::evidence::Evidence, options: RenderOptions) -> String {
+        let a = crate::correlate::correlate(ev, &crate::correlate::Options::default());
+        let mut buf = Vec::new();
+        TextReport { options }.render(&a, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
     fn render(color: bool) -> String {
         let a = super::super::tests::hostile_analysis();
         let mut buf = Vec::new();
@@ -297,17 +305,7 @@ mod tests {
 
     #[test]
     fn a_missing_release_reads_as_evidence_then_fix() {
-        let a = crate::correlate::correlate(
-            &crate::correlate::tests::seed_b(),
-            &crate::correlate::Options::default(),
-        );
-        let mut buf = Vec::new();
-        TextReport {
-            options: RenderOptions::default(),
-        }
-        .render(&a, &mut buf)
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
+        let text = report_of(&crate::correlate::tests::seed_b(), RenderOptions::default());
         let finding: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("1. "))
@@ -335,17 +333,10 @@ mod tests {
 
     #[test]
     fn the_agents_rows_are_left_out_and_said_so_once() {
-        let a = crate::correlate::correlate(
+        let text = report_of(
             &crate::correlate::tests::with_agent_objects(),
-            &crate::correlate::Options::default(),
+            RenderOptions::default(),
         );
-        let mut buf = Vec::new();
-        TextReport {
-            options: RenderOptions::default(),
-        }
-        .render(&a, &mut buf)
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
         let table: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("Class growth"))
@@ -365,25 +356,16 @@ mod tests {
 
     #[test]
     fn paths_under_the_directory_are_shown_relative_and_json_keeps_them_whole() {
-        let mut ev = crate::correlate::tests::seed_b();
-        for l in ev.sidecars.iter_mut().flat_map(|s| s.lifecycle.iter_mut()) {
-            for site in &mut l.created_at {
-                site.file = format!("/home/u/app/{}", site.file);
-            }
-        }
-        let a = crate::correlate::correlate(&ev, &crate::correlate::Options::default());
-        let mut buf = Vec::new();
-        TextReport {
-            options: RenderOptions {
+        let ev = crate::correlate::tests::seed_b_in("/home/u/app");
+        let text = report_of(
+            &ev,
+            RenderOptions {
                 paths: crate::report::paths::PathStyle::relative_to(&[std::path::Path::new(
                     "/home/u",
                 )]),
                 ..RenderOptions::default()
             },
-        }
-        .render(&a, &mut buf)
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
+        );
         assert!(text.contains("   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at app/leak.rb:37: it calls zmq_msg_close"), "{text}");
         assert!(
             text.contains("\n     created at app/leak.rb:37 (100,000)\n"),
@@ -396,6 +378,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("/home/u"), "{text}");
+        let a = crate::correlate::correlate(&ev, &crate::correlate::Options::default());
         let mut json = Vec::new();
         super::super::json::JsonReport
             .render(&a, &mut json)
