@@ -203,10 +203,22 @@ fn seed_b_top_finding_is_the_missing_message_close() {
     let top = seed_top_finding("leak-counter.rb");
     assert_eq!(top["kind"], "missing_release", "{top:#}");
     assert_eq!(top["suggestion"]["method"], "ZMQ::Message#close");
+    // The fix names the line that receives messages; the send line and the first message are
+    // further creation sites, kept in JSON.
     let locs = locations(&top);
-    assert!(
-        locs.contains(&("leak-counter.rb".into(), 37, "created".into())),
+    assert_eq!(
+        locs,
+        [
+            ("leak-counter.rb".into(), 37, "created".into()),
+            ("leak-counter.rb".into(), 40, "also_created".into()),
+            ("leak-counter.rb".into(), 26, "also_created".into())
+        ],
         "{top:#}"
+    );
+    let fix = top["suggestion"]["text"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("leak-counter.rb:37: it calls zmq_msg_close") && !fix.contains(":40"),
+        "{fix}"
     );
     let library = top["native"]["library"].as_str().unwrap_or_default();
     assert!(library.starts_with("libzmq.so"), "{top:#}");
@@ -410,6 +422,32 @@ fn bare_dumps_name_the_array_that_keeps_the_orders_and_where_it_is_filled() {
     assert_eq!(top["suggestion"]["locations"][0]["count"], 6000);
     assert_eq!(v["class_growth"]["rows"][0]["name"], "Order");
     assert_eq!(v["class_growth"]["rows"][0]["count"], 4000);
+
+    // JSON keeps the path as the dumps have it; the terminal shows it relative to the current
+    // directory when it lies under it, and whole otherwise.
+    let whole = program.display().to_string();
+    assert_eq!(top["suggestion"]["locations"][0]["file"], whole.as_str());
+    let text_in = |cwd: &Path| {
+        let out = leakhunt()
+            .arg("analyze")
+            .args(&dumps)
+            .current_dir(cwd)
+            .env_remove("PWD")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let here = text_in(dir.path());
+    assert!(
+        here.contains("\n     container allocated at keeps_orders.rb:4 (6,000): orders = []\n"),
+        "{here}"
+    );
+    assert!(!here.contains(&whole), "{here}");
+    let elsewhere = text_in(Path::new("/"));
+    assert!(
+        elsewhere.contains(&format!("\n     container allocated at {whole}:4 (6,000)")),
+        "{elsewhere}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

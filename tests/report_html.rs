@@ -168,7 +168,7 @@ fn evidence() -> Evidence {
 fn html(include_strings: bool) -> String {
     let analysis = correlate(&evidence(), &Options { include_strings });
     let mut buf = Vec::new();
-    HtmlReport.render(&analysis, &mut buf).unwrap();
+    HtmlReport::default().render(&analysis, &mut buf).unwrap();
     String::from_utf8(buf).unwrap()
 }
 
@@ -219,6 +219,62 @@ fn series_paths(dom: &str, id: &str) -> Vec<Vec<(f64, f64)>> {
         .collect()
 }
 
+/// The opening tag of the SVG with `id`.
+fn svg_tag<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = dom[..at].rfind("<svg").unwrap();
+    &dom[start..at + dom[at..].find('>').unwrap()]
+}
+
+fn attribute<'a>(tag: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let start = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
+    &tag[start..start + tag[start..].find('"').unwrap()]
+}
+
+/// "x y w h" (or with commas) → (x0, y0, x1, y1).
+fn boxed(text: &str) -> (f64, f64, f64, f64) {
+    let v: Vec<f64> = text
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[0] + v[2], v[1] + v[3])
+}
+
+fn inside(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> bool {
+    a.0 >= b.0 - 0.5 && a.1 >= b.1 - 0.5 && a.2 <= b.2 + 0.5 && a.3 <= b.3 + 0.5
+}
+
+fn overlaps(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> bool {
+    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+}
+
+/// (stroke-dasharray, marker shape) of each drawn series in the SVG with `id`.
+fn series_styles(dom: &str, id: &str) -> Vec<(String, String)> {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap();
+    let svg = &dom[start..start + dom[start..].find("</svg>").unwrap()];
+    svg.match_indices("<path ")
+        .filter_map(|(i, _)| {
+            let tag = &svg[i..i + svg[i..].find('>')?];
+            tag.contains("class=\"series").then(|| {
+                let dash = tag
+                    .split("stroke-dasharray=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("none");
+                let marker = attribute(tag, "data-marker");
+                (dash.to_owned(), marker.to_owned())
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn the_html_report_renders_charts_and_findings_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
@@ -251,6 +307,36 @@ fn the_html_report_renders_charts_and_findings_in_chromium() {
     assert_eq!(native.len(), 2);
     assert!(native.iter().all(|s| s.len() == 3));
     assert!(dom.contains("data-points=\"24\""));
+
+    // Layout, as the browser measured it: the legend lies outside the plot area, every label
+    // inside the SVG's box (the last x label was clipped at the right edge).
+    for id in ["chart-footprint", "chart-classes", "chart-native"] {
+        let svg = svg_tag(&dom, id);
+        let view = boxed(attribute(svg, "viewBox"));
+        let plot = boxed(attribute(svg, "data-plot-box"));
+        let drawn = boxed(attribute(svg, "data-content-box"));
+        assert!(
+            inside(drawn, view),
+            "{id}: drawn {drawn:?} outside {view:?}"
+        );
+        if id != "chart-footprint" {
+            let legend = boxed(attribute(svg, "data-legend-box"));
+            assert!(
+                !overlaps(legend, plot),
+                "{id}: legend {legend:?} over the plot {plot:?}"
+            );
+            assert!(
+                inside(legend, view),
+                "{id}: legend {legend:?} outside {view:?}"
+            );
+        }
+    }
+    // Every Widget byte is a finding's: the two native series lie on each other, so they must
+    // differ in line and marker style to both be seen.
+    assert_eq!(native[0], native[1], "the test data makes them equal");
+    let styles = series_styles(&dom, "chart-native");
+    assert_eq!(styles.len(), 2);
+    assert_ne!(styles[0], styles[1], "{styles:?}");
 
     // Findings: both leaks, with their suggested change.
     assert!(dom.contains("data-kind=\"missing_release\""));

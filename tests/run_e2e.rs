@@ -9,7 +9,7 @@ use crate::common::{fixture, have, leakhunt, require};
 use leakhunt::bundle::{Manifest, Sidecar};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,15 @@ impl Run {
             .find_map(|s| s.sidecar.clone())
             .expect("no sidecar in the bundle");
         self.sidecar(&name)
+    }
+
+    /// Why each snapshot was taken, in order.
+    fn reasons(&self) -> Vec<&str> {
+        self.manifest
+            .snapshots
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect()
     }
 
     fn context(&self) -> String {
@@ -480,6 +489,20 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     assert_eq!(s.reason, "exit");
     assert!(s.heap.is_some() && s.sidecar.is_some(), "{ctx}");
     assert_eq!(r.sidecar(s.sidecar.as_ref().unwrap()).reason, "exit");
+    // The bundle is named once, after the report, with the command that reads it again.
+    let named: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("leakhunt: bundle"))
+        .collect();
+    let b = r.bundle.display();
+    assert_eq!(
+        named,
+        [format!(
+            "leakhunt: bundle {b} (read it again with `leakhunt analyze {b}`)"
+        )],
+        "{ctx}"
+    );
     assert_private_and_clean(&r);
 }
 
@@ -563,11 +586,7 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
         .spawn()
         .unwrap();
     // Wait for the first snapshot to be recorded, then press Ctrl-C.
-    let until = Instant::now() + Duration::from_secs(60);
-    while !first_snapshot_recorded(&bundle) {
-        assert!(Instant::now() < until, "no snapshot within a minute");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_first_snapshot(&bundle);
     // SAFETY: signals the leakhunt process this test started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -577,12 +596,7 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
     let ctx = r.context();
     assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
     assert!(r.manifest.outcome.detail.contains("SIGINT"), "{ctx}");
-    let reasons: Vec<&str> = r
-        .manifest
-        .snapshots
-        .iter()
-        .map(|s| s.reason.as_str())
-        .collect();
+    let reasons = r.reasons();
     assert_eq!(reasons, ["interval", "interrupt"], "{ctx}");
     assert!(
         r.manifest
@@ -594,8 +608,334 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
     assert_private_and_clean(&r);
 }
 
-fn first_snapshot_recorded(bundle: &Path) -> bool {
-    Manifest::load(bundle).is_ok_and(|m| m.snapshots.iter().any(|s| s.heap.is_some()))
+// ---------------------------------------------------------------------------------------------
+// On a terminal: leakhunt started as the session leader of a pseudo-terminal, as a shell would
+// start it in the foreground. The program reads that terminal; keys are typed into the master.
+
+/// `leakhunt run` on a pseudo-terminal: the master end the test types into and reads from,
+/// what was read, and leakhunt (killed if the test fails before it ends).
+struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    output: std::sync::Arc<Mutex<Vec<u8>>>,
+    scratch: Option<(tempfile::TempDir, PathBuf, PathBuf)>,
+    /// How much of the output the waits have gone past.
+    seen: usize,
+}
+
+impl OnTerminal {
+    /// Starts `leakhunt run -o BUNDLE OPTIONS -- PROGRAM` with a new pseudo-terminal as its
+    /// controlling terminal and stdin, stdout and stderr.
+    fn start(options: &[&str], program: &Path) -> OnTerminal {
+        let (scratch, tmpdir, bundle) = scratch();
+        let mut command = leakhunt();
+        command
+            .arg("run")
+            .arg("-o")
+            .arg(&bundle)
+            .args(options)
+            .arg("--")
+            .arg(program)
+            .env("TMPDIR", &tmpdir);
+        OnTerminal::session(command, (scratch, tmpdir, bundle))
+    }
+
+    /// Starts `command` as the leader of a new session whose controlling terminal is a new
+    /// pseudo-terminal, also its stdin, stdout and stderr (setsid, then TIOCSCTTY).
+    fn session(mut command: Command, scratch: (tempfile::TempDir, PathBuf, PathBuf)) -> OnTerminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two new descriptors into the two ints; null name, termios
+        // and window size ask for the defaults.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and nothing else owns them.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        command
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
+        // SAFETY: runs between fork and exec and calls only setsid and ioctl, both
+        // async-signal-safe; fd 0 is the terminal's slave end by then.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        drop(slave);
+        let output = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut reader = std::fs::File::from(master.try_clone().unwrap());
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once every process holding the slave end has gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal {
+            child,
+            master: std::fs::File::from(master),
+            output,
+            scratch: Some(scratch),
+            seen: 0,
+        }
+    }
+
+    fn bundle(&self) -> &Path {
+        &self.scratch.as_ref().unwrap().2
+    }
+
+    fn type_in(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(keys).unwrap();
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the terminal shows `text` after what the previous wait saw.
+    fn wait_for(&mut self, text: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = self.output();
+            if let Some(at) = output.get(self.seen..).and_then(|rest| rest.find(text)) {
+                self.seen += at + text.len();
+                return;
+            }
+            let ended = self.child.try_wait().unwrap().is_some();
+            assert!(
+                Instant::now() < until && !ended,
+                "{text:?} never shown after byte {}:\n{output}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for leakhunt to end (a minute at most) and checks that nothing of its session is
+    /// left running.
+    fn finish(mut self) -> Run {
+        let until = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "leakhunt did not end:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_session_gone(self.child.id());
+        let out = Output {
+            status,
+            stdout: self.output().into_bytes(),
+            stderr: Vec::new(),
+        };
+        let (scratch, tmpdir, bundle) = self.scratch.take().unwrap();
+        finish(scratch, tmpdir, bundle, out)
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// No process of session `sid` (leakhunt's, as its leader) is still running: not the program,
+/// not anything leakhunt started beside it.
+fn assert_session_gone(sid: u32) {
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let members: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid pgrp session …
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                f.len() > 3 && f[3] == sid.to_string() && f[0] != "Z" && f[0] != "X"
+            })
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "left running: {members:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_program_reads_the_terminal_leakhunt_was_started_from() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = OnTerminal::start(&["--backend", "none"], &fixture("run/echo-lines.rb"));
+    t.type_in(b"hello\n");
+    t.wait_for("got: hello");
+    t.type_in(b"quit\n");
+    let r = t.finish();
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    let reasons = r.reasons();
+    assert_eq!(reasons, ["exit"], "{ctx}");
+    assert!(r.manifest.snapshots[0].heap.is_some(), "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+#[test]
+fn ctrl_c_typed_at_the_terminal_ends_with_a_last_snapshot() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = OnTerminal::start(
+        &["--backend", "none", "--after", "300ms", "--every", "30s"],
+        &fixture("run/echo-lines.rb"),
+    );
+    wait_for_first_snapshot(t.bundle());
+    // The terminal's interrupt character: SIGINT to its foreground process group.
+    t.type_in(b"\x03");
+    let r = t.finish();
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
+    assert!(r.manifest.outcome.detail.contains("SIGINT"), "{ctx}");
+    let reasons = r.reasons();
+    // The last snapshot is leakhunt's (`interrupt`) or the program's own at_exit one (`exit`),
+    // whichever leakhunt hears of first: the program got the Ctrl-C at the same moment.
+    assert!(
+        reasons.len() == 2
+            && reasons[0] == "interval"
+            && ["interrupt", "exit"].contains(&reasons[1]),
+        "{ctx}"
+    );
+    assert!(
+        r.manifest.snapshots.iter().all(|s| s.heap.is_some()),
+        "{ctx}"
+    );
+    assert!(r.stdout.contains("SIGINT: taking a last snapshot"), "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+#[test]
+fn ctrl_z_typed_at_the_terminal_does_not_leave_the_program_stopped() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = OnTerminal::start(&["--backend", "none"], &fixture("run/echo-lines.rb"));
+    t.type_in(b"one\n");
+    t.wait_for("got: one");
+    // SIGTSTP stops the program's group. leakhunt would stop its own job for the shell to see;
+    // started here with no shell to continue it (its group is orphaned), it continues the
+    // program at once instead.
+    t.type_in(b"\x1a");
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_in(b"two\n");
+    t.wait_for("got: two");
+    t.type_in(b"quit\n");
+    let r = t.finish();
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+/// Ctrl-Z, `fg`, `bg` in a real interactive shell: leakhunt stops as a job, and the program
+/// gets the terminal back when it is in the foreground again.
+#[test]
+fn ctrl_z_fg_and_bg_in_an_interactive_shell() {
+    if !ruby_ready() || !require("bash", have("bash")) {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (scratch, tmpdir, bundle) = scratch();
+    let mut bash = Command::new("bash");
+    bash.args(["--norc", "--noprofile", "-i"])
+        .env("PS1", "PROMPT$ ")
+        .env("LEAKHUNT_NO_PROGRESS", "1")
+        .env("NO_COLOR", "1")
+        .env("TMPDIR", &tmpdir);
+    let line = format!(
+        "{} run --backend none -o {} {}\n",
+        env!("CARGO_BIN_EXE_leakhunt"),
+        bundle.display(),
+        fixture("run/echo-lines.rb").display()
+    );
+    let mut t = OnTerminal::session(bash, (scratch, tmpdir, bundle));
+    t.wait_for("PROMPT$ ");
+    t.type_in(line.as_bytes());
+    t.wait_for("/echo-lines.rb\r\n");
+    t.type_in(b"one\n");
+    t.wait_for("got: one");
+    t.type_in(b"\x1a");
+    t.wait_for("Stopped");
+    t.wait_for("PROMPT$ ");
+    // The shell has the terminal: it runs `jobs`, the program does not read it.
+    t.type_in(b"jobs\n");
+    t.wait_for("Stopped");
+    t.wait_for("PROMPT$ ");
+    t.type_in(b"fg\n");
+    t.type_in(b"two\n");
+    t.wait_for("got: two");
+    t.type_in(b"\x1a");
+    t.wait_for("Stopped");
+    t.wait_for("PROMPT$ ");
+    // In the background the program stops as soon as it reads the terminal, and leakhunt with
+    // it; in the foreground again it reads.
+    t.type_in(b"bg\n");
+    std::thread::sleep(Duration::from_millis(500));
+    t.type_in(b"fg\n");
+    t.type_in(b"three\n");
+    t.wait_for("got: three");
+    t.type_in(b"quit\n");
+    t.wait_for("leakhunt: bundle");
+    t.type_in(b"echo ended=$?; exit\n");
+    let r = t.finish();
+    let ctx = r.context();
+    assert!(!r.stdout.contains("got: jobs"), "{ctx}");
+    assert!(r.stdout.contains("ended=0"), "{ctx}");
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+/// Waits (a minute at most) until the bundle's manifest records a snapshot with its heap dump.
+fn wait_for_first_snapshot(bundle: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !Manifest::load(bundle).is_ok_and(|m| m.snapshots.iter().any(|s| s.heap.is_some())) {
+        assert!(Instant::now() < until, "no snapshot within a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use crate::cli::{AnalyzeArgs, FailOn, ReportFormat};
 use crate::correlate::{Options, correlate};
 use crate::error::{Error, Result};
 use crate::evidence::Evidence;
+use crate::report::paths::PathStyle;
 use crate::report::{RenderOptions, exit_code, renderer, stdout_wants_color};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,13 @@ pub fn report(evidence: &Evidence, request: &ReportRequest) -> Result<i32> {
     );
     let color =
         request.output.is_none() && request.format == ReportFormat::Text && stdout_wants_color();
-    let render = renderer(request.format, RenderOptions { color });
+    let render = renderer(
+        request.format,
+        RenderOptions {
+            color,
+            paths: PathStyle::current_dir(),
+        },
+    );
     match &request.output {
         Some(path) => {
             let mut bytes = Vec::new();

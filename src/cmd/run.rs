@@ -10,7 +10,14 @@ use std::path::Path;
 pub fn run(args: RunArgs) -> Result<i32> {
     let config = crate::run::RunConfig::from_args(&args);
     let recorded = crate::run::record(&config)?;
-    report_bundle(&recorded.bundle, &args)
+    let code = report_bundle(&recorded.bundle, &args);
+    // Named once, after the report (or its error), where the user looks last.
+    eprintln!(
+        "leakhunt: bundle {} (read it again with `leakhunt analyze {}`)",
+        recorded.bundle.display(),
+        recorded.bundle.display()
+    );
+    code
 }
 
 /// Bundle → output: the report `leakhunt analyze BUNDLE` prints, from the bundle alone
@@ -25,10 +32,5 @@ fn report_bundle(bundle: &Path, args: &RunArgs) -> Result<i32> {
             include_strings: args.include_strings,
         },
     )?;
-    eprintln!(
-        "leakhunt: bundle {} (read it again with `leakhunt analyze {}`)",
-        bundle.display(),
-        bundle.display()
-    );
     Ok(code)
 }

@@ -4,6 +4,7 @@
 //! Stage: correlator (heap side). Reads the histograms of [`crate::evidence::HeapSnapshot`]s.
 
 use crate::evidence::HeapSnapshot;
+use crate::heap::cruby::census::SITES_PER_CLASS;
 use crate::heap::histogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -140,6 +141,60 @@ const CORE_CLASSES: &[&str] = &[
 pub const AGENT_NAMESPACE: &str = "LeakhuntAgent";
 /// The file name the agent runs from (allocation sites in it are the agent's).
 pub const AGENT_FILE: &str = "leakhunt_agent.rb";
+
+/// Whether a class is in the agent's namespace (`LeakhuntAgent::MethodFacts`).
+pub fn is_agent_class(name: &str) -> bool {
+    name.strip_prefix(AGENT_NAMESPACE)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// Whether an allocation site's file is the agent's.
+pub fn is_agent_file(file: &str) -> bool {
+    file.strip_suffix(AGENT_FILE)
+        .is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
+}
+
+/// The classes whose change between the first and the last heap snapshot is the agent's own
+/// doing, not the program's: the agent's namespace, and classes whose every new instance was
+/// allocated in the agent's file. The second needs allocation sites in both snapshots, complete
+/// for the class (the reader keeps at most [`SITES_PER_CLASS`] per class: a list that long may
+/// miss the program's sites, so the class stays).
+pub fn agent_classes(heap: &[HeapSnapshot], series: &[ClassSeries]) -> Vec<String> {
+    let (Some(first), Some(last)) = (heap.first(), heap.last()) else {
+        return Vec::new();
+    };
+    let traced = heap.len() >= 2
+        && !first.summary.alloc_sites.is_empty()
+        && !last.summary.alloc_sites.is_empty();
+    // (sites of the class, instances the agent allocated) in one snapshot.
+    let agent_part = |h: &HeapSnapshot, class: &str| -> Option<i64> {
+        let mut sites = 0usize;
+        let mut by_agent = 0i64;
+        for s in h.summary.alloc_sites.iter().filter(|s| s.class == class) {
+            sites += 1;
+            if is_agent_file(&s.file) {
+                by_agent += i64::try_from(s.count).unwrap_or(i64::MAX);
+            }
+        }
+        (sites < SITES_PER_CLASS).then_some(by_agent)
+    };
+    series
+        .iter()
+        .filter(|s| {
+            if is_agent_class(&s.class) {
+                return true;
+            }
+            if !traced || s.delta() == 0 {
+                return false;
+            }
+            match (agent_part(first, &s.class), agent_part(last, &s.class)) {
+                (Some(before), Some(after)) => after - before == s.delta(),
+                _ => false,
+            }
+        })
+        .map(|s| s.class.clone())
+        .collect()
+}
 
 const RUNTIME_NAMESPACES: &[&str] = &[
     AGENT_NAMESPACE,

@@ -141,8 +141,11 @@ impl EvidenceItem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationRole {
-    /// Instances of the wrapper class are created here.
+    /// Instances of the wrapper class are created here: the site whose unreleased instances
+    /// best explain the native growth, the one the fix names.
     Created,
+    /// Other sites creating unreleased instances of the same class (evidence, not the fix).
+    AlsoCreated,
     /// The container that keeps the instances is allocated here.
     ContainerAllocated,
     /// The container is filled here (read from the source: a heuristic).
@@ -156,6 +159,7 @@ impl LocationRole {
     pub fn label(self) -> &'static str {
         match self {
             LocationRole::Created => "created at",
+            LocationRole::AlsoCreated => "also created at",
             LocationRole::ContainerAllocated => "container allocated at",
             LocationRole::ContainerFilled => "container filled at",
             LocationRole::Allocated => "allocated at",
@@ -172,6 +176,9 @@ pub struct Location {
     /// Objects it accounts for, when counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Of those, how many were released, when the agent counted releases per site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<u64>,
     /// The source line itself, when it was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -184,12 +191,19 @@ impl Location {
             line: at.line,
             role,
             count: None,
+            released: None,
             code: None,
         }
     }
 
     pub fn site(&self) -> String {
         format!("{}:{}", self.file, self.line)
+    }
+
+    /// Whether a renderer shows it under the fix: the sites the change is made at, not the
+    /// further creation sites listed as evidence.
+    pub fn is_fix_site(&self) -> bool {
+        self.role != LocationRole::AlsoCreated
     }
 }
 

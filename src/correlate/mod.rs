@@ -20,7 +20,7 @@ use crate::bundle::Outcome;
 use crate::evidence::{Evidence, Origin};
 use crate::heap::histogram::{DiffRow, Histogram};
 pub use finding::{Confidence, Finding, FindingKind};
-use finding::{EvidenceItem, Location, NativeOwner, Source, Suggestion};
+use finding::{EvidenceItem, NativeOwner, Source, Suggestion};
 use release::Attribution;
 use serde::Serialize;
 use sites::SiteSeries;
@@ -76,6 +76,35 @@ pub struct ClassGrowthTable {
     pub to: usize,
     /// histo.rb diff rows: count and bytes deltas, descending.
     pub rows: Vec<DiffRow>,
+    /// Rows left out of `rows` (and of the charts and the findings) because leakhunt's own
+    /// agent made those objects: see [`classes::agent_classes`].
+    pub agent_rows: Vec<DiffRow>,
+}
+
+/// Agent rows named one by one in the note; the rest are counted.
+const AGENT_ROWS_NAMED: usize = 5;
+
+impl ClassGrowthTable {
+    /// The one line a report shows about the rows it left out, when it left any out.
+    pub fn left_out_note(&self) -> Option<String> {
+        if self.agent_rows.is_empty() {
+            return None;
+        }
+        let mut named: Vec<String> = self
+            .agent_rows
+            .iter()
+            .take(AGENT_ROWS_NAMED)
+            .map(|r| format!("{} {}", r.name, signed(r.count)))
+            .collect();
+        if self.agent_rows.len() > AGENT_ROWS_NAMED {
+            named.push(format!("{} more", self.agent_rows.len() - AGENT_ROWS_NAMED));
+        }
+        Some(format!(
+            "{} left out: objects of leakhunt's own agent ({}), not the program's; the charts and findings leave them out too",
+            quantity(self.agent_rows.len() as i64, "row"),
+            named.join(", ")
+        ))
+    }
 }
 
 /// What a native site turned out to be.
@@ -181,7 +210,13 @@ impl Analysis {
 
 /// Runs every rule over the evidence.
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
-    let series = classes::class_series(&ev.heap);
+    // The agent's own objects are not the program's: out of every table, chart and rule.
+    let all_series = classes::class_series(&ev.heap);
+    let agent_classes = classes::agent_classes(&ev.heap, &all_series);
+    let series: Vec<classes::ClassSeries> = all_series
+        .into_iter()
+        .filter(|s| !agent_classes.contains(&s.class))
+        .collect();
     let groups = classes::growth_groups(&series, &|c| retention::main_container(ev, c));
     let mut notes = Vec::new();
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
@@ -221,11 +256,18 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     let timeline = timeline(ev, &series, &findings, &sites);
     let leak_rate = leak_rate(ev, &findings, &sites);
     let class_growth = match (ev.heap.first(), ev.heap.last()) {
-        (Some(a), Some(b)) if ev.heap.len() >= 2 => Some(ClassGrowthTable {
-            from: 1,
-            to: ev.heap.len(),
-            rows: Histogram::diff(&a.summary.histogram, &b.summary.histogram).rows,
-        }),
+        (Some(a), Some(b)) if ev.heap.len() >= 2 => {
+            let (agent_rows, rows) = Histogram::diff(&a.summary.histogram, &b.summary.histogram)
+                .rows
+                .into_iter()
+                .partition(|r| agent_classes.contains(&r.name));
+            Some(ClassGrowthTable {
+                from: 1,
+                to: ev.heap.len(),
+                rows,
+                agent_rows,
+            })
+        }
         _ => None,
     };
     let manifest = ev.manifest.as_ref();
@@ -446,6 +488,61 @@ fn fold_release_into_retention(retention: &mut Finding, release: Finding) {
     retention.native = release.native;
 }
 
+/// Creation sites shown one by one in a missing-release finding's evidence; JSON's
+/// `suggestion.locations` keeps them all.
+const MAX_CREATION_LINES: usize = 6;
+
+/// "W instances created at f.rb:37 (…)" for the leading site, "also created at" for the
+/// others, then a count of those past [`MAX_CREATION_LINES`].
+fn creation_evidence(blame: &release::Blame) -> Vec<EvidenceItem> {
+    let source = if blame.by_name {
+        Source::Heap
+    } else {
+        Source::Lifecycle
+    };
+    let mut out: Vec<EvidenceItem> = blame
+        .created_at
+        .iter()
+        .take(MAX_CREATION_LINES)
+        .map(|loc| {
+            let counts = match (loc.count, loc.released) {
+                (Some(c), Some(r)) => format!(
+                    " ({} created, {} never released)",
+                    count(c as i64),
+                    count(c.saturating_sub(r) as i64)
+                ),
+                (Some(c), None) => format!(" ({})", count(c as i64)),
+                (None, _) => String::new(),
+            };
+            EvidenceItem::new(
+                source,
+                format!(
+                    "{} instances {} {}{counts}",
+                    blame.class,
+                    loc.role.label(),
+                    loc.site()
+                ),
+            )
+            .at(crate::evidence::SourceLine {
+                file: loc.file.clone(),
+                line: loc.line,
+            })
+        })
+        .collect();
+    let rest = &blame.created_at[blame.created_at.len().min(MAX_CREATION_LINES)..];
+    if !rest.is_empty() {
+        out.push(EvidenceItem::new(
+            source,
+            format!(
+                "{} instances also created at {} more (the JSON report lists them all)",
+                blame.class,
+                quantity(rest.len() as i64, "site")
+            ),
+        ));
+    }
+    out
+}
+
 /// (bytes, blocks) a site accounts for: growth over time, or the single report's total.
 fn measure(site: &SiteSeries, over_time: bool) -> (i64, i64) {
     if over_time {
@@ -502,36 +599,14 @@ fn missing_release(blame: &release::Blame, sites: &[&SiteSeries], over_time: boo
         ));
     }
     evidence.extend(blame.evidence.iter().cloned());
-    for loc in &blame.created_at {
-        evidence.push(
-            EvidenceItem::new(
-                if blame.by_name {
-                    Source::Heap
-                } else {
-                    Source::Lifecycle
-                },
-                format!(
-                    "{} instances created at {}{}",
-                    blame.class,
-                    loc.site(),
-                    loc.count
-                        .map(|c| format!(" ({})", count(c as i64)))
-                        .unwrap_or_default()
-                ),
-            )
-            .at(crate::evidence::SourceLine {
-                file: loc.file.clone(),
-                line: loc.line,
-            }),
-        );
-    }
+    evidence.extend(creation_evidence(blame));
     let var = names::instance_variable(&blame.class);
-    let created: Vec<String> = blame.created_at.iter().map(Location::site).collect();
-    let where_created = if created.is_empty() {
-        String::new()
-    } else {
-        format!(" created at {}", created.join(", "))
-    };
+    // The fix names the leading site only; the others are evidence lines.
+    let where_created = blame
+        .created_at
+        .first()
+        .map(|l| format!(" created at {}", l.site()))
+        .unwrap_or_default();
     let text = match (&method, &blame.release_function) {
         (Some(m), Some(f)) if blame.by_name => format!(
             "Call the method of {} that calls {f} — by its name, `{m}` — after the last use of each instance{where_created}, so the native memory is freed.",

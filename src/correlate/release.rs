@@ -44,6 +44,7 @@ pub struct Blame {
     /// C function it calls (`zmq_msg_close`), when found.
     pub release_function: Option<String>,
     pub evidence: Vec<EvidenceItem>,
+    /// Where unreleased instances are created: the site the fix names first, then the others.
     pub created_at: Vec<Location>,
     pub confidence: Confidence,
     /// True when the links were made by name, without agent data.
@@ -319,6 +320,9 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         ));
     }
 
+    let before = first
+        .filter(|f| !std::ptr::eq(*f, sc))
+        .and_then(|f| lifecycle(f, &wrapper.class));
     let mut proportional = false;
     if let Some(l) = life {
         let methods = if l.release_methods.is_empty() {
@@ -336,9 +340,6 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
                 count(unreleased(l) as i64)
             ),
         ));
-        let before = first
-            .filter(|f| !std::ptr::eq(*f, sc))
-            .and_then(|f| lifecycle(f, &l.class));
         if let Some(b) = before {
             let du = unreleased(l) as i64 - unreleased(b) as i64;
             let db = site.delta_blocks();
@@ -367,7 +368,7 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
     if release.is_none() || life.is_none() {
         confidence = confidence.lowered();
     }
-    let created_at = creation_sites(ev, life, &wrapper.class);
+    let created_at = creation_sites(ev, life, before, &wrapper.class);
     Attribution::Wrapper(Blame {
         class: wrapper.class.clone(),
         release_method: release.as_ref().map(|(m, _)| m.name.clone()),
@@ -389,18 +390,50 @@ fn finalized(w: &WrapperClass) -> Attribution {
     }
 }
 
-/// Where instances are created: the agent's counts, else the heap's allocation sites; the
-/// three largest, ties by file and line.
-fn creation_sites(ev: &Evidence, life: Option<&Lifecycle>, class: &str) -> Vec<Location> {
-    // (file, line, created, left unreleased): the agent counts releases per creation site when
-    // allocation tracing is on; sites whose instances are all released come last.
-    let mut sites: Vec<(&str, u32, u64, u64)> = life
+/// Where unreleased instances are created, the leading site first (role
+/// [`LocationRole::Created`]), every other one after it ([`LocationRole::AlsoCreated`]).
+///
+/// The leading site is the one whose unreleased instances best explain the native growth:
+/// the most instances left unreleased between the first and the last snapshot (the agent's
+/// per-site `created`/`released` counts in the first and the newest sidecar; unreleased in the
+/// newest alone when there is one), then the most created, then file order. Sites whose
+/// instances were all released are left out. Without lifecycle counts, the heap's allocation
+/// sites stand in (live instances, no releases known).
+fn creation_sites(
+    ev: &Evidence,
+    life: Option<&Lifecycle>,
+    before: Option<&Lifecycle>,
+    class: &str,
+) -> Vec<Location> {
+    struct Site<'a> {
+        file: &'a str,
+        line: u32,
+        created: u64,
+        released: Option<u64>,
+        unreleased: u64,
+        grown: u64,
+    }
+    let unreleased_at = |l: &Lifecycle, file: &str, line: u32| -> u64 {
+        l.created_at
+            .iter()
+            .find(|s| s.file == file && s.line == line)
+            .map_or(0, |s| s.count.saturating_sub(s.released.unwrap_or(0)))
+    };
+    let mut sites: Vec<Site> = life
         .map(|l| {
             l.created_at
                 .iter()
                 .map(|s| {
                     let unreleased = s.count.saturating_sub(s.released.unwrap_or(0));
-                    (s.file.as_str(), s.line, s.count, unreleased)
+                    let earlier = before.map_or(0, |b| unreleased_at(b, &s.file, s.line));
+                    Site {
+                        file: s.file.as_str(),
+                        line: s.line,
+                        created: s.count,
+                        released: s.released,
+                        unreleased,
+                        grown: unreleased.saturating_sub(earlier),
+                    }
                 })
                 .collect()
         })
@@ -417,27 +450,39 @@ fn creation_sites(ev: &Evidence, life: Option<&Lifecycle>, class: &str) -> Vec<L
             .alloc_sites
             .iter()
             .filter(|s| s.class == class)
-            .map(|s| (s.file.as_str(), s.line, s.count, s.count))
+            .map(|s| Site {
+                file: s.file.as_str(),
+                line: s.line,
+                created: s.count,
+                released: None,
+                unreleased: s.count,
+                grown: s.count,
+            })
             .collect();
     }
+    sites.retain(|s| s.unreleased > 0);
     sites.sort_by(|a, b| {
-        (b.3, b.2)
-            .cmp(&(a.3, a.2))
-            .then_with(|| (a.0, a.1).cmp(&(b.0, b.1)))
+        (b.grown, b.created)
+            .cmp(&(a.grown, a.created))
+            .then_with(|| (a.file, a.line).cmp(&(b.file, b.line)))
     });
     sites
         .into_iter()
-        .filter(|s| s.3 > 0)
-        .take(3)
-        .map(|(file, line, count, _)| Location {
-            file: file.to_owned(),
-            line,
-            role: LocationRole::Created,
-            count: Some(count),
+        .enumerate()
+        .map(|(i, s)| Location {
+            file: s.file.to_owned(),
+            line: s.line,
+            role: if i == 0 {
+                LocationRole::Created
+            } else {
+                LocationRole::AlsoCreated
+            },
+            count: Some(s.created),
+            released: s.released,
             code: ev
                 .sources
-                .get(file)
-                .and_then(|src| super::source_hint::line_text(src, line)),
+                .get(s.file)
+                .and_then(|src| super::source_hint::line_text(src, s.line)),
         })
         .collect()
 }
@@ -573,7 +618,7 @@ fn attribute_by_name(ev: &Evidence, site: &SiteSeries) -> Attribution {
             ),
         )),
     }
-    let created_at = creation_sites(ev, None, class);
+    let created_at = creation_sites(ev, None, None, class);
     Attribution::Wrapper(Blame {
         class: class.clone(),
         release_method,

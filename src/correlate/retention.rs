@@ -49,7 +49,7 @@ pub fn findings(
 fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let by_agent: i64 = site_growth(ev, &head.class)
         .iter()
-        .filter(|((file, _), _)| file.ends_with(super::classes::AGENT_FILE))
+        .filter(|((file, _), _)| super::classes::is_agent_file(file))
         .map(|(_, (delta, _))| *delta)
         .sum();
     (by_agent * 2 > head.delta()).then(|| {

@@ -7,6 +7,7 @@ use crate::bundle::{
 };
 use crate::evidence::{LibraryExports, NativeSnapshot};
 use crate::native::Frame;
+use finding::LocationRole;
 use sites::tests::{frame, report};
 
 fn module(name: &str, lib: &str, path: &str, functions: &[&str]) -> FfiModule {
@@ -244,6 +245,17 @@ pub(crate) fn seed_b() -> Evidence {
     ev
 }
 
+/// Seed B with its program in `dir` (absolute creation paths, as a real bundle has them).
+pub(crate) fn seed_b_in(dir: &str) -> Evidence {
+    let mut ev = seed_b();
+    for l in ev.sidecars.iter_mut().flat_map(|s| s.lifecycle.iter_mut()) {
+        for site in &mut l.created_at {
+            site.file = format!("{dir}/{}", site.file);
+        }
+    }
+    ev
+}
+
 #[test]
 fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     let a = correlate(&seed_b(), &Options::default());
@@ -253,9 +265,34 @@ fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     assert_eq!(top.confidence, Confidence::High);
     let s = top.suggestion.as_ref().unwrap();
     assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
-    let created: Vec<String> = s.locations.iter().map(|l| l.site()).collect();
-    assert_eq!(created, ["leak.rb:37", "leak.rb:40"]);
-    assert!(s.text.contains("zmq_msg_close"), "{}", s.text);
+    // Both sites leave as many instances unreleased: the first by count, then by file order
+    // leads; JSON keeps the other one.
+    let created: Vec<(String, LocationRole)> =
+        s.locations.iter().map(|l| (l.site(), l.role)).collect();
+    assert_eq!(
+        created,
+        [
+            ("leak.rb:37".to_owned(), LocationRole::Created),
+            ("leak.rb:40".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
+    assert_eq!(
+        s.text,
+        "Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37: it calls zmq_msg_close, which frees the native memory."
+    );
+    let lifecycle: Vec<&str> = top
+        .evidence
+        .iter()
+        .filter(|e| e.source == finding::Source::Lifecycle && e.location.is_some())
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(
+        lifecycle,
+        [
+            "ZMQ::Message instances created at leak.rb:37 (100,000 created, 100,000 never released)",
+            "ZMQ::Message instances also created at leak.rb:40 (100,000 created, 100,000 never released)"
+        ]
+    );
     let owner = top.native.as_ref().unwrap();
     assert_eq!(owner.library.as_deref(), Some("libzmq.so.5"));
     assert_eq!(owner.function, "libzmq.so.5+0x3194a");
@@ -268,6 +305,73 @@ fn seed_b_blames_zmq_message_close_with_its_creation_line() {
     let rate = a.leak_rate.unwrap();
     assert_eq!(rate.source, "native growth");
     assert!((rate.bytes_per_second - 80_000.0 * 1088.0 / 4.0).abs() < 1.0);
+}
+
+/// Per-site counts of `ZMQ::Message` in the first and the last sidecar: (line, created, released).
+fn message_sites(ev: &mut Evidence, first: &[(u32, u64, u64)], last: &[(u32, u64, u64)]) {
+    let n = ev.sidecars.len();
+    for (i, sites) in [(0, first), (n - 1, last)] {
+        let l = &mut ev.sidecars[i].lifecycle[0];
+        l.created_at = sites
+            .iter()
+            .map(|&(line, count, released)| SiteCount {
+                file: "leak.rb".into(),
+                line,
+                count,
+                released: Some(released),
+            })
+            .collect();
+        l.created = sites.iter().map(|s| s.1).sum();
+        l.released = sites.iter().map(|s| s.2).sum();
+    }
+}
+
+fn created_sites(a: &Analysis) -> Vec<(String, LocationRole)> {
+    let s = a.findings[0].suggestion.as_ref().unwrap();
+    s.locations.iter().map(|l| (l.site(), l.role)).collect()
+}
+
+#[test]
+fn the_fix_names_the_site_whose_unreleased_instances_grew() {
+    let mut ev = seed_b();
+    // :12 made its instances before the first snapshot; :37 closes every one; :40 leaks.
+    message_sites(
+        &mut ev,
+        &[(12, 5000, 0), (37, 1000, 1000)],
+        &[(12, 5000, 0), (37, 60_000, 60_000), (40, 50_000, 0)],
+    );
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.findings[0].kind, FindingKind::MissingRelease);
+    assert_eq!(
+        created_sites(&a),
+        [
+            ("leak.rb:40".to_owned(), LocationRole::Created),
+            ("leak.rb:12".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
+    let s = a.findings[0].suggestion.as_ref().unwrap();
+    assert!(
+        s.text.contains("each ZMQ::Message created at leak.rb:40:"),
+        "{}",
+        s.text
+    );
+    assert!(a.findings[0].evidence.iter().any(|e| e.text
+        == "ZMQ::Message instances also created at leak.rb:12 (5,000 created, 5,000 never released)"));
+}
+
+#[test]
+fn on_equal_growth_the_busier_site_leads() {
+    let mut ev = seed_b();
+    message_sites(&mut ev, &[], &[(37, 100, 0), (40, 150, 50), (26, 1, 0)]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(
+        created_sites(&a),
+        [
+            ("leak.rb:40".to_owned(), LocationRole::Created),
+            ("leak.rb:37".to_owned(), LocationRole::AlsoCreated),
+            ("leak.rb:26".to_owned(), LocationRole::AlsoCreated)
+        ]
+    );
 }
 
 #[test]
@@ -638,5 +742,70 @@ fn native_memory_of_retained_instances_folds_into_the_retention_finding() {
         f.evidence
             .iter()
             .any(|e| e.text.contains("also hold native memory"))
+    );
+}
+
+/// A program whose Widgets pile up, with the agent's own objects growing beside them.
+pub(crate) fn with_agent_objects() -> Evidence {
+    use retention::tests::heap;
+    const AGENT: &str = "/tmp/leakhunt-x/leakhunt_agent.rb";
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    for n in [0i64, 3, 9] {
+        ev.heap.push(heap(
+            &[
+                ("Widget", 100 + 1000 * n),
+                ("LeakhuntAgent::MethodFacts", 1136 + n),
+                // Every new one made by the agent (its LSan check through Fiddle).
+                ("Fiddle::Function", 100 * n),
+                // Partly the agent's, partly the program's: kept.
+                ("Hash", 600 + 3 * n),
+                ("String", 9000),
+            ],
+            &[
+                ("Widget", "app.rb", 4, 100 + 1000 * n as u64),
+                ("Fiddle::Function", AGENT, 120, 100 * n as u64),
+                ("Hash", AGENT, 380, 2 * n as u64),
+                ("Hash", "app.rb", 9, n as u64),
+            ],
+        ));
+    }
+    ev
+}
+
+#[test]
+fn the_agents_own_objects_are_left_out_of_the_class_growth_and_the_charts() {
+    let a = correlate(&with_agent_objects(), &Options::default());
+    let g = a.class_growth.as_ref().unwrap();
+    let shown: Vec<&str> = g.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(shown, ["Widget", "Hash"]);
+    let left: Vec<(&str, i64)> = g
+        .agent_rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.count))
+        .collect();
+    assert_eq!(
+        left,
+        [("Fiddle::Function", 900), ("LeakhuntAgent::MethodFacts", 9)]
+    );
+    let charted: Vec<&str> = a
+        .timeline
+        .classes
+        .iter()
+        .map(|c| c.class.as_str())
+        .collect();
+    assert!(
+        !charted
+            .iter()
+            .any(|c| c.starts_with("LeakhuntAgent") || *c == "Fiddle::Function"),
+        "{charted:?}"
+    );
+    // Fiddle::Function would look like the program's retention otherwise.
+    let retained: Vec<Option<&str>> = a.leak_findings().map(|f| f.class.as_deref()).collect();
+    assert_eq!(retained, [Some("Widget")]);
+    assert_eq!(
+        g.left_out_note().as_deref(),
+        Some(
+            "2 rows left out: objects of leakhunt's own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9), not the program's; the charts and findings leave them out too"
+        )
     );
 }

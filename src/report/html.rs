@@ -9,8 +9,8 @@
 //!
 //! Stage: renderer.
 
-use super::Renderer;
 use super::text::{summary_parts, verdict_word};
+use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
 use crate::correlate::{Analysis, FindingKind, count, signed};
 use std::fmt::Write as _;
@@ -18,7 +18,11 @@ use std::io::{self, Write};
 
 const TEMPLATE: &str = include_str!("report.html");
 
-pub struct HtmlReport;
+#[derive(Debug, Clone, Default)]
+pub struct HtmlReport {
+    /// Colour is not used; paths are shown as [`RenderOptions::paths`] says.
+    pub options: RenderOptions,
+}
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(s: &str) -> String {
@@ -82,7 +86,9 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 }
 
 impl Renderer for HtmlReport {
-    fn render(&self, a: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+    fn render(&self, data: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+        // What the page shows has paths made relative; the embedded data keeps them whole.
+        let a = &self.options.paths.analysis(data);
         let verdict_class = serde_json::to_value(a.verdict)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -104,12 +110,25 @@ impl Renderer for HtmlReport {
                 ("verdict_class", &escape(&verdict_class)),
                 ("verdict", &escape(verdict_word(a.verdict))),
                 ("summary", &escape(&summary_parts(a).join(" · "))),
+                ("paths", &paths_html(&self.options)),
                 ("findings", &findings),
                 ("tables", &tables_html(a)),
-                ("data", &json_for_script(a)?),
+                ("data", &json_for_script(data)?),
             ],
         );
         out.write_all(page.as_bytes())
+    }
+}
+
+/// The line saying what the page's relative paths are relative to (the page may be read
+/// elsewhere), or nothing.
+fn paths_html(options: &RenderOptions) -> String {
+    match options.paths.base() {
+        Some(base) => format!(
+            "<p class=\"muted\" id=\"paths-base\">Paths are relative to <code>{}</code>, where leakhunt ran.</p>",
+            escape(base)
+        ),
+        None => String::new(),
     }
 }
 
@@ -162,7 +181,7 @@ fn finding_html(out: &mut String, n: usize, f: &Finding) {
         if !s.locations.is_empty() || !s.shapes.is_empty() {
             out.push_str("<ul>");
         }
-        for l in &s.locations {
+        for l in s.locations.iter().filter(|l| l.is_fix_site()) {
             let role = l.role.label();
             let _ = write!(
                 out,
@@ -206,6 +225,13 @@ fn tables_html(a: &Analysis) -> String {
             );
         }
         out.push_str("</tbody></table>");
+        if let Some(note) = g.left_out_note() {
+            let _ = write!(
+                out,
+                "<p class=\"muted\" id=\"agent-rows\">{}</p>",
+                escape(&note)
+            );
+        }
     }
     if !a.native_sites.is_empty() {
         out.push_str(
@@ -269,10 +295,72 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_rows_are_left_out_of_the_table_and_the_chart_data() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::with_agent_objects(),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        HtmlReport::default().render(&a, &mut buf).unwrap();
+        let page = String::from_utf8(buf).unwrap();
+        let table = &page[page.find("<table id=\"class-growth\"").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        assert!(
+            table.contains("Widget") && table.contains("Hash"),
+            "{table}"
+        );
+        assert!(!table.contains("Fiddle::Function") && !table.contains("LeakhuntAgent"));
+        assert!(page.contains("<p class=\"muted\" id=\"agent-rows\">2 rows left out: objects of leakhunt&#39;s own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9)"));
+        let needle = "id=\"leakhunt-data\">";
+        let data = &page[page.find(needle).unwrap() + needle.len()..];
+        let data: serde_json::Value =
+            serde_json::from_str(&data[..data.find("</script>").unwrap()]).unwrap();
+        let charted: Vec<&str> = data["timeline"]["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["class"].as_str())
+            .collect();
+        assert_eq!(charted, ["Widget", "Hash", "String"]);
+    }
+
+    #[test]
+    fn paths_under_the_directory_are_shown_relative() {
+        let a = crate::correlate::correlate(
+            &crate::correlate::tests::seed_b_in("/home/u/app"),
+            &crate::correlate::Options::default(),
+        );
+        let mut buf = Vec::new();
+        HtmlReport {
+            options: crate::report::RenderOptions {
+                paths: crate::report::paths::PathStyle::relative_to(&[std::path::Path::new(
+                    "/home/u",
+                )]),
+                ..Default::default()
+            },
+        }
+        .render(&a, &mut buf)
+        .unwrap();
+        let page = String::from_utf8(buf).unwrap();
+        assert!(
+            page.contains("<li class=\"location\">created at <code>app/leak.rb:37</code>"),
+            "{page}"
+        );
+        assert!(page.contains("each ZMQ::Message created at app/leak.rb:37: it calls"));
+        assert!(page.contains(
+            "<p class=\"muted\" id=\"paths-base\">Paths are relative to <code>/home/u</code>"
+        ));
+        // The visible page is relative; the embedded data keeps the evidence's paths.
+        let visible = &page[..page.find("id=\"leakhunt-data\"").unwrap()];
+        assert_eq!(visible.matches("/home/u").count(), 1, "only the base line");
+        assert!(page.contains("\"file\":\"/home/u/app/leak.rb\""));
+    }
+
+    #[test]
     fn hostile_names_never_reach_the_page_raw() {
         let a = crate::report::tests::hostile_analysis();
         let mut buf = Vec::new();
-        HtmlReport.render(&a, &mut buf).unwrap();
+        HtmlReport::default().render(&a, &mut buf).unwrap();
         let page = String::from_utf8(buf).unwrap();
         assert!(
             !page.contains("<script>document.title"),

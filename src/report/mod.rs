@@ -7,6 +7,7 @@
 
 pub mod html;
 pub mod json;
+pub mod paths;
 pub mod text;
 
 use crate::cli::{FailOn, ReportFormat};
@@ -15,10 +16,13 @@ use crate::error::exit;
 use std::io::{self, Write};
 
 /// How a report is written.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
     /// ANSI colour (terminal only: stdout is a terminal and `NO_COLOR` is unset).
     pub color: bool,
+    /// How the text and HTML reports show file paths (JSON keeps them as the evidence has
+    /// them): relative to the current directory for `run` and `analyze`.
+    pub paths: paths::PathStyle,
 }
 
 pub trait Renderer {
@@ -29,7 +33,7 @@ pub fn renderer(format: ReportFormat, options: RenderOptions) -> Box<dyn Rendere
     match format {
         ReportFormat::Text => Box::new(text::TextReport { options }),
         ReportFormat::Json => Box::new(json::JsonReport),
-        ReportFormat::Html => Box::new(html::HtmlReport),
+        ReportFormat::Html => Box::new(html::HtmlReport { options }),
     }
 }
 

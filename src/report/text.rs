@@ -110,6 +110,7 @@ pub fn verdict_word(v: Verdict) -> &'static str {
 
 impl Renderer for TextReport {
     fn render(&self, a: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+        let a = &self.options.paths.analysis(a);
         let p = Paint(self.options.color);
         let word = verdict_word(a.verdict);
         let word = match a.verdict {
@@ -145,6 +146,9 @@ impl Renderer for TextReport {
                     "  … {} more rows (--format json has them all)",
                     g.rows.len() - TABLE_ROWS
                 )?;
+            }
+            if let Some(note) = g.left_out_note() {
+                writeln!(out, "  {}", p.dim(&note))?;
             }
         }
         if !a.native_sites.is_empty() {
@@ -237,7 +241,7 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
     }
     if let Some(s) = &f.suggestion {
         writeln!(out, "   {} {}", p.bold("fix:"), s.text)?;
-        for l in &s.locations {
+        for l in s.locations.iter().filter(|l| l.is_fix_site()) {
             let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
             if let Some(c) = l.count {
@@ -259,11 +263,22 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
 mod tests {
     use super::*;
 
+    /// The terminal report of `ev`, rendered with `options`.
+    fn report_of(ev: &crate::evidence::Evidence, options: RenderOptions) -> String {
+        let a = crate::correlate::correlate(ev, &crate::correlate::Options::default());
+        let mut buf = Vec::new();
+        TextReport { options }.render(&a, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
     fn render(color: bool) -> String {
         let a = super::super::tests::hostile_analysis();
         let mut buf = Vec::new();
         TextReport {
-            options: RenderOptions { color },
+            options: RenderOptions {
+                color,
+                ..RenderOptions::default()
+            },
         }
         .render(&a, &mut buf)
         .unwrap();
@@ -290,17 +305,7 @@ mod tests {
 
     #[test]
     fn a_missing_release_reads_as_evidence_then_fix() {
-        let a = crate::correlate::correlate(
-            &crate::correlate::tests::seed_b(),
-            &crate::correlate::Options::default(),
-        );
-        let mut buf = Vec::new();
-        TextReport {
-            options: RenderOptions::default(),
-        }
-        .render(&a, &mut buf)
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
+        let text = report_of(&crate::correlate::tests::seed_b(), RenderOptions::default());
         let finding: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("1. "))
@@ -312,12 +317,75 @@ mod tests {
         );
         assert!(finding.contains(&"     native     libzmq.so.5+0x3194a in libzmq.so.5: 20,000 → 60,000 → 100,000 leaked blocks per snapshot (+80,000 blocks, +87,040,000 bytes)"), "{finding:#?}");
         assert!(finding.contains(&"     lifecycle  ZMQ::Message: 200,000 created, 0 released by close (200,000 never released)"), "{finding:#?}");
-        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37, leak.rb:40: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
-        assert!(
-            finding.contains(&"     created at leak.rb:37 (100,000)"),
-            "{finding:#?}"
-        );
+        assert!(finding.contains(&"   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at leak.rb:37: it calls zmq_msg_close, which frees the native memory."), "{finding:#?}");
+        assert!(finding.contains(&"     lifecycle  ZMQ::Message instances also created at leak.rb:40 (100,000 created, 100,000 never released)"), "{finding:#?}");
+        // Under the fix: the leading site only (the others are evidence above).
+        let fix: Vec<&str> = finding
+            .iter()
+            .skip_while(|l| !l.starts_with("   fix:"))
+            .skip(1)
+            .filter(|l| !l.starts_with("     - "))
+            .copied()
+            .collect();
+        assert_eq!(fix, ["     created at leak.rb:37 (100,000)"]);
         assert!(text.contains("\n2. Runtime noise — 1 native site set aside as noise: 5,000 blocks, 900,000,000 bytes\n"), "{text}");
+    }
+
+    #[test]
+    fn the_agents_rows_are_left_out_and_said_so_once() {
+        let text = report_of(
+            &crate::correlate::tests::with_agent_objects(),
+            RenderOptions::default(),
+        );
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Class growth"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "      9000                         Widget 360000",
+                "        27                           Hash 1080",
+                "  2 rows left out: objects of leakhunt's own agent (Fiddle::Function +900, LeakhuntAgent::MethodFacts +9), not the program's; the charts and findings leave them out too"
+            ]
+        );
+        assert_eq!(text.matches("leakhunt's own agent").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn paths_under_the_directory_are_shown_relative_and_json_keeps_them_whole() {
+        let ev = crate::correlate::tests::seed_b_in("/home/u/app");
+        let text = report_of(
+            &ev,
+            RenderOptions {
+                paths: crate::report::paths::PathStyle::relative_to(&[std::path::Path::new(
+                    "/home/u",
+                )]),
+                ..RenderOptions::default()
+            },
+        );
+        assert!(text.contains("   fix: Call `ZMQ::Message#close` after the last use of each ZMQ::Message created at app/leak.rb:37: it calls zmq_msg_close"), "{text}");
+        assert!(
+            text.contains("\n     created at app/leak.rb:37 (100,000)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "     lifecycle  ZMQ::Message instances also created at app/leak.rb:40 ("
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("/home/u"), "{text}");
+        let a = crate::correlate::correlate(&ev, &crate::correlate::Options::default());
+        let mut json = Vec::new();
+        super::super::json::JsonReport
+            .render(&a, &mut json)
+            .unwrap();
+        let json = String::from_utf8(json).unwrap();
+        assert!(json.contains("\"file\": \"/home/u/app/leak.rb\""), "{json}");
+        assert!(!json.contains("\"app/leak.rb"), "{json}");
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! signals leakhunt catches to forward to it.
 //!
 //! Stage: `run`. The target runs in its own process group so that leakhunt can signal it and
-//! everything it started at once; stdin, stdout and stderr stay the user's.
+//! everything it started at once; stdin, stdout and stderr stay the user's, and when stdin is
+//! leakhunt's terminal the group gets the terminal for the run ([`super::terminal`]).
 
+use super::terminal::{Foreground, TerminalHandover};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// What will be executed: the command line (interpreter and backend wrapper included) and the
@@ -44,35 +46,61 @@ pub struct ChildGuard {
     child: Child,
     pgid: i32,
     status: Option<ExitStatus>,
+    /// The terminal, while the target's group holds it.
+    terminal: Option<TerminalHandover>,
 }
 
 impl ChildGuard {
-    /// Starts `launch` in a new process group.
-    pub fn spawn(launch: &Launch) -> Result<ChildGuard> {
+    /// Starts `launch` in a new process group; with `terminal`, that group becomes the
+    /// terminal's foreground until the guard releases it (when the group is reaped, or dropped).
+    pub fn spawn(launch: &Launch, terminal: Option<Foreground>) -> Result<ChildGuard> {
         let (program, args) = launch
             .argv
             .split_first()
             .ok_or_else(|| Error::Usage("no program to run".into()))?;
         let mut command = Command::new(program);
         command.args(args).envs(&launch.env).process_group(0);
-        // SAFETY: the closure runs between fork and exec and only calls prctl (Linux) or
-        // nothing, both async-signal-safe; it touches no memory shared with the parent.
+        let for_child = terminal.as_ref().map(Foreground::for_child);
+        // SAFETY: the closure runs between fork and exec (after the child made its own group)
+        // and only calls prctl (Linux), tcsetpgrp, getpgrp and signal, all async-signal-safe;
+        // it touches no memory shared with the parent.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 crate::platform::die_with_parent();
+                if let Some((fd, default_ttou)) = for_child {
+                    super::terminal::take_in_child(fd, default_ttou);
+                }
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| Error::Run(format!("cannot start {program}: {e}")))?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(t) = terminal {
+                    t.abandon();
+                }
+                return Err(Error::Run(format!("cannot start {program}: {e}")));
+            }
+        };
         let pgid = i32::try_from(child.id())
             .map_err(|_| Error::Run("the child's pid does not fit a pid_t".into()))?;
-        Ok(ChildGuard {
+        let mut guard = ChildGuard {
             child,
             pgid,
             status: None,
-        })
+            terminal: None,
+        };
+        if let Some(t) = terminal {
+            guard.terminal = Some(TerminalHandover::start(t, pgid)?);
+        }
+        Ok(guard)
+    }
+
+    /// Takes the terminal back from the target's group and ends what watched it there.
+    pub fn release_terminal(&mut self) {
+        if let Some(mut t) = self.terminal.take() {
+            t.release();
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -130,7 +158,9 @@ impl ChildGuard {
     }
 
     /// Kills whatever the target left behind in its group (after the child itself ended).
+    /// The terminal comes back to leakhunt first (its sentinel is in the group).
     pub fn reap_group(&mut self) {
+        self.release_terminal();
         if self.group_alive() {
             self.signal_group(libc::SIGTERM);
             let until = Instant::now() + Duration::from_millis(500);
@@ -149,7 +179,9 @@ impl Drop for ChildGuard {
         if self.try_wait().is_none() {
             self.signal_group(libc::SIGKILL);
             let _ = self.child.wait();
-        } else if self.group_alive() {
+        }
+        self.release_terminal();
+        if self.group_alive() {
             self.signal_group(libc::SIGKILL);
         }
     }
@@ -162,14 +194,31 @@ pub fn describe_status(status: ExitStatus) -> (Option<i32>, Option<i32>) {
 
 static SIGNALS_CAUGHT: AtomicU32 = AtomicU32::new(0);
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static LAST_FROM_TERMINAL: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(signal: libc::c_int) {
+extern "C" fn on_signal(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo; reading it and the atomics
+    // below is async-signal-safe.
+    let sender = if info.is_null() {
+        0
+    } else {
+        unsafe { (*info).si_pid() }
+    };
+    LAST_FROM_TERMINAL.store(
+        super::terminal::relayed_from_terminal(sender),
+        Ordering::SeqCst,
+    );
     LAST_SIGNAL.store(signal, Ordering::SeqCst);
     SIGNALS_CAUGHT.fetch_add(1, Ordering::SeqCst);
 }
 
-/// SIGINT, SIGTERM and SIGHUP caught for the length of a run (Ctrl-C goes to leakhunt's
-/// foreground group, not to the target's); the previous handlers come back on drop.
+/// SIGINT, SIGTERM and SIGHUP caught for the length of a run — sent to leakhunt, or relayed
+/// from the terminal by the sentinel when the target's group holds the terminal
+/// ([`super::terminal`]); the previous handlers come back on drop.
 pub struct CaughtSignals {
     previous: Vec<(i32, libc::sigaction)>,
 }
@@ -179,6 +228,7 @@ impl CaughtSignals {
 
     pub fn install() -> CaughtSignals {
         SIGNALS_CAUGHT.store(0, Ordering::SeqCst);
+        LAST_FROM_TERMINAL.store(false, Ordering::SeqCst);
         let mut previous = Vec::new();
         for signal in Self::WATCHED {
             // SAFETY: sigaction structs are plain data; the handler only touches atomics,
@@ -186,7 +236,7 @@ impl CaughtSignals {
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESTART;
+                action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
                 libc::sigemptyset(&mut action.sa_mask);
                 let mut old: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(signal, &action, &mut old) == 0 {
@@ -205,6 +255,12 @@ impl CaughtSignals {
     /// The last one that arrived.
     pub fn last(&self) -> i32 {
         LAST_SIGNAL.load(Ordering::SeqCst)
+    }
+
+    /// Whether the last one came from the terminal through the sentinel: the target's group
+    /// got it too, so it is not to be forwarded.
+    pub fn last_from_terminal(&self) -> bool {
+        LAST_FROM_TERMINAL.load(Ordering::SeqCst)
     }
 }
 
@@ -261,7 +317,7 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), "sleep 30 & sleep 30".into()],
             env: BTreeMap::new(),
         };
-        let guard = ChildGuard::spawn(&launch).unwrap();
+        let guard = ChildGuard::spawn(&launch, None).unwrap();
         let pgid = guard.pgid;
         std::thread::sleep(Duration::from_millis(200));
         assert!(live_members(pgid) >= 2, "sh and its sleeps");
@@ -279,7 +335,7 @@ mod tests {
             argv: vec!["sleep".into(), "30".into()],
             env: BTreeMap::new(),
         };
-        let mut guard = ChildGuard::spawn(&launch).unwrap();
+        let mut guard = ChildGuard::spawn(&launch, None).unwrap();
         let status = guard
             .terminate(libc::SIGTERM, Duration::from_secs(5))
             .unwrap();

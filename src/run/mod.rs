@@ -3,7 +3,8 @@
 //!
 //! Stage: first of the flow. This module is the orchestrator: it makes the private directory
 //! (agent + socket, removed at the end) and the bundle (0700, files 0600), starts the target in
-//! its own process group, samples its footprint, asks the agent for snapshots on schedule (and at
+//! its own process group (which gets the terminal for the run when leakhunt has it: [`terminal`]),
+//! samples its footprint, asks the agent for snapshots on schedule (and at
 //! exit, and on Ctrl-C), has the backend take the native evidence right after each one, and
 //! rewrites the manifest after every step so that whatever happens leaves a valid bundle.
 //!
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod footprint;
 pub mod knobs;
 pub mod summary;
+pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
 use crate::cli::{BackendChoice, RunArgs};
@@ -131,13 +133,12 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     backend.prepare(&mut launch)?;
 
     create_bundle_dir(&bundle_dir)?;
-    eprintln!("leakhunt: bundle {}", bundle_dir.display());
     let mut manifest = initial_manifest(config, &launch, backend.as_ref(), ruby.as_deref());
     manifest.save(&bundle_dir)?;
 
     let signals = CaughtSignals::install();
     let started = Instant::now();
-    let child = match ChildGuard::spawn(&launch) {
+    let child = match ChildGuard::spawn(&launch, terminal::Foreground::claim()) {
         Ok(c) => c,
         Err(e) => {
             manifest.outcome = Outcome {
@@ -146,6 +147,10 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
                 ..Outcome::default()
             };
             manifest.save(&bundle_dir)?;
+            eprintln!(
+                "leakhunt: bundle {} (its manifest records that the program did not start)",
+                bundle_dir.display()
+            );
             return Err(e);
         }
     };
@@ -167,6 +172,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         exiting: None,
         exit_detail: None,
         interrupted: false,
+        snapshot_after_interrupt: false,
         killed_because: None,
         spinner: crate::progress::spinner("starting"),
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
@@ -316,6 +322,8 @@ struct Session<'a> {
     /// How the program said it was ending ("end", "exit 3", "exception RuntimeError", …).
     exit_detail: Option<String>,
     interrupted: bool,
+    /// A snapshot went on after the first interrupt arrived: it stands as the last one.
+    snapshot_after_interrupt: bool,
     /// Set when leakhunt killed the target, with the reason.
     killed_because: Option<String>,
     spinner: indicatif::ProgressBar,
@@ -494,10 +502,17 @@ impl Session<'_> {
             return;
         }
         let signals_before = self.signals.count();
-        let until = Instant::now() + deadline;
+        let mut until = Instant::now() + deadline;
         let answer = loop {
-            if self.signals.count() > signals_before {
-                break Err(Unanswered::Interrupted);
+            match self.signals.count() {
+                // A first interrupt lets the snapshot under way finish, briefly: it is the last
+                // one (and the agent answers requests in order anyway). A second stops now.
+                n if n > signals_before && n >= 2 => break Err(Unanswered::Interrupted),
+                n if n > signals_before => {
+                    until = until.min(Instant::now() + INTERRUPT_SNAPSHOT);
+                    self.snapshot_after_interrupt = true;
+                }
+                _ => {}
             }
             let Some(link) = self.link.as_mut() else {
                 break Err(Unanswered::ConnectionClosed);
@@ -600,18 +615,30 @@ impl Session<'_> {
 
     /// Ctrl-C (or SIGTERM/SIGHUP to leakhunt): a brief last snapshot, the signal forwarded to
     /// the program, a short wait, then SIGTERM and SIGKILL. A second signal skips the waits.
+    ///
+    /// When the program's group holds the terminal, Ctrl-C reaches the program directly and
+    /// leakhunt hears of it from the sentinel ([`terminal`]): it is not forwarded again (a second
+    /// SIGINT would cut short the program's own at_exit work, the agent's last snapshot
+    /// included). A snapshot under way when the signal came is the last one.
     fn on_interrupt(&mut self) -> Option<ExitStatus> {
         self.interrupted = true;
         let signal = self.signals.last();
+        let from_terminal = self.signals.last_from_terminal();
         let name = crate::platform::signal_name(signal).unwrap_or("a signal");
         eprintln!(
             "\nleakhunt: {name}: taking a last snapshot, then stopping the program (again to stop now)"
         );
-        if self.link.is_some() && self.hello_at.is_some() && self.signals.count() == 1 {
+        if self.link.is_some()
+            && self.hello_at.is_some()
+            && self.signals.count() == 1
+            && !self.snapshot_after_interrupt
+        {
             let deadline = self.snapshot_deadline().min(INTERRUPT_SNAPSHOT);
             self.take_snapshot("interrupt", deadline);
         }
-        self.child.signal_group(signal);
+        if !from_terminal {
+            self.child.signal_group(signal);
+        }
         let grace = if self.signals.count() > 1 {
             Duration::ZERO
         } else {
@@ -719,7 +746,7 @@ impl Session<'_> {
         let taken = self.manifest.snapshots.len();
         let (kind, detail) = if let Some(why) = &self.killed_because {
             ("killed", format!("killed by leakhunt: {why}; {how}"))
-        } else if self.interrupted {
+        } else if self.interrupted || self.signals.count() > 0 {
             let name = crate::platform::signal_name(self.signals.last()).unwrap_or("a signal");
             (
                 "interrupted",
