@@ -96,6 +96,10 @@ pub struct Evidence {
     pub origin: Origin,
     /// Oldest first.
     pub heap: Vec<HeapSnapshot>,
+    /// Index in `heap` of the first snapshot taken once the program had stopped loading code
+    /// (bundles: its `$LOADED_FEATURES` was already the final one); class growth is judged from
+    /// there, since objects made by `require` are not a leak. 0 when that cannot be told.
+    pub settled: usize,
     /// Oldest first.
     pub native: Vec<NativeSnapshot>,
     /// The agent's sidecars, oldest first (bundles only).
@@ -118,6 +122,7 @@ impl Evidence {
         Evidence {
             origin,
             heap: Vec::new(),
+            settled: 0,
             native: Vec::new(),
             sidecars: Vec::new(),
             footprint: Vec::new(),
@@ -127,6 +132,29 @@ impl Evidence {
             library_exports: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// The heap snapshots class growth is judged on: from [`Evidence::settled`] on.
+    pub fn judged_heap(&self) -> &[HeapSnapshot] {
+        &self.heap[self.settled.min(self.heap.len())..]
+    }
+
+    /// The loaded-feature counts of the first heap snapshot and of the settled one, when the
+    /// program was still loading code at the first (for the report's note).
+    pub fn loading_at_start(&self) -> Option<(usize, usize)> {
+        if self.settled == 0 {
+            return None;
+        }
+        let features = |h: &HeapSnapshot| {
+            self.sidecars
+                .iter()
+                .find(|s| Some(s.snapshot) == h.snapshot)
+                .map(|s| s.loaded_features.len())
+        };
+        Some((
+            features(self.heap.first()?)?,
+            features(self.heap.get(self.settled)?)?,
+        ))
     }
 
     /// The newest sidecar: the most complete FFI inventory and lifecycle counts.
@@ -266,6 +294,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     canonical_modules(&mut ev.native);
     let base = PathBuf::from(&manifest.cwd);
     ev.manifest = Some(manifest);
+    ev.settled = settled_from(&ev.heap, &ev.sidecars);
     add_retainers(&mut ev);
     add_sources(&mut ev, &[base, dir.to_path_buf()]);
     add_library_exports(&mut ev);
@@ -441,12 +470,37 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
     Ok(ev)
 }
 
+/// The first heap snapshot whose sidecar lists the same loaded features as the newest sidecar:
+/// before it, the program was still running `require`, and what loading code allocates (gem
+/// specs, constants, method caches) grows like a leak. Kept at 0 unless at least two heap
+/// snapshots remain to compare, or when sidecars are missing.
+pub(crate) fn settled_from(heap: &[HeapSnapshot], sidecars: &[crate::bundle::Sidecar]) -> usize {
+    let Some(last) = sidecars.last() else {
+        return 0;
+    };
+    let features = |h: &HeapSnapshot| {
+        sidecars
+            .iter()
+            .find(|s| Some(s.snapshot) == h.snapshot)
+            .map(|s| &s.loaded_features)
+    };
+    let settled = heap
+        .iter()
+        .position(|h| features(h).is_some_and(|f| *f == last.loaded_features))
+        .unwrap_or(0);
+    if heap.len().saturating_sub(settled) >= 2 {
+        settled
+    } else {
+        0
+    }
+}
+
 /// Retainer paths of the growing classes, on the newest heap snapshot whose format allows it.
 fn add_retainers(ev: &mut Evidence) {
     if ev.heap.len() < 2 {
         return;
     }
-    let series = crate::correlate::classes::class_series(&ev.heap);
+    let series = crate::correlate::classes::class_series(ev.judged_heap());
     let groups = crate::correlate::classes::growth_groups(&series, &|_| None);
     let classes: Vec<String> = groups
         .iter()
@@ -829,5 +883,34 @@ mod tests {
             assert!(exports.symbols.iter().any(|s| s == sym), "{sym}");
         }
         assert!(find_library("no-such-library-here").is_none());
+    }
+
+    #[test]
+    fn growth_is_judged_from_the_first_snapshot_with_the_final_loaded_features() {
+        let heap = |n: u32| HeapSnapshot {
+            snapshot: Some(n),
+            ..crate::correlate::retention::tests::heap(&[], &[])
+        };
+        let sidecar = |n: u32, features: usize| crate::bundle::Sidecar {
+            snapshot: n,
+            loaded_features: (0..features).map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        let heaps: Vec<_> = (1..=4).map(heap).collect();
+        let at = |features: &[usize]| {
+            let sidecars: Vec<_> = features
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| sidecar(i as u32 + 1, f))
+                .collect();
+            settled_from(&heaps, &sidecars)
+        };
+        assert_eq!(at(&[111, 111, 111, 111]), 0);
+        assert_eq!(at(&[93, 111, 111, 111]), 1);
+        assert_eq!(at(&[93, 100, 111, 111]), 2);
+        // Loading until the end leaves fewer than two snapshots to compare: judge them all.
+        assert_eq!(at(&[93, 100, 105, 111]), 0);
+        // Without sidecars nothing can be told.
+        assert_eq!(settled_from(&heaps, &[]), 0);
     }
 }

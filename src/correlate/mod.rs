@@ -213,12 +213,24 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     // The agent's own objects are not the program's: out of every table, chart and rule.
     let all_series = classes::class_series(&ev.heap);
     let agent_classes = classes::agent_classes(&ev.heap, &all_series);
-    let series: Vec<classes::ClassSeries> = all_series
-        .into_iter()
-        .filter(|s| !agent_classes.contains(&s.class))
-        .collect();
+    let program_series = |series: Vec<classes::ClassSeries>| -> Vec<classes::ClassSeries> {
+        series
+            .into_iter()
+            .filter(|s| !agent_classes.contains(&s.class))
+            .collect()
+    };
+    // Charts show every snapshot; growth is judged once the program stopped loading code.
+    let charted = program_series(all_series);
+    let series = program_series(classes::class_series(ev.judged_heap()));
     let groups = classes::growth_groups(&series, &|c| retention::main_container(ev, c));
     let mut notes = Vec::new();
+    if let Some((first, settled)) = ev.loading_at_start() {
+        notes.push(format!(
+            "the program was still loading code at heap snapshot 1 ({first} features loaded, {settled} by snapshot {}): class growth is judged from snapshot {}",
+            ev.settled + 1,
+            ev.settled + 1
+        ));
+    }
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
     let (native_findings, native_rows) = native_findings(ev, &sites, &mut notes);
@@ -253,16 +265,17 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     } else {
         Verdict::Inconclusive
     };
-    let timeline = timeline(ev, &series, &findings, &sites);
+    let timeline = timeline(ev, &charted, &findings, &sites);
     let leak_rate = leak_rate(ev, &findings, &sites);
-    let class_growth = match (ev.heap.first(), ev.heap.last()) {
-        (Some(a), Some(b)) if ev.heap.len() >= 2 => {
+    let judged = ev.judged_heap();
+    let class_growth = match (judged.first(), judged.last()) {
+        (Some(a), Some(b)) if judged.len() >= 2 => {
             let (agent_rows, rows) = Histogram::diff(&a.summary.histogram, &b.summary.histogram)
                 .rows
                 .into_iter()
                 .partition(|r| agent_classes.contains(&r.name));
             Some(ClassGrowthTable {
-                from: 1,
+                from: ev.settled + 1,
                 to: ev.heap.len(),
                 rows,
                 agent_rows,

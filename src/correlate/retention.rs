@@ -262,7 +262,7 @@ fn growth_item(s: &ClassSeries) -> EvidenceItem {
 /// have sites, count in the newest). With one such snapshot, the growth is its count.
 fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)> {
     let with_sites: Vec<_> = ev
-        .heap
+        .judged_heap()
         .iter()
         .filter(|h| !h.summary.alloc_sites.is_empty())
         .collect();
@@ -293,7 +293,7 @@ fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)
 /// (or, with one snapshot that has sites, its largest sites).
 fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
     let over_time = ev
-        .heap
+        .judged_heap()
         .iter()
         .filter(|h| !h.summary.alloc_sites.is_empty())
         .count()

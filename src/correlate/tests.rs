@@ -809,3 +809,55 @@ fn the_agents_own_objects_are_left_out_of_the_class_growth_and_the_charts() {
         )
     );
 }
+
+/// Three snapshots: `require` still running at the first (gem specs and strings appear), then
+/// a steady program. `loading` decides whether the sidecars say so.
+fn loading_then_steady(loading: bool) -> Evidence {
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    let rows: [&[(&str, i64)]; 3] = [
+        &[("String", 11_300), ("Gem::Specification", 20)],
+        &[("String", 12_080), ("Gem::Specification", 60)],
+        &[("String", 12_120), ("Gem::Specification", 60)],
+    ];
+    for (i, r) in rows.iter().enumerate() {
+        let mut h = retention::tests::heap(r, &[]);
+        h.snapshot = Some(i as u32 + 1);
+        ev.heap.push(h);
+        let features = if i == 0 && loading { 93 } else { 111 };
+        ev.sidecars.push(Sidecar {
+            snapshot: i as u32 + 1,
+            loaded_features: (0..features).map(|f| format!("/lib/{f}.rb")).collect(),
+            ..Sidecar::default()
+        });
+    }
+    ev.settled = crate::evidence::settled_from(&ev.heap, &ev.sidecars);
+    ev
+}
+
+#[test]
+fn growth_while_the_program_loads_code_is_not_retention() {
+    let a = correlate(&loading_then_steady(true), &Options::default());
+    assert!(a.leak_findings().next().is_none(), "{:#?}", a.findings);
+    let table = a.class_growth.as_ref().unwrap();
+    assert_eq!((table.from, table.to), (2, 3));
+    assert!(
+        a.notes.iter().any(|n| n.contains(
+            "still loading code at heap snapshot 1 (93 features loaded, 111 by snapshot 2)"
+        )),
+        "{:#?}",
+        a.notes
+    );
+    // The charts still show every snapshot.
+    assert_eq!(a.timeline.heap_snapshots.len(), 3);
+    assert!(a.timeline.classes.iter().any(|c| c.counts.len() == 3));
+
+    // The same counts with no code loaded in between are judged over all three snapshots.
+    let a = correlate(&loading_then_steady(false), &Options::default());
+    assert_eq!(a.class_growth.as_ref().unwrap().from, 1);
+    assert!(
+        a.leak_findings()
+            .any(|f| f.class.as_deref() == Some("String")),
+        "{:#?}",
+        a.findings
+    );
+}
