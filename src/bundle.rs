@@ -101,6 +101,26 @@ pub struct Snapshot {
     pub errors: Vec<String>,
 }
 
+impl Snapshot {
+    /// The one warning line about this snapshot's missing pieces, as `run` prints it and the
+    /// report repeats it (the same text, so the two are shown once).
+    pub fn warning(&self) -> Option<String> {
+        (!self.errors.is_empty()).then(|| {
+            format!(
+                "snapshot {} ({}): {}",
+                self.index,
+                self.reason,
+                self.errors.join("; ")
+            )
+        })
+    }
+
+    /// Whether the heap dump was written: the snapshot counts as taken.
+    pub fn taken(&self) -> bool {
+        self.heap.is_some()
+    }
+}
+
 /// Where the native evidence of one snapshot is: a whole file or a byte range of a log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -214,9 +214,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     let mut snapshots = manifest.snapshots.clone();
     snapshots.sort_by_key(|s| s.index);
     for snap in &snapshots {
-        for e in &snap.errors {
-            ev.warnings.push(format!("snapshot {}: {e}", snap.index));
-        }
+        ev.warnings.extend(snap.warning());
         if let Some(name) = &snap.heap {
             match crate::heap::summarize(&dir.join(name)) {
                 Ok(summary) => {
@@ -769,6 +767,7 @@ mod tests {
             snapshots: (1..=2)
                 .map(|i| Snapshot {
                     index: i,
+                    reason: "interval".into(),
                     t: i as f64,
                     sidecar: Some(format!("agent-00{i}.json")),
                     errors: if i == 2 {
@@ -812,7 +811,7 @@ mod tests {
         assert!(
             ev.warnings
                 .iter()
-                .any(|w| w == "snapshot 2: leaks exited with status 2")
+                .any(|w| w == "snapshot 2 (interval): leaks exited with status 2")
         );
         assert!(
             ev.warnings

@@ -584,13 +584,8 @@ impl Session<'_> {
     }
 
     fn record_snapshot(&mut self, snapshot: Snapshot) {
-        if !snapshot.errors.is_empty() {
-            self.warn(format!(
-                "snapshot {} ({}): {}",
-                snapshot.index,
-                snapshot.reason,
-                snapshot.errors.join("; ")
-            ));
+        if let Some(line) = snapshot.warning() {
+            self.warn(line);
         }
         self.manifest.snapshots.push(snapshot);
         self.save();
@@ -743,7 +738,7 @@ impl Session<'_> {
             (_, None, Some(s)) => format!("killed by signal {s}"),
             _ => "ended in an unknown way".to_owned(),
         };
-        let taken = self.manifest.snapshots.len();
+        let taken = self.manifest.snapshots.iter().filter(|s| s.taken()).count();
         let (kind, detail) = if let Some(why) = &self.killed_because {
             ("killed", format!("killed by leakhunt: {why}; {how}"))
         } else if self.interrupted || self.signals.count() > 0 {
