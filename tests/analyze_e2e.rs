@@ -1,7 +1,7 @@
 //! `leakhunt analyze` and the report at the end of `leakhunt run`, end to end: real programs
 //! under real backends, and the offline seed evidence.
 
-use crate::common::run_leakhunt;
+use crate::common::{leak_kinds, locations, run_leakhunt};
 use std::path::Path;
 
 /// A bundle with a manifest only: the program crashed before the first snapshot.
@@ -144,33 +144,6 @@ fn seed_args(dir: &Path, round_trips: u32) -> Vec<String> {
         "1024".into(),
         round_trips.to_string(),
     ]
-}
-
-fn locations(finding: &serde_json::Value) -> Vec<(String, u64, String)> {
-    finding["suggestion"]["locations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| {
-            let file = l["file"].as_str().unwrap_or_default();
-            let base = file.rsplit('/').next().unwrap_or(file).to_owned();
-            (
-                base,
-                l["line"].as_u64().unwrap_or(0),
-                l["role"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
-    report["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| f["kind"].as_str().unwrap_or_default().to_owned())
-        .filter(|k| k != "runtime_noise")
-        .collect()
 }
 
 /// Runs a seed variant under `leakhunt run`; expects exit 1 and returns the top finding.

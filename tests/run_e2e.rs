@@ -126,45 +126,35 @@ fn lsan_ready() -> bool {
     )
 }
 
-/// Round trips per backend: each run lasts several seconds of program time under its backend.
+/// Round trips and `run` options per backend: each run lasts several seconds of program time
+/// under its backend. valgrind starts slowly, so its first snapshot waits 5 s.
+fn seed_plan(backend: &str) -> (&'static str, Vec<&str>) {
+    let (iterations, after, every) = match backend {
+        "lsan" => ("25000", "1s", "1.5s"),
+        _ => ("9000", "5s", "4s"),
+    };
+    let options = vec![
+        "--backend",
+        backend,
+        "--after",
+        after,
+        "--every",
+        every,
+        "--snapshots",
+        "2",
+        "--fail-on",
+        "never",
+    ];
+    (iterations, options)
+}
+
 fn seed_run(variant: &str, backend: &str) -> Run {
     let program = fixture(&format!("seed/{variant}"));
     let endpoint = free_tcp_endpoint();
-    let (iterations, options): (&str, &[&str]) = match backend {
-        "lsan" => (
-            "25000",
-            &[
-                "--backend",
-                "lsan",
-                "--after",
-                "1s",
-                "--every",
-                "1.5s",
-                "--snapshots",
-                "2",
-                "--fail-on",
-                "never",
-            ],
-        ),
-        _ => (
-            "9000",
-            &[
-                "--backend",
-                "valgrind",
-                "--after",
-                "5s",
-                "--every",
-                "4s",
-                "--snapshots",
-                "2",
-                "--fail-on",
-                "never",
-            ],
-        ),
-    };
+    let (iterations, options) = seed_plan(backend);
     let started = Instant::now();
     let r = run(
-        options,
+        &options,
         &[program.to_str().unwrap(), &endpoint, "1024", iterations],
         &[],
     );
@@ -1022,3 +1012,6 @@ fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
         "{stdout}"
     );
 }
+
+// The same runs on a second Ruby, in a root built by .ci/ruby-root.
+mod other_ruby;

@@ -75,3 +75,32 @@ pub fn require(what: &str, present: bool) -> bool {
     }
     panic!("{what} is not installed: run .ci/setup (or set LEAKHUNT_ALLOW_SKIP=1 to skip)");
 }
+
+/// A JSON finding's suggestion locations as (file base name, line, role).
+pub fn locations(finding: &serde_json::Value) -> Vec<(String, u64, String)> {
+    finding["suggestion"]["locations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let file = l["file"].as_str().unwrap_or_default();
+            let base = file.rsplit('/').next().unwrap_or(file).to_owned();
+            (
+                base,
+                l["line"].as_u64().unwrap_or(0),
+                l["role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The kinds of a JSON report's findings, runtime noise left out.
+pub fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["kind"].as_str().unwrap_or_default().to_owned())
+        .filter(|k| k != "runtime_noise")
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! The seed's programs on a second Ruby: Debian trixie's Ruby 3.3 in a root that `.ci/ruby-root`
+//! builds (this machine's Ruby is 3.1). The agent takes other paths from 3.2 on (instruction
+//! sequences, shapes in the dumps), and the runtime makes other objects while loading code.
+//!
+//! Each run happens in a private mount namespace: /proc, /dev, the built binary, the fixtures
+//! and the test's scratch directory are mounted into the root there, and vanish with it.
+
+use super::{Run, assert_seed_run, finish, scratch, seed_plan};
+use crate::common::{fixture, leak_kinds, locations, require};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const ROOT_VERSION: &str = "3.3";
+
+/// The root, when `.ci/ruby-root` has finished building it (`LEAKHUNT_RUBY_ROOT` overrides).
+fn ruby_root() -> Option<PathBuf> {
+    let root = std::env::var_os("LEAKHUNT_RUBY_ROOT").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ruby-roots/trixie"),
+        PathBuf::from,
+    );
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let ready = root.join(".ready").exists() && root_user;
+    require(
+        "a Debian trixie root with Ruby 3.3 (.ci/ruby-root builds it; running it needs root)",
+        ready,
+    )
+    .then_some(root)
+}
+
+/// Mounts what the run needs into `$root`, then runs leakhunt there; the rest of the arguments
+/// are leakhunt's.
+const IN_ROOT: &str = r#"
+root=$1 bin=$2 fixtures=$3 scratch=$4; shift 4
+mkdir -p "$root/opt/leakhunt/bin" "$root/opt/leakhunt/fixtures" "$root/out"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --bind "$bin" "$root/opt/leakhunt/bin"
+mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
+mount --bind "$scratch" "$root/out"
+exec chroot "$root" /usr/bin/env TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
+"#;
+
+/// `leakhunt run` of a seed variant inside the root, with the same plan as on this machine's
+/// Ruby (`after` overrides the warm-up); returns the run and its JSON report.
+fn seed_run_in_root(
+    variant: &str,
+    backend: &str,
+    after: Option<&str>,
+) -> Option<(Run, serde_json::Value)> {
+    let root = ruby_root()?;
+    let _one = super::ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let (scratch, tmpdir, bundle) = scratch();
+    let (iterations, mut options) = seed_plan(backend);
+    if let Some(after) = after {
+        let at = options.iter().position(|o| *o == "--after").unwrap();
+        options[at + 1] = after;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "--",
+            "sh",
+            "-euc",
+            IN_ROOT,
+            "sh",
+        ])
+        .arg(&root)
+        .arg(bin.parent().unwrap())
+        .arg(fixture(""))
+        .arg(scratch.path())
+        .args([
+            "run",
+            "-o",
+            "/out/bundle",
+            "--format",
+            "json",
+            "--report",
+            "/out/report.json",
+        ])
+        .args(&options)
+        .arg("--")
+        .arg(format!("/opt/leakhunt/fixtures/seed/{variant}"))
+        .args(["ipc:///out/zmq.sock", "1024", iterations])
+        .env("LEAKHUNT_NO_PROGRESS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn unshare (util-linux)");
+    let report_path = scratch.path().join("report.json");
+    let r = finish(scratch, tmpdir, bundle, out);
+    let report = std::fs::read(&report_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no JSON report\n{}", r.context()));
+    let ruby = &r.last_sidecar().ruby.version;
+    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
+    Some((r, report))
+}
+
+/// The top leak finding, with the run's story when it is not there.
+fn top(r: &Run, report: &serde_json::Value) -> serde_json::Value {
+    let f = &report["findings"][0];
+    assert!(f.is_object(), "no finding\n{report:#}\n{}", r.context());
+    f.clone()
+}
+
+#[test]
+fn ruby_3_3_seed_array_is_retention_by_the_array() {
+    let Some((r, report)) = seed_run_in_root("leak.rb", "lsan", None) else {
+        return;
+    };
+    assert_seed_run(&r, "leak.rb");
+    let top = top(&r, &report);
+    assert_eq!(top["kind"], "ruby_retention", "{top:#}");
+    assert_eq!(top["class"], "ZMQ::Message");
+    let locs = locations(&top);
+    assert!(
+        locs.contains(&("leak.rb".into(), 29, "container_allocated".into())),
+        "{locs:?}"
+    );
+    assert!(
+        locs.contains(&("leak.rb".into(), 39, "container_filled".into())),
+        "{locs:?}"
+    );
+}
+
+#[test]
+fn ruby_3_3_seed_counter_is_the_missing_message_close() {
+    let Some((r, report)) = seed_run_in_root("leak-counter.rb", "lsan", None) else {
+        return;
+    };
+    assert_seed_run(&r, "leak-counter.rb");
+    let top = top(&r, &report);
+    assert_eq!(top["kind"], "missing_release", "{top:#}");
+    assert_eq!(top["suggestion"]["method"], "ZMQ::Message#close");
+    assert_eq!(
+        locations(&top)[0],
+        ("leak-counter.rb".into(), 37, "created".into())
+    );
+    let library = top["native"]["library"].as_str().unwrap_or_default();
+    assert!(library.starts_with("libzmq.so"), "{top:#}");
+}
+
+/// Under valgrind a first snapshot 1 s in comes while ffi-rzmq is still being required: what
+/// loading allocates must not read as a leak of the fixed program.
+#[test]
+fn ruby_3_3_seed_fixed_is_clean_under_valgrind_even_while_loading() {
+    let Some((r, report)) = seed_run_in_root("leak-fixed.rb", "valgrind", Some("1s")) else {
+        return;
+    };
+    assert_seed_run(&r, "leak-fixed.rb");
+    assert!(
+        leak_kinds(&report).is_empty(),
+        "{report:#}\n{}",
+        r.context()
+    );
+    assert_eq!(report["verdict"], "no_leak");
+}
