@@ -1,7 +1,7 @@
 //! `leakhunt analyze` and the report at the end of `leakhunt run`, end to end: real programs
 //! under real backends, and the offline seed evidence.
 
-use crate::common::{leak_kinds, locations, run_leakhunt};
+use crate::common::{assert_seed_a_top_finding, leak_kinds, locations, run_leakhunt};
 use std::path::Path;
 
 /// A bundle with a manifest only: the program crashed before the first snapshot.
@@ -158,17 +158,7 @@ fn seed_top_finding(variant: &str) -> serde_json::Value {
 #[test]
 fn seed_a_top_finding_is_the_array_that_keeps_every_message() {
     let top = seed_top_finding("leak.rb");
-    assert_eq!(top["kind"], "ruby_retention", "{top:#}");
-    assert_eq!(top["class"], "ZMQ::Message");
-    let locs = locations(&top);
-    assert!(
-        locs.contains(&("leak.rb".into(), 29, "container_allocated".into())),
-        "{locs:?}"
-    );
-    assert!(
-        locs.contains(&("leak.rb".into(), 39, "container_filled".into())),
-        "{locs:?}"
-    );
+    assert_seed_a_top_finding(&top);
 }
 
 #[test]

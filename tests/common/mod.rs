@@ -104,3 +104,19 @@ pub fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
         .filter(|k| k != "runtime_noise")
         .collect()
 }
+
+/// Seed A's diagnosis: Ruby retention of `ZMQ::Message` by the Array allocated at leak.rb:29
+/// (`messages = []`) and filled at leak.rb:39 (`messages << message`).
+pub fn assert_seed_a_top_finding(top: &serde_json::Value) {
+    assert_eq!(top["kind"], "ruby_retention", "{top:#}");
+    assert_eq!(top["class"], "ZMQ::Message");
+    let locs = locations(top);
+    assert!(
+        locs.contains(&("leak.rb".into(), 29, "container_allocated".into())),
+        "{locs:?}"
+    );
+    assert!(
+        locs.contains(&("leak.rb".into(), 39, "container_filled".into())),
+        "{locs:?}"
+    );
+}

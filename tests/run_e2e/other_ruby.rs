@@ -6,7 +6,7 @@
 //! and the test's scratch directory are mounted into the root there, and vanish with it.
 
 use super::{Run, assert_seed_run, finish, scratch, seed_plan};
-use crate::common::{fixture, leak_kinds, locations, require};
+use crate::common::{assert_seed_a_top_finding, fixture, leak_kinds, locations, require};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -116,17 +116,7 @@ fn ruby_3_3_seed_array_is_retention_by_the_array() {
     };
     assert_seed_run(&r, "leak.rb");
     let top = top(&r, &report);
-    assert_eq!(top["kind"], "ruby_retention", "{top:#}");
-    assert_eq!(top["class"], "ZMQ::Message");
-    let locs = locations(&top);
-    assert!(
-        locs.contains(&("leak.rb".into(), 29, "container_allocated".into())),
-        "{locs:?}"
-    );
-    assert!(
-        locs.contains(&("leak.rb".into(), 39, "container_filled".into())),
-        "{locs:?}"
-    );
+    assert_seed_a_top_finding(&top);
 }
 
 #[test]
