@@ -320,9 +320,10 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         ));
     }
 
-    let before = first
-        .filter(|f| !std::ptr::eq(*f, sc))
-        .and_then(|f| lifecycle(f, &wrapper.class));
+    // The first sidecar's counts; a sidecar taken before the agent found the wrapper (the
+    // program was still loading) has none, which means nothing counted yet: zero.
+    let earlier = first.filter(|f| !std::ptr::eq(*f, sc));
+    let before = earlier.and_then(|f| lifecycle(f, &wrapper.class));
     let mut proportional = false;
     if let Some(l) = life {
         let methods = if l.release_methods.is_empty() {
@@ -340,8 +341,8 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
                 count(unreleased(l) as i64)
             ),
         ));
-        if let Some(b) = before {
-            let du = unreleased(l) as i64 - unreleased(b) as i64;
+        if earlier.is_some() {
+            let du = unreleased(l) as i64 - before.map_or(0, |b| unreleased(b) as i64);
             let db = site.delta_blocks();
             if du > 0 && db > 0 {
                 let ratio = db as f64 / du as f64;

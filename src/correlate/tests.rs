@@ -861,3 +861,22 @@ fn growth_while_the_program_loads_code_is_not_retention() {
         a.findings
     );
 }
+
+#[test]
+fn a_first_sidecar_taken_before_the_wrapper_was_found_counts_as_zero_instances() {
+    // The first snapshot came while the program was still loading ffi-rzmq: no wrappers, no
+    // lifecycle counts yet. Instances and blocks still move together from there.
+    let mut ev = seed_b();
+    ev.sidecars[0].wrappers.clear();
+    ev.sidecars[0].lifecycle.clear();
+    let a = correlate(&ev, &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::MissingRelease, "{:#?}", a.findings);
+    assert!(
+        top.evidence.iter().any(|e| e.text
+            == "unreleased ZMQ::Message grew by 200,000 between the first and last snapshot while the site gained 80,000 blocks (0.40 blocks per instance: they move together)"),
+        "{:#?}",
+        top.evidence
+    );
+    assert_eq!(top.confidence, Confidence::High);
+}
