@@ -315,6 +315,42 @@ fn leaking_widgets_name_widget_close_and_where_widgets_are_made() {
     );
 }
 
+/// A program that is not a `.rb` file runs as given, and the agent reaches the Ruby it starts
+/// through `RUBYOPT`: here a wrapper script that execs ruby.
+#[test]
+fn a_wrapper_script_program_gets_the_agent_through_rubyopt() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lib = crate::common::build_widget(dir.path());
+    let wrapper = dir.path().join("run-ruby");
+    std::fs::write(&wrapper, "#!/bin/sh\nexec ruby \"$@\"\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = crate::common::widget_fixture("widget-leak.rb");
+    let args = [program.display().to_string(), "3000".into(), "3".into()];
+    let bundle = dir.path().join("bundle");
+    let env = [("WIDGET_LIB", lib.as_path())];
+    let out = lsan_run(&bundle, ["0.5s", "1s"], "json", &wrapper, &args, &env);
+    let report = json_report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let top = &report["findings"][0];
+    assert_eq!(top["suggestion"]["method"], "Widget#close", "{report:#}");
+    let created = widget_line("widget-leak.rb", "Widget.new");
+    assert_eq!(
+        locations(top)[0],
+        ("widget-leak.rb".to_owned(), created, "created".to_owned())
+    );
+    let manifest = leakhunt::bundle::Manifest::load(&bundle).unwrap();
+    assert_eq!(manifest.command[0], wrapper.display().to_string());
+    assert!(
+        manifest
+            .env
+            .get("RUBYOPT")
+            .is_some_and(|o| o.starts_with("-r")),
+        "{:?}",
+        manifest.env
+    );
+}
+
 #[test]
 fn closed_widgets_and_finalized_gadgets_give_no_finding() {
     for program in ["widget-fixed.rb", "gadget-finalized.rb"] {
