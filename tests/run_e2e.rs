@@ -496,6 +496,44 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     assert_private_and_clean(&r);
 }
 
+/// valgrind follows forks: without `--child-silent-after-fork` a forked child writes its own
+/// XML document, leak search included, into the program's `valgrind.xml`.
+#[test]
+fn a_forked_child_stays_out_of_valgrinds_xml() {
+    if !ruby_ready() || !require("valgrind", have("valgrind")) {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run(
+        &["--backend", "valgrind", "--snapshots", "0"],
+        &[fixture("run/forks.rb").to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    let child = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("child ")?.split(' ').next())
+        .unwrap_or_else(|| panic!("the child did not run: {ctx}"));
+    let xml = std::fs::read_to_string(r.bundle.join("valgrind.xml")).unwrap();
+    assert_eq!(xml.matches("<valgrindoutput>").count(), 1, "{ctx}");
+    let pid = r.manifest.pid.unwrap();
+    assert!(xml.contains(&format!("<pid>{pid}</pid>")), "{ctx}");
+    assert!(!xml.contains(&format!("<pid>{child}</pid>")), "{ctx}");
+    let names: Vec<String> = std::fs::read_dir(&r.bundle)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("valgrind"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "only valgrind.xml and valgrind.log: {names:?}"
+    );
+    assert_private_and_clean(&r);
+}
+
 #[test]
 fn a_crash_keeps_the_snapshots_taken_and_names_the_signal() {
     if !ruby_ready() || !lsan_ready() {

@@ -60,6 +60,9 @@ impl Valgrind {
             // starves the library's I/O threads (libzmq managed ~10 round trips a second).
             "--fair-sched=yes".to_owned(),
             "--num-callers=40".to_owned(),
+            // A child the program forks would otherwise write its own XML document, leak
+            // search included, into the middle of the program's (valgrind's manual says so).
+            "--child-silent-after-fork=yes".to_owned(),
             "--xml=yes".to_owned(),
             format!(
                 "--xml-file={}",
