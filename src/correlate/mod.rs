@@ -433,7 +433,7 @@ fn native_findings(
             );
         }
     }
-    if let Some(noise) = noise_finding(sites, &statuses, over_time) {
+    if let Some(noise) = noise_finding(ev, sites, &statuses, over_time) {
         findings.push(noise);
     }
 
@@ -732,7 +732,25 @@ fn native_leak(
     f
 }
 
+/// Why the runtime's own blocks show up as leaks, as far as the Ruby version tells.
+fn runtime_noise_reason(ev: &Evidence) -> &'static str {
+    let version = ev
+        .latest_sidecar()
+        .map(|s| s.ruby.version.as_str())
+        .filter(|v| !v.is_empty());
+    let at_least_3_4 = version.is_some_and(|v| {
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (3, 4)
+    });
+    if at_least_3_4 {
+        "memory the runtime keeps where the native tool does not look for pointers"
+    } else {
+        "Ruby before 3.4 does not free its own memory at exit"
+    }
+}
+
 fn noise_finding(
+    ev: &Evidence,
     sites: &[SiteSeries],
     statuses: &[(SiteStatus, Option<String>)],
     over_time: bool,
@@ -766,10 +784,11 @@ fn noise_finding(
     let mut evidence = Vec::new();
     if runtime.0 > 0 {
         let mut text = format!(
-            "{} in the Ruby runtime (libruby, the ruby binary) with no FFI call on the stack: {} blocks, {} bytes — Ruby before 3.4 does not free its own memory at exit",
+            "{} in the Ruby runtime (libruby, the ruby binary) with no FFI call on the stack: {} blocks, {} bytes — {}",
             quantity(runtime.0 as i64, "site"),
             count(runtime.1 as i64),
-            count(runtime.2 as i64)
+            count(runtime.2 as i64),
+            runtime_noise_reason(ev)
         );
         if runtime_growth > 0 {
             text.push_str(&format!(

@@ -880,3 +880,32 @@ fn a_first_sidecar_taken_before_the_wrapper_was_found_counts_as_zero_instances()
     );
     assert_eq!(top.confidence, Confidence::High);
 }
+
+#[test]
+fn the_runtime_noise_reason_follows_the_ruby_version() {
+    let reason = |version: Option<&str>| {
+        let mut ev = seed_b();
+        for sc in &mut ev.sidecars {
+            sc.ruby.version = version.unwrap_or_default().to_owned();
+        }
+        let a = correlate(&ev, &Options::default());
+        let noise = a
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::RuntimeNoise)
+            .expect("seed B has a runtime site");
+        noise.evidence[0].text.clone()
+    };
+    assert!(
+        reason(Some("3.1.2")).ends_with("Ruby before 3.4 does not free its own memory at exit")
+    );
+    assert!(reason(None).ends_with("Ruby before 3.4 does not free its own memory at exit"));
+    for newer in ["3.4.1", "4.0.0"] {
+        let text = reason(Some(newer));
+        assert!(!text.contains("before 3.4"), "{newer}: {text}");
+        assert!(
+            text.contains("where the native tool does not look for pointers"),
+            "{text}"
+        );
+    }
+}
