@@ -142,6 +142,10 @@ pub struct Outcome {
     pub signal_name: Option<String>,
     /// Human summary, e.g. "killed by SIGSEGV after 2 snapshots".
     pub detail: String,
+    /// Class of the exception that ended the program (`ArgumentError`, `SyntaxError`), when
+    /// the agent saw one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
 }
 
 /// The agent's per-snapshot sidecar (`agent-NNN.json`), written next to the heap dump.

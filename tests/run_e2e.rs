@@ -535,6 +535,34 @@ fn a_forked_child_stays_out_of_valgrinds_xml() {
 }
 
 #[test]
+fn an_uncaught_exception_is_named_with_the_exit_status() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run(
+        &["--backend", "none", "--after", "5s"],
+        &[fixture("run/raises.rb").to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    let o = &r.manifest.outcome;
+    assert_eq!((o.kind.as_str(), o.code), ("exited", Some(1)), "{ctx}");
+    assert_eq!(o.exception.as_deref(), Some("ArgumentError"), "{ctx}");
+    assert!(
+        r.stdout
+            .contains("program exited with status 1 (uncaught ArgumentError)"),
+        "{ctx}"
+    );
+    assert!(
+        r.stderr.contains("uncaught on purpose (ArgumentError)"),
+        "Ruby's own message stays the program's: {ctx}"
+    );
+    assert_eq!(r.reasons(), ["exit"], "{ctx}");
+    assert_private_and_clean(&r);
+}
+
+#[test]
 fn a_crash_keeps_the_snapshots_taken_and_names_the_signal() {
     if !ruby_ready() || !lsan_ready() {
         return;

@@ -943,7 +943,20 @@ fn leak_rate(ev: &Evidence, findings: &[Finding], sites: &[SiteSeries]) -> Optio
             });
         }
     }
-    footprint_slope(&ev.footprint).map(|slope| LeakRate {
+    // The footprint only tells a rate between snapshots of a settled program: before them it
+    // is start-up (loading Ruby and the program's code), and one snapshot compares nothing.
+    let judged = ev.judged_heap();
+    if judged.len() < 2 {
+        return None;
+    }
+    let from = judged[0].t.unwrap_or(f64::NEG_INFINITY);
+    let settled: Vec<_> = ev
+        .footprint
+        .iter()
+        .filter(|s| s.t >= from)
+        .copied()
+        .collect();
+    footprint_slope(&settled).map(|slope| LeakRate {
         bytes_per_second: slope,
         source: "footprint slope",
     })

@@ -909,3 +909,28 @@ fn the_runtime_noise_reason_follows_the_ruby_version() {
         );
     }
 }
+
+#[test]
+fn the_footprint_rate_starts_at_the_first_snapshot_and_needs_two() {
+    // Start-up climbs 50 MB in the first second; from the first snapshot on the program is flat.
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    ev.footprint = (0..=40)
+        .map(|i| {
+            let t = i as f64 * 0.1;
+            let bytes = if t < 1.0 { t * 50e6 } else { 50e6 } as u64;
+            crate::bundle::FootprintSample { t, bytes }
+        })
+        .collect();
+    let snapshot = |t: f64| {
+        let mut h = retention::tests::heap(&[("String", 500)], &[]);
+        h.t = Some(t);
+        h
+    };
+    ev.heap.push(snapshot(1.0));
+    let one = correlate(&ev, &Options::default());
+    assert_eq!(one.leak_rate, None, "one snapshot compares nothing");
+    ev.heap.push(snapshot(4.0));
+    let rate = correlate(&ev, &Options::default()).leak_rate.unwrap();
+    assert_eq!(rate.source, "footprint slope");
+    assert!(rate.bytes_per_second.abs() < 1.0, "{rate:?}");
+}

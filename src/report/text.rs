@@ -49,7 +49,10 @@ impl Paint {
 pub fn outcome_text(a: &Analysis) -> Option<String> {
     let o = &a.program.as_ref()?.outcome;
     let text = match (o.kind.as_str(), o.code, o.signal_name.as_deref(), o.signal) {
-        ("exited", Some(c), _, _) => format!("program exited with status {c}"),
+        ("exited", Some(c), _, _) => match &o.exception {
+            Some(class) => format!("program exited with status {c} (uncaught {class})"),
+            None => format!("program exited with status {c}"),
+        },
         ("signaled", _, Some(name), _) => format!("program killed by {name}"),
         ("signaled", _, None, Some(n)) => format!("program killed by signal {n}"),
         ("", _, _, _) => return None,

@@ -726,10 +726,13 @@ impl Session<'_> {
         let signal_name = signal
             .and_then(crate::platform::signal_name)
             .map(str::to_owned);
-        let raised = self
+        let exception = self
             .exit_detail
             .as_deref()
             .and_then(|d| d.strip_prefix("exception "))
+            .map(str::to_owned);
+        let raised = exception
+            .as_deref()
             .map(|class| format!(" (uncaught {class})"))
             .unwrap_or_default();
         let how = match (code, &signal_name, signal) {
@@ -760,6 +763,7 @@ impl Session<'_> {
             signal,
             signal_name,
             detail,
+            exception,
         }
     }
 }
