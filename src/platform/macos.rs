@@ -1,7 +1,8 @@
 //! macOS: libproc for the footprint, `leaks(1)`, System Integrity Protection.
 //!
-//! Written from the libc crate's documentation of the Apple bindings; it cannot be compiled on
-//! the Linux machines leakhunt is developed on, so it stays this small. The footprint comes from
+//! Written from the libc crate's documentation of the Apple bindings; it cannot run on the Linux
+//! machines leakhunt is developed on (only type-checked there, with
+//! `cargo clippy --target x86_64-apple-darwin`), so it stays this small. The footprint comes from
 //! libproc's `proc_pid_rusage` (`ri_phys_footprint`, the number Activity Monitor shows) rather than
 //! mach `task_info(TASK_VM_INFO)`: `task_info` needs a task port from `task_for_pid`, which macOS
 //! refuses without the debugger entitlement or root even for our own child, while
