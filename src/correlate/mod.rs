@@ -611,6 +611,7 @@ fn missing_release(blame: &release::Blame, sites: &[&SiteSeries], over_time: boo
             format!("stack: {}", release::short_stack(s, 6)),
         ));
     }
+    evidence.extend(release::unnamed_site_hint(top));
     evidence.extend(blame.evidence.iter().cloned());
     evidence.extend(creation_evidence(blame));
     let var = names::instance_variable(&blame.class);
@@ -708,6 +709,7 @@ fn native_leak(
             format!("stack: {}", release::short_stack(site, 10)),
         ),
     ];
+    evidence.extend(release::unnamed_site_hint(site));
     evidence.append(&mut module_evidence);
     let mut f = Finding::new(FindingKind::NativeLeak, confidence, title).identify(&[
         site.key.function.as_str(),

@@ -663,6 +663,21 @@ fn attribute_by_library_name(ev: &Evidence, site: &SiteSeries) -> Attribution {
 }
 
 /// A short stack for evidence: the site and up to `n` frames outward, site last.
+/// When the site's own frame has no name, its library has no symbols for it (Debian's libzmq
+/// is stripped): how to get the names.
+pub fn unnamed_site_hint(site: &SiteSeries) -> Option<EvidenceItem> {
+    if site.frame.function.is_some() {
+        return None;
+    }
+    let lib = site.library()?;
+    Some(EvidenceItem::new(
+        Source::Native,
+        format!(
+            "{lib} has no symbol for the allocating frame (stripped): install its debug symbols (on Linux a -dbgsym or -dbg package, read from /usr/lib/debug/.build-id) or build it with -g, and leakhunt names these frames"
+        ),
+    ))
+}
+
 pub fn short_stack(site: &SiteSeries, n: usize) -> String {
     let mut frames: Vec<String> = site.outward().take(n).map(|f| f.label()).collect();
     frames.reverse();

@@ -512,15 +512,20 @@ fn ffi_stack(function: &str) -> Vec<Frame> {
     ]
 }
 
-#[test]
-fn widget_leak_names_widget_close_and_is_not_zmq_specific() {
+/// Widgets created and never closed; the library has symbols (widget_create is on the stack).
+fn widget_leak() -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle("b".into()));
     ev.sidecars = vec![widget_sidecar(100, 0, 0), widget_sidecar(600, 0, 0)];
     ev.native = snapshots(&[
         vec![(ffi_stack("widget_create"), 200, 100 * 272)],
         vec![(ffi_stack("widget_create"), 1200, 600 * 272)],
     ]);
-    let a = correlate(&ev, &Options::default());
+    ev
+}
+
+#[test]
+fn widget_leak_names_widget_close_and_is_not_zmq_specific() {
+    let a = correlate(&widget_leak(), &Options::default());
     assert_eq!(a.findings.len(), 1, "{:#?}", a.findings);
     let f = &a.findings[0];
     assert_eq!(f.kind, FindingKind::MissingRelease);
@@ -933,4 +938,20 @@ fn the_footprint_rate_starts_at_the_first_snapshot_and_needs_two() {
     let rate = correlate(&ev, &Options::default()).leak_rate.unwrap();
     assert_eq!(rate.source, "footprint slope");
     assert!(rate.bytes_per_second.abs() < 1.0, "{rate:?}");
+}
+
+#[test]
+fn a_stripped_site_says_how_to_get_its_frames_named() {
+    let hint = |a: &Analysis| {
+        a.findings[0].evidence.iter().any(|e| {
+            e.text
+                .contains("has no symbol for the allocating frame (stripped)")
+        })
+    };
+    let stripped = correlate(&seed_b(), &Options::default());
+    assert_eq!(stripped.findings[0].kind, FindingKind::MissingRelease);
+    assert!(hint(&stripped), "{:#?}", stripped.findings[0].evidence);
+    let named = correlate(&widget_leak(), &Options::default());
+    assert_eq!(named.findings[0].kind, FindingKind::MissingRelease);
+    assert!(!hint(&named), "{:#?}", named.findings[0].evidence);
 }
