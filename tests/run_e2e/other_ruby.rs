@@ -7,7 +7,7 @@
 
 use super::{Run, assert_seed_run, finish, scratch, seed_plan};
 use crate::common::{assert_seed_a_top_finding, fixture, leak_kinds, locations, require};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const ROOT_VERSION: &str = "3.3";
@@ -40,23 +40,22 @@ mount --bind "$scratch" "$root/out"
 exec chroot "$root" /usr/bin/env TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
 "#;
 
-/// `leakhunt run` of a seed variant inside the root, with the same plan as on this machine's
-/// Ruby (`after` overrides the warm-up); returns the run and its JSON report.
-fn seed_run_in_root(
-    variant: &str,
-    backend: &str,
-    after: Option<&str>,
+/// `leakhunt run OPTIONS -- PROGRAM ARGS` inside the root, PROGRAM being a path there (the
+/// fixtures are at /opt/leakhunt/fixtures, the scratch directory at /out); `prepare` gets the
+/// scratch directory first. Returns the run and its JSON report.
+fn run_in_root(
+    options: &[&str],
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    prepare: impl FnOnce(&Path),
 ) -> Option<(Run, serde_json::Value)> {
     let root = ruby_root()?;
     let _one = super::ONE_RUN_AT_A_TIME
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let (scratch, tmpdir, bundle) = scratch();
-    let (iterations, mut options) = seed_plan(backend);
-    if let Some(after) = after {
-        let at = options.iter().position(|o| *o == "--after").unwrap();
-        options[at + 1] = after;
-    }
+    prepare(scratch.path());
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
     let out = Command::new("unshare")
         .args([
@@ -83,11 +82,12 @@ fn seed_run_in_root(
             "--report",
             "/out/report.json",
         ])
-        .args(&options)
+        .args(options)
         .arg("--")
-        .arg(format!("/opt/leakhunt/fixtures/seed/{variant}"))
-        .args(["ipc:///out/zmq.sock", "1024", iterations])
+        .arg(program)
+        .args(args)
         .env("LEAKHUNT_NO_PROGRESS", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("spawn unshare (util-linux)");
@@ -100,6 +100,27 @@ fn seed_run_in_root(
     let ruby = &r.last_sidecar().ruby.version;
     assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
     Some((r, report))
+}
+
+/// A seed variant inside the root, with the same plan as on this machine's Ruby (`after`
+/// overrides the warm-up).
+fn seed_run_in_root(
+    variant: &str,
+    backend: &str,
+    after: Option<&str>,
+) -> Option<(Run, serde_json::Value)> {
+    let (iterations, mut options) = seed_plan(backend);
+    if let Some(after) = after {
+        let at = options.iter().position(|o| *o == "--after").unwrap();
+        options[at + 1] = after;
+    }
+    run_in_root(
+        &options,
+        &format!("/opt/leakhunt/fixtures/seed/{variant}"),
+        &["ipc:///out/zmq.sock", "1024", iterations],
+        &[],
+        |_| {},
+    )
 }
 
 /// The top leak finding, with the run's story when it is not there.
@@ -150,4 +171,44 @@ fn ruby_3_3_seed_fixed_is_clean_under_valgrind_even_while_loading() {
         r.context()
     );
     assert_eq!(report["verdict"], "no_leak");
+}
+
+/// The widget library (built here, bound through FFI in the root): unclosed widgets are a
+/// missing `Widget#close`; gadgets freed by an `FFI::AutoPointer` finalizer are no finding.
+#[test]
+fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
+    let options = [
+        "--backend",
+        "lsan",
+        "--snapshots",
+        "2",
+        "--after",
+        "0.5s",
+        "--every",
+        "1s",
+        "--fail-on",
+        "never",
+    ];
+    for (program, leaks) in [("widget-leak.rb", true), ("gadget-finalized.rb", false)] {
+        let Some((r, report)) = run_in_root(
+            &options,
+            &format!("/opt/leakhunt/fixtures/widget/{program}"),
+            &["3000", "3"],
+            &[("WIDGET_LIB", "/out/libwidget.so")],
+            |scratch| {
+                crate::common::build_widget(scratch);
+            },
+        ) else {
+            return;
+        };
+        if leaks {
+            let top = top(&r, &report);
+            assert_eq!(top["kind"], "missing_release", "{top:#}");
+            assert_eq!(top["suggestion"]["method"], "Widget#close");
+            assert_eq!(top["native"]["function"], "widget_create");
+        } else {
+            assert!(leak_kinds(&report).is_empty(), "{program}: {report:#}");
+            assert_eq!(report["verdict"], "no_leak", "{program}");
+        }
+    }
 }
