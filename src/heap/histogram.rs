@@ -89,11 +89,15 @@ impl Histogram {
     }
 
     pub fn total_count(&self) -> i64 {
-        self.rows.iter().fold(0i64, |t, r| t.saturating_add(r.count))
+        self.rows
+            .iter()
+            .fold(0i64, |t, r| t.saturating_add(r.count))
     }
 
     pub fn total_bytes(&self) -> i64 {
-        self.rows.iter().fold(0i64, |t, r| t.saturating_add(r.bytes))
+        self.rows
+            .iter()
+            .fold(0i64, |t, r| t.saturating_add(r.bytes))
     }
 
     pub fn get(&self, name: &str) -> Option<&ClassRow> {
