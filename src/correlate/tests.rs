@@ -934,3 +934,40 @@ fn the_footprint_rate_starts_at_the_first_snapshot_and_needs_two() {
     assert_eq!(rate.source, "footprint slope");
     assert!(rate.bytes_per_second.abs() < 1.0, "{rate:?}");
 }
+
+/// Review find while fuzzing: sidecar lifecycle counts near `u64::MAX` overflowed the
+/// "unbalanced" test and the growth of unreleased instances (panics in debug builds). A sidecar
+/// says whatever it says; the analysis and every renderer get through.
+#[test]
+fn huge_lifecycle_counts_do_not_overflow() {
+    for (first, last) in [
+        (40_000u64, 1u64 << 63),
+        (u64::MAX, 1),
+        (0, u64::MAX),
+        (1 << 63, (1 << 63) + 5),
+    ] {
+        let mut ev = seed_b();
+        ev.sidecars[0].lifecycle[0].created = first;
+        let n = ev.sidecars.len();
+        ev.sidecars[n - 1].lifecycle[0].created = last;
+        for s in &mut ev.sidecars {
+            for l in &mut s.lifecycle {
+                for c in &mut l.created_at {
+                    c.count = last;
+                    c.released = Some(first);
+                }
+            }
+        }
+        let a = correlate(&ev, &Options::default());
+        for r in [
+            crate::cli::ReportFormat::Text,
+            crate::cli::ReportFormat::Json,
+            crate::cli::ReportFormat::Html,
+        ] {
+            let mut out = Vec::new();
+            crate::report::renderer(r, Default::default())
+                .render(&a, &mut out)
+                .unwrap();
+        }
+    }
+}
