@@ -972,10 +972,10 @@ fn huge_lifecycle_counts_do_not_overflow() {
     }
 }
 
-/// Review find while fuzzing (edge values fed to the correlator): native reports whose sizes reach `u64::MAX`
-/// overflowed the correlator's sums and differences — the noise finding's totals, the timeline's
-/// finding bytes, the leak rate's growth, a site's delta (panics in debug builds). Every
-/// analysis and rendering now gets through on such reports.
+/// Review find while fuzzing (edge values fed to the correlator): native reports whose sizes
+/// reach `u64::MAX` overflowed the correlator's sums and differences — the noise finding's
+/// totals, the timeline's finding bytes, the leak rate's growth, a site's delta (panics in debug
+/// builds). Every analysis and rendering now gets through on such reports.
 #[test]
 fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
     let big = u64::MAX / 2;
@@ -1024,9 +1024,9 @@ fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
     }
 }
 
-/// Review find while fuzzing (edge values fed to the correlator): heap dumps whose `memsize` saturates a class's
-/// bytes overflowed the retention finding's byte total over its group of classes (a panic in
-/// debug builds).
+/// Review find while fuzzing (edge values fed to the correlator): heap dumps whose `memsize`
+/// saturates a class's bytes overflowed the retention finding's byte total over its group of
+/// classes (a panic in debug builds).
 #[test]
 fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
     let mut ev = Evidence::empty(Origin::Files(vec![]));
