@@ -216,7 +216,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     for snap in &snapshots {
         ev.warnings.extend(snap.warning());
         if let Some(name) = &snap.heap {
-            match crate::heap::summarize(&dir.join(name)) {
+            match bundle_file(dir, name).and_then(|p| crate::heap::summarize(&p)) {
                 Ok(summary) => {
                     diagnostics_into(&mut ev.warnings, &summary.diagnostics);
                     ev.heap.push(HeapSnapshot {
@@ -229,7 +229,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             }
         }
         if let Some(name) = &snap.sidecar {
-            match read_sidecar(&dir.join(name)) {
+            match bundle_file(dir, name).and_then(|p| read_sidecar(&p)) {
                 Ok(sc) => ev.sidecars.push(sc),
                 Err(e) => ev.warnings.push(e.to_string()),
             }
@@ -261,7 +261,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
         if referenced_logs.contains(&log.as_str()) {
             continue;
         }
-        match crate::native::parse_file(&dir.join(log)) {
+        match bundle_file(dir, log).and_then(|p| crate::native::parse_file(&p)) {
             Ok(reports) => {
                 if let Some(report) = reports.into_iter().last() {
                     diagnostics_into(&mut ev.warnings, &report.diagnostics);
@@ -279,13 +279,13 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     }
     if let Some(name) = &manifest.footprint {
         let path = dir.join(name);
-        match std::fs::read(&path) {
+        match bundle_file(dir, name).and_then(|p| std::fs::read(&p).map_err(|e| Error::io(&p, e))) {
             Ok(bytes) => {
                 let mut diag = Diagnostics::new(&path);
                 ev.footprint = parse_footprint(&bytes, &mut diag);
                 diagnostics_into(&mut ev.warnings, &diag);
             }
-            Err(e) => ev.warnings.push(Error::io(&path, e).to_string()),
+            Err(e) => ev.warnings.push(e.to_string()),
         }
     }
     symbolize(&mut ev, &maps);
@@ -322,11 +322,26 @@ fn canonical_modules(reports: &mut [NativeSnapshot]) {
     }
 }
 
+/// A file the manifest names, as a path in the bundle. Only a regular file (or a name that
+/// does not exist, for the usual error) is opened: a manifest naming `/dev/zero` or a FIFO would
+/// have the reader go on without end or block.
+fn bundle_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => Err(Error::input(
+            &path,
+            Position::Whole,
+            "named by the manifest but not a regular file",
+        )),
+        _ => Ok(path),
+    }
+}
+
 fn read_maps(dir: &Path, name: Option<&str>, warnings: &mut Vec<String>) -> Vec<ModuleMap> {
     let Some(name) = name else {
         return Vec::new();
     };
-    match ModuleMap::read(&dir.join(name)) {
+    match bundle_file(dir, name).and_then(|p| ModuleMap::read(&p)) {
         Ok(map) => {
             diagnostics_into(warnings, &map.diagnostics);
             vec![map]
@@ -367,7 +382,7 @@ fn read_sidecar(path: &Path) -> Result<Sidecar> {
 
 /// The native reports of one snapshot: a whole file or a byte range of a log.
 fn read_native_ref(dir: &Path, native: &NativeRef) -> Result<Vec<NativeReport>> {
-    let path = dir.join(&native.file);
+    let path = bundle_file(dir, &native.file)?;
     let input = crate::source::Input::open(&path)?;
     let len = input.len() as u64;
     let start = native.start.unwrap_or(0).min(len) as usize;
@@ -709,9 +724,14 @@ fn find_library(stem: &str) -> Option<PathBuf> {
     None
 }
 
-/// The exported function names of a shared library, read with the `object` crate.
+/// The exported function names of a shared library, read with the `object` crate. The path
+/// comes from a report's frames, so only a regular file is opened: `/dev/zero` would be read
+/// without end and a FIFO would block.
 pub fn read_exports(path: &Path) -> Option<LibraryExports> {
     use object::{Object, ObjectSymbol};
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
     let input = crate::source::Input::open(path).ok()?;
     let file = object::File::parse(&*input).ok()?;
     let exported: Vec<String> = file
@@ -911,5 +931,75 @@ mod tests {
         assert_eq!(at(&[93, 100, 105, 111]), 0);
         // Without sidecars nothing can be told.
         assert_eq!(settled_from(&heaps, &[]), 0);
+    }
+
+    /// Review find while fuzzing: a report whose frames name a module that is not a regular
+    /// file (`/dev/zero`, a FIFO) had `analyze` open it for its exports, reading without end or
+    /// blocking. Such a module is passed over.
+    #[test]
+    fn a_module_that_is_not_a_regular_file_is_not_read_for_exports() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("libfifo.so");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let log = dir.path().join("lsan.log");
+        std::fs::write(
+            &log,
+            format!(
+                "==1==ERROR: LeakSanitizer: detected memory leaks\n\n\
+                 Direct leak of 64 byte(s) in 1 object(s) allocated from:\n\
+                 \x20   #0 0x7f0000001000 in malloc (/usr/lib/liblsan.so.0+0x1000)\n\
+                 \x20   #1 0x7f0000002000 in widget_create ({}+0x1139)\n\n\
+                 SUMMARY: LeakSanitizer: 64 byte(s) leaked in 1 allocation(s).\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ev = load_files(&[log]).map(|ev| ev.library_exports.len());
+            let _ = tx.send(ev.map_err(|e| e.to_string()));
+        });
+        let loaded = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("load_files blocked on a FIFO named by a frame");
+        assert_eq!(loaded, Ok(0));
+    }
+
+    /// Review find while fuzzing: a manifest naming something other than a regular file for a
+    /// sidecar or the footprint (a FIFO here; `/dev/zero` alike) blocked or read without end.
+    /// Each is a warning naming the file, and the rest of the bundle still loads.
+    #[test]
+    fn bundle_files_that_are_not_regular_files_are_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["agent-001.json", "footprint.tsv"] {
+            let c_path = std::ffi::CString::new(d.join(name).to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+            assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        }
+        std::fs::write(
+            d.join("manifest.json"),
+            br#"{"leakhunt_bundle": 1, "command": ["leak.rb"], "footprint": "footprint.tsv",
+                "snapshots": [{"index": 1, "reason": "interval", "t": 1.0,
+                               "sidecar": "agent-001.json", "heap": "/dev/null"}]}"#,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bundle = d.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_bundle(&bundle).map(|ev| ev.warnings));
+        });
+        let warnings = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("load_bundle blocked on a FIFO named by the manifest")
+            .unwrap();
+        let not_regular: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.ends_with("named by the manifest but not a regular file"))
+            .collect();
+        assert_eq!(not_regular.len(), 3, "{warnings:?}");
+        assert!(not_regular[0].starts_with("/dev/null: "), "{warnings:?}");
     }
 }

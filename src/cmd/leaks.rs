@@ -265,8 +265,8 @@ fn build_output(
     let sites = SiteList {
         report: last_label.clone(),
         total_sites: current.len(),
-        total_blocks: current.iter().map(|s| s.blocks).sum(),
-        total_bytes: current.iter().map(|s| s.bytes).sum(),
+        total_blocks: current.iter().fold(0, |t, s| t.saturating_add(s.blocks)),
+        total_bytes: current.iter().fold(0, |t, s| t.saturating_add(s.bytes)),
         items: current.iter().take(top).map(site_entry).collect(),
     };
     let growth = (reports.len() >= 2).then(|| {
@@ -634,5 +634,28 @@ mod tests {
         assert_eq!((g.grew, g.shrank), (1, 0));
         assert_eq!(g.items[0].function, "widget_create");
         assert_eq!((g.items[0].delta_blocks, g.items[0].delta_bytes), (2, 32));
+    }
+
+    /// Review find while fuzzing: two sites whose sizes add past `u64::MAX` (LSan prints up to
+    /// 19 digits) overflowed the totals of the sites table (a panic in debug builds); they
+    /// saturate.
+    #[test]
+    fn site_totals_past_u64_saturate() {
+        let log = b"==1==ERROR: LeakSanitizer: detected memory leaks\n\n\
+Direct leak of 9999999999999999999 byte(s) in 9999999999999999999 object(s) allocated from:\n\
+    #0 0x1 in malloc (/usr/lib/liblsan.so.0+0x1)\n\
+    #1 0x2 in widget_create (/lib/libwidget.so+0x2)\n\n\
+Direct leak of 9999999999999999999 byte(s) in 9999999999999999999 object(s) allocated from:\n\
+    #0 0x1 in malloc (/usr/lib/liblsan.so.0+0x1)\n\
+    #1 0x3 in gadget_create (/lib/libwidget.so+0x3)\n\n";
+        let reports = native::lsan::parse(std::path::Path::new("l"), log).unwrap();
+        let stats = vec![native::symbolize::ResolveStats::default(); reports.len()];
+        let out = build_output(&reports, &stats, 10);
+        assert_eq!(out.sites.total_sites, 2);
+        assert_eq!(
+            (out.sites.total_blocks, out.sites.total_bytes),
+            (u64::MAX, u64::MAX)
+        );
+        render_text(&out);
     }
 }

@@ -764,7 +764,7 @@ fn noise_finding(
     for (s, (status, _)) in sites.iter().zip(statuses) {
         let bucket = match status {
             SiteStatus::Runtime => {
-                runtime_growth += s.delta_bytes().max(0);
+                runtime_growth = runtime_growth.saturating_add(s.delta_bytes().max(0));
                 &mut runtime
             }
             SiteStatus::Static | SiteStatus::Secondary => &mut still,
@@ -772,13 +772,13 @@ fn noise_finding(
             _ => continue,
         };
         bucket.0 += 1;
-        bucket.1 += s.last_blocks();
-        bucket.2 += s.last_bytes();
+        bucket.1 = bucket.1.saturating_add(s.last_blocks());
+        bucket.2 = bucket.2.saturating_add(s.last_bytes());
     }
     let total = (
         runtime.0 + still.0 + minor.0,
-        runtime.1 + still.1 + minor.1,
-        runtime.2 + still.2 + minor.2,
+        runtime.1.saturating_add(still.1).saturating_add(minor.1),
+        runtime.2.saturating_add(still.2).saturating_add(minor.2),
     );
     if total.0 == 0 {
         return None;
@@ -838,8 +838,8 @@ fn noise_finding(
         ),
     )
     .identify(&["runtime"]);
-    f.bytes = total.2 as i64;
-    f.count = total.1 as i64;
+    f.bytes = saturating_i64(total.2);
+    f.count = saturating_i64(total.1);
     f.evidence = evidence;
     Some(f)
 }
@@ -914,7 +914,7 @@ fn timeline(
                     .iter()
                     .filter(|s| finding_sites.contains(&s.key.function.as_str()))
                     .map(|s| s.bytes.get(i).copied().unwrap_or(0))
-                    .sum(),
+                    .fold(0u64, u64::saturating_add),
             })
             .collect(),
     }
@@ -937,7 +937,7 @@ fn leak_rate(ev: &Evidence, findings: &[Finding], sites: &[SiteSeries]) -> Optio
             .filter_map(|f| f.native.as_ref())
             .filter_map(|n| sites.iter().find(|s| s.key.function == n.function))
             .map(|s| s.delta_bytes())
-            .sum();
+            .fold(0i64, i64::saturating_add);
         if span > 0.0 && grown > 0 {
             return Some(LeakRate {
                 bytes_per_second: grown as f64 / span,
@@ -978,6 +978,11 @@ pub fn footprint_slope(samples: &[crate::bundle::FootprintSample]) -> Option<f64
         den += (s.t - mean_t) * (s.t - mean_t);
     }
     (den > 0.0).then(|| num / den)
+}
+
+/// A size or count read from an input, as the i64 findings carry: past `i64::MAX` it saturates.
+pub fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// `1234567` → `1,234,567`.

@@ -150,7 +150,7 @@ fn unreleased(l: &Lifecycle) -> u64 {
 /// Created ≫ released: at least a tenth of the instances were never released.
 fn unbalanced(l: &Lifecycle) -> bool {
     let u = unreleased(l);
-    u > 0 && u * 10 >= l.created
+    u > 0 && u.saturating_mul(10) >= l.created
 }
 
 fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Attribution {
@@ -342,7 +342,12 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
             ),
         ));
         if earlier.is_some() {
-            let du = unreleased(l) as i64 - before.map_or(0, |b| unreleased(b) as i64);
+            // Sidecar counts are whatever the file says: the difference saturates.
+            let du = i64::try_from(unreleased(l))
+                .unwrap_or(i64::MAX)
+                .saturating_sub(
+                    before.map_or(0, |b| i64::try_from(unreleased(b)).unwrap_or(i64::MAX)),
+                );
             let db = site.delta_blocks();
             if du > 0 && db > 0 {
                 let ratio = db as f64 / du as f64;

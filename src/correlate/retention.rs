@@ -215,7 +215,11 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         .identify(&[head.class.as_str()]);
     f.class = Some(head.class.clone());
     f.count = head.delta();
-    f.bytes = head.bytes_delta() + group.members.iter().map(|m| m.bytes_delta()).sum::<i64>();
+    f.bytes = group
+        .members
+        .iter()
+        .map(|m| m.bytes_delta())
+        .fold(head.bytes_delta(), i64::saturating_add);
     f.evidence = evidence;
     f.suggestion = Some(Suggestion {
         text,

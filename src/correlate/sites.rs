@@ -21,14 +21,19 @@ pub struct SiteSeries {
 }
 
 impl SiteSeries {
+    /// Last minus first, saturated to the i64 range (sizes come from input files).
     pub fn delta_bytes(&self) -> i64 {
-        self.bytes.last().copied().unwrap_or(0) as i64
-            - self.bytes.first().copied().unwrap_or(0) as i64
+        crate::native::clamped_difference(
+            self.bytes.last().copied().unwrap_or(0),
+            self.bytes.first().copied().unwrap_or(0),
+        )
     }
 
     pub fn delta_blocks(&self) -> i64 {
-        self.blocks.last().copied().unwrap_or(0) as i64
-            - self.blocks.first().copied().unwrap_or(0) as i64
+        crate::native::clamped_difference(
+            self.blocks.last().copied().unwrap_or(0),
+            self.blocks.first().copied().unwrap_or(0),
+        )
     }
 
     pub fn last_bytes(&self) -> u64 {

@@ -955,3 +955,150 @@ fn a_stripped_site_says_how_to_get_its_frames_named() {
     assert_eq!(named.findings[0].kind, FindingKind::MissingRelease);
     assert!(!hint(&named), "{:#?}", named.findings[0].evidence);
 }
+
+/// Review find while fuzzing: sidecar lifecycle counts near `u64::MAX` overflowed the
+/// "unbalanced" test and the growth of unreleased instances (panics in debug builds). A sidecar
+/// says whatever it says; the analysis and every renderer get through.
+#[test]
+fn huge_lifecycle_counts_do_not_overflow() {
+    for (first, last) in [
+        (40_000u64, 1u64 << 63),
+        (u64::MAX, 1),
+        (0, u64::MAX),
+        (1 << 63, (1 << 63) + 5),
+    ] {
+        let mut ev = seed_b();
+        ev.sidecars[0].lifecycle[0].created = first;
+        let n = ev.sidecars.len();
+        ev.sidecars[n - 1].lifecycle[0].created = last;
+        for s in &mut ev.sidecars {
+            for l in &mut s.lifecycle {
+                for c in &mut l.created_at {
+                    c.count = last;
+                    c.released = Some(first);
+                }
+            }
+        }
+        let a = correlate(&ev, &Options::default());
+        for r in [
+            crate::cli::ReportFormat::Text,
+            crate::cli::ReportFormat::Json,
+            crate::cli::ReportFormat::Html,
+        ] {
+            let mut out = Vec::new();
+            crate::report::renderer(r, Default::default())
+                .render(&a, &mut out)
+                .unwrap();
+        }
+    }
+}
+
+/// Review find while fuzzing (edge values fed to the correlator): native reports whose sizes
+/// reach `u64::MAX` overflowed the correlator's sums and differences — the noise finding's
+/// totals, the timeline's finding bytes, the leak rate's growth, a site's delta (panics in debug
+/// builds). Every analysis and rendering now gets through on such reports.
+#[test]
+fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
+    let big = u64::MAX / 2;
+    for sizes in [
+        [0u64, big, u64::MAX],
+        [u64::MAX, 0, u64::MAX],
+        [1, u64::MAX, 1],
+        [1, 2, 1 << 63],
+        [1 << 63, 5, 1],
+    ] {
+        let mut ev = Evidence::empty(Origin::Files(vec![]));
+        ev.native = snapshots(
+            &sizes
+                .iter()
+                .map(|&b| {
+                    vec![
+                        (ffi_stack("widget_create"), b, b),
+                        (ffi_stack("gadget_create"), b, b),
+                        (ffi_stack("thing_create"), b, b),
+                        (stripped_zmq_stack(), b, b),
+                        (runtime_stack(), b, b),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+        for with_sidecars in [false, true] {
+            if with_sidecars {
+                ev.sidecars = vec![
+                    widget_sidecar(u64::MAX, 0, u64::MAX),
+                    widget_sidecar(1, u64::MAX, 0),
+                    zmq_sidecar(3, u64::MAX),
+                ];
+            }
+            let a = correlate(&ev, &Options::default());
+            for r in [
+                crate::cli::ReportFormat::Text,
+                crate::cli::ReportFormat::Json,
+                crate::cli::ReportFormat::Html,
+            ] {
+                let mut out = Vec::new();
+                crate::report::renderer(r, Default::default())
+                    .render(&a, &mut out)
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Review find while fuzzing (edge values fed to the correlator): heap dumps whose `memsize`
+/// saturates a class's bytes overflowed the retention finding's byte total over its group of
+/// classes (a panic in debug builds).
+#[test]
+fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
+    let mut ev = Evidence::empty(Origin::Files(vec![]));
+    let classes = [
+        "ZMQ::Message",
+        "LibZMQ::Msg",
+        "FFI::MemoryPointer",
+        "Array",
+        "String",
+    ];
+    for (i, n) in [100i64, 50_000, 100_000].iter().enumerate() {
+        let rows: Vec<(&str, i64)> = classes.iter().map(|c| (*c, *n)).collect();
+        let mut h = crate::correlate::retention::tests::heap(
+            &rows,
+            &[
+                ("ZMQ::Message", "leak.rb", 37, *n as u64),
+                (
+                    "ZMQ::Message",
+                    "/tmp/leakhunt-x/leakhunt_agent.rb",
+                    235,
+                    u64::MAX / 64,
+                ),
+            ],
+        );
+        for r in &mut h.summary.histogram.rows {
+            r.bytes = if i == 0 { 0 } else { i64::MAX };
+        }
+        for s in &mut h.summary.alloc_sites {
+            s.bytes = u64::MAX;
+        }
+        h.t = Some(i as f64);
+        ev.heap.push(h);
+    }
+    for with_sidecars in [false, true] {
+        if with_sidecars {
+            ev.sidecars = vec![
+                zmq_sidecar(1, u64::MAX),
+                zmq_sidecar(2, 1),
+                zmq_sidecar(3, u64::MAX),
+            ];
+        }
+        let a = correlate(&ev, &Options::default());
+        for r in [
+            crate::cli::ReportFormat::Text,
+            crate::cli::ReportFormat::Json,
+            crate::cli::ReportFormat::Html,
+        ] {
+            let mut out = Vec::new();
+            crate::report::renderer(r, Default::default())
+                .render(&a, &mut out)
+                .unwrap();
+        }
+    }
+}

@@ -52,12 +52,13 @@ pub struct HistogramDiff {
 
 impl Histogram {
     /// Adds `count`/`bytes` to the row of `name`, creating it at the end if new.
-    /// For readers that key by name; `index` caches positions between calls.
+    /// For readers that key by name; `index` caches positions between calls. Sums saturate:
+    /// a dump's `memsize` is whatever the file says.
     pub fn add(&mut self, index: &mut HashMap<String, usize>, name: &str, count: i64, bytes: i64) {
         match index.get(name) {
             Some(&i) => {
-                self.rows[i].count += count;
-                self.rows[i].bytes += bytes;
+                self.rows[i].count = self.rows[i].count.saturating_add(count);
+                self.rows[i].bytes = self.rows[i].bytes.saturating_add(bytes);
             }
             None => {
                 index.insert(name.to_owned(), self.rows.len());
@@ -88,11 +89,15 @@ impl Histogram {
     }
 
     pub fn total_count(&self) -> i64 {
-        self.rows.iter().map(|r| r.count).sum()
+        self.rows
+            .iter()
+            .fold(0i64, |t, r| t.saturating_add(r.count))
     }
 
     pub fn total_bytes(&self) -> i64 {
-        self.rows.iter().map(|r| r.bytes).sum()
+        self.rows
+            .iter()
+            .fold(0i64, |t, r| t.saturating_add(r.bytes))
     }
 
     pub fn get(&self, name: &str) -> Option<&ClassRow> {
@@ -119,12 +124,12 @@ impl Histogram {
         for a in &after.rows {
             match before_index.get(a.name.as_str()) {
                 Some(b) => {
-                    let count = a.count - b.count;
+                    let count = a.count.saturating_sub(b.count);
                     if count != 0 {
                         rows.push(DiffRow {
                             name: a.name.clone(),
                             count,
-                            bytes: a.bytes - b.bytes,
+                            bytes: a.bytes.saturating_sub(b.bytes),
                             status: DiffStatus::Changed,
                         });
                     }
@@ -141,8 +146,8 @@ impl Histogram {
             if !after_names.contains(b.name.as_str()) && b.count != 0 {
                 rows.push(DiffRow {
                     name: b.name.clone(),
-                    count: -b.count,
-                    bytes: -b.bytes,
+                    count: b.count.saturating_neg(),
+                    bytes: b.bytes.saturating_neg(),
                     status: DiffStatus::Vanished,
                 });
             }

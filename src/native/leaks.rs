@@ -522,6 +522,24 @@ mod tests {
         assert_eq!(stack, ["start", "f", "_malloc"]);
     }
 
+    /// Fuzz find: leak sizes adding past `u64::MAX` overflowed the listed-bytes check (a
+    /// panic in debug builds); the sum saturates.
+    #[test]
+    fn listed_sizes_past_u64_saturate() {
+        let r = parse_one(
+            b"leaks Report Version: 4.0
+Process 7: 2 leaks for 48 total leaked bytes.
+
+    2 (48 bytes) << TOTAL >>
+
+      1 (18446744073709551615 bytes) ROOT LEAK: <A 0x10> [18446744073709551615]
+      1 (16 bytes) ROOT LEAK: <A 0x20> [16]
+",
+        );
+        assert_eq!(r.total_blocks(), 2);
+        assert_eq!(r.total_bytes(), u64::MAX);
+    }
+
     #[test]
     fn tree_cut_inside_a_root_is_reported() {
         let r = parse_one(

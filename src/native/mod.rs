@@ -561,7 +561,7 @@ impl SiteGrowth {
 }
 
 /// `after - before`, saturated to the i64 range (sizes come from input files).
-fn clamped_difference(after: u64, before: u64) -> i64 {
+pub(crate) fn clamped_difference(after: u64, before: u64) -> i64 {
     (i128::from(after) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
         as i64
 }

@@ -451,7 +451,10 @@ fn macho_index(file: &object::File<'_>) -> SymbolIndex {
     for section in file.sections() {
         sections.insert(
             section.index(),
-            (section.address(), section.address() + section.size()),
+            (
+                section.address(),
+                section.address().saturating_add(section.size()),
+            ),
         );
     }
     let mut starts: Vec<(u64, object::SectionIndex, String, bool)> = Vec::new();
@@ -804,6 +807,28 @@ this is not a mapping\n";
         );
         assert_eq!(symbolizer.symbol_at(module, 0x200), None);
         assert_eq!(symbolizer.symbol_at(module, 0xff), None);
+    }
+
+    /// Fuzz find: a section whose address plus size passes `u64::MAX` overflowed while its
+    /// end was computed (a panic in debug builds); the end saturates.
+    #[test]
+    fn macho_section_ending_past_u64_max_still_names_symbols() {
+        let mut bytes = tiny_macho();
+        // `__text`'s size field (header 32 + LC_SEGMENT_64 72 + sectname 16 + segname 16 + addr 8).
+        bytes[144..152].copy_from_slice(&u64::MAX.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libhuge.dylib");
+        std::fs::write(&path, bytes).unwrap();
+        let mut symbolizer = Symbolizer::without_debug_files();
+        let module = path.to_str().unwrap();
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x180).as_deref(),
+            Some("second")
+        );
+        assert_eq!(
+            symbolizer.symbol_at(module, 0x10_0000).as_deref(),
+            Some("second")
+        );
     }
 
     #[test]

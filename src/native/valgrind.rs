@@ -335,8 +335,8 @@ pub fn parse_text(path: &Path, bytes: &[u8]) -> Result<Vec<NativeReport>> {
                         b"definitely lost" | b"indirectly lost" | b"possibly lost"
                     );
                     if counts && let Some(summary) = reports.builder().summary_mut() {
-                        summary.leaks += blocks;
-                        summary.bytes += bytes;
+                        summary.leaks = summary.leaks.saturating_add(blocks);
+                        summary.bytes = summary.bytes.saturating_add(bytes);
                     }
                     continue;
                 }
@@ -939,6 +939,18 @@ sending command leak_check full definite increased to pid 13045
         let g = growth(&sites(a), &sites(b));
         assert_eq!(g[0].key.function, "widget_create");
         assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20, 320));
+    }
+
+    /// Fuzz find: LEAK SUMMARY lines whose sizes add past `u64::MAX` overflowed the summary
+    /// (a panic in debug builds); they saturate.
+    #[test]
+    fn summary_sizes_past_u64_saturate() {
+        let log = b"==1== LEAK SUMMARY:\n\
+            ==1==    definitely lost: 18446744073709551615 bytes in 18446744073709551615 blocks\n\
+            ==1==    indirectly lost: 1 bytes in 1 blocks\n";
+        let reports = parse_text(Path::new("v.txt"), log).unwrap();
+        let summary = reports.last().unwrap().summary.unwrap();
+        assert_eq!((summary.leaks, summary.bytes), (u64::MAX, u64::MAX));
     }
 
     #[test]

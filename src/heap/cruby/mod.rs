@@ -95,3 +95,30 @@ pub fn command_options(path: &Path) -> ReadOptions {
         ..ReadOptions::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary_of(dump: &[u8]) -> HeapSummary {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heap.json");
+        std::fs::write(&path, dump).unwrap();
+        summarize_with(&path, &ReadOptions::default()).unwrap()
+    }
+
+    /// Fuzz find: two classes sharing a name whose instances claim `memsize` near `u64::MAX`
+    /// overflowed the merged row (a panic in debug builds).
+    #[test]
+    fn huge_memsize_on_same_named_classes_saturates() {
+        let dump = br#"{"address":"0x1", "type":"CLASS", "name":"Foo", "memsize":40}
+{"address":"0x2", "type":"CLASS", "name":"Foo", "memsize":40}
+{"address":"0x10", "type":"OBJECT", "class":"0x1", "memsize":18446744073709551615}
+{"address":"0x11", "type":"OBJECT", "class":"0x2", "memsize":9223372036854775807}
+"#;
+        let s = summary_of(dump);
+        let foo = s.histogram.get("Foo").unwrap();
+        assert_eq!((foo.count, foo.bytes), (2, i64::MAX));
+        assert_eq!(s.histogram.total_bytes(), i64::MAX);
+    }
+}

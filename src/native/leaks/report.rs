@@ -412,7 +412,7 @@ impl<'a> Report<'a> {
             Some(pending.address),
         );
         self.listed_blocks += 1;
-        self.listed_bytes += pending.size;
+        self.listed_bytes = self.listed_bytes.saturating_add(pending.size);
     }
 
     fn stack_header(&mut self, stack: StackHeader<'a>, no: u64) {
@@ -520,7 +520,7 @@ impl<'a> Report<'a> {
             node.address,
         );
         self.listed_blocks += 1;
-        self.listed_bytes += node.bytes;
+        self.listed_bytes = self.listed_bytes.saturating_add(node.bytes);
     }
 
     /// Checks that the current root's subtree had as many nodes as its count says.
