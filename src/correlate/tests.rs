@@ -980,16 +980,7 @@ fn huge_lifecycle_counts_do_not_overflow() {
             }
         }
         let a = correlate(&ev, &Options::default());
-        for r in [
-            crate::cli::ReportFormat::Text,
-            crate::cli::ReportFormat::Json,
-            crate::cli::ReportFormat::Html,
-        ] {
-            let mut out = Vec::new();
-            crate::report::renderer(r, Default::default())
-                .render(&a, &mut out)
-                .unwrap();
-        }
+        render_every_format(&a);
     }
 }
 
@@ -1031,16 +1022,7 @@ fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
                 ];
             }
             let a = correlate(&ev, &Options::default());
-            for r in [
-                crate::cli::ReportFormat::Text,
-                crate::cli::ReportFormat::Json,
-                crate::cli::ReportFormat::Html,
-            ] {
-                let mut out = Vec::new();
-                crate::report::renderer(r, Default::default())
-                    .render(&a, &mut out)
-                    .unwrap();
-            }
+            render_every_format(&a);
         }
     }
 }
@@ -1090,15 +1072,20 @@ fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
             ];
         }
         let a = correlate(&ev, &Options::default());
-        for r in [
-            crate::cli::ReportFormat::Text,
-            crate::cli::ReportFormat::Json,
-            crate::cli::ReportFormat::Html,
-        ] {
-            let mut out = Vec::new();
-            crate::report::renderer(r, Default::default())
-                .render(&a, &mut out)
-                .unwrap();
-        }
+        render_every_format(&a);
+    }
+}
+
+/// Renders the analysis as text, JSON and HTML: none of them may fail or panic.
+fn render_every_format(a: &Analysis) {
+    for r in [
+        crate::cli::ReportFormat::Text,
+        crate::cli::ReportFormat::Json,
+        crate::cli::ReportFormat::Html,
+    ] {
+        let mut out = Vec::new();
+        crate::report::renderer(r, Default::default())
+            .render(a, &mut out)
+            .unwrap();
     }
 }
