@@ -374,6 +374,30 @@ fn on_equal_growth_the_busier_site_leads() {
     );
 }
 
+/// A snapshot can fall between a receive (:37) and the send it causes (:40): the two sites
+/// differ by one instance either way from run to run, and the fix must still name the same line.
+#[test]
+fn sites_one_instance_apart_lead_in_source_order() {
+    for (received, sent) in [(14_205, 14_204), (14_204, 14_205)] {
+        let mut ev = seed_b();
+        message_sites(
+            &mut ev,
+            &[(37, 1, 0), (40, 0, 0)],
+            &[(37, received, 0), (40, sent, 0), (26, 1, 0)],
+        );
+        let a = correlate(&ev, &Options::default());
+        assert_eq!(
+            created_sites(&a),
+            [
+                ("leak.rb:37".to_owned(), LocationRole::Created),
+                ("leak.rb:40".to_owned(), LocationRole::AlsoCreated),
+                ("leak.rb:26".to_owned(), LocationRole::AlsoCreated)
+            ],
+            "{received} received, {sent} sent"
+        );
+    }
+}
+
 #[test]
 fn an_attached_function_on_the_stack_names_the_family() {
     let mut ev = seed_b();
