@@ -145,12 +145,8 @@ impl Evidence {
         if self.settled == 0 {
             return None;
         }
-        let features = |h: &HeapSnapshot| {
-            self.sidecars
-                .iter()
-                .find(|s| Some(s.snapshot) == h.snapshot)
-                .map(|s| s.loaded_features.len())
-        };
+        let features =
+            |h: &HeapSnapshot| sidecar_of(&self.sidecars, h).map(|s| s.loaded_features.len());
         Some((
             features(self.heap.first()?)?,
             features(self.heap.get(self.settled)?)?,
@@ -483,6 +479,14 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
     Ok(ev)
 }
 
+/// The agent's sidecar written with heap snapshot `h`.
+fn sidecar_of<'a>(
+    sidecars: &'a [crate::bundle::Sidecar],
+    h: &HeapSnapshot,
+) -> Option<&'a crate::bundle::Sidecar> {
+    sidecars.iter().find(|s| Some(s.snapshot) == h.snapshot)
+}
+
 /// The first heap snapshot whose sidecar lists the same loaded features as the newest sidecar:
 /// before it, the program was still running `require`, and what loading code allocates (gem
 /// specs, constants, method caches) grows like a leak. Kept at 0 unless at least two heap
@@ -491,12 +495,7 @@ pub(crate) fn settled_from(heap: &[HeapSnapshot], sidecars: &[crate::bundle::Sid
     let Some(last) = sidecars.last() else {
         return 0;
     };
-    let features = |h: &HeapSnapshot| {
-        sidecars
-            .iter()
-            .find(|s| Some(s.snapshot) == h.snapshot)
-            .map(|s| &s.loaded_features)
-    };
+    let features = |h: &HeapSnapshot| sidecar_of(sidecars, h).map(|s| &s.loaded_features);
     let settled = heap
         .iter()
         .position(|h| features(h).is_some_and(|f| *f == last.loaded_features))

@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Holds the run lock until dropped (a test that panicked while holding it does not poison it).
+fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A finished `leakhunt run`, its bundle and its scratch TMPDIR.
 struct Run {
     _scratch: tempfile::TempDir,
@@ -416,7 +421,7 @@ fn seed_case(variant: &str, backend: &str) {
     {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let r = seed_run(variant, backend);
     assert_seed_run(&r, variant);
 }
@@ -463,7 +468,7 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let r = run(
         &["--backend", "none", "--after", "5s"],
         &[fixture("run/early-exit.rb").to_str().unwrap()],
@@ -503,7 +508,7 @@ fn a_forked_child_stays_out_of_valgrinds_xml() {
     if !ruby_ready() || !require("valgrind", have("valgrind")) {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let r = run(
         &["--backend", "valgrind", "--snapshots", "0"],
         &[fixture("run/forks.rb").to_str().unwrap()],
@@ -539,7 +544,7 @@ fn an_uncaught_exception_is_named_with_the_exit_status() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let r = run(
         &["--backend", "none", "--after", "5s"],
         &[fixture("run/raises.rb").to_str().unwrap()],
@@ -567,7 +572,7 @@ fn a_crash_keeps_the_snapshots_taken_and_names_the_signal() {
     if !ruby_ready() || !lsan_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let r = run(
         &["--backend", "lsan", "--after", "500ms", "--every", "30s"],
         &[fixture("run/crash.rb").to_str().unwrap()],
@@ -590,7 +595,7 @@ fn the_program_hanging_at_exit_is_killed_and_reported() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let started = Instant::now();
     let r = run(
         &["--backend", "none"],
@@ -620,7 +625,7 @@ fn ctrl_c_takes_a_last_snapshot_and_stops_the_program() {
     if !ruby_ready() || !lsan_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     let child: Child = leakhunt()
         .args([
@@ -852,7 +857,7 @@ fn a_program_reads_the_terminal_leakhunt_was_started_from() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let mut t = OnTerminal::start(&["--backend", "none"], &fixture("run/echo-lines.rb"));
     t.type_in(b"hello\n");
     t.wait_for("got: hello");
@@ -873,7 +878,7 @@ fn ctrl_c_typed_at_the_terminal_ends_with_a_last_snapshot() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let mut t = OnTerminal::start(
         &["--backend", "none", "--after", "300ms", "--every", "30s"],
         &fixture("run/echo-lines.rb"),
@@ -907,7 +912,7 @@ fn ctrl_z_typed_at_the_terminal_does_not_leave_the_program_stopped() {
     if !ruby_ready() {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let mut t = OnTerminal::start(&["--backend", "none"], &fixture("run/echo-lines.rb"));
     t.type_in(b"one\n");
     t.wait_for("got: one");
@@ -933,7 +938,7 @@ fn ctrl_z_fg_and_bg_in_an_interactive_shell() {
     if !ruby_ready() || !require("bash", have("bash")) {
         return;
     }
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     let mut bash = Command::new("bash");
     bash.args(["--norc", "--noprofile", "-i"])

@@ -51,9 +51,7 @@ fn run_in_root(
     prepare: impl FnOnce(&Path),
 ) -> Option<(Run, serde_json::Value)> {
     let root = ruby_root()?;
-    let _one = super::ONE_RUN_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = super::one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     prepare(scratch.path());
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
