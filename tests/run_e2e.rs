@@ -132,12 +132,14 @@ fn lsan_ready() -> bool {
 }
 
 /// Round trips and `run` options per backend: each run lasts several seconds of program time
-/// under its backend. valgrind starts slowly, so its first snapshot waits 5 s.
-fn seed_plan(backend: &str) -> (&'static str, Vec<&str>) {
-    let (iterations, after, every) = match backend {
+/// under its backend. valgrind starts slowly, so its first snapshot waits 5 s unless `after`
+/// says otherwise.
+fn seed_plan<'a>(backend: &'a str, after: Option<&'a str>) -> (&'static str, Vec<&'a str>) {
+    let (iterations, warm_up, every) = match backend {
         "lsan" => ("25000", "1s", "1.5s"),
         _ => ("9000", "5s", "4s"),
     };
+    let after = after.unwrap_or(warm_up);
     let options = vec![
         "--backend",
         backend,
@@ -156,7 +158,7 @@ fn seed_plan(backend: &str) -> (&'static str, Vec<&str>) {
 fn seed_run(variant: &str, backend: &str) -> Run {
     let program = fixture(&format!("seed/{variant}"));
     let endpoint = free_tcp_endpoint();
-    let (iterations, options) = seed_plan(backend);
+    let (iterations, options) = seed_plan(backend, None);
     let started = Instant::now();
     let r = run(
         &options,

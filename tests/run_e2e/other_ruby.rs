@@ -107,11 +107,7 @@ fn seed_run_in_root(
     backend: &str,
     after: Option<&str>,
 ) -> Option<(Run, serde_json::Value)> {
-    let (iterations, mut options) = seed_plan(backend);
-    if let Some(after) = after {
-        let at = options.iter().position(|o| *o == "--after").unwrap();
-        options[at + 1] = after;
-    }
+    let (iterations, options) = seed_plan(backend, after);
     run_in_root(
         &options,
         &format!("/opt/leakhunt/fixtures/seed/{variant}"),
