@@ -21,7 +21,6 @@ pub mod child;
 pub mod clock;
 pub mod footprint;
 pub mod knobs;
-pub mod summary;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
