@@ -14,6 +14,7 @@ pub mod diag;
 pub mod error;
 pub mod evidence;
 pub mod fasthash;
+pub mod format;
 pub mod heap;
 pub mod native;
 pub mod platform;

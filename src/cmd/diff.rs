@@ -4,8 +4,9 @@
 //! Stage: command. Computation in `heap::diff`; this module renders text or JSON.
 
 use crate::cli::{DiffArgs, Format};
-use crate::cmd::{emit_json, emit_report, require_cruby_dump, thousands, warn_diagnostics};
+use crate::cmd::{emit_json, emit_report, require_cruby_dump, warn_diagnostics};
 use crate::error::{Result, exit};
+use crate::format::count;
 use crate::heap::diff::{AddressDiff, CAVEAT, ClassCount, DiffInput, DiffKind, SiteGroup, diff};
 use serde::Serialize;
 use std::io::{self, Write};
@@ -69,8 +70,8 @@ fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()
     writeln!(
         out,
         "{} objects, {} bytes {what}",
-        thousands(d.objects),
-        thousands(d.bytes)
+        count(d.objects),
+        count(d.bytes)
     )?;
     for (tag, input) in [("A", Some(&d.a)), ("B", Some(&d.b)), ("C", d.c.as_ref())] {
         if let Some(i) = input {
@@ -78,7 +79,7 @@ fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()
                 out,
                 "  {tag}  {}  ({} objects)",
                 i.path.display(),
-                thousands(i.objects)
+                count(i.objects)
             )?;
         }
     }
@@ -108,8 +109,8 @@ fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()
         writeln!(
             out,
             "{:>12} {:>14}  {:<8}  {:<40}  {}",
-            thousands(g.count),
-            thousands(g.bytes),
+            count(g.count),
+            count(g.bytes),
             g.obj_type,
             site,
             classes.join(", ")
@@ -121,7 +122,7 @@ fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()
             out,
             "  … {} more groups with {} objects (--top N shows more)",
             d.groups.len() - shown,
-            thousands(rest)
+            count(rest)
         )?;
     }
     writeln!(out)?;
@@ -132,8 +133,8 @@ fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()
         writeln!(
             out,
             "{:>12} {:>14}  {}",
-            thousands(c.count),
-            thousands(c.bytes),
+            count(c.count),
+            count(c.bytes),
             c.class
         )?;
     }

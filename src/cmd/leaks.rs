@@ -10,10 +10,11 @@
 //! is 2 only when nothing usable was read.
 
 use crate::cli::{Format, LeaksArgs};
-use crate::cmd::{thousands, warn_diagnostics};
+use crate::cmd::warn_diagnostics;
 use crate::detect::{self, Kind};
 use crate::diag::{Position, display_name};
 use crate::error::{Error, Result, exit};
+use crate::format::{count, quantity, signed};
 use crate::native::symbolize::{ModuleMap, Symbolizer};
 use crate::native::{
     self, Frame, LeakKind, LeakSite, NativeFormat, NativeReport, ReportSummary, SiteGrowth,
@@ -143,8 +144,8 @@ fn warn_about_unplaced(reports: &[NativeReport], no_maps: bool) {
             "none of the maps given holds them"
         };
         eprintln!(
-            "leakhunt: note: {unplaced} frame{} {} (library unloaded before the report, e.g. <unknown module>): {next}",
-            plural(unplaced),
+            "leakhunt: note: {} {} (library unloaded before the report, e.g. <unknown module>): {next}",
+            quantity(unplaced, "frame"),
             if unplaced == 1 {
                 "is a bare address"
             } else {
@@ -357,11 +358,9 @@ fn render_text(out: &LeaksOutput) -> String {
         out.reports.iter().map(|r| r.path.as_str()).collect();
     let _ = writeln!(
         s,
-        "{} native report{} from {} file{}",
-        out.reports.len(),
-        plural(out.reports.len()),
-        files.len(),
-        plural(files.len())
+        "{} from {}",
+        quantity(out.reports.len(), "native report"),
+        quantity(files.len(), "file")
     );
     for r in &out.reports {
         let tool = r.tool.as_deref().unwrap_or("leaks");
@@ -372,16 +371,16 @@ fn render_text(out: &LeaksOutput) -> String {
             r.label,
             r.path,
             r.number,
-            thousands(r.bytes),
-            counted(r.blocks, "block"),
-            counted(r.sites as u64, "site")
+            count(r.bytes),
+            quantity(r.blocks, "block"),
+            quantity(r.sites, "site")
         );
         if let Some(summary) = r.summary {
             let _ = write!(
                 s,
                 "; tool's summary {} bytes in {}",
-                thousands(summary.bytes),
-                counted(summary.leaks, "leak")
+                count(summary.bytes),
+                quantity(summary.leaks, "leak")
             );
         }
         s.push('\n');
@@ -389,11 +388,10 @@ fn render_text(out: &LeaksOutput) -> String {
     if let Some(g) = &out.growth {
         let _ = writeln!(
             s,
-            "\nGrowth from {} to {}: {} site{} grew, {} shrank{}",
+            "\nGrowth from {} to {}: {} grew, {} shrank{}",
             g.from,
             g.to,
-            g.grew,
-            plural(g.grew),
+            quantity(g.grew, "site"),
             g.shrank,
             if g.items.len() < g.grew {
                 format!(" (top {} by bytes)", g.items.len())
@@ -427,9 +425,9 @@ fn render_text(out: &LeaksOutput) -> String {
         s,
         "\nLeak sites in {}: {}, {} bytes in {}{}",
         list.report,
-        counted(list.total_sites as u64, "site"),
-        thousands(list.total_bytes),
-        counted(list.total_blocks, "block"),
+        quantity(list.total_sites as u64, "site"),
+        count(list.total_bytes),
+        quantity(list.total_blocks, "block"),
         if list.items.len() < list.total_sites {
             format!(" (top {} by bytes)", list.items.len())
         } else {
@@ -445,8 +443,8 @@ fn render_text(out: &LeaksOutput) -> String {
         .iter()
         .map(|e| {
             [
-                thousands(e.blocks),
-                thousands(e.bytes),
+                count(e.blocks),
+                count(e.bytes),
                 site_label(&e.function, e.file.as_deref(), e.line),
                 e.library.clone().unwrap_or_else(|| "?".to_owned()),
                 e.kinds
@@ -558,28 +556,14 @@ fn kind_label(kind: LeakKind) -> &'static str {
     }
 }
 
-/// `1 block`, `1,024 blocks`.
-fn counted(n: u64, noun: &str) -> String {
-    format!("{} {noun}{}", thousands(n), plural(n as usize))
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn signed(n: i64) -> String {
-    let sign = if n < 0 { "-" } else { "+" };
-    format!("{sign}{}", thousands(n.unsigned_abs()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn numbers_and_stacks() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(263_427_072), "263,427,072");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(263_427_072), "263,427,072");
         assert_eq!(signed(-5440), "-5,440");
         assert_eq!(signed(40), "+40");
         let stack: Vec<String> = ["main", "a", "b", "c", "widget_create", "malloc"]

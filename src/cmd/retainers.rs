@@ -4,8 +4,9 @@
 //! Stage: command. Computation in `heap::retainers`; this module renders text or JSON.
 
 use crate::cli::{Format, RetainersArgs};
-use crate::cmd::{emit_json, emit_report, require_cruby_dump, thousands, warn_diagnostics};
+use crate::cmd::{emit_json, emit_report, require_cruby_dump, warn_diagnostics};
 use crate::error::{Error, Result, exit};
+use crate::format::count;
 use crate::heap::retainers::{
     AddressRetainers, ClassRetainers, EdgeKind, RetainerGroup, RetainerStep, for_address,
     for_class, parse_address,
@@ -70,10 +71,10 @@ fn write_class(out: &mut dyn Write, r: &ClassRetainers) -> io::Result<()> {
     writeln!(
         out,
         "{} {} in {dump}: {} reachable from a root, {} not.",
-        thousands(r.instances),
+        count(r.instances),
         r.class,
-        thousands(r.reachable),
-        thousands(r.unreachable)
+        count(r.reachable),
+        count(r.unreachable)
     )?;
     if !r.groups.is_empty() {
         writeln!(
@@ -83,13 +84,7 @@ fn write_class(out: &mut dyn Write, r: &ClassRetainers) -> io::Result<()> {
             r.groups_total
         )?;
         for g in &r.groups {
-            writeln!(
-                out,
-                "{:>12} {}{}",
-                thousands(g.count),
-                r.class,
-                path_text(g)
-            )?;
+            writeln!(out, "{:>12} {}{}", count(g.count), r.class, path_text(g))?;
         }
     }
     if r.unreachable > 0 {
@@ -101,7 +96,7 @@ fn write_class(out: &mut dyn Write, r: &ClassRetainers) -> io::Result<()> {
         writeln!(
             out,
             "No path from a root: {} instances ({why}).",
-            thousands(r.unreachable)
+            count(r.unreachable)
         )?;
     }
     Ok(())
@@ -129,7 +124,7 @@ fn write_address(out: &mut dyn Write, r: &AddressRetainers) -> io::Result<()> {
                 writeln!(out, "  <- {}", step_text(s))?;
             }
             if p.elided_steps > 0 {
-                writeln!(out, "  <- … {} more steps", thousands(p.elided_steps))?;
+                writeln!(out, "  <- … {} more steps", count(p.elided_steps))?;
             }
             writeln!(out, "  <- ROOT {}", p.root)
         }
@@ -152,7 +147,7 @@ fn path_text(g: &RetainerGroup) -> String {
         s.push_str(&step_text(step));
     }
     if g.elided_steps > 0 {
-        s.push_str(&format!(" <- … {} more steps", thousands(g.elided_steps)));
+        s.push_str(&format!(" <- … {} more steps", count(g.elided_steps)));
     }
     s.push_str(" <- ROOT ");
     s.push_str(&g.root);
@@ -166,13 +161,13 @@ fn step_text(step: &RetainerStep) -> String {
         head.push_str(name);
     }
     if step.repeat > 1 {
-        head.push_str(&format!(" ×{}", thousands(step.repeat)));
+        head.push_str(&format!(" ×{}", count(step.repeat)));
     }
     let mut details = Vec::new();
     if step.distinct > step.repeat {
         details.push(format!(
             "{} objects, e.g. 0x{:x}",
-            thousands(step.distinct),
+            count(step.distinct),
             step.address
         ));
     } else {
@@ -190,7 +185,7 @@ fn step_text(step: &RetainerStep) -> String {
             "HASH" => "entries",
             _ => "bytes",
         };
-        details.push(format!("{} {unit}", thousands(len)));
+        details.push(format!("{} {unit}", count(len)));
     }
     if details.is_empty() {
         head

@@ -18,6 +18,7 @@ pub mod source_hint;
 
 use crate::bundle::Outcome;
 use crate::evidence::{Evidence, Origin};
+use crate::format::{count, quantity, signed};
 use crate::heap::histogram::{DiffRow, Histogram};
 pub use finding::{Confidence, Finding, FindingKind};
 use finding::{EvidenceItem, NativeOwner, Source, Suggestion};
@@ -983,84 +984,6 @@ pub fn footprint_slope(samples: &[crate::bundle::FootprintSample]) -> Option<f64
 /// A size or count read from an input, as the i64 findings carry: past `i64::MAX` it saturates.
 pub fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `1234567` → `1,234,567`.
-pub fn count(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `1 block`, `2 blocks`, `1,234 blocks`.
-pub fn quantity(n: i64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{} {noun}s", count(n))
-    }
-}
-
-/// `1234` → `+1,234`; `-5` → `-5`; `0` → `0`.
-pub fn signed(n: i64) -> String {
-    if n > 0 {
-        format!("+{}", count(n))
-    } else {
-        count(n)
-    }
-}
-
-/// `263427072` → `251.2 MiB`.
-pub fn human_bytes(n: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n.abs();
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    let sign = if n < 0.0 { "-" } else { "" };
-    if u == 0 {
-        format!("{sign}{v:.0} B")
-    } else {
-        format!("{sign}{v:.1} {}", units[u])
-    }
-}
-
-/// Replaces the contents of every double-quoted part of a dump-derived label with a note of its
-/// length, unless string contents were asked for: `String "secret"` → `String "‹6 bytes›"`.
-pub fn redact(label: &str, include_strings: bool) -> String {
-    if include_strings || !label.contains('"') {
-        return label.to_owned();
-    }
-    let mut out = String::with_capacity(label.len());
-    let mut parts = label.split('"');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    let rest: Vec<&str> = parts.collect();
-    for (i, part) in rest.iter().enumerate() {
-        out.push('"');
-        let inside = i % 2 == 0;
-        if inside && i + 1 < rest.len() {
-            out.push_str(&format!("‹{} bytes›", part.len()));
-        } else if inside {
-            // An unclosed quote: redact to the end.
-            out.push_str(&format!("‹{} bytes›", part.len()));
-        } else {
-            out.push_str(part);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use super::classes::{ClassRole, class_role};
 use super::finding::{Confidence, EvidenceItem, Location, LocationRole, Source};
 use super::names;
 use super::sites::SiteSeries;
-use super::{count, signed};
 use crate::bundle::{FfiModule, Lifecycle, MethodRole, Sidecar, WrapperClass, WrapperMethod};
 use crate::evidence::{Evidence, SourceLine};
+use crate::format::{count, signed};
 
 /// Who a native site belongs to.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,8 @@ use super::classes::{ClassRole, ClassSeries, GrowthGroup, class_role};
 use super::finding::{
     Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
 };
-use super::{count, redact, signed};
 use crate::evidence::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
+use crate::format::{count, redact, signed};
 use std::collections::BTreeMap;
 
 /// Retention findings, one per growth group whose growth is retained; groups whose new

@@ -12,7 +12,8 @@
 use super::text::{summary_parts, verdict_word};
 use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
-use crate::correlate::{Analysis, FindingKind, count, signed};
+use crate::correlate::{Analysis, FindingKind};
+use crate::format::{count, signed};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 

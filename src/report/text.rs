@@ -6,7 +6,8 @@
 
 use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
-use crate::correlate::{Analysis, FindingKind, Verdict, count, human_bytes, signed};
+use crate::correlate::{Analysis, FindingKind, Verdict};
+use crate::format::{count, human_bytes, quantity, signed};
 use crate::heap::histogram::HistogramDiff;
 use std::io::{self, Write};
 
@@ -66,11 +67,7 @@ pub fn outcome_text(a: &Analysis) -> Option<String> {
 pub fn summary_parts(a: &Analysis) -> Vec<String> {
     let leaks = a.leak_findings().count();
     let mut parts = vec![match a.verdict {
-        Verdict::Leak => format!(
-            "{} leak finding{}",
-            leaks,
-            if leaks == 1 { "" } else { "s" }
-        ),
+        Verdict::Leak => quantity(leaks, "leak finding"),
         Verdict::NoLeak => "no leak finding".to_owned(),
         Verdict::Inconclusive => "not enough evidence to tell".to_owned(),
     }];

@@ -386,7 +386,7 @@ impl Session<'_> {
         self.spinner.set_message(format!(
             "{phase} · {} snapshot(s) · footprint {}",
             self.manifest.snapshots.len(),
-            footprint::human_bytes(self.sampler.latest())
+            crate::format::human_bytes(self.sampler.latest() as f64)
         ));
     }
 
