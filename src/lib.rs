@@ -17,6 +17,7 @@ pub mod fasthash;
 pub mod format;
 pub mod heap;
 pub mod native;
+pub mod num;
 pub mod platform;
 pub mod progress;
 pub mod report;

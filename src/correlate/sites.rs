@@ -23,17 +23,30 @@ pub struct SiteSeries {
 impl SiteSeries {
     /// Last minus first, saturated to the i64 range (sizes come from input files).
     pub fn delta_bytes(&self) -> i64 {
-        crate::native::clamped_difference(
+        crate::num::difference(
             self.bytes.last().copied().unwrap_or(0),
             self.bytes.first().copied().unwrap_or(0),
         )
     }
 
     pub fn delta_blocks(&self) -> i64 {
-        crate::native::clamped_difference(
+        crate::num::difference(
             self.blocks.last().copied().unwrap_or(0),
             self.blocks.first().copied().unwrap_or(0),
         )
+    }
+
+    /// (bytes, blocks) the site accounts for: its growth over time, or the single report's
+    /// total.
+    pub fn measure(&self, over_time: bool) -> (i64, i64) {
+        if over_time {
+            (self.delta_bytes(), self.delta_blocks())
+        } else {
+            (
+                crate::num::saturating_i64(self.last_bytes()),
+                crate::num::saturating_i64(self.last_blocks()),
+            )
+        }
     }
 
     pub fn last_bytes(&self) -> u64 {
