@@ -1089,9 +1089,9 @@ fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
 /// Renders the analysis as text, JSON and HTML: none of them may fail or panic.
 fn render_every_format(a: &Analysis) {
     for r in [
-        crate::cli::ReportFormat::Text,
-        crate::cli::ReportFormat::Json,
-        crate::cli::ReportFormat::Html,
+        crate::report::ReportFormat::Text,
+        crate::report::ReportFormat::Json,
+        crate::report::ReportFormat::Html,
     ] {
         let mut out = Vec::new();
         crate::report::renderer(r, Default::default())
