@@ -547,7 +547,7 @@ fn add_retainers(ev: &mut Evidence) {
 fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>> {
     let mut out = Vec::new();
     for class in classes {
-        let found = crate::heap::retainers::for_class(dump, class, 5)?;
+        let found = crate::heap::cruby::retainers::for_class(dump, class, 5)?;
         let groups = found
             .groups
             .into_iter()

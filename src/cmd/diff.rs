@@ -1,12 +1,12 @@
 //! `leakhunt diff A B [C]`: objects of B that were not in A (and, with C, are still in C), by
 //! type and allocation site and by class: heapy's diff, over CRuby dumps.
 //!
-//! Stage: command. Computation in `heap::diff`, rendering in `report::diff`.
+//! Stage: command. Computation in `heap::cruby::diff`, rendering in `report::diff`.
 
 use crate::cli::{DiffArgs, Format};
 use crate::cmd::{emit_json, emit_report, require_cruby_dump, warn_diagnostics};
 use crate::error::{Result, exit};
-use crate::heap::diff::diff;
+use crate::heap::cruby::diff::diff;
 use crate::report;
 
 pub fn run(args: DiffArgs) -> Result<i32> {

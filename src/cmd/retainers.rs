@@ -1,12 +1,12 @@
 //! `leakhunt retainers DUMP --class NAME | --address 0xADDR`: why objects are alive, as
 //! shortest paths from GC roots (grouped for a class).
 //!
-//! Stage: command. Computation in `heap::retainers`, rendering in `report::retainers`.
+//! Stage: command. Computation in `heap::cruby::retainers`, rendering in `report::retainers`.
 
 use crate::cli::{Format, RetainersArgs};
 use crate::cmd::{emit_json, emit_report, require_cruby_dump, warn_diagnostics};
 use crate::error::{Error, Result, exit};
-use crate::heap::retainers::{for_address, for_class, parse_address};
+use crate::heap::cruby::retainers::{for_address, for_class, parse_address};
 use crate::report;
 use serde::Serialize;
 use std::io::{self, Write};

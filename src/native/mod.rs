@@ -6,6 +6,7 @@
 //! model they all fill in, the rule that picks the allocation site out of a stack, and growth
 //! between two reports.
 
+pub mod bytes;
 pub mod leaks;
 pub mod lsan;
 pub mod symbolize;

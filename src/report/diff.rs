@@ -4,7 +4,7 @@
 //! Stage: renderer. Reads a computed [`AddressDiff`]; never parses.
 
 use crate::format::count;
-use crate::heap::diff::{AddressDiff, CAVEAT, ClassCount, DiffInput, DiffKind, SiteGroup};
+use crate::heap::cruby::diff::{AddressDiff, CAVEAT, ClassCount, DiffInput, DiffKind, SiteGroup};
 use serde::Serialize;
 use std::io::{self, Write};
 

@@ -4,7 +4,7 @@
 //! Stage: renderer. Reads computed retainer paths; never parses.
 
 use crate::format::count;
-use crate::heap::retainers::{
+use crate::heap::cruby::retainers::{
     AddressRetainers, ClassRetainers, EdgeKind, RetainerGroup, RetainerStep,
 };
 use serde::Serialize;

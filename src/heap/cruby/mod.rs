@@ -8,11 +8,13 @@
 //! - [`census`]: histogram, allocation sites and version evidence per chunk, merged;
 //! - [`version`]: the Ruby version guessed from fingerprints (§2.4).
 //!
-//! `heap::diff` and `heap::retainers` build on the same layers.
+//! `heap::cruby::diff` and `heap::cruby::retainers` build on the same layers.
 
 pub mod census;
 pub mod classes;
+pub mod diff;
 pub mod reader;
+pub mod retainers;
 pub mod scan;
 pub mod tables;
 pub mod version;
