@@ -4,7 +4,8 @@
 //! Stage: correlator (native side). Reads [`crate::evidence::NativeSnapshot`]s through
 //! [`crate::native::sites`].
 
-use crate::evidence::NativeSnapshot;
+use crate::evidence::resolve::Library;
+use crate::evidence::{Evidence, NativeSnapshot};
 use crate::native::{Frame, LeakKind, SiteKey};
 use std::collections::{BTreeSet, HashMap};
 
@@ -171,6 +172,38 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
             .then_with(|| a.key.cmp(&b.key))
     });
     out
+}
+
+/// Sites whose libraries are looked up for their exports.
+const SITES_FOR_EXPORTS: usize = 50;
+
+/// The libraries whose exports the missing-release rule looks up when no agent sidecar lists
+/// the FFI bindings (bare files, or a run whose agent failed), for the evidence to resolve:
+/// a library named by path, else the stem of its name, else the first word of the function
+/// (`zmq_msg_init` → `zmq`).
+pub fn libraries_named(ev: &Evidence) -> Vec<Library> {
+    if !ev.sidecars.is_empty() {
+        return Vec::new();
+    }
+    site_series(&ev.native)
+        .iter()
+        .take(SITES_FOR_EXPORTS)
+        .filter_map(|s| match s.frame.module.as_deref() {
+            Some(m) if m.contains('/') => Some(Library::Path(m.into())),
+            _ => s
+                .frame
+                .library()
+                .map(super::names::library_stem)
+                .or_else(|| {
+                    s.key
+                        .function
+                        .split_once('_')
+                        .map(|(w, _)| w.to_ascii_lowercase())
+                })
+                .filter(|stem| stem.len() >= 2)
+                .map(Library::Stem),
+        })
+        .collect()
 }
 
 #[cfg(test)]
