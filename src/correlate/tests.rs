@@ -966,9 +966,9 @@ fn a_stripped_site_says_how_to_get_its_frames_named() {
     assert!(!hint(&named), "{:#?}", named.findings[0].evidence);
 }
 
-/// Review find while fuzzing: sidecar lifecycle counts near `u64::MAX` overflowed the
-/// "unbalanced" test and the growth of unreleased instances (panics in debug builds). A sidecar
-/// says whatever it says; the analysis and every renderer get through.
+/// Sidecar lifecycle counts near `u64::MAX`: the "unbalanced" test and the growth of unreleased
+/// instances saturate. A sidecar says whatever it says; the analysis and every renderer get
+/// through.
 #[test]
 fn huge_lifecycle_counts_do_not_overflow() {
     for (first, last) in [
@@ -994,10 +994,9 @@ fn huge_lifecycle_counts_do_not_overflow() {
     }
 }
 
-/// Review find while fuzzing (edge values fed to the correlator): native reports whose sizes
-/// reach `u64::MAX` overflowed the correlator's sums and differences — the noise finding's
-/// totals, the timeline's finding bytes, the leak rate's growth, a site's delta (panics in debug
-/// builds). Every analysis and rendering now gets through on such reports.
+/// Native reports whose sizes reach `u64::MAX`: the correlator's sums and differences — the
+/// noise finding's totals, the timeline's finding bytes, the leak rate's growth, a site's delta
+/// — saturate, and every analysis and rendering gets through.
 #[test]
 fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
     let big = u64::MAX / 2;
@@ -1037,9 +1036,8 @@ fn native_sizes_near_u64_max_do_not_overflow_the_analysis() {
     }
 }
 
-/// Review find while fuzzing (edge values fed to the correlator): heap dumps whose `memsize`
-/// saturates a class's bytes overflowed the retention finding's byte total over its group of
-/// classes (a panic in debug builds).
+/// Heap dumps whose `memsize` saturates a class's bytes: the retention finding's byte total
+/// over its group of classes saturates too.
 #[test]
 fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
     let mut ev = Evidence::empty(Origin::Files(vec![]));

@@ -522,8 +522,7 @@ mod tests {
         assert_eq!(stack, ["start", "f", "_malloc"]);
     }
 
-    /// Fuzz find: leak sizes adding past `u64::MAX` overflowed the listed-bytes check (a
-    /// panic in debug builds); the sum saturates.
+    /// Leak sizes adding past `u64::MAX`: the listed-bytes check's sum saturates.
     #[test]
     fn listed_sizes_past_u64_saturate() {
         let r = parse_one(

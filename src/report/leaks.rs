@@ -486,9 +486,8 @@ mod tests {
         assert_eq!((g.items[0].delta_blocks, g.items[0].delta_bytes), (2, 32));
     }
 
-    /// Review find while fuzzing: two sites whose sizes add past `u64::MAX` (LSan prints up to
-    /// 19 digits) overflowed the totals of the sites table (a panic in debug builds); they
-    /// saturate.
+    /// Two sites whose sizes add past `u64::MAX` (LSan prints up to 19 digits): the totals of
+    /// the sites table saturate.
     #[test]
     fn site_totals_past_u64_saturate() {
         let log = b"==1==ERROR: LeakSanitizer: detected memory leaks\n\n\

@@ -109,8 +109,8 @@ mod tests {
         summarize_with(&path, &ReadOptions::default()).unwrap()
     }
 
-    /// Fuzz find: two classes sharing a name whose instances claim `memsize` near `u64::MAX`
-    /// overflowed the merged row (a panic in debug builds).
+    /// Two classes sharing a name whose instances claim `memsize` near `u64::MAX`: the merged
+    /// row saturates.
     #[test]
     fn huge_memsize_on_same_named_classes_saturates() {
         let dump = br#"{"address":"0x1", "type":"CLASS", "name":"Foo", "memsize":40}

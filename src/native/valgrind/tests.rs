@@ -101,8 +101,7 @@ fn vgdb_session_is_one_report_per_search() {
     assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20, 320));
 }
 
-/// Fuzz find: LEAK SUMMARY lines whose sizes add past `u64::MAX` overflowed the summary
-/// (a panic in debug builds); they saturate.
+/// LEAK SUMMARY lines whose sizes add past `u64::MAX`: the summary saturates.
 #[test]
 fn summary_sizes_past_u64_saturate() {
     let log = b"==1== LEAK SUMMARY:\n\
