@@ -57,7 +57,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file of `src/` belongs to (`src/heap/cruby/scan.rs` → `heap`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_owned()
 }
 
@@ -112,7 +117,10 @@ fn no_module_reaches_a_layer_above_its_own() {
         }
         let module = module_of(&src, file);
         let mine = layer(&module).unwrap_or_else(|| {
-            panic!("{}: module `{module}` has no layer in tests/layers.rs", file.display())
+            panic!(
+                "{}: module `{module}` has no layer in tests/layers.rs",
+                file.display()
+            )
         });
         let text = std::fs::read_to_string(file).unwrap();
         for (line, used) in references(&text) {

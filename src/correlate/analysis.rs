@@ -76,7 +76,7 @@ impl ClassGrowthTable {
         }
         Some(format!(
             "{} left out: objects of leakhunt's own agent ({}), not the program's; the charts and findings leave them out too",
-            quantity(self.agent_rows.len() as i64, "row"),
+            quantity(self.agent_rows.len(), "row"),
             named.join(", ")
         ))
     }

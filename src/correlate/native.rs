@@ -104,8 +104,8 @@ pub fn native_findings(
         for f in findings.iter_mut().filter(|f| f.native.is_some()) {
             f.title.push_str(&format!(
                 " (the report counts {} leaks, {} bytes in all)",
-                count(summary.leaks as i64),
-                count(summary.bytes as i64)
+                count(summary.leaks),
+                count(summary.bytes)
             ));
             f.evidence.insert(
                 1,
@@ -113,11 +113,11 @@ pub fn native_findings(
                     Source::Native,
                     format!(
                         "the report counts {} leaks for {} bytes but lists only {}: {} leaks ({} bytes) are not in it (an excerpt or a cut report), so their sites are unknown",
-                        count(summary.leaks as i64),
-                        count(summary.bytes as i64),
-                        count(summary.leaks.saturating_sub(blocks) as i64),
-                        count(blocks as i64),
-                        count(bytes as i64)
+                        count(summary.leaks),
+                        count(summary.bytes),
+                        count(summary.leaks.saturating_sub(blocks)),
+                        count(blocks),
+                        count(bytes)
                     ),
                 ),
             );

@@ -65,9 +65,9 @@ pub fn finding(
     if runtime.0 > 0 {
         let mut text = format!(
             "{} in the Ruby runtime (libruby, the ruby binary) with no FFI call on the stack: {} blocks, {} bytes — {}",
-            quantity(runtime.0 as i64, "site"),
-            count(runtime.1 as i64),
-            count(runtime.2 as i64),
+            quantity(runtime.0, "site"),
+            count(runtime.1),
+            count(runtime.2),
             runtime_noise_reason(ev)
         );
         if runtime_growth > 0 {
@@ -83,14 +83,14 @@ pub fn finding(
             Source::Native,
             format!(
                 "{} that {}: {} blocks, {} bytes",
-                quantity(still.0 as i64, "site"),
+                quantity(still.0, "site"),
                 if over_time {
                     "did not grow between snapshots, or are reachable only through another leaked block"
                 } else {
                     "are reachable only through another leaked block"
                 },
-                count(still.1 as i64),
-                count(still.2 as i64)
+                count(still.1),
+                count(still.2)
             ),
         ));
     }
@@ -99,9 +99,9 @@ pub fn finding(
             Source::Native,
             format!(
                 "{} past the {MAX_NATIVE_FINDINGS} shown: {} blocks, {} bytes (see the native sites table)",
-                quantity(minor.0 as i64, "smaller unowned site"),
-                count(minor.1 as i64),
-                count(minor.2 as i64)
+                quantity(minor.0, "smaller unowned site"),
+                count(minor.1),
+                count(minor.2)
             ),
         ));
     }
@@ -110,9 +110,9 @@ pub fn finding(
         Confidence::High,
         format!(
             "{} set aside as noise: {} blocks, {} bytes",
-            quantity(total.0 as i64, "native site"),
-            count(total.1 as i64),
-            count(total.2 as i64)
+            quantity(total.0, "native site"),
+            count(total.1),
+            count(total.2)
         ),
     )
     .identify(&["runtime"]);

@@ -269,8 +269,8 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
             format!(
                 "{}: {} created, {} released — released as often as created, so not the owner",
                 l.class,
-                count(l.created as i64),
-                count(l.released as i64)
+                count(l.created),
+                count(l.released)
             ),
         ));
         return Attribution::Module {
@@ -339,9 +339,9 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
             format!(
                 "{}: {} created, {} released by {methods} ({} never released)",
                 l.class,
-                count(l.created as i64),
-                count(l.released as i64),
-                count(unreleased(l) as i64)
+                count(l.created),
+                count(l.released),
+                count(unreleased(l))
             ),
         ));
         if earlier.is_some() {
@@ -711,7 +711,7 @@ pub fn site_text(site: &SiteSeries) -> String {
         .map(|l| format!(" in {l}"))
         .unwrap_or_default();
     if site.blocks.len() >= 2 {
-        let blocks: Vec<String> = site.blocks.iter().map(|&b| count(b as i64)).collect();
+        let blocks: Vec<String> = site.blocks.iter().map(|&b| count(b)).collect();
         format!(
             "{}{lib}: {} leaked blocks per snapshot ({} blocks, {} bytes)",
             site.key.function,
@@ -723,8 +723,8 @@ pub fn site_text(site: &SiteSeries) -> String {
         format!(
             "{}{lib}: {} for {} bytes",
             site.key.function,
-            quantity(site.last_blocks() as i64, "leak"),
-            count(site.last_bytes() as i64)
+            quantity(site.last_blocks(), "leak"),
+            count(site.last_bytes())
         )
     }
 }
@@ -749,10 +749,10 @@ fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
             let counts = match (loc.count, loc.released) {
                 (Some(c), Some(r)) => format!(
                     " ({} created, {} never released)",
-                    count(c as i64),
-                    count(c.saturating_sub(r) as i64)
+                    count(c),
+                    count(c.saturating_sub(r))
                 ),
-                (Some(c), None) => format!(" ({})", count(c as i64)),
+                (Some(c), None) => format!(" ({})", count(c)),
                 (None, _) => String::new(),
             };
             EvidenceItem::new(
@@ -777,7 +777,7 @@ fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
             format!(
                 "{} instances also created at {} more (the JSON report lists them all)",
                 blame.class,
-                quantity(rest.len() as i64, "site")
+                quantity(rest.len(), "site")
             ),
         ));
     }

@@ -164,7 +164,7 @@ impl Renderer for TextReport {
                 "status", "bytes", "growth", "blocks"
             )?;
             for r in a.native_sites.iter().take(SITE_ROWS) {
-                let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b as i64)).collect();
+                let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b)).collect();
                 let lib = r
                     .library
                     .as_deref()
@@ -178,7 +178,7 @@ impl Renderer for TextReport {
                     out,
                     "  {:<15} {:>14} {:>14}  {:<24} {}{lib}",
                     status,
-                    count(r.bytes.last().copied().unwrap_or(0) as i64),
+                    count(r.bytes.last().copied().unwrap_or(0)),
                     signed(r.delta_bytes),
                     blocks.join(" → "),
                     r.function
@@ -245,7 +245,7 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
             let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
             if let Some(c) = l.count {
-                line.push_str(&format!(" ({})", count(c as i64)));
+                line.push_str(&format!(" ({})", count(c)));
             }
             if let Some(code) = &l.code {
                 line.push_str(&format!(": {code}"));
