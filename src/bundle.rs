@@ -57,6 +57,10 @@ pub struct Manifest {
     pub native_logs: Vec<String>,
     /// The footprint timeline file, if sampling worked.
     pub footprint: Option<String>,
+    /// What the analysis needed from the machine that ran the program (library exports,
+    /// Ruby source files, real paths of modules), captured at the end of the run so that
+    /// `analyze` of the bundle gives the same report anywhere. Absent in older bundles.
+    pub resolved: Option<String>,
     pub outcome: Outcome,
     /// Everything that did not go as planned, one line each, telling the next step.
     pub warnings: Vec<String>,
@@ -318,6 +322,19 @@ impl Manifest {
             .map_err(|e| Error::Run(format!("cannot encode manifest: {e}")))?;
         write_private_atomic(&dir.join(MANIFEST), &bytes)
     }
+}
+
+/// The path of a file the manifest names, when the name is a plain file name inside the bundle:
+/// not empty, no `/` or `\`, not `.` or `..`, not absolute. Anything else (`../../etc/passwd`,
+/// `/etc/shadow`) would have `analyze` read outside the bundle, so it is refused. The one place
+/// that says which names a bundle may hold.
+pub fn member_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !Path::new(name).is_absolute();
+    plain.then(|| dir.join(name))
 }
 
 /// Parses `footprint.tsv`; bad lines are skipped and counted into `diag`.

@@ -21,7 +21,6 @@ pub mod child;
 pub mod clock;
 pub mod footprint;
 pub mod knobs;
-pub mod summary;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
@@ -387,7 +386,7 @@ impl Session<'_> {
         self.spinner.set_message(format!(
             "{phase} · {} snapshot(s) · footprint {}",
             self.manifest.snapshots.len(),
-            footprint::human_bytes(self.sampler.latest())
+            crate::format::human_bytes(self.sampler.latest() as f64)
         ));
     }
 
