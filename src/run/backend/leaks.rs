@@ -187,16 +187,10 @@ impl NativeBackend for Leaks {
     }
 
     fn examinable(&self, pid: u32) -> std::result::Result<(), String> {
-        match crate::platform::executable_path(pid) {
-            Some(exe) if crate::platform::is_system_protected(&exe) => Err(format!(
-                "the program runs {}, which System Integrity Protection protects: leaks cannot \
-                 examine it (sudo does not change that). Run a Ruby you installed (Homebrew, \
-                 rbenv, asdf): `--ruby PATH` for a .rb program, or that Ruby first on PATH for \
-                 `bundle exec`, a shim or a `#!/usr/bin/env ruby` script",
-                exe.display()
-            )),
-            _ => Ok(()),
-        }
+        refusal(
+            crate::platform::executable_path(pid).as_deref(),
+            crate::platform::is_system_protected,
+        )
     }
 
     fn capture(&mut self, pid: u32, index: u32, deadline: Duration) -> NativeCapture {
@@ -237,6 +231,24 @@ impl NativeBackend for Leaks {
 
     fn native_deadline(&self, _left: Duration) -> Duration {
         deadline()
+    }
+}
+
+/// Why leaks may not examine a process running `executable` (as the kernel reports it, after
+/// any shim or wrapper exec'ed), if `protected` says SIP keeps it.
+fn refusal(
+    executable: Option<&Path>,
+    protected: impl Fn(&Path) -> bool,
+) -> std::result::Result<(), String> {
+    match executable {
+        Some(exe) if protected(exe) => Err(format!(
+            "the program runs {}, which System Integrity Protection protects: leaks cannot \
+             examine it (sudo does not change that). Run a Ruby you installed (Homebrew, rbenv, \
+             asdf): `--ruby PATH` for a .rb program, or that Ruby first on PATH for `bundle \
+             exec`, a shim or a `#!/usr/bin/env ruby` script",
+            exe.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -331,6 +343,27 @@ mod tests {
         assert_eq!(options_for(Some("11.0.1")), ["-noContent"]);
         assert_eq!(options_for(None), ["-noContent"]);
         assert!(options_for(Some("10.15.7")).is_empty());
+    }
+
+    #[test]
+    fn a_protected_interpreter_is_refused_whatever_started_it() {
+        let sip = |p: &Path| crate::platform::under_sip_directory(p);
+        // `bundle exec`, an rbenv shim or `#!/usr/bin/env ruby` all end in the system Ruby.
+        let system =
+            Path::new("/System/Library/Frameworks/Ruby.framework/Versions/2.6/usr/bin/ruby");
+        let why = refusal(Some(system), sip).unwrap_err();
+        assert!(why.contains(&system.display().to_string()), "{why}");
+        assert!(why.contains("--ruby PATH"), "{why}");
+        assert!(why.contains("sudo does not change that"), "{why}");
+        assert_eq!(
+            refusal(
+                Some(Path::new("/opt/homebrew/Cellar/ruby/3.4.1/bin/ruby")),
+                sip
+            ),
+            Ok(())
+        );
+        // The kernel could not say (the process is gone): nothing to refuse.
+        assert_eq!(refusal(None, sip), Ok(()));
     }
 
     #[test]
