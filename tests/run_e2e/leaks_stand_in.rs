@@ -645,3 +645,106 @@ fn a_sigint_from_outside_leakhunts_session_counts_as_the_terminals() {
     );
     assert_private_and_clean(&r);
 }
+
+// ---------------------------------------------------------------------------------------------
+// macos/capture-fixtures.sh, run here with stand-ins for the Mac's commands.
+
+/// Writes an executable `name` into `dir` with `body` (a sh script).
+fn stub(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The script hands `--ruby` to `leakhunt run` and `leakhunt doctor` (without it they would pick
+/// the SIP-protected /usr/bin/ruby), and reaps each program it starts (it used to start them
+/// in a `$(…)` subshell, so `wait` found no such child and returned 127 at once).
+#[test]
+fn capture_fixtures_passes_its_ruby_on_and_waits_for_its_own_children() {
+    if !seed_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let stand_in = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "report");
+    let bin = stand_in.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let leaks = stand_in.as_tool();
+    stub(&bin, "leaks", &format!("exec '{}' \"$@\"", leaks.display()));
+    stub(&bin, "uname", "echo Darwin");
+    stub(
+        &bin,
+        "sw_vers",
+        "case \"$1\" in -productName) echo macOS;; -productVersion) echo 15.5;; *) echo 24F74;; esac",
+    );
+    stub(
+        &bin,
+        "xcode-select",
+        "echo /Library/Developer/CommandLineTools",
+    );
+    stub(
+        &bin,
+        "DevToolsSecurity",
+        "echo 'Developer mode is currently enabled.'",
+    );
+    let real_ruby = Command::new("sh")
+        .args(["-c", "command -v ruby"])
+        .output()
+        .unwrap();
+    let real_ruby = String::from_utf8_lossy(&real_ruby.stdout).trim().to_owned();
+    // Outside /usr/bin, as a Homebrew Ruby is; the script refuses the system one.
+    let ruby = stub(&bin, "ruby", &format!("exec '{real_ruby}' \"$@\""));
+    let calls = stand_in.dir.path().join("leakhunt-calls.txt");
+    let leakhunt_stub = stub(
+        &bin,
+        "leakhunt",
+        &format!(
+            "echo \"$*\" >> '{}'\n[ \"$1\" = --version ] && echo 'leakhunt 0.1.0'\nexit 0",
+            calls.display()
+        ),
+    );
+    let out = stand_in.dir.path().join("out");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("macos/capture-fixtures.sh"))
+        .arg("--ruby")
+        .arg(&ruby)
+        .arg("--leakhunt")
+        .arg(&leakhunt_stub)
+        .arg("--out")
+        .arg(&out)
+        .env("PATH", path)
+        .env("CAPTURE_SETTLE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let leakhunt_calls = std::fs::read_to_string(&calls).unwrap();
+    let ruby = ruby.display().to_string();
+    assert!(
+        leakhunt_calls.contains(&format!("run --backend leaks --ruby {ruby} -o ")),
+        "{leakhunt_calls}"
+    );
+    assert!(
+        leakhunt_calls.contains(&format!("doctor --backend leaks --ruby {ruby}")),
+        "{leakhunt_calls}"
+    );
+    let manifest = std::fs::read_to_string(out.join("MANIFEST.txt")).unwrap();
+    // Five programs started and stopped: each reaped by the script, ended by its SIGTERM.
+    assert_eq!(
+        manifest.matches("then ended with status 143").count(),
+        5,
+        "{manifest}\n{stderr}"
+    );
+    assert!(
+        manifest.contains("leaks-msl1-nocontent.txt — leaks -noContent PID"),
+        "{manifest}"
+    );
+    assert!(manifest.contains("DevToolsSecurity: Developer mode is currently enabled."));
+    let report = std::fs::read_to_string(out.join("leaks-msl1-nocontent.txt")).unwrap();
+    assert!(report.contains("1 leak for"), "{report}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
