@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod heap_cruby;
 mod heap_rubinius;
+mod macos_build;
 mod native_leaks;
 mod native_linux;
 mod report_html;
