@@ -15,6 +15,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A real `--list` report (macOS 15.0.1, MallocStackLogging lite, Binary Images).
+const LIST_REPORT: &str = "macos15.0-v3.0-list-msl-lite-callstack.txt";
+
+/// `run` options for the leaks backend with this schedule (findings never fail the run).
+fn leaks_schedule<'a>(after: &'a str, every: &'a str, snapshots: &'a str) -> Vec<&'a str> {
+    vec![
+        "--backend",
+        "leaks",
+        "--after",
+        after,
+        "--every",
+        every,
+        "--snapshots",
+        snapshots,
+        "--fail-on",
+        "never",
+    ]
+}
+
 fn stand_in_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/leaks-stand-in")
 }
@@ -143,23 +162,10 @@ fn the_seeds_leak_through_leaks_names_zmq_message_close() {
     let report = stand_in.dir.path().join("report.json");
     let program = fixture("seed/leak-counter.rb");
     let endpoint = free_tcp_endpoint();
+    let mut options = leaks_schedule("1s", "1s", "2");
+    options.extend(["--format", "json", "--report", report.to_str().unwrap()]);
     let r = run_with(
-        &[
-            "--backend",
-            "leaks",
-            "--after",
-            "1s",
-            "--every",
-            "1s",
-            "--snapshots",
-            "2",
-            "--fail-on",
-            "never",
-            "--format",
-            "json",
-            "--report",
-            report.to_str().unwrap(),
-        ],
+        &options,
         &[program.to_str().unwrap(), &endpoint, "1024", "100000"],
         &env,
     );
@@ -250,23 +256,9 @@ fn a_refusing_leaks_is_explained_per_snapshot_and_stack_logging_stays_out_of_chi
         return;
     }
     let _one = one_run_at_a_time();
-    let stand_in = StandIn::new(
-        &["macos15.0-v3.0-list-msl-lite-callstack.txt"],
-        "cannot-examine",
-    );
+    let stand_in = StandIn::new(&[LIST_REPORT], "cannot-examine");
     let r = run_with(
-        &[
-            "--backend",
-            "leaks",
-            "--after",
-            "300ms",
-            "--every",
-            "500ms",
-            "--snapshots",
-            "2",
-            "--fail-on",
-            "never",
-        ],
+        &leaks_schedule("300ms", "500ms", "2"),
         &[fixture("run/starts-a-child.rb").to_str().unwrap(), "2"],
         &stand_in.env(),
     );
@@ -307,22 +299,11 @@ fn a_hanging_leaks_is_cut_at_its_own_deadline() {
         return;
     }
     let _one = one_run_at_a_time();
-    let stand_in = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "hang");
+    let stand_in = StandIn::new(&[LIST_REPORT], "hang");
     let mut env = stand_in.env();
     env.push(("LEAKHUNT_LEAKS_DEADLINE".into(), "2".into()));
     let r = run_with(
-        &[
-            "--backend",
-            "leaks",
-            "--after",
-            "300ms",
-            "--every",
-            "30s",
-            "--snapshots",
-            "1",
-            "--fail-on",
-            "never",
-        ],
+        &leaks_schedule("300ms", "30s", "1"),
         &[fixture("run/forever.rb").to_str().unwrap(), "3"],
         &env,
     );
@@ -353,21 +334,12 @@ fn a_second_ctrl_c_stops_a_hanging_leaks_at_once() {
         return;
     }
     let _one = one_run_at_a_time();
-    let stand_in = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "hang");
+    let stand_in = StandIn::new(&[LIST_REPORT], "hang");
     let (scratch, tmpdir, bundle) = scratch();
     let child = leakhunt()
-        .args([
-            "run",
-            "--backend",
-            "leaks",
-            "--after",
-            "300ms",
-            "--every",
-            "30s",
-            "--fail-on",
-            "never",
-            "-o",
-        ])
+        .arg("run")
+        .args(leaks_schedule("300ms", "30s", "3"))
+        .arg("-o")
         .arg(&bundle)
         .arg(fixture("run/forever.rb"))
         .env("TMPDIR", &tmpdir)
@@ -440,7 +412,7 @@ fn each_way_leaks_ends_is_told_apart() {
         )
     };
 
-    let found = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "report");
+    let found = StandIn::new(&[LIST_REPORT], "report");
     assert_eq!(call(&found, pid, 30), Ok(1));
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(
@@ -455,10 +427,7 @@ fn each_way_leaks_ends_is_told_apart() {
     );
     assert_eq!(call(&clean, pid, 30), Ok(0));
 
-    let refused = StandIn::new(
-        &["macos15.0-v3.0-list-msl-lite-callstack.txt"],
-        "cannot-examine",
-    );
+    let refused = StandIn::new(&[LIST_REPORT], "cannot-examine");
     let why = call(&refused, pid, 30).unwrap_err();
     assert!(
         why.starts_with("leaks failed: leaks cannot examine process"),
@@ -466,7 +435,7 @@ fn each_way_leaks_ends_is_told_apart() {
     );
     assert!(why.contains("run a Ruby you installed"), "{why}");
 
-    let asks = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "prompt");
+    let asks = StandIn::new(&[LIST_REPORT], "prompt");
     let started = Instant::now();
     let why = call(&asks, pid, 30).unwrap_err();
     assert!(
@@ -479,7 +448,7 @@ fn each_way_leaks_ends_is_told_apart() {
     );
     assert!(why.contains("sudo DevToolsSecurity -enable"), "{why}");
 
-    let hangs = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "hang");
+    let hangs = StandIn::new(&[LIST_REPORT], "hang");
     let why = call(&hangs, pid, 1).unwrap_err();
     assert!(
         why.contains("leaks did not finish within 1 s (LEAKHUNT_LEAKS_DEADLINE allows more)"),
@@ -517,7 +486,7 @@ fn doctor_tries_leaks_and_explains_a_prompt_a_refusal_and_a_hang() {
     if !ruby_ready() {
         return;
     }
-    let ok = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "report");
+    let ok = StandIn::new(&[LIST_REPORT], "report");
     let (code, stdout) = doctor(&ok, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("ok    backend leaks"), "{stdout}");
@@ -531,7 +500,7 @@ fn doctor_tries_leaks_and_explains_a_prompt_a_refusal_and_a_hang() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].contains("args=-noContent "), "{calls:?}");
 
-    let asks = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "prompt");
+    let asks = StandIn::new(&[LIST_REPORT], "prompt");
     let (code, stdout) = doctor(&asks, &[]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("FAIL  leaks trial"), "{stdout}");
@@ -541,16 +510,13 @@ fn doctor_tries_leaks_and_explains_a_prompt_a_refusal_and_a_hang() {
     );
     assert!(stdout.contains("DevToolsSecurity -enable"), "{stdout}");
 
-    let refused = StandIn::new(
-        &["macos15.0-v3.0-list-msl-lite-callstack.txt"],
-        "cannot-examine",
-    );
+    let refused = StandIn::new(&[LIST_REPORT], "cannot-examine");
     let (code, stdout) = doctor(&refused, &[]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("FAIL  leaks trial"), "{stdout}");
     assert!(stdout.contains("sudo does not get past SIP"), "{stdout}");
 
-    let hangs = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "hang");
+    let hangs = StandIn::new(&[LIST_REPORT], "hang");
     let (code, stdout) = doctor(&hangs, &[("LEAKHUNT_LEAKS_DEADLINE", "1")]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("did not finish within 1 s"), "{stdout}");
@@ -667,7 +633,7 @@ fn capture_fixtures_passes_its_ruby_on_and_waits_for_its_own_children() {
         return;
     }
     let _one = one_run_at_a_time();
-    let stand_in = StandIn::new(&["macos15.0-v3.0-list-msl-lite-callstack.txt"], "report");
+    let stand_in = StandIn::new(&[LIST_REPORT], "report");
     let bin = stand_in.dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let leaks = stand_in.as_tool();
