@@ -11,6 +11,10 @@
 //!   `proc_pid_rusage` for `ri_phys_footprint` (works for a same-user child without entitlements).
 //! - Memory maps per snapshot (to place addresses of libraries unloaded later): Linux only.
 //! - LSan runtime (`liblsan.so.0`): Linux only. `leaks`: macOS only.
+//! - A process's executable (to see the Ruby a shim or `bundle exec` ended in): Linux reads
+//!   `/proc/PID/exe`, macOS asks libproc's `proc_pidpath`.
+//! - Rosetta (`sysctl.proc_translated`) and System Integrity Protection: macOS only; the SIP
+//!   directories are a pure path rule tested everywhere.
 
 #[cfg(target_os = "linux")]
 mod linux;

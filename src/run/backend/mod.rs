@@ -199,6 +199,7 @@ pub fn run_tool(
     let mut until = Instant::now() + deadline;
     let mut unfinished = None;
     let status = loop {
+        // An error here (the child could not be waited for) ends the wait as a deadline would.
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
             Ok(None) => {}
