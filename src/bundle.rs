@@ -205,7 +205,8 @@ pub struct FfiModule {
 pub struct FfiLibrary {
     /// As given to `ffi_lib` (e.g. "libzmq.so.5", "zmq").
     pub name: String,
-    /// Resolved path of the loaded library, when it could be found.
+    /// Resolved path of the loaded library, when it could be found: by the agent from
+    /// `/proc/self/maps` (Linux), else by leakhunt from the `leaks` report's Binary Images.
     pub path: Option<String>,
 }
 

@@ -89,6 +89,16 @@ pub fn is_system_protected(_path: &Path) -> bool {
     false
 }
 
+/// The executable file of process `pid` (`/proc/PID/exe`).
+pub fn executable_path(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Rosetta is macOS's.
+pub fn translated() -> Option<bool> {
+    None
+}
+
 /// Called in the child between fork and exec: the child gets SIGKILL if leakhunt dies without
 /// cleaning up (for example killed with SIGKILL itself), so it is never left running.
 pub fn die_with_parent() {
@@ -109,6 +119,13 @@ mod tests {
         assert_eq!(vm_rss_bytes(status), Some(13712 * 1024));
         assert_eq!(vm_rss_bytes(b"Name:\tzombie\n"), None);
         assert_eq!(vm_rss_bytes(b"VmRSS:\tlots kB\n"), None);
+    }
+
+    #[test]
+    fn the_executable_of_a_process_is_the_one_it_runs() {
+        let me = executable_path(std::process::id()).unwrap();
+        assert_eq!(me, std::env::current_exe().unwrap());
+        assert_eq!(executable_path(u32::MAX), None);
     }
 
     #[test]

@@ -576,6 +576,10 @@ module LeakhuntAgent
       @pid = Process.pid
       @errors = []
       @backend = ENV['LEAKHUNT_BACKEND'].to_s
+      # libmalloc read it when this process started; the processes the program starts (shims,
+      # `system`, spawned tools) would each log their own stacks and print their own
+      # "MallocStackLogging: ..." lines on the user's stderr. Forks keep recording.
+      ENV.delete('MallocStackLogging') if @backend == 'leaks'
       @exit_wait = Float(ENV['LEAKHUNT_EXIT_WAIT'] || '30', exception: false) || 30.0
       @server = listen
       return unless @server
@@ -806,19 +810,12 @@ module LeakhuntAgent
       File.rename(tmp, path)
     end
 
-    # Files of loaded shared libraries: /proc/self/maps on Linux, dyld's image list on macOS.
+    # Files of loaded shared libraries, from /proc/self/maps. Elsewhere (macOS) leakhunt fills
+    # in the libraries' paths from the images its native tool lists.
     def mapped_libraries
-      if File.readable?('/proc/self/maps')
-        File.foreach('/proc/self/maps').filter_map { |l| l.split(' ', 6)[5]&.strip }.select { |p| p.start_with?('/') }.uniq
-      elsif RUBY_PLATFORM.include?('darwin')
-        require 'fiddle'
-        h = Fiddle::Handle::DEFAULT
-        count = Fiddle::Function.new(h['_dyld_image_count'], [], Fiddle::TYPE_INT).call
-        name = Fiddle::Function.new(h['_dyld_get_image_name'], [Fiddle::TYPE_INT], Fiddle::TYPE_VOIDP)
-        (0...count).map { |i| name.call(i).to_s }
-      else
-        []
-      end
+      return [] unless File.readable?('/proc/self/maps')
+
+      File.foreach('/proc/self/maps').filter_map { |l| l.split(' ', 6)[5]&.strip }.select { |p| p.start_with?('/') }.uniq
     rescue StandardError, ScriptError
       []
     end

@@ -19,6 +19,53 @@ pub const SOCKET_FILE: &str = "agent.sock";
 /// Longest line accepted from the agent; longer ones are dropped.
 const MAX_LINE: usize = 64 * 1024;
 
+/// The run's private directory, for the agent and its socket: a new 0700 directory under
+/// TMPDIR, or under /tmp when TMPDIR's path would not do — a space (RUBYOPT, which loads the
+/// agent, splits on spaces) or a socket path too long for a Unix socket address (104 bytes
+/// on macOS, where TMPDIR is a long per-user path under /var/folders, 108 on Linux, the NUL
+/// included). Whether a path fits is what `SocketAddr::from_pathname` says, the check
+/// leakhunt's own connect makes.
+pub fn private_dir() -> Result<tempfile::TempDir> {
+    let tmpdir = std::env::temp_dir();
+    let mut why_not = Vec::new();
+    for base in [tmpdir.as_path(), Path::new("/tmp")] {
+        match tempfile::Builder::new()
+            .prefix("leakhunt-")
+            .tempdir_in(base)
+        {
+            Ok(dir) => match unusable(dir.path()) {
+                None => return Ok(dir),
+                Some(why) => why_not.push(why),
+            },
+            Err(e) => why_not.push(format!(
+                "cannot create a directory in {}: {e}",
+                base.display()
+            )),
+        }
+    }
+    Err(Error::Run(format!(
+        "no usable private directory: {}; set TMPDIR to a short path without spaces",
+        why_not.join("; ")
+    )))
+}
+
+/// Why `dir` cannot hold the agent and its socket, if it cannot.
+pub fn unusable(dir: &Path) -> Option<String> {
+    let text = dir.to_string_lossy();
+    if text.contains(char::is_whitespace) {
+        return Some(format!("{text} has a space, which RUBYOPT cannot carry"));
+    }
+    let socket = dir.join(SOCKET_FILE);
+    if std::os::unix::net::SocketAddr::from_pathname(&socket).is_err() {
+        return Some(format!(
+            "{} ({} bytes) is too long for a Unix socket path",
+            socket.display(),
+            socket.as_os_str().len()
+        ));
+    }
+    None
+}
+
 /// Writes the agent into `private_dir` (0600) and returns its path.
 pub fn install(private_dir: &Path) -> Result<PathBuf> {
     let path = private_dir.join(AGENT_FILE);

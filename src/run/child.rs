@@ -216,6 +216,12 @@ extern "C" fn on_signal(
     SIGNALS_CAUGHT.fetch_add(1, Ordering::SeqCst);
 }
 
+/// How many of the watched signals arrived since the run's [`CaughtSignals`] were installed
+/// (0 outside a run): a tool that runs during a snapshot reads it to give up at a second one.
+pub fn interrupts() -> u32 {
+    SIGNALS_CAUGHT.load(Ordering::SeqCst)
+}
+
 /// SIGINT, SIGTERM and SIGHUP caught for the length of a run — sent to leakhunt, or relayed
 /// from the terminal by the sentinel when the target's group holds the terminal
 /// ([`super::terminal`]); the previous handlers come back on drop.

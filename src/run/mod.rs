@@ -70,7 +70,7 @@ pub struct Recorded {
 }
 
 /// How long a last snapshot may take after Ctrl-C.
-const INTERRUPT_SNAPSHOT: Duration = Duration::from_secs(15);
+pub(crate) const INTERRUPT_SNAPSHOT: Duration = Duration::from_secs(15);
 /// How long the program gets to end after the forwarded Ctrl-C before SIGTERM, then SIGKILL.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 /// Main-loop tick: how often the child, the signals and the schedule are looked at.
@@ -80,10 +80,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// behind; once it has started, every path ends with a valid manifest.
 pub fn record(config: &RunConfig) -> Result<Recorded> {
     let bundle_dir = bundle_path(config.output.as_deref())?;
-    let private = tempfile::Builder::new()
-        .prefix("leakhunt-")
-        .tempdir()
-        .map_err(|e| Error::Run(format!("cannot create a private directory: {e}")))?;
+    let private = agent::private_dir()?;
     make_owner_only(private.path())?;
     let dirs = Dirs {
         bundle: bundle_dir.clone(),
@@ -102,19 +99,15 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     }
     let agent_path = agent::install(private.path())?;
     let socket = private.path().join(agent::SOCKET_FILE);
-    if agent_path.to_string_lossy().contains(char::is_whitespace) {
-        return Err(Error::Run(format!(
-            "the private directory {} has a space in its path, which RUBYOPT cannot carry: set \
-             TMPDIR to a path without spaces",
-            private.path().display()
-        )));
-    }
 
     let mut launch = Launch {
         argv,
         env: Default::default(),
     };
-    let exit_wait = backend.snapshot_deadline() * 2 + Duration::from_secs(10);
+    // The at_exit hook waits for a whole final snapshot: the agent's part, then the native tool's.
+    let exit_wait = backend.snapshot_deadline()
+        + backend.native_deadline(backend.snapshot_deadline())
+        + Duration::from_secs(10);
     launch.set_env(knobs::SOCKET, &socket.display().to_string(), None);
     launch.set_env(knobs::BUNDLE, &bundle_dir.display().to_string(), None);
     launch.set_env(
@@ -176,10 +169,19 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         spinner: crate::progress::spinner("starting"),
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
+        refused: None,
     };
     let result = session.drive();
+    let refused = session.refused.take();
     let recorded = session.finish(result);
     drop(private);
+    if let (Some(why), Ok(recorded)) = (refused, &recorded) {
+        eprintln!(
+            "leakhunt: bundle {} (its manifest records why the run stopped)",
+            recorded.bundle.display()
+        );
+        return Err(Error::BackendUnavailable(why));
+    }
     recorded
 }
 
@@ -328,6 +330,9 @@ struct Session<'a> {
     spinner: indicatif::ProgressBar,
     snapshot_deadline: Option<Duration>,
     exit_deadline: Option<Duration>,
+    /// Why the backend's tool may not examine the program, found when it said hello: the run
+    /// stops (exit 3) rather than fail every snapshot.
+    refused: Option<String>,
 }
 
 impl Session<'_> {
@@ -355,6 +360,14 @@ impl Session<'_> {
                 self.drain_events();
                 return Some(status);
             }
+            if let Some(why) = &self.refused {
+                self.warn(why.clone());
+                self.killed_because = Some(format!(
+                    "the {} backend cannot examine it",
+                    self.backend.name()
+                ));
+                return self.child.terminate(libc::SIGTERM, Duration::from_secs(2));
+            }
             if self.signals.count() > 0 {
                 return self.on_interrupt();
             }
@@ -364,7 +377,10 @@ impl Session<'_> {
             self.poll_agent(TICK);
             if let Some(hello) = self.hello_at {
                 let due = *next_due.get_or_insert(hello + self.config.after);
-                if taken < self.config.snapshots && Instant::now() >= due && self.exiting.is_none()
+                if taken < self.config.snapshots
+                    && Instant::now() >= due
+                    && self.exiting.is_none()
+                    && self.refused.is_none()
                 {
                     taken += 1;
                     self.take_snapshot("interval", self.snapshot_deadline());
@@ -444,6 +460,9 @@ impl Session<'_> {
                 }
                 self.sampler.follow(pid);
                 self.backend.on_hello(pid);
+                if let Err(why) = self.backend.examinable(pid) {
+                    self.refused = Some(why);
+                }
                 self.save();
             }
             AgentEvent::Exiting { detail } => {
@@ -558,9 +577,11 @@ impl Session<'_> {
                 snapshot.heap = Some(heap);
                 snapshot.sidecar = Some(sidecar);
                 let left = until.saturating_duration_since(Instant::now());
-                let capture = self
-                    .backend
-                    .capture(pid, index, left.max(Duration::from_secs(10)));
+                let mut native_deadline = self.backend.native_deadline(left);
+                if self.signals.count() > 0 {
+                    native_deadline = native_deadline.min(INTERRUPT_SNAPSHOT);
+                }
+                let capture = self.backend.capture(pid, index, native_deadline);
                 snapshot.native = capture.native;
                 snapshot.maps = capture.maps;
                 snapshot.errors.extend(capture.errors);
