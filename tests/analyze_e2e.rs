@@ -86,7 +86,8 @@ use crate::common::{fixture, leakhunt};
 use std::path::PathBuf;
 
 /// `leakhunt run --backend lsan --snapshots 2` after a warm-up of `timing[0]`, every
-/// `timing[1]`, writing the bundle to `bundle` and the report in `format`.
+/// `timing[1]`, writing the bundle to `bundle` and the report in `format`. Takes the run lock,
+/// as every end-to-end run does.
 fn lsan_run(
     bundle: &Path,
     timing: [&str; 2],
@@ -95,6 +96,7 @@ fn lsan_run(
     args: &[String],
     env: &[(&str, &Path)],
 ) -> std::process::Output {
+    let _one = crate::common::one_run_at_a_time();
     leakhunt()
         .args(["run", "--backend", "lsan", "--snapshots", "2"])
         .args([
