@@ -1084,3 +1084,5 @@ fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
 mod other_ruby;
 // Rounds that must neither stall nor break the program.
 mod rounds;
+// The agent under `bundle exec`.
+mod bundler;

@@ -732,14 +732,22 @@ module LeakhuntAgent
       # The GVL is released during the check, so that the program's parked threads can still
       # resume at the round's deadline if the check does not return; they stay parked otherwise,
       # and LSan stops every thread while it scans anyway.
-      @check = ::Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], ::Fiddle::TYPE_INT)
-      args = [::Fiddle::TYPE_VOIDP, ::Fiddle::TYPE_SIZE_T]
-      @register = ::Fiddle::Function.new(handle['__lsan_register_root_region'], args, ::Fiddle::TYPE_VOID)
-      @unregister = ::Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, ::Fiddle::TYPE_VOID)
+      @check = ::Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], type(:INT))
+      args = [type(:VOIDP), type(:SIZE_T)]
+      @register = ::Fiddle::Function.new(handle['__lsan_register_root_region'], args, type(:VOID))
+      @unregister = ::Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, type(:VOID))
       size = (GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE] rescue nil) || 65_536
       @page_mask = ~(size - 1)
       @page_size = size
       @pages = {}
+    end
+
+    # The C extension names its types Fiddle::Types::INT from fiddle 1.1 (Ruby 3.2) on, and
+    # Fiddle::TYPE_INT before; fiddle.rb, not loaded here, makes the one from the other.
+    def type(name)
+      return ::Fiddle::Types.const_get(name) if defined?(::Fiddle::Types)
+
+      ::Fiddle.const_get("TYPE_#{name}")
     end
 
     def check
