@@ -10,7 +10,8 @@
 #
 # Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
 #   agent -> leakhunt  "hello PROTOCOL PID RUBY_DESCRIPTION"   when leakhunt connects
-#   leakhunt -> agent  "snapshot N REASON"
+#   leakhunt -> agent  "snapshot N REASON SECONDS"             SECONDS: the round's deadline
+#   agent -> leakhunt  "overran N STEP SECONDS"                a step ran past the SECONDS it had
 #   agent -> leakhunt  "ok N HEAP_FILE SIDECAR_FILE" | "error N MESSAGE"
 #   agent -> leakhunt  "exiting DETAIL"                        from the at_exit hook
 #   leakhunt -> agent  "bye"                                   the at_exit hook may return
@@ -306,8 +307,26 @@ module LeakhuntAgent
       @lock.owned? ? yield : @lock.synchronize(&block)
     end
 
-    # Scans every class (at a snapshot or after a top-level require); a round's scan stops at
-    # its deadline.
+    # Runs a scan from a program thread only if no round holds the inventory: a program thread
+    # never waits for the agent (it may hold a lock a finalizer run by the round needs). What is
+    # skipped, the next round's scan covers.
+    def unless_busy
+      return if @lock.owned? || !@lock.try_lock
+
+      begin
+        yield
+      ensure
+        @lock.unlock
+      end
+    end
+
+    # Scans every class after a top-level require, unless a round is under way.
+    def scan_all_unless_busy
+      unless_busy { scan_all }
+    end
+
+    # Scans every class (the round's, inside `synchronize`, stopping at its deadline; or after
+    # a top-level require).
     def scan_all(deadline = nil)
       return unless ffi_loaded?
 
@@ -333,9 +352,8 @@ module LeakhuntAgent
     # Scans one class whose body just ended (TracePoint :end).
     def scan_one(mod)
       return unless ffi_loaded? && @hooked
-      return if @lock.owned?
 
-      @lock.synchronize do
+      unless_busy do
         index = function_index
         scan(mod, index) unless index.empty?
       end
@@ -862,7 +880,7 @@ module LeakhuntAgent
 
     def after_require(top_level)
       @inventory.hook_ffi
-      @inventory.scan_all if top_level
+      @inventory.scan_all_unless_busy if top_level
     rescue StandardError => e
       note_error("after require: #{e.class}: #{e.message}")
     end

@@ -160,8 +160,13 @@ impl RoundStep {
 
     /// The message for this step having run past the `budget_ms` it had.
     pub fn overran(self, budget_ms: u64) -> String {
+        let then = match self {
+            // The program runs during the scan: it is only cut short.
+            RoundStep::Scan => "it stopped early",
+            _ => "the program was resumed",
+        };
         format!(
-            "{} overran its {} s budget; the program was resumed",
+            "{} overran its {} s budget; {then}",
             self.describe(),
             budget_ms.saturating_add(500) / 1000
         )
@@ -295,6 +300,19 @@ mod tests {
                 detail: "exit 3".into()
             }
         );
+    }
+
+    #[test]
+    fn an_overrun_says_what_became_of_the_program() {
+        assert_eq!(
+            RoundStep::Lsan.overran(40_400),
+            "the LeakSanitizer check overran its 40 s budget; the program was resumed"
+        );
+        assert_eq!(
+            RoundStep::Scan.overran(14_600),
+            "the wrapper scan overran its 15 s budget; it stopped early"
+        );
+        assert!(RoundStep::Dump.spoils_native_check() && !RoundStep::Counts.spoils_native_check());
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub(super) fn assert_checked_and_quiet(r: &Run) {
 }
 
 #[test]
-fn under_bundle_exec_without_fiddle_the_check_runs_and_prints_nothing() {
+fn under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
     if !ruby_ready() || !lsan_ready() || !require("bundle (Debian bundler)", have("bundle")) {
         return;
     }
