@@ -13,6 +13,17 @@
 use super::{Run, lsan_ready, one_run_at_a_time, ruby_ready, run};
 use crate::common::{have, require};
 use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn bundler_ready() -> bool {
+    let ok = have("ruby")
+        && Command::new("ruby")
+            .args(["-e", "require 'bundler'"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    require("Ruby's bundler (Debian bundler)", ok)
+}
 
 /// A plain program (no gems), running SECONDS.
 const APP: &str = r#"kept = []
@@ -95,7 +106,7 @@ pub(super) fn assert_checked_and_quiet(r: &Run) {
 
 #[test]
 fn under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
-    if !ruby_ready() || !lsan_ready() || !require("bundle (Debian bundler)", have("bundle")) {
+    if !ruby_ready() || !lsan_ready() || !bundler_ready() {
         return;
     }
     let _one = one_run_at_a_time();
