@@ -176,8 +176,9 @@ pub struct Sidecar {
     pub lifecycle: Vec<Lifecycle>,
     pub loaded_features: Vec<String>,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "dump" and "lsan" (the program's threads are parked
-    /// for these), then "sidecar".
+    /// program runs meanwhile), then "gc", "dump", "lsan" and "counts" (the program's threads
+    /// are parked for these, from the second GC on), then "sidecar". A step skipped because an
+    /// earlier one overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,

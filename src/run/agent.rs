@@ -90,6 +90,13 @@ pub enum AgentEvent {
     },
     /// Snapshot `index` failed inside the target.
     Failed { index: u32, message: String },
+    /// A step of snapshot `index` ran past its budget (milliseconds it had); the steps after it
+    /// were skipped and the program's threads resumed. Sent before the answer.
+    Overran {
+        index: u32,
+        step: RoundStep,
+        budget_ms: u64,
+    },
     /// The program is ending; the agent's at_exit hook waits for a final snapshot or `bye`.
     Exiting { detail: String },
     /// Anything else (kept for the warning).
@@ -140,11 +147,82 @@ impl AgentEvent {
                 }
                 None => unknown(),
             },
+            "overran" => {
+                let index = words.next().and_then(|w| w.parse().ok());
+                let step = words.next().and_then(RoundStep::parse);
+                let seconds = words.next().and_then(|w| w.trim().parse::<f64>().ok());
+                match (index, step, seconds) {
+                    (Some(index), Some(step), Some(s)) if s.is_finite() => AgentEvent::Overran {
+                        index,
+                        step,
+                        budget_ms: (s.max(0.0) * 1000.0) as u64,
+                    },
+                    _ => unknown(),
+                }
+            }
             "exiting" => AgentEvent::Exiting {
                 detail: words.collect::<Vec<_>>().join(" "),
             },
             _ => unknown(),
         }
+    }
+}
+
+/// The steps of a snapshot round in the agent, in order (`agent.rb`, `snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundStep {
+    /// Finding wrapper classes; the program runs meanwhile.
+    Scan,
+    /// The full GC, with the program's threads parked (as for every step below).
+    Gc,
+    Dump,
+    /// LeakSanitizer's check.
+    Lsan,
+    /// Copying the lifecycle counts.
+    Counts,
+}
+
+impl RoundStep {
+    fn parse(word: &str) -> Option<RoundStep> {
+        Some(match word {
+            "scan" => RoundStep::Scan,
+            "gc" => RoundStep::Gc,
+            "dump" => RoundStep::Dump,
+            "lsan" => RoundStep::Lsan,
+            "counts" => RoundStep::Counts,
+            _ => return None,
+        })
+    }
+
+    /// What the step does, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RoundStep::Scan => "the wrapper scan",
+            RoundStep::Gc => "the garbage collection",
+            RoundStep::Dump => "the heap dump",
+            RoundStep::Lsan => "the LeakSanitizer check",
+            RoundStep::Counts => "copying the lifecycle counts",
+        }
+    }
+
+    /// The message for this step having run past the `budget_ms` it had.
+    pub fn overran(self, budget_ms: u64) -> String {
+        let then = match self {
+            // The program runs during the scan: it is only cut short.
+            RoundStep::Scan => "it stopped early",
+            _ => "the program was resumed",
+        };
+        format!(
+            "{} overran its {} s budget; {then}",
+            self.describe(),
+            budget_ms.saturating_add(500) / 1000
+        )
+    }
+
+    /// Whether the native check that follows the GC inside the round could not run on time
+    /// when this step overran (the LeakSanitizer check comes after the GC and the dump).
+    pub fn spoils_native_check(self) -> bool {
+        matches!(self, RoundStep::Gc | RoundStep::Dump | RoundStep::Lsan)
     }
 }
 
@@ -256,6 +334,14 @@ mod tests {
             }
         );
         assert_eq!(
+            AgentEvent::parse(b"overran 2 lsan 40.5"),
+            AgentEvent::Overran {
+                index: 2,
+                step: RoundStep::Lsan,
+                budget_ms: 40_500
+            }
+        );
+        assert_eq!(
             AgentEvent::parse(b"exiting exit 3"),
             AgentEvent::Exiting {
                 detail: "exit 3".into()
@@ -264,11 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn an_overrun_says_what_became_of_the_program() {
+        assert_eq!(
+            RoundStep::Lsan.overran(40_400),
+            "the LeakSanitizer check overran its 40 s budget; the program was resumed"
+        );
+        assert_eq!(
+            RoundStep::Scan.overran(14_600),
+            "the wrapper scan overran its 15 s budget; it stopped early"
+        );
+        assert!(RoundStep::Dump.spoils_native_check() && !RoundStep::Counts.spoils_native_check());
+    }
+
+    #[test]
     fn bad_lines_are_unknown_never_a_path_outside_the_bundle() {
         for line in [
             &b"ok 1 ../../etc/passwd agent-001.json"[..],
             b"ok x heap.json agent.json",
             b"hello one 2",
+            b"overran 2 nap 1.0",
+            b"overran 2 gc NaN",
             b"\xff\xfe garbage",
             b"",
         ] {

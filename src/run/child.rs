@@ -325,8 +325,11 @@ mod tests {
         };
         let guard = ChildGuard::spawn(&launch, None).unwrap();
         let pgid = guard.pgid;
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(live_members(pgid) >= 2, "sh and its sleeps");
+        let until = Instant::now() + Duration::from_secs(10);
+        while live_members(pgid) < 3 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(live_members(pgid) >= 3, "sh and its two sleeps");
         drop(guard);
         let until = Instant::now() + Duration::from_secs(3);
         while live_members(pgid) > 0 && Instant::now() < until {

@@ -96,7 +96,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s =
             FootprintSampler::start(dir.path(), std::process::id(), Instant::now()).unwrap();
-        std::thread::sleep(Duration::from_millis(600));
+        let until = Instant::now() + Duration::from_secs(30);
+        while s.shared.samples.load(Ordering::SeqCst) < 2 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let n = s.stop();
         assert!(n >= 2, "{n} samples");
         let bytes = std::fs::read(dir.path().join(FILE)).unwrap();

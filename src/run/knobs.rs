@@ -55,13 +55,14 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: EXIT_WAIT,
         reader: Reader::Agent,
-        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot; also the \
-                  longest a snapshot keeps the program's threads parked",
+        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot (a \
+                  snapshot's own deadline comes with each request)",
     },
     Knob {
         name: SNAPSHOT_DEADLINE,
         reader: Reader::Leakhunt,
-        meaning: "seconds to wait for one snapshot (agent and native tool) before giving up",
+        meaning: "seconds to wait for one snapshot (agent and native tool) before giving up; the \
+                  agent never keeps the program parked for more than three quarters of it",
     },
     Knob {
         name: EXIT_DEADLINE,

@@ -491,6 +491,13 @@ impl Session<'_> {
             AgentEvent::Failed { index, message } => {
                 self.warn(format!("snapshot {index}: {message}"));
             }
+            AgentEvent::Overran {
+                index,
+                step,
+                budget_ms,
+            } => {
+                self.warn(format!("snapshot {index}: {}", step.overran(budget_ms)));
+            }
             AgentEvent::Unknown(line) => {
                 self.warn(format!("unexpected line from the agent: {line}"))
             }
@@ -510,8 +517,13 @@ impl Session<'_> {
         };
         self.show(&format!("snapshot {index} ({reason})"));
         self.backend.before_snapshot(pid, index);
+        // The agent splits the deadline between its steps and never keeps the program parked
+        // past it.
         let sent = match self.link.as_mut() {
-            Some(link) => link.send(&format!("snapshot {index} {reason}")),
+            Some(link) => link.send(&format!(
+                "snapshot {index} {reason} {:.1}",
+                deadline.as_secs_f64()
+            )),
             None => Err(Error::Run("the agent is not connected".into())),
         };
         if let Err(e) = sent {
@@ -521,6 +533,7 @@ impl Session<'_> {
         }
         let signals_before = self.signals.count();
         let mut until = Instant::now() + deadline;
+        let mut native_spoiled = false;
         let answer = loop {
             match self.signals.count() {
                 // A first interrupt lets the snapshot under way finish, briefly: it is the last
@@ -544,6 +557,15 @@ impl Session<'_> {
                 Ok(AgentEvent::Failed { index: i, message }) if i == index => {
                     snapshot.errors.push(format!("the agent failed: {message}"));
                     break Err(Unanswered::Failed);
+                }
+                Ok(AgentEvent::Overran {
+                    index: i,
+                    step,
+                    budget_ms,
+                }) if i == index => {
+                    snapshot.errors.push(step.overran(budget_ms));
+                    native_spoiled |=
+                        step.spoils_native_check() && self.backend.checks_inside_round();
                 }
                 Ok(other) => self.on_event(other),
                 Err(LinkState::Quiet) => {}
@@ -582,7 +604,13 @@ impl Session<'_> {
                     native_deadline = native_deadline.min(INTERRUPT_SNAPSHOT);
                 }
                 let capture = self.backend.capture(pid, index, native_deadline);
-                snapshot.native = capture.native;
+                if native_spoiled {
+                    snapshot
+                        .errors
+                        .push("no native evidence for this snapshot".into());
+                } else {
+                    snapshot.native = capture.native;
+                }
                 snapshot.maps = capture.maps;
                 snapshot.errors.extend(capture.errors);
             }

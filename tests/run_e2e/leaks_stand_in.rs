@@ -6,7 +6,7 @@
 //! (Ctrl-C sent from outside leakhunt's session, the socket directory's fallback).
 
 use super::{
-    OnTerminal, Run, assert_gone, assert_private_and_clean, free_tcp_endpoint, one_run_at_a_time,
+    OnTerminal, Run, assert_gone, assert_private_and_clean, one_run_at_a_time, private_endpoint,
     ruby_ready, run, scratch, seed_ready, wait_for_first_snapshot,
 };
 use crate::common::{fixture, leakhunt, locations};
@@ -161,7 +161,7 @@ fn the_seeds_leak_through_leaks_names_zmq_message_close() {
     env.push(("MallocStackLogging".into(), "1".into()));
     let report = stand_in.dir.path().join("report.json");
     let program = fixture("seed/leak-counter.rb");
-    let endpoint = free_tcp_endpoint();
+    let (_endpoint_dir, endpoint) = private_endpoint();
     let mut options = leaks_schedule("1s", "1s", "2");
     options.extend(["--format", "json", "--report", report.to_str().unwrap()]);
     let r = run_with(
