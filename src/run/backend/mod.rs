@@ -287,10 +287,11 @@ mod tests {
     #[test]
     fn a_tool_past_its_deadline_is_killed_and_its_stderr_kept() {
         let dir = tempfile::tempdir().unwrap();
-        // The tool stops itself once it has written and never ends: only the deadline ends it,
-        // and 2 s leave a loaded machine time to start sh.
+        // The tool writes, then blocks far past its deadline without stopping (a stopped tool
+        // is told apart: see the next test): only the deadline ends it, and 2 s leave a loaded
+        // machine time to start sh.
         let run = run_tool(
-            Command::new("sh").args(["-c", "echo partial; echo oops >&2; kill -STOP $$"]),
+            Command::new("sh").args(["-c", "echo partial; echo oops >&2; exec sleep 600"]),
             &dir.path().join("out.txt"),
             dir.path(),
             Duration::from_secs(2),
@@ -299,7 +300,7 @@ mod tests {
         assert!(run.status.is_none());
         assert_eq!(
             run.unfinished,
-            Some(Unfinished::Deadline(Duration::from_millis(300)))
+            Some(Unfinished::Deadline(Duration::from_secs(2)))
         );
         assert_eq!(run.stderr, "oops");
         assert_eq!(
