@@ -1,10 +1,11 @@
 //! The native-leak rule: native sites that grow (or, in one report, leak) with no Ruby owner,
-//! after the missing-release rule took the ones a wrapper owns; and each site's status for the
-//! native sites table.
+//! after the missing-release rule took the ones an FFI wrapper owns and the extension rule the
+//! ones inside C extensions; and each site's status for the native sites table.
 //!
 //! Stage: correlator (one rule). Reads [`SiteSeries`] built from the evidence's native reports.
 
 use super::analysis::{NativeSiteRow, SiteStatus};
+use super::extension::{self, Ownership};
 use super::finding::{
     Confidence, EvidenceItem, Finding, FindingKind, NativeOwner, Source, Suggestion,
 };
@@ -27,6 +28,8 @@ pub fn native_findings(
     // Missing-release blames grouped by class: (blame, site indexes).
     let mut blamed: Vec<(release::Blame, Vec<usize>)> = Vec::new();
     let mut unowned: Vec<(usize, Vec<EvidenceItem>, Confidence)> = Vec::new();
+    // Leaks inside C extensions, grouped by extension and method: (leak, site indexes).
+    let mut in_extensions: Vec<(extension::OwnLeak, Vec<usize>)> = Vec::new();
     let mut finalized: Vec<(String, String, usize)> = Vec::new();
     for (i, site) in sites.iter().enumerate() {
         let status = if site.is_runtime() {
@@ -36,7 +39,26 @@ pub fn native_findings(
         } else if site.kinds.iter().all(|k| !k.is_primary()) {
             SiteStatus::Secondary
         } else {
-            match release::attribute(ev, site) {
+            let attribution = match release::attribute(ev, site) {
+                Attribution::Unowned => match extension::attribute(ev, site) {
+                    Some(Ownership::Release(b)) => Attribution::Wrapper(b),
+                    Some(Ownership::OnItsOwn(leak)) => {
+                        let owner = leak.class.clone().unwrap_or_else(|| leak.extension.clone());
+                        match in_extensions
+                            .iter_mut()
+                            .find(|(x, _)| x.extension == leak.extension && x.method == leak.method)
+                        {
+                            Some((_, idx)) => idx.push(i),
+                            None => in_extensions.push((leak, vec![i])),
+                        }
+                        statuses.push((SiteStatus::ExtensionLeak, Some(owner)));
+                        continue;
+                    }
+                    None => Attribution::Unowned,
+                },
+                other => other,
+            };
+            match attribution {
                 Attribution::Wrapper(b) => {
                     let class = b.class.clone();
                     match blamed.iter_mut().find(|(x, _)| x.class == b.class) {
@@ -71,6 +93,13 @@ pub fn native_findings(
     for (blame, idx) in blamed {
         findings.push(release::missing_release(
             &blame,
+            &idx.iter().map(|&i| &sites[i]).collect::<Vec<_>>(),
+            over_time,
+        ));
+    }
+    for (leak, idx) in in_extensions {
+        findings.push(extension::extension_leak(
+            &leak,
             &idx.iter().map(|&i| &sites[i]).collect::<Vec<_>>(),
             over_time,
         ));
