@@ -87,6 +87,14 @@ pub fn attribute(ev: &Evidence, site: &SiteSeries) -> Option<Ownership> {
             defined_list(ext)
         ),
     )];
+    if site.kinds.iter().all(|k| !k.is_primary()) {
+        evidence.push(EvidenceItem::new(
+            Source::Native,
+            format!(
+                "every block of this site is an indirect leak and no direct site of {name} grows: its objects point to each other in a leaked cycle, which the tools report as indirect"
+            ),
+        ));
+    }
     let implemented = implemented(ev, ext, &frames);
     let chosen: Option<&ExtensionModule> = match implemented.as_slice() {
         [] => None,
@@ -155,14 +163,20 @@ pub fn attribute(ev: &Evidence, site: &SiteSeries) -> Option<Ownership> {
     )))
 }
 
+/// The path of the C extension a site's stack passes through (not through FFI), if any.
+pub fn entered_path<'a>(ev: &'a Evidence, site: &SiteSeries) -> Option<&'a str> {
+    let sc = ev.latest_sidecar()?;
+    entered(ev, sc, site).map(|(ext, _)| ext.path.as_str())
+}
+
 /// The extension the stack passes through, nearest the site, and its frames there from the
 /// innermost to the one the extension was entered by. An FFI frame on the way means the site
 /// was reached through FFI: not an extension's.
-fn entered<'a>(
+fn entered<'a, 's>(
     ev: &Evidence,
     sc: &'a Sidecar,
-    site: &'a SiteSeries,
-) -> Option<(&'a Extension, Vec<&'a Frame>)> {
+    site: &'s SiteSeries,
+) -> Option<(&'a Extension, Vec<&'s Frame>)> {
     let mut frames = site.outward().peekable();
     while let Some(f) = frames.next() {
         if is_ffi_frame(f) {
@@ -356,6 +370,7 @@ fn on_its_own(
         ));
     }
     let mut callers: Vec<Location> = Vec::new();
+    let mut sampled = false;
     if let (Some(class), Some(entry)) = (owner, entry) {
         if let Some(calls) = class
             .calls
@@ -377,6 +392,7 @@ fn on_its_own(
                         .and_then(|src| super::source_hint::line_text(src, s.line)),
                 })
                 .collect();
+            sampled = calls.sampled;
             evidence.push(EvidenceItem::new(
                 Source::Extension,
                 format!(
@@ -398,10 +414,11 @@ fn on_its_own(
     }
     for loc in callers.iter().take(MAX_CALLER_LINES) {
         let what = entry.map_or_else(|| "the extension".to_owned(), Implemented::label);
-        let counted = loc
-            .count
-            .map(|c| format!(" ({})", quantity(c, "call")))
-            .unwrap_or_default();
+        let counted = match (loc.count, sampled) {
+            (Some(c), true) => format!(" ({} sampled)", quantity(c, "call")),
+            (Some(c), false) => format!(" ({})", quantity(c, "call")),
+            (None, _) => String::new(),
+        };
         evidence.push(
             EvidenceItem::new(
                 Source::Extension,

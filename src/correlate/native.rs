@@ -31,12 +31,24 @@ pub fn native_findings(
     // Leaks inside C extensions, grouped by extension and method: (leak, site indexes).
     let mut in_extensions: Vec<(extension::OwnLeak, Vec<usize>)> = Vec::new();
     let mut finalized: Vec<(String, String, usize)> = Vec::new();
+    // A leaked cycle has no direct block: the tools report each of its blocks as indirect. An
+    // extension whose indirect sites grow while none of its direct ones does leaks such a
+    // cycle (its objects pointing at each other), not blocks hanging from another leak.
+    let with_direct: Vec<&str> = sites
+        .iter()
+        .filter(|s| !s.is_runtime() && s.kinds.iter().any(|k| k.is_primary()))
+        .filter(|s| !over_time || s.is_growing())
+        .filter_map(|s| extension::entered_path(ev, s))
+        .collect();
+    let cycle_in_extension = |site: &SiteSeries| {
+        over_time && extension::entered_path(ev, site).is_some_and(|p| !with_direct.contains(&p))
+    };
     for (i, site) in sites.iter().enumerate() {
         let status = if site.is_runtime() {
             SiteStatus::Runtime
         } else if over_time && !site.is_growing() {
             SiteStatus::Static
-        } else if site.kinds.iter().all(|k| !k.is_primary()) {
+        } else if site.kinds.iter().all(|k| !k.is_primary()) && !cycle_in_extension(site) {
             SiteStatus::Secondary
         } else {
             let attribution = match release::attribute(ev, site) {
