@@ -552,3 +552,275 @@ pub fn extension_leak(leak: &OwnLeak, sites: &[&SiteSeries], over_time: bool) ->
     });
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::bundle::{Extension, ExtensionModule, Lifecycle, MethodCalls, Sidecar, SiteCount};
+    use crate::correlate::sites::tests::{frame, report};
+    use crate::correlate::{Options, correlate};
+    use crate::evidence::{Evidence, NativeSnapshot, Origin};
+    use crate::native::{Frame, LeakKind, NativeFormat, ReportBuilder};
+
+    const CBUFS: &str = "/app/ext/cbufs.so";
+
+    fn class(name: &str, methods: &[&str], release: &[&str]) -> ExtensionModule {
+        ExtensionModule {
+            name: name.into(),
+            class: true,
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            release_methods: release.iter().map(|m| m.to_string()).collect(),
+            ..ExtensionModule::default()
+        }
+    }
+
+    fn sidecar(n: u32, ringbufs: (u64, u64), scans: u64) -> Sidecar {
+        let mut scanner = class("Scanner", &["scan"], &[]);
+        scanner.calls = vec![MethodCalls {
+            method: "scan".into(),
+            singleton: false,
+            count: scans,
+            sampled: false,
+            called_at: vec![SiteCount {
+                file: "/app/scan.rb".into(),
+                line: 9,
+                count: scans,
+                released: None,
+            }],
+        }];
+        Sidecar {
+            snapshot: n,
+            extensions: vec![Extension {
+                path: CBUFS.into(),
+                gem: Some("cbufs 0.1.0".into()),
+                modules: vec![
+                    class("RingBuf", &["close", "initialize", "size"], &["close"]),
+                    scanner,
+                    class("Tidy", &["initialize", "size"], &[]),
+                ],
+            }],
+            lifecycle: vec![Lifecycle {
+                class: "RingBuf".into(),
+                created: ringbufs.0,
+                released: ringbufs.1,
+                release_methods: vec!["close".into()],
+                created_at: vec![SiteCount {
+                    file: "/app/ring.rb".into(),
+                    line: 6,
+                    count: ringbufs.0,
+                    released: Some(ringbufs.1),
+                }],
+                since: 0.0,
+            }],
+            ..Sidecar::default()
+        }
+    }
+
+    /// Ruby calling into the extension's `entry`, which allocates in `site` (both in cbufs.so
+    /// when `stripped` is false; `None` names for a stripped build).
+    fn stack(entry: &str, site: &str, stripped: bool) -> Vec<Frame> {
+        let ext = |name: &str, offset: u64| Frame {
+            function: (!stripped).then(|| name.to_owned()),
+            module: Some(CBUFS.into()),
+            module_offset: Some(offset),
+            ..Frame::default()
+        };
+        vec![
+            frame("rb_vm_exec", Some("/usr/lib/libruby-3.1.so.3.1")),
+            ext(entry, 0x1200),
+            ext(site, 0x1100),
+            frame("malloc", Some("/usr/lib/liblsan.so.0")),
+        ]
+    }
+
+    fn evidence(sidecars: Vec<Sidecar>, leaks: &[Vec<(Vec<Frame>, u64, u64)>]) -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("bundle".into()));
+        ev.sidecars = sidecars;
+        ev.native = leaks
+            .iter()
+            .enumerate()
+            .map(|(i, l)| NativeSnapshot {
+                t: Some(i as f64),
+                snapshot: Some(i as u32 + 1),
+                report: report(i as u32, l),
+            })
+            .collect();
+        ev
+    }
+
+    fn top(ev: &Evidence) -> crate::correlate::Finding {
+        let a = correlate(ev, &Options::default());
+        a.findings
+            .into_iter()
+            .find(|f| f.kind.is_leak())
+            .unwrap_or_else(|| panic!("no leak finding"))
+    }
+
+    #[test]
+    fn unreleased_instances_of_an_extension_class_are_its_missing_release() {
+        let ring = |_: u32| stack("ringbuf_initialize", "ringbuf_initialize", false);
+        let ev = evidence(
+            vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)],
+            &[vec![(ring(0), 100, 25_600)], vec![(ring(1), 300, 76_800)]],
+        );
+        let f = top(&ev);
+        assert_eq!(f.kind, crate::correlate::FindingKind::MissingRelease);
+        assert_eq!(f.class.as_deref(), Some("RingBuf"));
+        let s = f.suggestion.as_ref().unwrap();
+        assert_eq!(s.method.as_deref(), Some("RingBuf#close"));
+        assert_eq!(s.locations[0].site(), "/app/ring.rb:6");
+        assert_eq!(f.confidence, crate::correlate::Confidence::High);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.text.contains("implements RingBuf#initialize")),
+            "{:#?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn a_leak_with_no_release_method_is_the_extensions_own_with_its_call_sites() {
+        let scan = || stack("scanner_scan", "scanner_copy_token", false);
+        let ev = evidence(
+            vec![sidecar(1, (0, 0), 100), sidecar(2, (0, 0), 300)],
+            &[vec![(scan(), 100, 9_000)], vec![(scan(), 300, 27_000)]],
+        );
+        let f = top(&ev);
+        assert_eq!(f.kind, crate::correlate::FindingKind::ExtensionLeak);
+        assert_eq!(f.class.as_deref(), Some("Scanner"));
+        assert!(
+            f.title.starts_with(
+                "C extension cbufs.so leaks on its own — update or report to the gem: scanner_copy_token through Scanner#scan grows by 200 blocks"
+            ),
+            "{}",
+            f.title
+        );
+        let s = f.suggestion.as_ref().unwrap();
+        assert!(
+            s.text.starts_with("Update the gem cbufs 0.1.0"),
+            "{}",
+            s.text
+        );
+        assert_eq!(s.locations[0].site(), "/app/scan.rb:9");
+        assert_eq!(
+            s.locations[0].role,
+            crate::correlate::finding::LocationRole::Called
+        );
+        assert!(s.method.is_none());
+    }
+
+    #[test]
+    fn released_instances_and_growing_memory_are_the_extensions_leak() {
+        let ring = || stack("ringbuf_initialize", "ringbuf_initialize", false);
+        let ev = evidence(
+            vec![sidecar(1, (100, 100), 0), sidecar(2, (300, 300), 0)],
+            &[vec![(ring(), 100, 25_600)], vec![(ring(), 300, 76_800)]],
+        );
+        let f = top(&ev);
+        assert_eq!(f.kind, crate::correlate::FindingKind::ExtensionLeak);
+        assert!(
+            f.evidence.iter().any(|e| e
+                .text
+                .contains("the program releases them, and the memory grows all the same")),
+            "{:#?}",
+            f.evidence
+        );
+    }
+
+    /// A stripped extension names no function: the class whose unreleased instances grew.
+    #[test]
+    fn a_stripped_extension_is_owned_by_its_class_whose_unreleased_instances_grew() {
+        let ring = || stack("", "", true);
+        let ev = evidence(
+            vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)],
+            &[vec![(ring(), 100, 25_600)], vec![(ring(), 300, 76_800)]],
+        );
+        let f = top(&ev);
+        assert_eq!(f.kind, crate::correlate::FindingKind::MissingRelease);
+        assert_eq!(
+            f.suggestion.as_ref().unwrap().method.as_deref(),
+            Some("RingBuf#close")
+        );
+        assert_eq!(f.confidence, crate::correlate::Confidence::High);
+    }
+
+    /// A library reached through FFI (the ffi gem's ffi_c.so, then libffi) is the FFI rule's,
+    /// even when ffi_c.so is listed as an extension.
+    #[test]
+    fn a_site_reached_through_ffi_is_not_an_extensions() {
+        let ffi_c = "/usr/lib/ruby/vendor_ruby/3.1.0/ffi_c.so";
+        let through_ffi = vec![
+            frame("rb_vm_exec", Some("/usr/lib/libruby-3.1.so.3.1")),
+            frame("rbffi_CallFunction", Some(ffi_c)),
+            frame("ffi_call_unix64", Some("/usr/lib/libffi.so.8")),
+            frame("widget_create", Some("/app/libwidget.so")),
+            frame("malloc", Some("/usr/lib/liblsan.so.0")),
+        ];
+        let mut sidecars = vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)];
+        for sc in &mut sidecars {
+            sc.extensions.push(Extension {
+                path: ffi_c.into(),
+                gem: None,
+                modules: vec![class("FFI::Pointer", &["free"], &["free"])],
+            });
+        }
+        let ev = evidence(
+            sidecars,
+            &[
+                vec![(through_ffi.clone(), 100, 25_600)],
+                vec![(through_ffi, 300, 76_800)],
+            ],
+        );
+        assert_eq!(top(&ev).kind, crate::correlate::FindingKind::NativeLeak);
+    }
+
+    /// A leaked cycle is all indirect blocks: inside an extension with no growing direct site
+    /// it is judged; with one, it hangs from that leak and is set aside.
+    #[test]
+    fn indirect_growth_inside_an_extension_is_a_cycle_unless_a_direct_site_grows() {
+        let indirect = |blocks: u64, direct: Option<u64>| {
+            let mut b = ReportBuilder::new("lsan.log", NativeFormat::Lsan, 0);
+            let mut add = |frames: Vec<Frame>, kind: LeakKind, n: u64| {
+                let ids = frames.into_iter().map(|f| b.intern_frame(f)).collect();
+                let s = b.intern_stack(ids);
+                b.add_leak(Some(s), kind, None, n, n * 64, None);
+            };
+            add(
+                stack("ringbuf_initialize", "ringbuf_grow", false),
+                LeakKind::Indirect,
+                blocks,
+            );
+            if let Some(d) = direct {
+                add(
+                    stack("ringbuf_initialize", "ringbuf_initialize", false),
+                    LeakKind::Direct,
+                    d,
+                );
+            }
+            b.finish()
+        };
+        let run = |direct: [Option<u64>; 2]| {
+            let mut ev = evidence(
+                vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)],
+                &[vec![], vec![]],
+            );
+            ev.native[0].report = indirect(100, direct[0]);
+            ev.native[1].report = indirect(300, direct[1]);
+            correlate(&ev, &Options::default())
+        };
+        let cycle = run([None, None]);
+        let row = cycle
+            .native_sites
+            .iter()
+            .find(|r| r.function == "ringbuf_grow")
+            .unwrap();
+        assert_eq!(row.status, crate::correlate::SiteStatus::MissingRelease);
+        let hanging = run([Some(100), Some(300)]);
+        let row = hanging
+            .native_sites
+            .iter()
+            .find(|r| r.function == "ringbuf_grow")
+            .unwrap();
+        assert_eq!(row.status, crate::correlate::SiteStatus::Secondary);
+    }
+}
