@@ -14,8 +14,7 @@
 //! Stage: correlator rule. Input: a [`SiteSeries`] and the evidence's sidecars and heaps.
 
 use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, NativeOwner, Source,
-    Suggestion,
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
 };
 use super::names;
 use super::release::{self, Blame};
@@ -482,12 +481,7 @@ fn why_not_the_program(ev: &Evidence, sc: &Sidecar, class: &ExtensionModule) -> 
 /// The finding for a leak inside an extension, over its sites.
 pub fn extension_leak(leak: &OwnLeak, sites: &[&SiteSeries], over_time: bool) -> Finding {
     let top = sites[0];
-    let (bytes, blocks) = sites
-        .iter()
-        .map(|s| s.measure(over_time))
-        .fold((0i64, 0i64), |a, b| {
-            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
-        });
+    let (bytes, blocks) = super::sites::measure_all(sites, over_time);
     let how = if over_time { "grows by" } else { "leaks" };
     let through = leak
         .method
@@ -533,10 +527,7 @@ pub fn extension_leak(leak: &OwnLeak, sites: &[&SiteSeries], over_time: bool) ->
     let mut f = Finding::new(FindingKind::ExtensionLeak, leak.confidence, title)
         .identify(&[leak.extension.as_str(), top.key.function.as_str()]);
     f.class = leak.class.clone();
-    f.native = Some(NativeOwner {
-        function: top.key.function.clone(),
-        library: top.library().map(str::to_owned),
-    });
+    f.native = Some(top.owner());
     f.bytes = bytes;
     f.count = blocks;
     f.evidence = evidence;
@@ -647,6 +638,18 @@ mod tests {
         ev
     }
 
+    /// A site on `stack` growing from 100 to 300 blocks of `size` bytes while RingBufs go
+    /// from `ringbufs[0]` to `ringbufs[1]` (created, released) and scans from 100 to 300.
+    fn grown(stack: Vec<Frame>, ringbufs: [(u64, u64); 2], size: u64) -> Evidence {
+        evidence(
+            vec![sidecar(1, ringbufs[0], 100), sidecar(2, ringbufs[1], 300)],
+            &[
+                vec![(stack.clone(), 100, 100 * size)],
+                vec![(stack, 300, 300 * size)],
+            ],
+        )
+    }
+
     fn top(ev: &Evidence) -> crate::correlate::Finding {
         let a = correlate(ev, &Options::default());
         a.findings
@@ -657,10 +660,10 @@ mod tests {
 
     #[test]
     fn unreleased_instances_of_an_extension_class_are_its_missing_release() {
-        let ring = |_: u32| stack("ringbuf_initialize", "ringbuf_initialize", false);
-        let ev = evidence(
-            vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)],
-            &[vec![(ring(0), 100, 25_600)], vec![(ring(1), 300, 76_800)]],
+        let ev = grown(
+            stack("ringbuf_initialize", "ringbuf_initialize", false),
+            [(100, 0), (300, 0)],
+            256,
         );
         let f = top(&ev);
         assert_eq!(f.kind, crate::correlate::FindingKind::MissingRelease);
@@ -680,10 +683,10 @@ mod tests {
 
     #[test]
     fn a_leak_with_no_release_method_is_the_extensions_own_with_its_call_sites() {
-        let scan = || stack("scanner_scan", "scanner_copy_token", false);
-        let ev = evidence(
-            vec![sidecar(1, (0, 0), 100), sidecar(2, (0, 0), 300)],
-            &[vec![(scan(), 100, 9_000)], vec![(scan(), 300, 27_000)]],
+        let ev = grown(
+            stack("scanner_scan", "scanner_copy_token", false),
+            [(0, 0), (0, 0)],
+            90,
         );
         let f = top(&ev);
         assert_eq!(f.kind, crate::correlate::FindingKind::ExtensionLeak);
@@ -711,10 +714,10 @@ mod tests {
 
     #[test]
     fn released_instances_and_growing_memory_are_the_extensions_leak() {
-        let ring = || stack("ringbuf_initialize", "ringbuf_initialize", false);
-        let ev = evidence(
-            vec![sidecar(1, (100, 100), 0), sidecar(2, (300, 300), 0)],
-            &[vec![(ring(), 100, 25_600)], vec![(ring(), 300, 76_800)]],
+        let ev = grown(
+            stack("ringbuf_initialize", "ringbuf_initialize", false),
+            [(100, 100), (300, 300)],
+            256,
         );
         let f = top(&ev);
         assert_eq!(f.kind, crate::correlate::FindingKind::ExtensionLeak);
@@ -730,11 +733,7 @@ mod tests {
     /// A stripped extension names no function: the class whose unreleased instances grew.
     #[test]
     fn a_stripped_extension_is_owned_by_its_class_whose_unreleased_instances_grew() {
-        let ring = || stack("", "", true);
-        let ev = evidence(
-            vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)],
-            &[vec![(ring(), 100, 25_600)], vec![(ring(), 300, 76_800)]],
-        );
+        let ev = grown(stack("", "", true), [(100, 0), (300, 0)], 256);
         let f = top(&ev);
         assert_eq!(f.kind, crate::correlate::FindingKind::MissingRelease);
         assert_eq!(
@@ -756,21 +755,14 @@ mod tests {
             frame("widget_create", Some("/app/libwidget.so")),
             frame("malloc", Some("/usr/lib/liblsan.so.0")),
         ];
-        let mut sidecars = vec![sidecar(1, (100, 0), 0), sidecar(2, (300, 0), 0)];
-        for sc in &mut sidecars {
+        let mut ev = grown(through_ffi, [(100, 0), (300, 0)], 256);
+        for sc in &mut ev.sidecars {
             sc.extensions.push(Extension {
                 path: ffi_c.into(),
                 gem: None,
                 modules: vec![class("FFI::Pointer", &["free"], &["free"])],
             });
         }
-        let ev = evidence(
-            sidecars,
-            &[
-                vec![(through_ffi.clone(), 100, 25_600)],
-                vec![(through_ffi, 300, 76_800)],
-            ],
-        );
         assert_eq!(top(&ev).kind, crate::correlate::FindingKind::NativeLeak);
     }
 

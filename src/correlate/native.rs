@@ -6,9 +6,7 @@
 
 use super::analysis::{NativeSiteRow, SiteStatus};
 use super::extension::{self, Ownership};
-use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, NativeOwner, Source, Suggestion,
-};
+use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source, Suggestion};
 use super::release::{self, Attribution};
 use super::sites::SiteSeries;
 use crate::evidence::Evidence;
@@ -248,10 +246,7 @@ fn native_leak(
         site.key.function.as_str(),
         site.key.library.as_deref().unwrap_or(""),
     ]);
-    f.native = Some(NativeOwner {
-        function: site.key.function.clone(),
-        library: site.library().map(str::to_owned),
-    });
+    f.native = Some(site.owner());
     f.bytes = bytes;
     f.count = blocks;
     f.evidence = evidence;

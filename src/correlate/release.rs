@@ -13,8 +13,7 @@
 
 use super::classes::{ClassRole, class_role};
 use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, NativeOwner, Source,
-    Suggestion,
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
 };
 use super::names;
 use super::sites::SiteSeries;
@@ -808,12 +807,7 @@ fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
 
 pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) -> Finding {
     let top = sites[0];
-    let (bytes, blocks) = sites
-        .iter()
-        .map(|s| s.measure(over_time))
-        .fold((0i64, 0i64), |a, b| {
-            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
-        });
+    let (bytes, blocks) = super::sites::measure_all(sites, over_time);
     let method = blame
         .release_method
         .as_ref()
@@ -886,10 +880,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
     let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
         .identify(&[blame.class.as_str()]);
     f.class = Some(blame.class.clone());
-    f.native = Some(NativeOwner {
-        function: top.key.function.clone(),
-        library: top.library().map(str::to_owned),
-    });
+    f.native = Some(top.owner());
     f.bytes = bytes;
     f.count = blocks;
     f.evidence = evidence;

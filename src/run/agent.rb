@@ -498,13 +498,7 @@ module LeakhuntAgent
         next if m[:singleton] || m[:role] != 'release' || counter.release_methods.include?(name)
 
         counter.release_methods << name
-        hook.send(:define_method, name) do |*args, &block|
-          counter.count_release(self)
-          super(*args, &block)
-        end
-        hook.send(:ruby2_keywords, name)
-        hook.send(:private, name) if klass.private_method_defined?(name)
-        hook.send(:protected, name) if klass.protected_method_defined?(name)
+        LeakhuntAgent.wrap(hook, klass, name) { |instance| counter.count_release(instance) }
       end
     end
 
@@ -748,15 +742,7 @@ module LeakhuntAgent
         calls = counted[singleton ? 1 : 0]
         hook = Module.new
         @inventory.own(hook)
-        names.each do |name|
-          hook.send(:define_method, name) do |*args, &block|
-            calls.count(name)
-            super(*args, &block)
-          end
-          hook.send(:ruby2_keywords, name)
-          hook.send(:private, name) if target.private_method_defined?(name)
-          hook.send(:protected, name) if target.protected_method_defined?(name)
-        end
+        names.each { |name| LeakhuntAgent.wrap(hook, target, name) { calls.count(name) } }
         target.prepend(hook)
       end
     rescue StandardError => e
@@ -837,6 +823,18 @@ module LeakhuntAgent
 
     def alloc_sites?
       @alloc_sites
+    end
+
+    # Defines `name` in `hook` (a module the agent prepends to `target`) to run `before` with
+    # the receiver, then the method it covers, with the same arguments, block and visibility.
+    def wrap(hook, target, name, &before)
+      hook.send(:define_method, name) do |*args, &block|
+        before.call(self)
+        super(*args, &block)
+      end
+      hook.send(:ruby2_keywords, name)
+      hook.send(:private, name) if target.private_method_defined?(name)
+      hook.send(:protected, name) if target.protected_method_defined?(name)
     end
 
     # A library the agent itself loads: not one of the program's extensions.
