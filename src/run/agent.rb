@@ -628,17 +628,20 @@ module LeakhuntAgent
     end
 
     # Called for every method definition and subclass in the program. Once per module and
-    # loaded-features count it looks at who defines (a backtrace entry); a module native code
-    # is defining meanwhile takes its further methods at once.
+    # moment (loaded-features count, require depth) it looks at who defines (a backtrace
+    # entry); a module native code is defining meanwhile takes its further methods at once.
     def defined(mod, name, singleton)
       epoch = $LOADED_FEATURES.size
       settle if epoch > @pending_mark && !@pending.empty?
       return if @lock.owned? || Thread.current[:leakhunt_own_require]
 
       unless epoch == @pending_mark && @pending.key?(mod)
-        return if @checked[mod] == epoch
+        # A nested require is a new moment too: a file may define Foo, then require the
+        # extension that adds Foo's C methods, before either is a loaded feature.
+        moment = (epoch << 8) | ((Thread.current[:leakhunt_require_depth] || 0) & 0xff)
+        return if @checked[mod] == moment
 
-        @checked[mod] = epoch
+        @checked[mod] = moment
         from = caller_locations(2, 1)&.first
         return unless from && REQUIRES.include?(from.base_label)
       end
@@ -689,11 +692,15 @@ module LeakhuntAgent
       pending.each_key do |mod|
         next if mod.singleton_class?
 
-        released = release_methods(mod)
-        unless released.empty?
-          @inventory.instrument(mod, released.map { |n| { name: n.to_s, singleton: false, role: 'release' } })
+        begin
+          released = release_methods(mod)
+          unless released.empty?
+            @inventory.instrument(mod, released.map { |n| { name: n.to_s, singleton: false, role: 'release' } })
+          end
+          count_calls(mod, released) if third_party
+        rescue StandardError => e
+          @agent.note_error("hooking #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
         end
-        count_calls(mod, released) if third_party
       end
     end
 

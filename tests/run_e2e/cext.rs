@@ -294,3 +294,85 @@ fn sqlite3_unclosed_statements_are_a_missing_close_and_closed_ones_are_clean() {
         );
     }
 }
+
+/// What the agent records of real extensions, without a native backend: sqlite3's classes,
+/// their release methods and the calls of their C methods by line; zlib's (Ruby's own library:
+/// lifecycle counted, calls not wrapped); never a core method (`SQLite3::Blob < String` does not
+/// release by `String#clear`); nothing in the program's output.
+#[test]
+fn the_agent_records_what_real_extensions_define_and_how_the_program_uses_them() {
+    let ok = std::process::Command::new("ruby")
+        .args(["-e", "require 'sqlite3'"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("ruby-sqlite3 (Debian)", ok) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("uses-gems.rb");
+    std::fs::write(
+        &program,
+        "require 'zlib'\nrequire 'sqlite3'\ndb = SQLite3::Database.new(':memory:')\n\
+         3.times { st = db.prepare('select 1'); st.execute.to_a; st.close }\n\
+         Zlib::Deflate.new.deflate('x')\nsleep 1.5\nputs 'done'\n",
+    )
+    .unwrap();
+    let _one = one_run_at_a_time();
+    let r = run(
+        &["--backend", "none", "--after", "0.5s", "--snapshots", "1"],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    assert!(r.stdout.starts_with("done\n"), "{}", r.context());
+    let sidecar = r.last_sidecar();
+    assert!(sidecar.errors.is_empty(), "{:?}", sidecar.errors);
+    let ext = |name: &str| {
+        sidecar
+            .extensions
+            .iter()
+            .find(|e| e.path.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not recorded: {:#?}", sidecar.extensions))
+    };
+    let module = |e: &'_ leakhunt::bundle::Extension, name: &str| {
+        e.modules
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {}", e.path))
+    };
+    let sqlite = ext("/sqlite3_native.so");
+    let statement = module(sqlite, "SQLite3::Statement");
+    assert_eq!(statement.release_methods, ["close"]);
+    assert!(
+        statement.methods.iter().any(|m| m == "step"),
+        "{statement:#?}"
+    );
+    let step = statement
+        .calls
+        .iter()
+        .find(|c| c.method == "step")
+        .unwrap_or_else(|| panic!("step not counted: {statement:#?}"));
+    assert_eq!(step.called_at[0].file, program.to_str().unwrap());
+    assert_eq!(step.called_at[0].line, 4);
+    assert!(module(sqlite, "SQLite3::Blob").release_methods.is_empty());
+    let zlib = ext("/zlib.so");
+    let deflate = module(zlib, "Zlib::Deflate");
+    assert_eq!(deflate.release_methods, ["close", "finish", "end"]);
+    assert!(deflate.calls.is_empty(), "{deflate:#?}");
+    let life = |class: &str| {
+        sidecar
+            .lifecycle
+            .iter()
+            .find(|l| l.class == class)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lifecycle of {class}"))
+    };
+    assert_eq!(
+        (
+            life("SQLite3::Statement").created,
+            life("SQLite3::Statement").released
+        ),
+        (3, 3)
+    );
+    assert_eq!(life("Zlib::Deflate").created, 1);
+}
