@@ -1087,6 +1087,7 @@ fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
 }
 
 // The same runs on a second Ruby, in a root built by .ci/ruby-root.
+mod cext;
 mod other_ruby;
 
 // The leaks backend with a stand-in for leaks(1), and the portable macOS fixes.

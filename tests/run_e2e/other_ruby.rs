@@ -27,28 +27,32 @@ fn ruby_root() -> Option<PathBuf> {
     .then_some(root)
 }
 
-/// Mounts what the run needs into `$root`, then runs leakhunt there; the rest of the arguments
+/// Mounts what the run needs into `$root`, runs `$prepare` there (a shell command: building a
+/// test C extension with the root's Ruby), then runs leakhunt there; the rest of the arguments
 /// are leakhunt's.
 const IN_ROOT: &str = r#"
-root=$1 bin=$2 fixtures=$3 scratch=$4; shift 4
+root=$1 bin=$2 fixtures=$3 scratch=$4 prepare=$5; shift 5
 mkdir -p "$root/opt/leakhunt/bin" "$root/opt/leakhunt/fixtures" "$root/out"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount --bind "$bin" "$root/opt/leakhunt/bin"
 mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
 mount --bind "$scratch" "$root/out"
+[ -z "$prepare" ] || chroot "$root" /bin/sh -euc "$prepare" >&2
 exec chroot "$root" /usr/bin/env TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
 "#;
 
 /// `leakhunt run OPTIONS -- PROGRAM ARGS` inside the root, PROGRAM being a path there (the
 /// fixtures are at /opt/leakhunt/fixtures, the scratch directory at /out); `prepare` gets the
-/// scratch directory first. Returns the run and its JSON report.
-fn run_in_root(
+/// scratch directory first, and `in_root` (a shell command, may be empty) runs in the root
+/// before leakhunt. Returns the run and its JSON report.
+pub(super) fn run_in_root(
     options: &[&str],
     program: &str,
     args: &[&str],
     env: &[(&str, &str)],
     prepare: impl FnOnce(&Path),
+    in_root: &str,
 ) -> Option<(Run, serde_json::Value)> {
     let root = ruby_root()?;
     let _one = super::one_run_at_a_time();
@@ -71,6 +75,7 @@ fn run_in_root(
         .arg(bin.parent().unwrap())
         .arg(fixture(""))
         .arg(scratch.path())
+        .arg(in_root)
         .args([
             "run",
             "-o",
@@ -114,6 +119,7 @@ fn seed_run_in_root(
         &["ipc:///out/zmq.sock", "1024", iterations],
         &[],
         |_| {},
+        "",
     )
 }
 
@@ -192,6 +198,7 @@ fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
             |scratch| {
                 crate::common::build_widget(scratch);
             },
+            "",
         ) else {
             return;
         };
@@ -219,6 +226,7 @@ fn ruby_3_3_under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
             ("RUBYOPT", "-rbundler/setup"),
         ],
         super::bundler::write_app,
+        "",
     ) else {
         return;
     };
