@@ -18,8 +18,11 @@ pub mod targets;
 /// Cuts a fuzz input into the files of a multi-file target (diff, bundle, analyze).
 pub const SEPARATOR: &[u8] = b"\n%%file%%\n";
 
+/// A fuzz target: takes any bytes, keeps the properties above.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `fuzz_targets/NAME.rs` and the corpus folder `corpus/NAME` call it.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("detect", targets::detect),
     ("cruby", targets::cruby),
     ("rubinius", targets::rubinius),

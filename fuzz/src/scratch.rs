@@ -14,7 +14,7 @@ extern "C" fn remove_dir() {
 
 /// The process's scratch directory, emptied of the previous input's files.
 pub fn dir() -> &'static Path {
-    let dir = DIR.get_or_init(|| {
+    DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() {
             shm.to_path_buf()
@@ -32,8 +32,7 @@ pub fn dir() -> &'static Path {
             libc::atexit(remove_dir);
         }
         dir
-    });
-    dir
+    })
 }
 
 /// A fresh, empty directory for one multi-file input (a bundle, or files to analyze).
