@@ -58,9 +58,13 @@ fn over_limit(now: usize) -> ! {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len() - 1);
     let parts: [&[u8]; 3] = [
         b"leakhunt-fuzz: one input made leakhunt hold more than 64 MiB of heap: ",
-        &digits,
+        &digits[first..],
         b" bytes\n",
     ];
     for part in parts {

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 const TIME_BOUND: Duration = Duration::from_secs(30);
 /// Mutated inputs per target, at most…
 const MUTATED_INPUTS: u32 = 3000;
-/// …and for at most this long (`LEAKHUNT_FUZZ_SMOKE_SECONDS` overrides it).
+/// …and for at most this long (`FUZZ_SMOKE_SECONDS` overrides it).
 const SECONDS_PER_TARGET: u64 = 4;
 
 #[test]
 fn every_target_survives_its_seeds_regressions_and_mutations() {
-    let seconds = std::env::var("LEAKHUNT_FUZZ_SMOKE_SECONDS")
+    let seconds = std::env::var("FUZZ_SMOKE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SECONDS_PER_TARGET);
@@ -53,6 +53,33 @@ fn every_target_survives_its_seeds_regressions_and_mutations() {
         summary.push(format!("{name}: {replayed} replayed, {mutated} mutated"));
     }
     eprintln!("{}", summary.join("\n"));
+}
+
+/// The bound itself: holding more than [`alloc::LIMIT`] aborts the process with a message (the
+/// test runs itself as a child that does so).
+#[test]
+fn holding_more_than_the_bound_aborts_with_a_message() {
+    if std::env::var_os("FUZZ_SMOKE_ALLOCATE_PAST_BOUND").is_some() {
+        let held = vec![1u8; alloc::LIMIT / 2];
+        let more = vec![2u8; alloc::LIMIT / 2 + 1];
+        std::hint::black_box((held, more));
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "holding_more_than_the_bound_aborts_with_a_message",
+        ])
+        .env("FUZZ_SMOKE_ALLOCATE_PAST_BOUND", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr.contains("one input made leakhunt hold more than 64 MiB of heap: 67"),
+        "{stderr}"
+    );
 }
 
 /// Minimized inputs of earlier findings, committed next to the fix's unit test.
