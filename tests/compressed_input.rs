@@ -43,6 +43,8 @@ fn write_bomb(path: &Path, header: &[u8], record: &[u8]) {
 /// bytes (`ru_maxrss`, which Linux fills from the process's VmHWM).
 fn run_measured(args: &[&std::ffi::OsStr]) -> (i32, String, u64) {
     let stderr_path = tempfile::NamedTempFile::new().unwrap();
+    // Reaped by wait4 below, which also gives its rusage (Child::wait does not).
+    #[allow(clippy::zombie_processes)]
     let child = leakhunt()
         .args(args)
         .stdout(Stdio::null())
@@ -78,7 +80,10 @@ fn assert_refused_and_small(command: &str, file_name: &str, header: &[u8], recor
         bomb.display()
     );
     assert!(stderr.contains(&message), "{command} {file_name}: {stderr}");
-    assert_eq!(code, 2, "{command} {file_name}: nothing usable was read: {stderr}");
+    assert_eq!(
+        code, 2,
+        "{command} {file_name}: nothing usable was read: {stderr}"
+    );
     assert!(
         peak <= MAX_RSS_BYTES,
         "{command} {file_name}: peak RSS {} MiB",

@@ -21,21 +21,28 @@ pub const SEPARATOR: &[u8] = b"\n%%file%%\n";
 /// A fuzz target: takes any bytes, keeps the properties above.
 pub type Target = fn(&[u8]);
 
+/// The table of targets, each named as its function in [`targets`].
+macro_rules! by_name {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), targets::$name as Target)),*]
+    };
+}
+
 /// Every target by name, as `fuzz_targets/NAME.rs` and the corpus folder `corpus/NAME` call it.
-pub const TARGETS: &[(&str, Target)] = &[
-    ("detect", targets::detect),
-    ("cruby", targets::cruby),
-    ("rubinius", targets::rubinius),
-    ("diff", targets::diff),
-    ("retainers", targets::retainers),
-    ("leaks", targets::leaks),
-    ("lsan", targets::lsan),
-    ("valgrind_xml", targets::valgrind_xml),
-    ("valgrind_text", targets::valgrind_text),
-    ("maps", targets::maps),
-    ("bundle_json", targets::bundle_json),
-    ("analyze_bundle", targets::analyze_bundle),
-    ("analyze_files", targets::analyze_files),
+pub const TARGETS: &[(&str, Target)] = by_name![
+    detect,
+    cruby,
+    rubinius,
+    diff,
+    retainers,
+    leaks,
+    lsan,
+    valgrind_xml,
+    valgrind_text,
+    maps,
+    bundle_json,
+    analyze_bundle,
+    analyze_files,
 ];
 
 /// The parts of a multi-file input, at most `max` (the last part keeps any further separators).
@@ -77,6 +84,23 @@ pub use libfuzzer_sys;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_target_has_a_libfuzzer_binary_and_seeds() {
+        let manifest = include_str!("../Cargo.toml");
+        for (name, _) in TARGETS {
+            let bin = format!("name = \"{name}\"\npath = \"fuzz_targets/{name}.rs\"");
+            assert!(manifest.contains(&bin), "no [[bin]] for {name}");
+            let source = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("fuzz_targets/{name}.rs")),
+            )
+            .unwrap();
+            assert!(source.contains(&format!("targets::{name});")), "{name}.rs");
+            assert!(!seeds::for_target(name).is_empty(), "no seeds for {name}");
+        }
+        assert_eq!(manifest.matches("[[bin]]").count(), TARGETS.len());
+    }
 
     #[test]
     fn split_keeps_extra_separators_in_the_last_part() {
