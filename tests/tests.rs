@@ -6,6 +6,7 @@
 mod analyze_e2e;
 mod cli;
 mod common;
+mod compressed_input;
 mod heap_cruby;
 mod heap_rubinius;
 mod layers;

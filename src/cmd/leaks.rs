@@ -62,15 +62,37 @@ pub fn run(args: LeaksArgs) -> Result<i32> {
         eprintln!("leakhunt: {e}");
     }
     let mut symbolizer = Symbolizer::new();
-    let mut resolved = Vec::with_capacity(reports.len());
-    for report in &mut reports {
-        resolved.push(symbolizer.resolve(report, &maps));
+    let resolved = resolve(&mut symbolizer, &mut reports, &maps);
+    for report in &reports {
         warn_diagnostics(&report.diagnostics);
     }
     warn_about_notices(&reports);
     warn_about_unplaced(&reports, maps.is_empty());
-    let output = crate::report::leaks::build_output(&reports, &resolved, args.top);
-    let rendered = match args.format {
+    print!("{}", render(&reports, &resolved, args.top, args.format)?);
+    Ok(exit::OK)
+}
+
+/// Places and names the frames of every report with the module maps.
+pub fn resolve(
+    symbolizer: &mut Symbolizer,
+    reports: &mut [NativeReport],
+    maps: &[ModuleMap],
+) -> Vec<native::symbolize::ResolveStats> {
+    reports
+        .iter_mut()
+        .map(|report| symbolizer.resolve(report, maps))
+        .collect()
+}
+
+/// The command's output for reports already read and resolved (oldest first).
+pub fn render(
+    reports: &[NativeReport],
+    resolved: &[native::symbolize::ResolveStats],
+    top: usize,
+    format: Format,
+) -> Result<String> {
+    let output = crate::report::leaks::build_output(reports, resolved, top);
+    Ok(match format {
         Format::Json => {
             let mut s = serde_json::to_string_pretty(&output)
                 .map_err(|e| Error::Run(format!("cannot write JSON: {e}")))?;
@@ -78,9 +100,7 @@ pub fn run(args: LeaksArgs) -> Result<i32> {
             s
         }
         Format::Text => crate::report::leaks::render_text(&output),
-    };
-    print!("{rendered}");
-    Ok(exit::OK)
+    })
 }
 
 fn read_reports(path: &std::path::Path, kind: Kind) -> Result<Vec<NativeReport>> {
