@@ -207,10 +207,12 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     let mut referenced_logs: Vec<&str> = Vec::new();
     // The module map taken with each native snapshot, to place and name its frames.
     let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
-    let mut snapshots = manifest.snapshots.clone();
+    let main = manifest.main_process().cloned().unwrap_or_default();
+    let mut snapshots: Vec<_> = manifest.snapshots_of(main.pid).cloned().collect();
     snapshots.sort_by_key(|s| s.index);
     for snap in &snapshots {
-        ev.warnings.extend(snap.warning());
+        ev.warnings
+            .extend(snap.warning(manifest.processes.len() > 1));
         if let Some(name) = &snap.heap {
             match bundle_file(dir, name).and_then(|p| crate::heap::summarize(&p)) {
                 Ok(summary) => {
@@ -231,7 +233,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             }
         }
         if let Some(native) = &snap.native {
-            if let Some(log) = manifest.native_logs.iter().find(|l| **l == native.file) {
+            if let Some(log) = main.native_logs.iter().find(|l| **l == native.file) {
                 referenced_logs.push(log);
             }
             match read_native_ref(dir, native) {
@@ -253,7 +255,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
         }
     }
     // Logs no snapshot points into (valgrind's XML written at exit): one more, final snapshot.
-    for log in &manifest.native_logs {
+    for log in &main.native_logs {
         if referenced_logs.contains(&log.as_str()) {
             continue;
         }
@@ -273,7 +275,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             Err(e) => ev.warnings.push(e.to_string()),
         }
     }
-    if let Some(name) = &manifest.footprint {
+    if let Some(name) = &main.footprint {
         let path = dir.join(name);
         match bundle_file(dir, name).and_then(|p| std::fs::read(&p).map_err(|e| Error::io(&p, e))) {
             Ok(bytes) => {
@@ -780,8 +782,9 @@ mod tests {
     fn a_bundle_loads_sidecars_footprint_and_outcome_and_keeps_going_past_bad_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        // Schema 1: the one process's footprint at the top level.
         let manifest = Manifest {
-            leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+            leakhunt_bundle: 1,
             command: vec!["leak.rb".into()],
             snapshots: (1..=2)
                 .map(|i| Snapshot {

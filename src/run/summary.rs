@@ -69,7 +69,7 @@ pub fn write(dir: &Path, out: &mut dyn Write) -> Result<()> {
 }
 
 fn footprint_line(dir: &Path, manifest: &Manifest) -> Option<String> {
-    let name = manifest.footprint.as_ref()?;
+    let name = manifest.main_process()?.footprint.as_ref()?;
     let bytes = std::fs::read(dir.join(name)).ok()?;
     let mut diag = crate::diag::Diagnostics::new(name);
     let samples = crate::bundle::parse_footprint(&bytes, &mut diag);

@@ -3,8 +3,8 @@
 //! 1 means leaks were found (success with findings), anything above is a failure whose message
 //! says why (target gone, not allowed to examine it, …); see macos/README.md.
 
-use super::{Dirs, NativeBackend, NativeCapture, first_line, native_file_name, run_tool};
-use crate::bundle::{self, NativeRef};
+use super::{Dirs, Mark, NativeBackend, NativeCapture, first_line, run_tool};
+use crate::bundle::{self, NativeRef, ProcessFiles};
 use crate::error::{Error, Result};
 use crate::run::child::Launch;
 use std::path::PathBuf;
@@ -57,9 +57,16 @@ impl NativeBackend for Leaks {
         Ok(())
     }
 
-    fn capture(&mut self, pid: u32, index: u32, deadline: Duration) -> NativeCapture {
+    fn capture(
+        &self,
+        pid: u32,
+        round: u32,
+        files: &ProcessFiles,
+        _before: Mark,
+        deadline: Duration,
+    ) -> NativeCapture {
         let mut capture = NativeCapture::default();
-        let name = native_file_name(index);
+        let name = files.native(round);
         let mut command = Command::new(&self.leaks);
         // leaks itself must not log its own mallocs.
         command
