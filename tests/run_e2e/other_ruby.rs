@@ -27,8 +27,9 @@ fn ruby_root() -> Option<PathBuf> {
     .then_some(root)
 }
 
-/// Mounts what the run needs into `$root`, then runs leakhunt there; the rest of the arguments
-/// are leakhunt's.
+/// Mounts what the run needs into `$root`, then runs leakhunt there, in /out (a working
+/// directory outside the root would not exist for the program: puma 6 stats $PWD); the rest of
+/// the arguments are leakhunt's.
 const IN_ROOT: &str = r#"
 root=$1 bin=$2 fixtures=$3 scratch=$4; shift 4
 mkdir -p "$root/opt/leakhunt/bin" "$root/opt/leakhunt/fixtures" "$root/out"
@@ -37,7 +38,7 @@ mount --rbind /dev "$root/dev"
 mount --bind "$bin" "$root/opt/leakhunt/bin"
 mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
 mount --bind "$scratch" "$root/out"
-exec chroot "$root" /usr/bin/env TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
+exec chroot "$root" /usr/bin/env --chdir=/out PWD=/out TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
 "#;
 
 /// `leakhunt run OPTIONS -- PROGRAM ARGS` inside the root, PROGRAM being a path there (the
@@ -205,4 +206,75 @@ fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
             assert_eq!(report["verdict"], "no_leak", "{program}");
         }
     }
+}
+
+/// Debian trixie's puma 6 in cluster mode on Ruby 3.3: both workers are examined and each
+/// leaks Widgets created at app.rb.
+#[test]
+fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
+    let Some(root) = ruby_root() else {
+        return;
+    };
+    let _one = super::one_run_at_a_time();
+    let (scratch, tmpdir, bundle) = scratch();
+    crate::common::build_widget(scratch.path());
+    let socket = scratch.path().join("server.sock");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "--",
+            "sh",
+            "-euc",
+            IN_ROOT,
+            "sh",
+        ])
+        .arg(&root)
+        .arg(bin.parent().unwrap())
+        .arg(fixture(""))
+        .arg(scratch.path())
+        .args([
+            "run",
+            "-o",
+            "/out/bundle",
+            "--format",
+            "json",
+            "--report",
+            "/out/report.json",
+            "--backend",
+            "lsan",
+            "--snapshots",
+            "0",
+            "--",
+            "/usr/bin/puma",
+            "-w",
+            "2",
+            "--bind",
+            "unix:///out/server.sock",
+            "/opt/leakhunt/fixtures/server/app.ru",
+        ])
+        .env("LEAKHUNT_NO_PROGRESS", "1")
+        .env("WIDGET_LIB", "/out/libwidget.so");
+    let s = super::servers::Serving::launch(command, true, (scratch, tmpdir, bundle), socket);
+    let (r, _report) = super::servers::rounds_between_loads(s);
+    let ctx = r.context();
+    let ruby = &r.last_sidecar().ruby.version;
+    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
+    let workers = super::servers::workers(&r);
+    assert_eq!(workers.len(), 2, "{ctx}");
+    for w in &workers {
+        assert_eq!((w.first_round, w.last_round), (Some(1), Some(3)), "{ctx}");
+        let (created, released, site) = super::servers::widget_counts(&r, w.pid);
+        assert!(created >= 240 && released == 0, "{ctx}");
+        assert_eq!(
+            site,
+            Some(("app.rb".into(), super::servers::APP_LEAK_LINE)),
+            "{ctx}"
+        );
+    }
+    super::servers::assert_tree_gone(&r);
 }

@@ -25,8 +25,11 @@ const MAX_REQUESTS: usize = 3000;
 const LOAD_LIMIT: Duration = Duration::from_secs(180);
 
 /// `leakhunt run` in the background, recording a server.
-struct Serving {
+pub(super) struct Serving {
     child: Option<Child>,
+    /// leakhunt runs under a wrapper (unshare and chroot, for the Ruby 3.3 root): it is the
+    /// wrapper's child.
+    wrapped: bool,
     scratch: Option<(tempfile::TempDir, PathBuf, PathBuf)>,
     /// The server's Unix socket.
     socket: PathBuf,
@@ -39,7 +42,8 @@ impl Serving {
         let (scratch, tmpdir, bundle) = scratch();
         let lib = build_widget(scratch.path());
         let socket = scratch.path().join("server.sock");
-        let child = leakhunt()
+        let mut command = leakhunt();
+        command
             .arg("run")
             .arg("-o")
             .arg(&bundle)
@@ -50,7 +54,19 @@ impl Serving {
             .args(program(&socket))
             .env("TMPDIR", &tmpdir)
             .env("WIDGET_LIB", &lib)
-            .env("UNICORN_SOCKET", &socket)
+            .env("UNICORN_SOCKET", &socket);
+        Serving::launch(command, false, (scratch, tmpdir, bundle), socket)
+    }
+
+    /// Starts `command` (a leakhunt run writing its bundle and `report.json` into the scratch
+    /// directory, serving on `socket`); `wrapped` when leakhunt is the command's child.
+    pub(super) fn launch(
+        mut command: std::process::Command,
+        wrapped: bool,
+        scratch: (tempfile::TempDir, PathBuf, PathBuf),
+        socket: PathBuf,
+    ) -> Serving {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -58,9 +74,29 @@ impl Serving {
             .unwrap();
         Serving {
             child: Some(child),
-            scratch: Some((scratch, tmpdir, bundle)),
+            wrapped,
+            scratch: Some(scratch),
             socket,
         }
+    }
+
+    /// leakhunt's pid (under a wrapper: the wrapper's child, from /proc).
+    fn leakhunt_pid(&self) -> u32 {
+        let pid = self.child.as_ref().unwrap().id();
+        if !self.wrapped {
+            return pid;
+        }
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let rest = stat.rsplit_once(')')?.1;
+                let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == pid).then(|| e.file_name().to_str()?.parse().ok())?
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no child of the wrapper {pid}"))
     }
 
     fn bundle(&self) -> &Path {
@@ -73,15 +109,34 @@ impl Serving {
             .is_none_or(|c| c.try_wait().unwrap().is_some())
     }
 
+    /// What leakhunt said, once it has ended (for a failure's message).
+    fn story(&mut self) -> String {
+        if !self.ended() {
+            return "leakhunt is still running".into();
+        }
+        let Some(child) = self.child.take() else {
+            return String::new();
+        };
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "leakhunt ended: {}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// Sends requests until `workers` different processes have answered.
-    fn wait_ready(&mut self, workers: usize) {
+    pub(super) fn wait_ready(&mut self, workers: usize) {
         let until = Instant::now() + LOAD_LIMIT;
         let mut seen = BTreeMap::new();
         while seen.len() < workers {
-            assert!(
-                Instant::now() < until && !self.ended(),
-                "the server never answered from {workers} workers (seen {seen:?})"
-            );
+            if Instant::now() >= until || self.ended() {
+                panic!(
+                    "the server never answered from {workers} workers (seen {seen:?})\n{}",
+                    self.story()
+                );
+            }
             match request(&self.socket) {
                 Some(pid) => *seen.entry(pid).or_insert(0) += 1,
                 None => std::thread::sleep(Duration::from_millis(200)),
@@ -91,17 +146,19 @@ impl Serving {
 
     /// Sends requests until each of `workers` processes has served `each` of them (at most
     /// [`MAX_REQUESTS`], within [`LOAD_LIMIT`]). Returns the requests served per pid.
-    fn load(&mut self, workers: usize, each: usize) -> BTreeMap<u32, usize> {
+    pub(super) fn load(&mut self, workers: usize, each: usize) -> BTreeMap<u32, usize> {
         let until = Instant::now() + LOAD_LIMIT;
         let mut served: BTreeMap<u32, usize> = BTreeMap::new();
         for _ in 0..MAX_REQUESTS {
             if served.len() >= workers && served.values().all(|&n| n >= each) {
                 return served;
             }
-            assert!(
-                Instant::now() < until && !self.ended(),
-                "load not spread over {workers} workers in time: {served:?}"
-            );
+            if Instant::now() >= until || self.ended() {
+                panic!(
+                    "load not spread over {workers} workers in time: {served:?}\n{}",
+                    self.story()
+                );
+            }
             if let Some(pid) = request(&self.socket) {
                 *served.entry(pid).or_insert(0) += 1;
             }
@@ -110,7 +167,7 @@ impl Serving {
     }
 
     /// `leakhunt snapshot BUNDLE`: a round now. Returns its number.
-    fn round(&self) -> u32 {
+    pub(super) fn round(&self) -> u32 {
         let out = leakhunt()
             .arg("snapshot")
             .arg(self.bundle())
@@ -131,8 +188,8 @@ impl Serving {
     }
 
     /// Ctrl-C to leakhunt.
-    fn interrupt(&self) {
-        let pid = self.child.as_ref().unwrap().id();
+    pub(super) fn interrupt(&self) {
+        let pid = self.leakhunt_pid();
         // SAFETY: signals the leakhunt process this test started.
         unsafe {
             libc::kill(pid as i32, libc::SIGINT);
@@ -140,7 +197,7 @@ impl Serving {
     }
 
     /// Waits for leakhunt to end (a few minutes at most) and reads the run and its report.
-    fn finish(mut self) -> (Run, serde_json::Value) {
+    pub(super) fn finish(mut self) -> (Run, serde_json::Value) {
         let mut child = self.child.take().unwrap();
         let until = Instant::now() + Duration::from_secs(300);
         while child.try_wait().unwrap().is_none() {
@@ -188,7 +245,7 @@ fn request(socket: &Path) -> Option<u32> {
 
 /// Nothing of the program's tree is running any more: not a process the manifest lists, not
 /// anything left in the program's process group.
-fn assert_tree_gone(r: &Run) {
+pub(super) fn assert_tree_gone(r: &Run) {
     assert_private_and_clean(r);
     let group = r.manifest.processes[0].pid;
     let until = Instant::now() + Duration::from_secs(3);
@@ -203,7 +260,7 @@ fn assert_tree_gone(r: &Run) {
 }
 
 /// The workers of the run: processes forked by the main one, with their rounds.
-fn workers(r: &Run) -> Vec<&leakhunt::bundle::ProcessEntry> {
+pub(super) fn workers(r: &Run) -> Vec<&leakhunt::bundle::ProcessEntry> {
     let main = r.manifest.main_process().expect("a main process");
     r.manifest
         .processes
@@ -214,7 +271,7 @@ fn workers(r: &Run) -> Vec<&leakhunt::bundle::ProcessEntry> {
 
 /// The lifecycle counts of `Widget` in the last sidecar of process `pid`: (created, released,
 /// the leading creation site as (file name, line)).
-fn widget_counts(r: &Run, pid: u32) -> (u64, u64, Option<(String, u32)>) {
+pub(super) fn widget_counts(r: &Run, pid: u32) -> (u64, u64, Option<(String, u32)>) {
     let sidecar = r
         .manifest
         .snapshots_of(pid)
@@ -245,7 +302,12 @@ fn servers_ready(server: &str) -> bool {
 fn serve_with_rounds_on_demand(
     program: impl FnOnce(&Path) -> Vec<String>,
 ) -> (Run, serde_json::Value) {
-    let mut s = Serving::start(&["--backend", "lsan", "--snapshots", "0"], program);
+    let s = Serving::start(&["--backend", "lsan", "--snapshots", "0"], program);
+    rounds_between_loads(s)
+}
+
+/// Ready, a round, load, a round, load, then Ctrl-C (a last round).
+pub(super) fn rounds_between_loads(mut s: Serving) -> (Run, serde_json::Value) {
     s.wait_ready(2);
     let first = s.round();
     let served = s.load(2, 60);
@@ -258,7 +320,7 @@ fn serve_with_rounds_on_demand(
 }
 
 /// The lines of fixtures/server/app.rb that create Widgets.
-const APP_LEAK_LINE: u32 = 9;
+pub(super) const APP_LEAK_LINE: u32 = 9;
 const APP_FIXED_LINE: u32 = 17;
 
 fn puma(app: &str) -> impl FnOnce(&Path) -> Vec<String> {
