@@ -69,6 +69,10 @@ pub struct Manifest {
     /// Schema 1 only (the main process's footprint); schema 2 keeps it per process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub footprint: Option<String>,
+    /// What the analysis needed from the machine that ran the program (library exports,
+    /// Ruby source files, real paths of modules), captured at the end of the run so that
+    /// `analyze` of the bundle gives the same report anywhere. Absent in older bundles.
+    pub resolved: Option<String>,
     pub outcome: Outcome,
     /// Everything that did not go as planned, one line each, telling the next step.
     pub warnings: Vec<String>,
@@ -169,7 +173,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The one warning line about this snapshot's missing pieces, as `run` prints it and the
     /// report repeats it (the same text, so the two are shown once). `of_process` names the
-    /// process, for runs of several.
+    /// process: every one but the main one.
     pub fn warning(&self, of_process: bool) -> Option<String> {
         let whose = match (of_process, self.pid) {
             (true, Some(pid)) => format!(" of process {pid}"),
@@ -489,6 +493,19 @@ impl ProcessFiles {
     fn per_round(&self, stem: &str, round: u32, ext: &str) -> String {
         format!("{stem}{}-{round:03}.{ext}", self.tag)
     }
+}
+
+/// The path of a file the manifest names, when the name is a plain file name inside the bundle:
+/// not empty, no `/` or `\`, not `.` or `..`, not absolute. Anything else (`../../etc/passwd`,
+/// `/etc/shadow`) would have `analyze` read outside the bundle, so it is refused. The one place
+/// that says which names a bundle may hold.
+pub fn member_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !Path::new(name).is_absolute();
+    plain.then(|| dir.join(name))
 }
 
 /// Parses `footprint.tsv`; bad lines are skipped and counted into `diag`.

@@ -49,14 +49,6 @@ pub enum Format {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum ReportFormat {
-    #[default]
-    Text,
-    Json,
-    Html,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum BackendChoice {
     /// `leaks` on macOS, `lsan` on Linux.
     #[default]
@@ -68,16 +60,38 @@ pub enum BackendChoice {
     None,
 }
 
-/// Which findings make the exit status 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Default)]
-pub enum FailOn {
-    /// Any leak finding (Ruby retention, missing release, native leak without owner).
-    #[default]
-    Leak,
-    /// Only findings of high confidence.
-    High,
-    /// Never: exit 0 whatever is found.
-    Never,
+pub use crate::report::{FailOn, ReportFormat};
+
+// The report's own choices, offered on the command line (the report layer knows no clap).
+impl ValueEnum for ReportFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ReportFormat::Text, ReportFormat::Json, ReportFormat::Html]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            ReportFormat::Text => "text",
+            ReportFormat::Json => "json",
+            ReportFormat::Html => "html",
+        }))
+    }
+}
+
+impl ValueEnum for FailOn {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[FailOn::Leak, FailOn::High, FailOn::Never]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            FailOn::Leak => PossibleValue::new("leak").help(
+                "Any leak finding (Ruby retention, missing release, native leak without owner)",
+            ),
+            FailOn::High => PossibleValue::new("high").help("Only findings of high confidence"),
+            FailOn::Never => PossibleValue::new("never").help("Never: exit 0 whatever is found"),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +275,7 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
-        // Review find while fuzzing: too large for a Duration panicked instead of being refused.
+        // Too large for a Duration: refused, not a panic.
         assert!(parse_duration("1e300s").is_err());
         assert!(parse_duration("1e307h").is_err());
     }

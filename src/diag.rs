@@ -115,7 +115,11 @@ impl Diagnostics {
             .map(|k| {
                 let mut s = format!("{name}: {} {}, first at {}", k.count, k.what, k.first);
                 if k.count == 1 {
-                    s = format!("{name}: {} at {}", singular(k.what), k.first);
+                    s = format!(
+                        "{name}: 1 {} at {}",
+                        crate::format::singular(k.what),
+                        k.first
+                    );
                 }
                 if !k.detail.is_empty() {
                     s.push_str(&format!(" ({})", k.detail));
@@ -135,21 +139,6 @@ fn position_before(a: Position, b: Position) -> bool {
         (_, Position::Whole) => true,
         _ => false,
     }
-}
-
-/// "invalid lines" -> "1 invalid line"; "lines not understood" -> "1 line not understood".
-fn singular(what: &str) -> String {
-    let mut words: Vec<String> = what.split(' ').map(str::to_owned).collect();
-    for w in words.iter_mut() {
-        if let Some(stem) = w.strip_suffix('s')
-            && !stem.ends_with('s')
-            && stem.len() > 2
-        {
-            *w = stem.to_owned();
-            break;
-        }
-    }
-    format!("1 {}", words.join(" "))
 }
 
 /// The path as the user typed it, for messages.

@@ -4,9 +4,9 @@
 
 use crate::common::{fixture, have, require, run_leakhunt};
 use leakhunt::heap::cruby::reader::ReadOptions;
+use leakhunt::heap::cruby::retainers::{EdgeKind, for_class_with};
 use leakhunt::heap::cruby::{histogram_with, summarize_with};
 use leakhunt::heap::histogram::Histogram;
-use leakhunt::heap::retainers::{EdgeKind, for_class_with};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod heap_cruby;
 mod heap_rubinius;
+mod layers;
 mod native_leaks;
 mod native_linux;
 mod report_html;

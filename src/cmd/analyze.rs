@@ -3,13 +3,13 @@
 //! same report.
 
 use crate::cli::{AnalyzeArgs, FailOn, ReportFormat};
-use crate::correlate::{Options, correlate};
+use crate::correlate::{self, Options, correlate};
 use crate::error::{Error, Result};
-use crate::evidence::Evidence;
+use crate::evidence::{self, Evidence};
 use crate::report::paths::PathStyle;
 use crate::report::{RenderOptions, exit_code, renderer, stdout_wants_color};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// How the report is to be written.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct ReportRequest {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<i32> {
-    let evidence = crate::evidence::load_inputs(&args.inputs)?;
+    let evidence = load_evidence(&args.inputs)?;
     report(
         &evidence,
         &ReportRequest {
@@ -34,10 +34,16 @@ pub fn run(args: AnalyzeArgs) -> Result<i32> {
     )
 }
 
-/// The report of a bundle, as `leakhunt run` prints it at the end.
-pub fn report_bundle(dir: &Path, request: &ReportRequest) -> Result<i32> {
-    let evidence = crate::evidence::load_bundle(dir)?;
-    report(&evidence, request)
+/// Readers → evidence, completed once with what the correlator asks for: the retainer paths of
+/// the classes it will judge, and the libraries whose exports it looks up (with the Ruby
+/// sources the hints quote), from the bundle's capture or this machine.
+pub fn load_evidence(inputs: &[PathBuf]) -> Result<Evidence> {
+    let mut ev = evidence::load_inputs(inputs)?;
+    let classes = correlate::classes::retainer_classes(&ev);
+    evidence::retainers::add(&mut ev, &classes);
+    let libraries = correlate::sites::libraries_named(&ev);
+    evidence::resolve::resolve(&mut ev, &libraries);
+    Ok(ev)
 }
 
 /// Correlates, writes the report where asked, and returns the exit code for `--fail-on`.
@@ -80,4 +86,42 @@ pub fn report(evidence: &Evidence, request: &ReportRequest) -> Result<i32> {
         }
     }
     Ok(exit_code(&analysis, request.fail_on))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report whose frames name a module that is not a regular file (`/dev/zero`, a FIFO)
+    /// would have `analyze` read it for its exports without end, or block: it is passed over.
+    #[test]
+    fn a_module_that_is_not_a_regular_file_is_not_read_for_exports() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("libfifo.so");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let log = dir.path().join("lsan.log");
+        std::fs::write(
+            &log,
+            format!(
+                "==1==ERROR: LeakSanitizer: detected memory leaks\n\n\
+                 Direct leak of 64 byte(s) in 1 object(s) allocated from:\n\
+                 \x20   #0 0x7f0000001000 in malloc (/usr/lib/liblsan.so.0+0x1000)\n\
+                 \x20   #1 0x7f0000002000 in widget_create ({}+0x1139)\n\n\
+                 SUMMARY: LeakSanitizer: 64 byte(s) leaked in 1 allocation(s).\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ev = load_evidence(&[log]).map(|ev| ev.library_exports.len());
+            let _ = tx.send(ev.map_err(|e| e.to_string()));
+        });
+        let loaded = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("load_evidence blocked on a FIFO named by a frame");
+        assert_eq!(loaded, Ok(0));
+    }
 }

@@ -1,34 +1,13 @@
 //! `leakhunt diff A B [C]`: objects of B that were not in A (and, with C, are still in C), by
 //! type and allocation site and by class: heapy's diff, over CRuby dumps.
 //!
-//! Stage: command. Computation in `heap::diff`; this module renders text or JSON.
+//! Stage: command. Computation in `heap::cruby::diff`, rendering in `report::diff`.
 
 use crate::cli::{DiffArgs, Format};
-use crate::cmd::{emit_json, emit_report, require_cruby_dump, thousands, warn_diagnostics};
+use crate::cmd::{emit_json, emit_report, require_cruby_dump, warn_diagnostics};
 use crate::error::{Result, exit};
-use crate::heap::diff::{AddressDiff, CAVEAT, ClassCount, DiffInput, DiffKind, SiteGroup, diff};
-use serde::Serialize;
-use std::io::{self, Write};
-
-/// Version of the JSON layout.
-pub const SCHEMA: u32 = 1;
-
-#[derive(Serialize)]
-struct DiffJson<'a> {
-    schema: u32,
-    kind: DiffKind,
-    caveat: &'static str,
-    a: &'a DiffInput,
-    b: &'a DiffInput,
-    c: Option<&'a DiffInput>,
-    objects: u64,
-    bytes: u64,
-    /// The `--top` largest groups.
-    groups: &'a [SiteGroup],
-    groups_total: usize,
-    classes: &'a [ClassCount],
-    classes_total: usize,
-}
+use crate::heap::cruby::diff::diff;
+use crate::report;
 
 pub fn run(args: DiffArgs) -> Result<i32> {
     let mut paths = vec![&args.a, &args.b];
@@ -42,100 +21,8 @@ pub fn run(args: DiffArgs) -> Result<i32> {
     }
     let top = args.top.max(1);
     match args.format {
-        Format::Json => emit_json(&DiffJson {
-            schema: SCHEMA,
-            kind: d.kind,
-            caveat: CAVEAT,
-            a: &d.a,
-            b: &d.b,
-            c: d.c.as_ref(),
-            objects: d.objects,
-            bytes: d.bytes,
-            groups: &d.groups[..d.groups.len().min(top)],
-            groups_total: d.groups.len(),
-            classes: &d.classes[..d.classes.len().min(top)],
-            classes_total: d.classes.len(),
-        })?,
-        Format::Text => emit_report(|out| write_text(out, &d, top))?,
+        Format::Json => emit_json(&report::diff::json(&d, top))?,
+        Format::Text => emit_report(|out| report::diff::write_text(out, &d, top))?,
     }
     Ok(exit::OK)
-}
-
-fn write_text(out: &mut dyn Write, d: &AddressDiff, top: usize) -> io::Result<()> {
-    let what = match d.kind {
-        DiffKind::Allocated => "allocated: in B, not in A",
-        DiffKind::Retained => "retained: in B, not in A, still in C",
-    };
-    writeln!(
-        out,
-        "{} objects, {} bytes {what}",
-        thousands(d.objects),
-        thousands(d.bytes)
-    )?;
-    for (tag, input) in [("A", Some(&d.a)), ("B", Some(&d.b)), ("C", d.c.as_ref())] {
-        if let Some(i) = input {
-            writeln!(
-                out,
-                "  {tag}  {}  ({} objects)",
-                i.path.display(),
-                thousands(i.objects)
-            )?;
-        }
-    }
-    writeln!(out, "Caution: {CAVEAT}.")?;
-    writeln!(out)?;
-    let shown = d.groups.len().min(top);
-    writeln!(
-        out,
-        "By type and allocation site ({shown} of {} groups):",
-        d.groups.len()
-    )?;
-    writeln!(
-        out,
-        "{:>12} {:>14}  {:<8}  {:<40}  classes",
-        "count", "bytes", "type", "site"
-    )?;
-    for g in &d.groups[..shown] {
-        let site = match (&g.file, g.line) {
-            (Some(f), Some(l)) if l > 0 => format!("{f}:{l}"),
-            (Some(f), _) => f.clone(),
-            _ => "(no allocation info)".to_string(),
-        };
-        let mut classes: Vec<&str> = g.classes.iter().map(|c| c.class.as_str()).collect();
-        if classes.is_empty() {
-            classes.push("-");
-        }
-        writeln!(
-            out,
-            "{:>12} {:>14}  {:<8}  {:<40}  {}",
-            thousands(g.count),
-            thousands(g.bytes),
-            g.obj_type,
-            site,
-            classes.join(", ")
-        )?;
-    }
-    if shown < d.groups.len() {
-        let rest: u64 = d.groups[shown..].iter().map(|g| g.count).sum();
-        writeln!(
-            out,
-            "  … {} more groups with {} objects (--top N shows more)",
-            d.groups.len() - shown,
-            thousands(rest)
-        )?;
-    }
-    writeln!(out)?;
-    let shown = d.classes.len().min(top);
-    writeln!(out, "By class ({shown} of {} classes):", d.classes.len())?;
-    writeln!(out, "{:>12} {:>14}  class", "count", "bytes")?;
-    for c in &d.classes[..shown] {
-        writeln!(
-            out,
-            "{:>12} {:>14}  {}",
-            thousands(c.count),
-            thousands(c.bytes),
-            c.class
-        )?;
-    }
-    Ok(())
 }

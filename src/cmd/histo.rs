@@ -2,41 +2,16 @@
 //! difference between two, in histo.rb's `%10d %30s %d` layout or as JSON.
 //!
 //! Stage: command. Reads through `heap::histogram_of` (CRuby or Rubinius by content), prints
-//! the report on stdout and soft problems on stderr.
+//! the report (JSON layouts in `report::histo`) on stdout and soft problems on stderr.
 
 use crate::cli::{Format, HistoArgs};
 use crate::cmd::{emit_json, emit_report, warn_diagnostics};
 use crate::error::{Result, exit};
-use crate::heap::histogram::{ClassRow, DiffRow, DiffStatus, Histogram};
+use crate::heap::histogram::{DiffStatus, Histogram};
 use crate::heap::{HistogramRead, histogram_of};
-use serde::Serialize;
+use crate::report;
+use crate::report::histo::{DiffJson, HistogramJson};
 use std::path::Path;
-
-/// Version of the JSON layouts below.
-pub const SCHEMA: u32 = 1;
-
-#[derive(Serialize)]
-struct HistogramJson<'a> {
-    schema: u32,
-    dump: &'a Path,
-    objects: u64,
-    total_count: i64,
-    total_bytes: i64,
-    /// Sorted as the text table: descending count, ties in first-seen order.
-    rows: Vec<&'a ClassRow>,
-}
-
-#[derive(Serialize)]
-struct DiffJson<'a> {
-    schema: u32,
-    before: &'a Path,
-    after: &'a Path,
-    before_objects: u64,
-    after_objects: u64,
-    /// AFTER − BEFORE by class name, descending count delta; `status` says how the row came
-    /// about (`changed`, `new`, `vanished`).
-    rows: Vec<&'a DiffRow>,
-}
 
 pub fn run(args: HistoArgs) -> Result<i32> {
     let first = read(&args.dump)?;
@@ -45,7 +20,7 @@ pub fn run(args: HistoArgs) -> Result<i32> {
         match args.format {
             Format::Text => emit_report(|out| h.write_histo_rb(out))?,
             Format::Json => emit_json(&HistogramJson {
-                schema: SCHEMA,
+                schema: report::histo::SCHEMA,
                 dump: &args.dump,
                 objects: first.objects,
                 total_count: h.total_count(),
@@ -60,7 +35,7 @@ pub fn run(args: HistoArgs) -> Result<i32> {
     match args.format {
         Format::Text => emit_report(|out| diff.write_histo_rb(out, args.histo_rb))?,
         Format::Json => emit_json(&DiffJson {
-            schema: SCHEMA,
+            schema: report::histo::SCHEMA,
             before: &args.dump,
             after: after_path,
             before_objects: first.objects,

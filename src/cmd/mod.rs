@@ -58,19 +58,6 @@ pub fn emit_json(value: &impl serde::Serialize) -> Result<()> {
     })
 }
 
-/// `1234567` → `1,234,567`, for counts in text reports.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Fails unless `path` holds a CRuby dump (for commands that read only that format).
 pub fn require_cruby_dump(path: &std::path::Path, command: &str) -> Result<()> {
     use crate::detect::Kind;
@@ -89,16 +76,5 @@ pub fn require_cruby_dump(path: &std::path::Path, command: &str) -> Result<()> {
             crate::diag::Position::Whole,
             format!("a {}, not a CRuby heap dump", other.describe()),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(168_978), "168,978");
-        assert_eq!(super::thousands(1_234_567), "1,234,567");
     }
 }

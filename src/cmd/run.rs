@@ -22,9 +22,18 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 /// Bundle → output: the report `leakhunt analyze BUNDLE` prints, from the bundle alone
 /// (stdout, or `--report PATH`), and its exit code.
+///
+/// What the analysis needs from this machine (library exports, Ruby sources, real module
+/// paths) is captured into the bundle first, so that `analyze` gives this report anywhere.
 fn report_bundle(bundle: &Path, args: &RunArgs) -> Result<i32> {
-    let code = crate::cmd::analyze::report_bundle(
-        bundle,
+    let evidence = crate::cmd::analyze::load_evidence(&[bundle.to_path_buf()])?;
+    if let Err(e) = crate::evidence::resolve::capture(&evidence, bundle) {
+        eprintln!(
+            "leakhunt: warning: {e} (`leakhunt analyze` of this bundle elsewhere may differ)"
+        );
+    }
+    let code = crate::cmd::analyze::report(
+        &evidence,
         &crate::cmd::analyze::ReportRequest {
             format: args.format,
             output: args.report.clone(),

@@ -3,7 +3,7 @@
 //!
 //! Stage: correlator (heap side). Reads the histograms of [`crate::evidence::HeapSnapshot`]s.
 
-use crate::evidence::HeapSnapshot;
+use crate::evidence::{Evidence, HeapSnapshot};
 use crate::heap::cruby::census::SITES_PER_CLASS;
 use crate::heap::histogram::Histogram;
 use serde::Serialize;
@@ -236,6 +236,23 @@ fn is_binding_namespace(name: &str) -> bool {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_uppercase())
+}
+
+/// Growing classes whose retainer paths are computed (each is a pass over the newest dump).
+const MAX_RETAINER_CLASSES: usize = 4;
+
+/// The classes whose retainer paths the retention rule needs, for the evidence to compute once:
+/// the heads of the growing groups (grouped before any retainer path is known).
+pub fn retainer_classes(ev: &Evidence) -> Vec<String> {
+    if ev.heap.len() < 2 {
+        return Vec::new();
+    }
+    let series = class_series(ev.judged_heap());
+    growth_groups(&series, &|_| None)
+        .iter()
+        .map(|g| g.head.class.clone())
+        .take(MAX_RETAINER_CLASSES)
+        .collect()
 }
 
 /// Growing classes gathered into groups that grow together: the head is the class a user

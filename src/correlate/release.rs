@@ -12,12 +12,15 @@
 //! Stage: correlator rule. Input: [`super::sites::SiteSeries`] and the evidence.
 
 use super::classes::{ClassRole, class_role};
-use super::finding::{Confidence, EvidenceItem, Location, LocationRole, Source};
+use super::finding::{
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, NativeOwner, Source,
+    Suggestion,
+};
 use super::names;
 use super::sites::SiteSeries;
-use super::{count, signed};
 use crate::bundle::{FfiModule, Lifecycle, MethodRole, Sidecar, WrapperClass, WrapperMethod};
 use crate::evidence::{Evidence, SourceLine};
+use crate::format::{count, quantity, signed};
 
 /// Who a native site belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,8 +269,8 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
             format!(
                 "{}: {} created, {} released — released as often as created, so not the owner",
                 l.class,
-                count(l.created as i64),
-                count(l.released as i64)
+                count(l.created),
+                count(l.released)
             ),
         ));
         return Attribution::Module {
@@ -336,9 +339,9 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
             format!(
                 "{}: {} created, {} released by {methods} ({} never released)",
                 l.class,
-                count(l.created as i64),
-                count(l.released as i64),
-                count(unreleased(l) as i64)
+                count(l.created),
+                count(l.released),
+                count(unreleased(l))
             ),
         ));
         if earlier.is_some() {
@@ -708,7 +711,7 @@ pub fn site_text(site: &SiteSeries) -> String {
         .map(|l| format!(" in {l}"))
         .unwrap_or_default();
     if site.blocks.len() >= 2 {
-        let blocks: Vec<String> = site.blocks.iter().map(|&b| count(b as i64)).collect();
+        let blocks: Vec<String> = site.blocks.iter().map(|&b| count(b)).collect();
         format!(
             "{}{lib}: {} leaked blocks per snapshot ({} blocks, {} bytes)",
             site.key.function,
@@ -720,8 +723,221 @@ pub fn site_text(site: &SiteSeries) -> String {
         format!(
             "{}{lib}: {} for {} bytes",
             site.key.function,
-            super::quantity(site.last_blocks() as i64, "leak"),
-            count(site.last_bytes() as i64)
+            quantity(site.last_blocks(), "leak"),
+            count(site.last_bytes())
         )
+    }
+}
+
+/// Creation sites shown one by one in a missing-release finding's evidence; JSON's
+/// `suggestion.locations` keeps them all.
+const MAX_CREATION_LINES: usize = 6;
+
+/// "W instances created at f.rb:37 (…)" for the leading site, "also created at" for the
+/// others, then a count of those past [`MAX_CREATION_LINES`].
+fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
+    let source = if blame.by_name {
+        Source::Heap
+    } else {
+        Source::Lifecycle
+    };
+    let mut out: Vec<EvidenceItem> = blame
+        .created_at
+        .iter()
+        .take(MAX_CREATION_LINES)
+        .map(|loc| {
+            let counts = match (loc.count, loc.released) {
+                (Some(c), Some(r)) => format!(
+                    " ({} created, {} never released)",
+                    count(c),
+                    count(c.saturating_sub(r))
+                ),
+                (Some(c), None) => format!(" ({})", count(c)),
+                (None, _) => String::new(),
+            };
+            EvidenceItem::new(
+                source,
+                format!(
+                    "{} instances {} {}{counts}",
+                    blame.class,
+                    loc.role.label(),
+                    loc.site()
+                ),
+            )
+            .at(crate::evidence::SourceLine {
+                file: loc.file.clone(),
+                line: loc.line,
+            })
+        })
+        .collect();
+    let rest = &blame.created_at[blame.created_at.len().min(MAX_CREATION_LINES)..];
+    if !rest.is_empty() {
+        out.push(EvidenceItem::new(
+            source,
+            format!(
+                "{} instances also created at {} more (the JSON report lists them all)",
+                blame.class,
+                quantity(rest.len(), "site")
+            ),
+        ));
+    }
+    out
+}
+
+pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) -> Finding {
+    let top = sites[0];
+    let (bytes, blocks) = sites
+        .iter()
+        .map(|s| s.measure(over_time))
+        .fold((0i64, 0i64), |a, b| {
+            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+        });
+    let method = blame
+        .release_method
+        .as_ref()
+        .map(|m| format!("{}#{m}", blame.class));
+    let lib = top.library().map(|l| format!("{l} ")).unwrap_or_default();
+    let how = if over_time {
+        format!(
+            "grows by {} / {} bytes",
+            quantity(blocks, "block"),
+            count(bytes)
+        )
+    } else {
+        format!(
+            "leaks {} / {} bytes",
+            quantity(blocks, "block"),
+            count(bytes)
+        )
+    };
+    let title = match (&method, blame.by_name) {
+        (Some(m), false) => format!(
+            "{m} is not called: {lib}memory from {} {how}",
+            top.key.function
+        ),
+        (Some(m), true) => format!(
+            "{m} is probably not called (matched by name): {lib}memory from {} {how}",
+            top.key.function
+        ),
+        (None, _) => format!(
+            "{} instances are not released: {lib}memory from {} {how}",
+            blame.class, top.key.function
+        ),
+    };
+    let mut evidence: Vec<EvidenceItem> = Vec::new();
+    for s in sites {
+        evidence.push(EvidenceItem::new(Source::Native, site_text(s)));
+        evidence.push(EvidenceItem::new(
+            Source::Native,
+            format!("stack: {}", short_stack(s, 6)),
+        ));
+    }
+    evidence.extend(unnamed_site_hint(top));
+    evidence.extend(blame.evidence.iter().cloned());
+    evidence.extend(creation_evidence(blame));
+    let var = names::instance_variable(&blame.class);
+    // The fix names the leading site only; the others are evidence lines.
+    let where_created = blame
+        .created_at
+        .first()
+        .map(|l| format!(" created at {}", l.site()))
+        .unwrap_or_default();
+    let text = match (&method, &blame.release_function) {
+        (Some(m), Some(f)) if blame.by_name => format!(
+            "Call the method of {} that calls {f} — by its name, `{m}` — after the last use of each instance{where_created}, so the native memory is freed.",
+            blame.class
+        ),
+        (Some(m), Some(f)) => format!(
+            "Call `{m}` after the last use of each {}{where_created}: it calls {f}, which frees the native memory.",
+            blame.class
+        ),
+        (Some(m), None) => format!(
+            "Call `{m}` after the last use of each {}{where_created}.",
+            blame.class
+        ),
+        (None, _) => format!(
+            "Release the native memory of each {}{where_created} after its last use: no method of it was found that does (add one that calls the library's release function).",
+            blame.class
+        ),
+    };
+    let release_call = blame.release_method.as_deref().unwrap_or("close");
+    let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
+        .identify(&[blame.class.as_str()]);
+    f.class = Some(blame.class.clone());
+    f.native = Some(NativeOwner {
+        function: top.key.function.clone(),
+        library: top.library().map(str::to_owned),
+    });
+    f.bytes = bytes;
+    f.count = blocks;
+    f.evidence = evidence;
+    f.suggestion = Some(Suggestion {
+        text,
+        method,
+        locations: blame.created_at.clone(),
+        shapes: vec![
+            format!(
+                "`{var}.{release_call}` right after the last use of `{var}` (not before: the memory is freed at once)"
+            ),
+            format!("`begin … ensure {var}.{release_call} end`, so an exception does not skip it"),
+            format!(
+                "a block form that releases for you: `{}.open(…) {{ |{var}| … }}` calling `{release_call}` in an ensure",
+                blame.class
+            ),
+        ],
+    });
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::sites::{site_series, tests::frame, tests::report};
+    use crate::evidence::NativeSnapshot;
+
+    /// Two sites of one family whose sizes each fill most of the u64 range: their sum
+    /// saturates (it panicked in debug builds and printed `bytes=-2` in release builds).
+    #[test]
+    fn two_huge_sites_of_one_family_saturate() {
+        let stack = |f: &str| {
+            vec![
+                frame("ffi_call_unix64", Some("/usr/lib/libffi.so.8")),
+                frame(f, Some("/tmp/libzmq.so.5")),
+                frame("malloc", Some("/usr/lib/liblsan.so.0")),
+            ]
+        };
+        let huge = u64::MAX - 1;
+        let native = vec![NativeSnapshot {
+            t: None,
+            snapshot: None,
+            report: report(
+                1,
+                &[
+                    (stack("zmq_msg_init_size"), huge, huge),
+                    (stack("zmq_msg_init"), huge, huge),
+                ],
+            ),
+        }];
+        let sites = site_series(&native);
+        assert_eq!(sites.len(), 2);
+        let blame = Blame {
+            class: "ZMQ::Message".into(),
+            release_method: Some("close".into()),
+            release_function: Some("zmq_msg_close".into()),
+            evidence: Vec::new(),
+            created_at: Vec::new(),
+            confidence: Confidence::High,
+            by_name: false,
+        };
+        let f = missing_release(&blame, &sites.iter().collect::<Vec<_>>(), false);
+        assert_eq!(f.bytes, i64::MAX);
+        assert_eq!(f.count, i64::MAX);
+        assert!(
+            f.title.ends_with(
+                "leaks 9,223,372,036,854,775,807 blocks / 9,223,372,036,854,775,807 bytes"
+            ),
+            "{}",
+            f.title
+        );
     }
 }

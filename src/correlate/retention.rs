@@ -10,8 +10,8 @@ use super::classes::{ClassRole, ClassSeries, GrowthGroup, class_role};
 use super::finding::{
     Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
 };
-use super::{count, redact, signed};
 use crate::evidence::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
+use crate::format::{count, redact, signed};
 use std::collections::BTreeMap;
 
 /// Retention findings, one per growth group whose growth is retained; groups whose new
@@ -67,15 +67,15 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
     let first = head.counts.first().copied().unwrap_or(0);
-    let retained = r.reachable as i64 - first;
+    let retained = crate::num::saturating_i64(r.reachable).saturating_sub(first);
     let needed = (head.delta() / 2).max(super::classes::MIN_GROWTH);
     (retained < needed).then(|| {
         format!(
             "{} grew by {} between heap snapshots, but only {} of its {} instances are reachable from a root: garbage not yet collected, not retention",
             head.class,
             count(head.delta()),
-            count(r.reachable as i64),
-            count(r.instances as i64)
+            count(r.reachable),
+            count(r.instances)
         )
     })
 }
@@ -276,8 +276,9 @@ fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)
     };
     for s in last.summary.alloc_sites.iter().filter(|s| s.class == class) {
         let e = growth.entry((s.file.clone(), s.line)).or_default();
-        e.0 += s.count as i64;
-        e.1 += s.count as i64;
+        let n = crate::num::saturating_i64(s.count);
+        e.0 = e.0.saturating_add(n);
+        e.1 = e.1.saturating_add(n);
     }
     if with_sites.len() >= 2 {
         for s in with_sites[0]
@@ -287,7 +288,7 @@ fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)
             .filter(|s| s.class == class)
         {
             let e = growth.entry((s.file.clone(), s.line)).or_default();
-            e.0 -= s.count as i64;
+            e.0 = e.0.saturating_sub(crate::num::saturating_i64(s.count));
         }
     }
     growth
@@ -337,15 +338,15 @@ fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -
         details.push(format!("allocated at {site}"));
     }
     if let Some(n) = g.container_length {
-        details.push(format!("{} elements", count(n as i64)));
+        details.push(format!("{} elements", count(n)));
     }
     if !details.is_empty() {
         container.push_str(&format!(" ({})", details.join(", ")));
     }
     let mut chain = vec![format!(
         "{} of {} {}",
-        count(g.count as i64),
-        count(r.instances as i64),
+        count(g.count),
+        count(r.instances),
         r.class
     )];
     chain.push(container);

@@ -4,7 +4,8 @@
 //! Stage: correlator (native side). Reads [`crate::evidence::NativeSnapshot`]s through
 //! [`crate::native::sites`].
 
-use crate::evidence::NativeSnapshot;
+use crate::evidence::resolve::Library;
+use crate::evidence::{Evidence, NativeSnapshot};
 use crate::native::{Frame, LeakKind, SiteKey};
 use std::collections::{BTreeSet, HashMap};
 
@@ -23,17 +24,30 @@ pub struct SiteSeries {
 impl SiteSeries {
     /// Last minus first, saturated to the i64 range (sizes come from input files).
     pub fn delta_bytes(&self) -> i64 {
-        crate::native::clamped_difference(
+        crate::num::difference(
             self.bytes.last().copied().unwrap_or(0),
             self.bytes.first().copied().unwrap_or(0),
         )
     }
 
     pub fn delta_blocks(&self) -> i64 {
-        crate::native::clamped_difference(
+        crate::num::difference(
             self.blocks.last().copied().unwrap_or(0),
             self.blocks.first().copied().unwrap_or(0),
         )
+    }
+
+    /// (bytes, blocks) the site accounts for: its growth over time, or the single report's
+    /// total.
+    pub fn measure(&self, over_time: bool) -> (i64, i64) {
+        if over_time {
+            (self.delta_bytes(), self.delta_blocks())
+        } else {
+            (
+                crate::num::saturating_i64(self.last_bytes()),
+                crate::num::saturating_i64(self.last_blocks()),
+            )
+        }
     }
 
     pub fn last_bytes(&self) -> u64 {
@@ -158,6 +172,38 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
             .then_with(|| a.key.cmp(&b.key))
     });
     out
+}
+
+/// Sites whose libraries are looked up for their exports.
+const SITES_FOR_EXPORTS: usize = 50;
+
+/// The libraries whose exports the missing-release rule looks up when no agent sidecar lists
+/// the FFI bindings (bare files, or a run whose agent failed), for the evidence to resolve:
+/// a library named by path, else the stem of its name, else the first word of the function
+/// (`zmq_msg_init` → `zmq`).
+pub fn libraries_named(ev: &Evidence) -> Vec<Library> {
+    if !ev.sidecars.is_empty() {
+        return Vec::new();
+    }
+    site_series(&ev.native)
+        .iter()
+        .take(SITES_FOR_EXPORTS)
+        .filter_map(|s| match s.frame.module.as_deref() {
+            Some(m) if m.contains('/') => Some(Library::Path(m.into())),
+            _ => s
+                .frame
+                .library()
+                .map(super::names::library_stem)
+                .or_else(|| {
+                    s.key
+                        .function
+                        .split_once('_')
+                        .map(|(w, _)| w.to_ascii_lowercase())
+                })
+                .filter(|stem| stem.len() >= 2)
+                .map(Library::Stem),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,9 +5,7 @@
 //! Stage: parsers (bytes in, records out). Nothing here prints; commands and renderers do.
 
 pub mod cruby;
-pub mod diff;
 pub mod histogram;
-pub mod retainers;
 pub mod rubinius;
 
 use crate::detect::Kind;

@@ -655,8 +655,12 @@ impl<'a> Scanner<'a> {
                     }
                     let (first_at, row) = &mut rows[index];
                     *first_at = (*first_at).min(tally.first_at);
-                    row.count += tally.count as i64;
-                    row.bytes += tally.bytes as i64;
+                    row.count = row
+                        .count
+                        .saturating_add(crate::num::saturating_i64(tally.count));
+                    row.bytes = row
+                        .bytes
+                        .saturating_add(crate::num::saturating_i64(tally.bytes));
                 }
                 Resolved::Anonymous => report_many(
                     &mut self.diagnostics,

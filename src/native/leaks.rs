@@ -40,9 +40,9 @@ pub const NOT_UTF8: &str = "lines with non-UTF-8 bytes";
 /// Blocks the report ends inside of: a leak, a tree or a `STACK OF` block cut off.
 pub const CUT_OFF: &str = "blocks cut off by the end of the report";
 /// Trees whose node counts disagree with the nodes listed under them.
-pub const COUNT_MISMATCH: &str = "trees that disagree with their counts";
+pub const COUNT_MISMATCH: &str = "trees whose counts disagree";
 /// A summary line that counts fewer leaks or other bytes than the report lists.
-pub const SUMMARY_MISMATCH: &str = "summaries that disagree with the listed leaks";
+pub const SUMMARY_MISMATCH: &str = "summaries at odds with the listed leaks";
 /// `leaks Report Version` lines with a version this reader does not know.
 pub const UNKNOWN_VERSION: &str = "unknown report versions";
 
@@ -522,8 +522,7 @@ mod tests {
         assert_eq!(stack, ["start", "f", "_malloc"]);
     }
 
-    /// Fuzz find: leak sizes adding past `u64::MAX` overflowed the listed-bytes check (a
-    /// panic in debug builds); the sum saturates.
+    /// Leak sizes adding past `u64::MAX`: the listed-bytes check's sum saturates.
     #[test]
     fn listed_sizes_past_u64_saturate() {
         let r = parse_one(

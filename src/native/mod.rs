@@ -6,6 +6,7 @@
 //! model they all fill in, the rule that picks the allocation site out of a stack, and growth
 //! between two reports.
 
+pub mod bytes;
 pub mod leaks;
 pub mod lsan;
 pub mod symbolize;
@@ -553,17 +554,11 @@ pub struct SiteGrowth {
 
 impl SiteGrowth {
     pub fn delta_blocks(&self) -> i64 {
-        clamped_difference(self.blocks_after, self.blocks_before)
+        crate::num::difference(self.blocks_after, self.blocks_before)
     }
     pub fn delta_bytes(&self) -> i64 {
-        clamped_difference(self.bytes_after, self.bytes_before)
+        crate::num::difference(self.bytes_after, self.bytes_before)
     }
-}
-
-/// `after - before`, saturated to the i64 range (sizes come from input files).
-pub(crate) fn clamped_difference(after: u64, before: u64) -> i64 {
-    (i128::from(after) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
-        as i64
 }
 
 /// Matches sites by key; sorted by byte growth, largest first. Sites found only on one side

@@ -58,7 +58,7 @@ impl ModuleMap {
     pub fn parse_named(source: &Path, bytes: &[u8]) -> ModuleMap {
         let mut diagnostics = Diagnostics::new(source);
         let mut regions = Vec::new();
-        for (number, line) in super::lsan::lines(bytes) {
+        for (number, line) in super::bytes::lines(bytes) {
             if line.trim_ascii().is_empty() {
                 continue;
             }
@@ -68,7 +68,7 @@ impl ModuleMap {
                 None => diagnostics.report("lines not understood", Position::Line(number), || {
                     format!(
                         "not `start-end perms offset dev inode path`: `{}`",
-                        super::lsan::excerpt(line)
+                        super::bytes::excerpt(line)
                     )
                 }),
             }
@@ -130,9 +130,9 @@ fn parse_maps_line(line: &[u8]) -> Option<Option<MappedRegion>> {
     let _device = field()?;
     let _inode = field()?;
     let dash = range.iter().position(|&b| b == b'-')?;
-    let start = super::lsan::parse_hex(&range[..dash])?;
-    let end = super::lsan::parse_hex(&range[dash + 1..])?;
-    let file_offset = super::lsan::parse_hex(offset)?;
+    let start = super::bytes::parse_hex(&range[..dash])?;
+    let end = super::bytes::parse_hex(&range[dash + 1..])?;
+    let file_offset = super::bytes::parse_hex(offset)?;
     if perms.len() != 4 || end < start {
         return None;
     }
@@ -809,8 +809,7 @@ this is not a mapping\n";
         assert_eq!(symbolizer.symbol_at(module, 0xff), None);
     }
 
-    /// Fuzz find: a section whose address plus size passes `u64::MAX` overflowed while its
-    /// end was computed (a panic in debug builds); the end saturates.
+    /// A section whose address plus size passes `u64::MAX`: its end saturates.
     #[test]
     fn macho_section_ending_past_u64_max_still_names_symbols() {
         let mut bytes = tiny_macho();

@@ -46,13 +46,10 @@ pub fn save_memory_map(pid: u32, dest: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// gcc's standalone LeakSanitizer runtime (`liblsan.so.0`, Debian package `liblsan0`):
-/// `LEAKHUNT_LSAN_RUNTIME` if set, else what gcc says, else the usual library directories.
+/// gcc's standalone LeakSanitizer runtime (`liblsan.so.0`, Debian package `liblsan0`): what
+/// gcc says, else the usual library directories. (The `LEAKHUNT_LSAN_RUNTIME` override is the
+/// lsan backend's.)
 pub fn lsan_runtime() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(crate::run::knobs::LSAN_RUNTIME) {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
-    }
     if let Some(p) = gcc_says("liblsan.so.0") {
         return Some(p);
     }

@@ -12,7 +12,8 @@
 use super::text::{summary_parts, verdict_word};
 use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
-use crate::correlate::{Analysis, FindingKind, count, signed};
+use crate::correlate::{Analysis, FindingKind};
+use crate::format::{count, signed};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -188,7 +189,7 @@ fn finding_html(out: &mut String, n: usize, f: &Finding) {
                 "<li class=\"location\">{role} <code>{}</code>{}{}</li>",
                 escape(&l.site()),
                 l.count
-                    .map(|c| format!(" ({})", count(c as i64)))
+                    .map(|c| format!(" ({})", count(c)))
                     .unwrap_or_default(),
                 l.code
                     .as_deref()
@@ -242,7 +243,7 @@ fn tables_html(a: &Analysis) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b as i64)).collect();
+            let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b)).collect();
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td class=\"mono\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
@@ -251,7 +252,7 @@ fn tables_html(a: &Analysis) -> String {
                 escape(&r.function),
                 escape(r.library.as_deref().unwrap_or("")),
                 escape(&blocks.join(" → ")),
-                count(r.bytes.last().copied().unwrap_or(0) as i64),
+                count(r.bytes.last().copied().unwrap_or(0)),
                 signed(r.delta_bytes)
             );
         }

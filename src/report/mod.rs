@@ -1,19 +1,44 @@
 //! Renderers for the combined report: one per format behind [`Renderer`] — the terminal
 //! ([`text`]), JSON ([`json`], serde structs with a `schema` version) and one self-contained
-//! HTML file ([`html`]) — and the exit code the findings give.
+//! HTML file ([`html`]) — and the exit code the findings give; and the outputs of the other
+//! subcommands ([`leaks`], [`diff`], [`retainers`], [`histo`]).
 //!
 //! Stage: renderers, the end of the flow. They read a [`crate::correlate::Analysis`] and write
 //! bytes; they never parse evidence and never decide what leaks.
 
+pub mod diff;
+pub mod histo;
 pub mod html;
 pub mod json;
+pub mod leaks;
 pub mod paths;
+pub mod retainers;
 pub mod text;
 
-use crate::cli::{FailOn, ReportFormat};
 use crate::correlate::{Analysis, Confidence};
 use crate::error::exit;
 use std::io::{self, Write};
+
+/// The format of the combined report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportFormat {
+    #[default]
+    Text,
+    Json,
+    Html,
+}
+
+/// Which findings make the exit status 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum FailOn {
+    /// Any leak finding (Ruby retention, missing release, native leak without owner).
+    #[default]
+    Leak,
+    /// Only findings of high confidence.
+    High,
+    /// Never: exit 0 whatever is found.
+    Never,
+}
 
 /// How a report is written.
 #[derive(Debug, Clone, Default)]

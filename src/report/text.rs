@@ -6,7 +6,8 @@
 
 use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
-use crate::correlate::{Analysis, FindingKind, Verdict, count, human_bytes, signed};
+use crate::correlate::{Analysis, FindingKind, Verdict};
+use crate::format::{count, human_bytes, quantity, signed};
 use crate::heap::histogram::HistogramDiff;
 use std::io::{self, Write};
 
@@ -66,11 +67,7 @@ pub fn outcome_text(a: &Analysis) -> Option<String> {
 pub fn summary_parts(a: &Analysis) -> Vec<String> {
     let leaks = a.leak_findings().count();
     let mut parts = vec![match a.verdict {
-        Verdict::Leak => format!(
-            "{} leak finding{}",
-            leaks,
-            if leaks == 1 { "" } else { "s" }
-        ),
+        Verdict::Leak => quantity(leaks, "leak finding"),
         Verdict::NoLeak => "no leak finding".to_owned(),
         Verdict::Inconclusive => "not enough evidence to tell".to_owned(),
     }];
@@ -167,7 +164,7 @@ impl Renderer for TextReport {
                 "status", "bytes", "growth", "blocks"
             )?;
             for r in a.native_sites.iter().take(SITE_ROWS) {
-                let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b as i64)).collect();
+                let blocks: Vec<String> = r.blocks.iter().map(|&b| count(b)).collect();
                 let lib = r
                     .library
                     .as_deref()
@@ -181,7 +178,7 @@ impl Renderer for TextReport {
                     out,
                     "  {:<15} {:>14} {:>14}  {:<24} {}{lib}",
                     status,
-                    count(r.bytes.last().copied().unwrap_or(0) as i64),
+                    count(r.bytes.last().copied().unwrap_or(0)),
                     signed(r.delta_bytes),
                     blocks.join(" → "),
                     r.function
@@ -248,7 +245,7 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
             let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
             if let Some(c) = l.count {
-                line.push_str(&format!(" ({})", count(c as i64)));
+                line.push_str(&format!(" ({})", count(c)));
             }
             if let Some(code) = &l.code {
                 line.push_str(&format!(": {code}"));

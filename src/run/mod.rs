@@ -30,7 +30,6 @@ pub mod footprint;
 pub mod knobs;
 pub mod process;
 pub mod round;
-pub mod summary;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
@@ -459,7 +458,7 @@ impl Session<'_> {
             "{phase} · {} round(s) · {} process(es) · footprint {}",
             self.rounds,
             live,
-            footprint::human_bytes(self.sampler.latest())
+            crate::format::human_bytes(self.sampler.latest() as f64)
         ));
     }
 

@@ -8,11 +8,13 @@
 //! - [`census`]: histogram, allocation sites and version evidence per chunk, merged;
 //! - [`version`]: the Ruby version guessed from fingerprints (§2.4).
 //!
-//! `heap::diff` and `heap::retainers` build on the same layers.
+//! `heap::cruby::diff` and `heap::cruby::retainers` build on the same layers.
 
 pub mod census;
 pub mod classes;
+pub mod diff;
 pub mod reader;
+pub mod retainers;
 pub mod scan;
 pub mod tables;
 pub mod version;
@@ -107,8 +109,8 @@ mod tests {
         summarize_with(&path, &ReadOptions::default()).unwrap()
     }
 
-    /// Fuzz find: two classes sharing a name whose instances claim `memsize` near `u64::MAX`
-    /// overflowed the merged row (a panic in debug builds).
+    /// Two classes sharing a name whose instances claim `memsize` near `u64::MAX`: the merged
+    /// row saturates.
     #[test]
     fn huge_memsize_on_same_named_classes_saturates() {
         let dump = br#"{"address":"0x1", "type":"CLASS", "name":"Foo", "memsize":40}

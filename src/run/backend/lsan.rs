@@ -23,7 +23,14 @@ pub struct Lsan {
 
 /// The runtime to preload, or the advice to get one.
 pub fn runtime() -> std::result::Result<PathBuf, String> {
-    crate::platform::lsan_runtime().ok_or_else(|| {
+    let chosen = std::env::var_os(crate::run::knobs::LSAN_RUNTIME)
+        .filter(|_| cfg!(target_os = "linux"))
+        .map(PathBuf::from);
+    let found = match chosen {
+        Some(p) => p.is_file().then_some(p),
+        None => crate::platform::lsan_runtime(),
+    };
+    found.ok_or_else(|| {
         if cfg!(target_os = "linux") {
             "the LeakSanitizer runtime liblsan.so.0 was not found: install it (Debian/Ubuntu: \
              apt-get install liblsan0; Fedora: dnf install liblsan) or set LEAKHUNT_LSAN_RUNTIME, \

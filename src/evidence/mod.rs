@@ -1,0 +1,237 @@
+//! The evidence model: everything known about one investigation, from a bundle or from loose
+//! files, in time order, as plain data. The correlator reads only this.
+//!
+//! Stage: evidence, between the readers and the correlator. [`load`] reads the inputs
+//! (bundle → Evidence, files → Evidence); [`retainers`] and [`resolve`] complete it once, with
+//! what the correlator asks for, so `analyze BUNDLE` and `run` produce the same report from the
+//! same bytes.
+
+pub mod load;
+pub mod resolve;
+pub mod retainers;
+
+pub use load::{load_bundle, load_files, load_inputs};
+
+use crate::bundle::{FootprintSample, Manifest, Sidecar};
+use crate::heap::HeapSummary;
+use crate::native::NativeReport;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A native report placed in time.
+#[derive(Debug, Clone)]
+pub struct NativeSnapshot {
+    /// Seconds since the target started, when known (bundles).
+    pub t: Option<f64>,
+    /// The bundle snapshot it belongs to (1-based), when known.
+    pub snapshot: Option<u32>,
+    pub report: NativeReport,
+}
+
+/// A heap summary placed in time.
+#[derive(Debug, Clone)]
+pub struct HeapSnapshot {
+    pub t: Option<f64>,
+    pub snapshot: Option<u32>,
+    pub summary: HeapSummary,
+}
+
+/// A line of Ruby source, as the dump or the agent names it (`leak.rb`, `/app/lib/x.rb`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SourceLine {
+    pub file: String,
+    pub line: u32,
+}
+
+impl std::fmt::Display for SourceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Instances of one class reached from a GC root through the same container object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetainerGroup {
+    /// Instances of the class held through this container.
+    pub count: u64,
+    pub container_class: String,
+    pub container_address: Option<u64>,
+    /// Where the container itself was allocated (dumps made with allocation tracing).
+    pub container_site: Option<SourceLine>,
+    /// Elements of the container (Array length, Hash size), when the dump tells it.
+    pub container_length: Option<u64>,
+    /// The root the path starts from (`machine_context`, `vm`, `global_tbl`, …).
+    pub root: String,
+    /// The path from the root down to the container, one label per object.
+    pub path: Vec<String>,
+}
+
+/// Why the instances of a class are alive, in one heap snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassRetainers {
+    pub class: String,
+    /// The heap snapshot the paths were computed on (1-based position in [`Evidence::heap`]).
+    pub snapshot: usize,
+    pub instances: u64,
+    /// Instances with a path from a root; the rest is garbage the dump caught before a GC
+    /// (or held by references the dump does not record).
+    pub reachable: u64,
+    /// Largest group first.
+    pub groups: Vec<RetainerGroup>,
+}
+
+/// The exported functions of a native library (the release function of a family is looked up
+/// here when no agent sidecar names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryExports {
+    /// File name without directories (`libzmq.so.5`).
+    pub library: String,
+    pub path: PathBuf,
+    pub symbols: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `leakhunt run` or `leakhunt analyze BUNDLE`.
+    Bundle(PathBuf),
+    /// `leakhunt analyze FILE…`: no agent sidecars, names are matched instead.
+    Files(Vec<PathBuf>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub origin: Origin,
+    /// Oldest first.
+    pub heap: Vec<HeapSnapshot>,
+    /// Index in `heap` of the first snapshot taken once the program had stopped loading code
+    /// (bundles: its `$LOADED_FEATURES` was already the final one); class growth is judged from
+    /// there, since objects made by `require` are not a leak. 0 when that cannot be told.
+    pub settled: usize,
+    /// Oldest first.
+    pub native: Vec<NativeSnapshot>,
+    /// The agent's sidecars, oldest first (bundles only).
+    pub sidecars: Vec<Sidecar>,
+    pub footprint: Vec<FootprintSample>,
+    pub manifest: Option<Manifest>,
+    /// Retainer paths of the classes that grow, on the newest heap snapshot that allows it.
+    pub retainers: Vec<ClassRetainers>,
+    /// Ruby source files named by container allocation sites, keyed by the name as the dump
+    /// gives it (read so the correlator can tell where a container is filled).
+    pub sources: BTreeMap<String, Vec<u8>>,
+    /// Exported symbols of libraries named by native sites (when no sidecar lists the bindings).
+    pub library_exports: Vec<LibraryExports>,
+    /// Module paths as the reports named them → their real path, where the two differ.
+    pub real_modules: BTreeMap<String, String>,
+    /// What the run resolved on its machine, when the bundle captured it: resolution reads
+    /// this instead of the machine doing the analysis.
+    pub captured: Option<resolve::Resolved>,
+    /// Problems met while loading, one line each (soft errors of every input included).
+    pub warnings: Vec<String>,
+}
+
+impl Evidence {
+    pub fn empty(origin: Origin) -> Evidence {
+        Evidence {
+            origin,
+            heap: Vec::new(),
+            settled: 0,
+            native: Vec::new(),
+            sidecars: Vec::new(),
+            footprint: Vec::new(),
+            manifest: None,
+            retainers: Vec::new(),
+            sources: BTreeMap::new(),
+            library_exports: Vec::new(),
+            real_modules: BTreeMap::new(),
+            captured: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The heap snapshots class growth is judged on: from [`Evidence::settled`] on.
+    pub fn judged_heap(&self) -> &[HeapSnapshot] {
+        &self.heap[self.settled.min(self.heap.len())..]
+    }
+
+    /// The loaded-feature counts of the first heap snapshot and of the settled one, when the
+    /// program was still loading code at the first (for the report's note).
+    pub fn loading_at_start(&self) -> Option<(usize, usize)> {
+        if self.settled == 0 {
+            return None;
+        }
+        let features =
+            |h: &HeapSnapshot| sidecar_of(&self.sidecars, h).map(|s| s.loaded_features.len());
+        Some((
+            features(self.heap.first()?)?,
+            features(self.heap.get(self.settled)?)?,
+        ))
+    }
+
+    /// The newest sidecar: the most complete FFI inventory and lifecycle counts.
+    pub fn latest_sidecar(&self) -> Option<&Sidecar> {
+        self.sidecars.last()
+    }
+}
+
+/// The agent's sidecar written with heap snapshot `h`.
+fn sidecar_of<'a>(
+    sidecars: &'a [crate::bundle::Sidecar],
+    h: &HeapSnapshot,
+) -> Option<&'a crate::bundle::Sidecar> {
+    sidecars.iter().find(|s| Some(s.snapshot) == h.snapshot)
+}
+
+/// The first heap snapshot whose sidecar lists the same loaded features as the newest sidecar:
+/// before it, the program was still running `require`, and what loading code allocates (gem
+/// specs, constants, method caches) grows like a leak. Kept at 0 unless at least two heap
+/// snapshots remain to compare, or when sidecars are missing.
+pub(crate) fn settled_from(heap: &[HeapSnapshot], sidecars: &[crate::bundle::Sidecar]) -> usize {
+    let Some(last) = sidecars.last() else {
+        return 0;
+    };
+    let features = |h: &HeapSnapshot| sidecar_of(sidecars, h).map(|s| &s.loaded_features);
+    let settled = heap
+        .iter()
+        .position(|h| features(h).is_some_and(|f| *f == last.loaded_features))
+        .unwrap_or(0);
+    if heap.len().saturating_sub(settled) >= 2 {
+        settled
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_judged_from_the_first_snapshot_with_the_final_loaded_features() {
+        let heap = |n: u32| HeapSnapshot {
+            snapshot: Some(n),
+            ..crate::correlate::retention::tests::heap(&[], &[])
+        };
+        let sidecar = |n: u32, features: usize| crate::bundle::Sidecar {
+            snapshot: n,
+            loaded_features: (0..features).map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        let heaps: Vec<_> = (1..=4).map(heap).collect();
+        let at = |features: &[usize]| {
+            let sidecars: Vec<_> = features
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| sidecar(i as u32 + 1, f))
+                .collect();
+            settled_from(&heaps, &sidecars)
+        };
+        assert_eq!(at(&[111, 111, 111, 111]), 0);
+        assert_eq!(at(&[93, 111, 111, 111]), 1);
+        assert_eq!(at(&[93, 100, 111, 111]), 2);
+        // Loading until the end leaves fewer than two snapshots to compare: judge them all.
+        assert_eq!(at(&[93, 100, 105, 111]), 0);
+        // Without sidecars nothing can be told.
+        assert_eq!(settled_from(&heaps, &[]), 0);
+    }
+}

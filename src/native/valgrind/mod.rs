@@ -1,0 +1,294 @@
+//! valgrind memcheck output → [`NativeReport`]s: the XML of `--xml=yes` (protocol 4), and the
+//! text of `--log-file` or of `vgdb --pid=N leak_check full definite increased`.
+//!
+//! Stage: parsers. One report per leak search. In the text, a search is its loss records and
+//! the `LEAK SUMMARY` that closes them; a vgdb session saved to one file holds several. The XML
+//! has no marker between searches, so a new one is recognised when loss-record numbering starts
+//! over (`in loss record 1 of 12` after `… 12 of 12`) or its total changes.
+//!
+//! A loss record such as `6,800 (+5,440) (400 (+320) direct, 6,400 (+5,120) indirect) bytes in
+//! 25 (+20) blocks are definitely lost` counts its *direct* bytes (400): the indirect ones are
+//! blocks allocated elsewhere and reachable only through these, listed under their own stacks
+//! as `indirectly lost` when asked for, and counted by the LEAK SUMMARY on their own line. That
+//! keeps valgrind's numbers comparable with LSan's Direct/Indirect split.
+//!
+//! Records printed with `(+N)` deltas (vgdb `increased`/`changed`) list only what changed since
+//! the previous search; such reports carry [`CHANGES_ONLY`] among their notices, and growth over
+//! them must carry each site's last known total forward (see [`lists_changes_only`]).
+//!
+//! The text parser is [`text`], the XML parser [`xml`] over the tokenizer in [`tokenizer`]; what
+//! both build reports with is here.
+//!
+//! The XML is scanned by hand (no XML crate): valgrind writes a fixed, attribute-free layout.
+//! Entities are decoded in the fields kept. A file that ends early keeps every finished
+//! `<error>` and says where it stopped. A file's problems are carried by its first report.
+
+use super::bytes::{excerpt, lines, lossy, parse_hex};
+use super::{
+    Frame, FrameId, LeakKind, NativeFormat, NativeReport, ReportBuilder, ReportHeader,
+    ReportSummary,
+};
+use crate::diag::{Diagnostics, Position};
+use crate::error::{Error, Result};
+use memchr::memmem;
+use std::path::Path;
+
+/// Notice on reports whose loss records carry `(+N)` deltas: only changed records are listed.
+pub const CHANGES_ONLY: &str =
+    "loss records list changes since the previous leak search (+N): unchanged ones are not shown";
+
+/// Whether the report lists only the loss records that changed since the previous search.
+pub fn lists_changes_only(report: &NativeReport) -> bool {
+    report.header.notices.iter().any(|n| n == CHANGES_ONLY)
+}
+
+const NOT_UNDERSTOOD: &str = "lines not understood";
+
+/// One loss record's header line, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LossRecord {
+    kind: LeakKind,
+    /// Total bytes, direct and indirect.
+    bytes: u64,
+    /// The direct part, when the record has an indirect one.
+    direct_bytes: Option<u64>,
+    blocks: u64,
+    has_deltas: bool,
+    record: u64,
+    of: u64,
+}
+
+impl LossRecord {
+    fn own_bytes(&self) -> u64 {
+        self.direct_bytes.unwrap_or(self.bytes)
+    }
+}
+
+/// A cursor over one line of valgrind prose.
+struct Prose<'t> {
+    rest: &'t [u8],
+}
+
+impl<'t> Prose<'t> {
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(text)?;
+        Some(())
+    }
+
+    /// `6,800` → 6800.
+    fn number(&mut self) -> Option<u64> {
+        let len = self
+            .rest
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b',')
+            .count();
+        let (digits, rest) = self.rest.split_at(len);
+        let mut value: u64 = 0;
+        let mut any = false;
+        for &b in digits {
+            if b != b',' {
+                value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                any = true;
+            }
+        }
+        self.rest = rest;
+        any.then_some(value)
+    }
+
+    /// An optional ` (+5,440)` / ` (-8)` delta; true when one was there.
+    fn delta(&mut self) -> Option<bool> {
+        let Some(after) = self.rest.strip_prefix(b" (") else {
+            return Some(false);
+        };
+        if !matches!(after.first(), Some(b'+' | b'-')) {
+            return Some(false);
+        }
+        self.rest = &after[1..];
+        self.number()?;
+        self.literal(b")")?;
+        Some(true)
+    }
+
+    fn kind(&mut self) -> Option<LeakKind> {
+        for (text, kind) in [
+            (&b"definitely lost"[..], LeakKind::Definite),
+            (b"indirectly lost", LeakKind::IndirectlyLost),
+            (b"possibly lost", LeakKind::Possible),
+            (b"still reachable", LeakKind::Reachable),
+        ] {
+            if self.literal(text).is_some() {
+                return Some(kind);
+            }
+        }
+        None
+    }
+}
+
+/// `6,800 (+5,440) (400 (+320) direct, 6,400 (+5,120) indirect) bytes in 25 (+20) blocks are
+/// definitely lost in loss record 10,871 of 10,944`.
+fn parse_loss_record(text: &[u8]) -> Option<LossRecord> {
+    let mut p = Prose {
+        rest: text.trim_ascii(),
+    };
+    let bytes = p.number()?;
+    let mut has_deltas = p.delta()?;
+    let mut direct_bytes = None;
+    if p.rest.starts_with(b" (") && p.rest.get(2).is_some_and(u8::is_ascii_digit) {
+        p.literal(b" (")?;
+        direct_bytes = Some(p.number()?);
+        has_deltas |= p.delta()?;
+        p.literal(b" direct, ")?;
+        p.number()?;
+        has_deltas |= p.delta()?;
+        p.literal(b" indirect)")?;
+    }
+    p.literal(b" bytes in ")?;
+    let blocks = p.number()?;
+    has_deltas |= p.delta()?;
+    p.literal(b" blocks are ")?;
+    let kind = p.kind()?;
+    p.literal(b" in loss record ")?;
+    let record = p.number()?;
+    p.literal(b" of ")?;
+    let of = p.number()?;
+    Some(LossRecord {
+        kind,
+        bytes,
+        direct_bytes,
+        blocks,
+        has_deltas,
+        record,
+        of,
+    })
+}
+
+/// `definitely lost: 472 (+320) bytes in 28 (+20) blocks` → (kind label, bytes, blocks).
+fn parse_summary_line(text: &[u8]) -> Option<(&[u8], u64, u64)> {
+    let colon = memchr::memchr(b':', text)?;
+    let label = text[..colon].trim_ascii();
+    let mut p = Prose {
+        rest: text[colon + 1..].trim_ascii(),
+    };
+    let bytes = p.number()?;
+    p.delta()?;
+    p.literal(b" bytes in ")?;
+    let blocks = p.number()?;
+    p.delta()?;
+    p.literal(b" blocks")?;
+    Some((label, bytes, blocks))
+}
+
+/// Collects the reports of one file: the open one, its loss-record numbering, the notices.
+struct Reports<'p> {
+    path: &'p Path,
+    format: NativeFormat,
+    done: Vec<NativeReport>,
+    open: Option<ReportBuilder>,
+    header: ReportHeader,
+    last_record: Option<(u64, u64)>,
+    has_deltas: bool,
+}
+
+impl<'p> Reports<'p> {
+    fn new(path: &'p Path, format: NativeFormat) -> Self {
+        Reports {
+            path,
+            format,
+            done: Vec::new(),
+            open: None,
+            header: ReportHeader {
+                tool: Some("memcheck".to_owned()),
+                ..ReportHeader::default()
+            },
+            last_record: None,
+            has_deltas: false,
+        }
+    }
+
+    fn builder(&mut self) -> &mut ReportBuilder {
+        let sequence = self.done.len() as u32;
+        let (path, format) = (self.path, self.format);
+        self.open
+            .get_or_insert_with(|| ReportBuilder::new(path, format, sequence))
+    }
+
+    /// Starts a new report when the record numbering says a new search began.
+    fn before_record(&mut self, record: &LossRecord) {
+        if let Some((last, of)) = self.last_record
+            && (record.record <= last || record.of != of)
+        {
+            self.close();
+        }
+        self.last_record = Some((record.record, record.of));
+        self.has_deltas |= record.has_deltas;
+    }
+
+    fn add(&mut self, record: &LossRecord, stack: Vec<FrameId>) {
+        let builder = self.builder();
+        let stack = if stack.is_empty() {
+            None
+        } else {
+            Some(builder.intern_stack(stack))
+        };
+        builder.add_leak(
+            stack,
+            record.kind,
+            None,
+            record.blocks,
+            record.own_bytes(),
+            None,
+        );
+    }
+
+    fn close(&mut self) {
+        if let Some(builder) = self.open.take() {
+            let mut report = builder.finish();
+            let notices = std::mem::take(&mut report.header.notices);
+            report.header = self.header.clone();
+            report.header.notices.extend(notices);
+            if self.has_deltas {
+                report.header.notices.push(CHANGES_ONLY.to_owned());
+            }
+            self.done.push(report);
+        }
+        self.last_record = None;
+        self.has_deltas = false;
+    }
+
+    fn finish(mut self, diagnostics: Diagnostics) -> Vec<NativeReport> {
+        self.close();
+        if let Some(first) = self.done.first_mut() {
+            first.diagnostics = diagnostics;
+        }
+        self.done
+    }
+}
+
+/// The preamble: tool, version, command.
+pub(super) fn header_line(header: &mut ReportHeader, text: &[u8]) {
+    if let Some(rest) = text.strip_prefix(b"Using Valgrind-") {
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        header.tool_version = Some(lossy(&rest[..end]));
+    } else if let Some(command) = text.strip_prefix(b"Command: ") {
+        set_command(header, command);
+    }
+}
+
+pub(super) fn set_command(header: &mut ReportHeader, command: &[u8]) {
+    let exe = command.split(|&b| b == b' ').next().unwrap_or(command);
+    if header.path.is_none() && !exe.is_empty() {
+        let exe = lossy(exe);
+        header.process = Some(exe.rsplit('/').next().unwrap_or(&exe).to_owned());
+        header.path = Some(exe);
+    }
+}
+
+mod text;
+mod tokenizer;
+mod xml;
+
+pub use text::parse_text;
+pub use xml::parse_xml;
+
+#[cfg(test)]
+mod tests;
