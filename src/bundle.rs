@@ -500,12 +500,16 @@ impl ProcessFiles {
 /// `/etc/shadow`) would have `analyze` read outside the bundle, so it is refused. The one place
 /// that says which names a bundle may hold.
 pub fn member_path(dir: &Path, name: &str) -> Option<PathBuf> {
-    let plain = !name.is_empty()
+    is_member_name(name).then(|| dir.join(name))
+}
+
+/// Whether `name` is a plain file name inside a bundle (see [`member_path`]).
+pub fn is_member_name(name: &str) -> bool {
+    !name.is_empty()
         && name != "."
         && name != ".."
         && !name.contains(['/', '\\', '\0'])
-        && !Path::new(name).is_absolute();
-    plain.then(|| dir.join(name))
+        && !Path::new(name).is_absolute()
 }
 
 /// Parses `footprint.tsv`; bad lines are skipped and counted into `diag`.

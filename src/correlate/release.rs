@@ -861,7 +861,19 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
         ),
     };
     let release_call = blame.release_method.as_deref().unwrap_or("close");
+    let headline = match (&method, blame.by_name) {
+        (Some(m), false) => format!("{m} is not called: {lib}memory from {}", top.key.function),
+        (Some(m), true) => format!(
+            "{m} is probably not called (matched by name): {lib}memory from {}",
+            top.key.function
+        ),
+        (None, _) => format!(
+            "{} instances are not released: {lib}memory from {}",
+            blame.class, top.key.function
+        ),
+    };
     let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
+        .headline(headline)
         .identify(&[blame.class.as_str()]);
     f.class = Some(blame.class.clone());
     f.native = Some(NativeOwner {

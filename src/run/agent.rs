@@ -76,7 +76,8 @@ impl AgentEvent {
                 let index = words.next().and_then(|w| w.parse().ok());
                 match (index, words.next(), words.next()) {
                     (Some(index), Some(heap), Some(sidecar))
-                        if is_bundle_name(heap) && is_bundle_name(sidecar) =>
+                        if crate::bundle::is_member_name(heap)
+                            && crate::bundle::is_member_name(sidecar) =>
                     {
                         AgentEvent::Done {
                             index,
@@ -131,11 +132,6 @@ fn parse_hello(rest: &str) -> Option<Hello> {
         ruby,
         command,
     })
-}
-
-/// A file name the agent may report: plain, inside the bundle.
-pub fn is_bundle_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
 }
 
 /// Identifies one connection for as long as the run lasts (never reused).
