@@ -260,7 +260,7 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
         .env("LEAKHUNT_NO_PROGRESS", "1")
         .env("WIDGET_LIB", "/out/libwidget.so");
     let s = super::servers::Serving::launch(command, true, (scratch, tmpdir, bundle), socket);
-    let (r, _report) = super::servers::rounds_between_loads(s);
+    let (r, report) = super::servers::rounds_between_loads(s);
     let ctx = r.context();
     let ruby = &r.last_sidecar().ruby.version;
     assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
@@ -276,5 +276,11 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
             "{ctx}"
         );
     }
+    super::servers::assert_leak_in_every_worker(
+        &r,
+        &report,
+        "app.rb",
+        super::servers::APP_LEAK_LINE,
+    );
     super::servers::assert_tree_gone(&r);
 }

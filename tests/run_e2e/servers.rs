@@ -11,7 +11,7 @@
 //! be left running afterwards.
 
 use super::{Run, assert_private_and_clean, finish, lsan_ready, one_run_at_a_time, scratch};
-use crate::common::{build_widget, fixture, have, leakhunt, require};
+use crate::common::{build_widget, fixture, have, leak_kinds, leakhunt, locations, require};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -291,6 +291,73 @@ pub(super) fn widget_counts(r: &Run, pid: u32) -> (u64, u64, Option<(String, u32
     (widget.created, widget.released, site)
 }
 
+/// The report's diagnosis of a leaking pool or server: one leak finding, the missing
+/// `Widget#close` of the widget_create memory, created at `file:line`, holding in every worker
+/// that could be judged (at least two); the master leaks nothing. leakhunt exits 1.
+pub(super) fn assert_leak_in_every_worker(
+    r: &Run,
+    report: &serde_json::Value,
+    file: &str,
+    line: u32,
+) {
+    let ctx = format!("{report:#}\n{}", r.context());
+    assert_eq!(r.code, 1, "{ctx}");
+    assert_eq!(report["verdict"], "leak", "{ctx}");
+    assert_eq!(leak_kinds(report), ["missing_release"], "{ctx}");
+    let f = &report["findings"][0];
+    assert_eq!(f["suggestion"]["method"], "Widget#close", "{ctx}");
+    assert_eq!(f["native"]["function"], "widget_create", "{ctx}");
+    assert_eq!(
+        locations(f)[0],
+        (file.to_owned(), line as u64, "created".into()),
+        "{ctx}"
+    );
+    let title = f["title"].as_str().unwrap_or_default();
+    let place = title
+        .split(" · ")
+        .find_map(|p| p.strip_prefix("in "))
+        .unwrap_or_else(|| panic!("the title does not say where: {title}"));
+    let (k, n) = place
+        .strip_suffix(" workers")
+        .and_then(|p| p.split_once(" of "))
+        .unwrap_or_else(|| panic!("not in workers only: {title}"));
+    assert!(k == n && n.parse::<u32>().unwrap_or(0) >= 2, "{title}");
+    assert!(title.ends_with(" bytes in total"), "{title}");
+    let judged: Vec<u64> = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "worker" && p["judged"] == true)
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    let holds: Vec<u64> = f["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(holds, judged, "every judged worker, only workers: {ctx}");
+    for p in f["processes"].as_array().unwrap() {
+        let series = p["series"].as_array().unwrap();
+        assert!(series.len() >= 2, "{ctx}");
+        let first = series[0]["value"].as_i64().unwrap();
+        let last = series[series.len() - 1]["value"].as_i64().unwrap();
+        assert!(
+            last > first,
+            "the widget_create bytes grow in pid {}: {ctx}",
+            p["pid"]
+        );
+    }
+}
+
+/// The fixed variants: no leak finding, leakhunt exits 0.
+pub(super) fn assert_clean(r: &Run, report: &serde_json::Value) {
+    let ctx = format!("{report:#}\n{}", r.context());
+    assert!(leak_kinds(report).is_empty(), "{ctx}");
+    assert_eq!(report["verdict"], "no_leak", "{ctx}");
+    assert_eq!(r.code, 0, "{ctx}");
+}
+
 fn servers_ready(server: &str) -> bool {
     require("ruby", have("ruby"))
         && require("gcc", have("gcc"))
@@ -380,12 +447,17 @@ fn server_case(server: &str, fixed: bool) {
     };
     let _one = one_run_at_a_time();
     let started = Instant::now();
-    let (r, _report) = serve_with_rounds_on_demand(program);
+    let (r, report) = serve_with_rounds_on_demand(program);
     eprintln!(
         "{server} {app} under lsan: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_workers_examined(&r, fixed);
+    if fixed {
+        assert_clean(&r, &report);
+    } else {
+        assert_leak_in_every_worker(&r, &report, "app.rb", APP_LEAK_LINE);
+    }
 }
 
 #[test]
@@ -442,7 +514,7 @@ fn a_fork_pool_whose_worker_crashes_and_is_replaced() {
     // A worker makes a Widget every 5 ms at most: it cannot reach 200 jobs (1 s) before the
     // first round, 0.5 s after the pool started; it crashes after it, and its replacement
     // joins the later rounds.
-    let (r, _report) = pool_run(
+    let (r, report) = pool_run(
         &[
             "--backend",
             "lsan",
@@ -485,6 +557,15 @@ fn a_fork_pool_whose_worker_crashes_and_is_replaced() {
         assert!(created > 0 && released == 0, "{ctx}");
         assert_eq!(site, Some(("pool.rb".into(), POOL_WIDGET_LINE)), "{ctx}");
     }
+    assert_leak_in_every_worker(&r, &report, "pool.rb", POOL_WIDGET_LINE);
+    // The crashed worker is listed with its outcome, whether or not it could be judged.
+    let listed = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == crashed.pid)
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(listed["outcome"]["kind"], "vanished", "{report:#}");
     assert_tree_gone(&r);
 }
 
@@ -494,7 +575,7 @@ fn a_fork_pool_that_closes_its_widgets_is_clean() {
         return;
     }
     let _one = one_run_at_a_time();
-    let (r, _report) = pool_run(
+    let (r, report) = pool_run(
         &[
             "--backend",
             "lsan",
@@ -518,6 +599,7 @@ fn a_fork_pool_that_closes_its_widgets_is_clean() {
         let (created, released, _) = widget_counts(&r, w.pid);
         assert!(created > 0 && released == created, "{ctx}");
     }
+    assert_clean(&r, &report);
     assert_tree_gone(&r);
 }
 
@@ -528,7 +610,7 @@ fn a_fork_pool_under_valgrind() {
     }
     let _one = one_run_at_a_time();
     let started = Instant::now();
-    let (r, _report) = pool_run(
+    let (r, report) = pool_run(
         &[
             "--backend",
             "valgrind",
@@ -563,5 +645,6 @@ fn a_fork_pool_under_valgrind() {
         let last = std::fs::read_to_string(r.bundle.join(natives[natives.len() - 1])).unwrap();
         assert!(last.contains("widget_create"), "{last}");
     }
+    assert_leak_in_every_worker(&r, &report, "pool.rb", POOL_WIDGET_LINE);
     assert_tree_gone(&r);
 }
