@@ -272,7 +272,7 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
         assert!(created >= 240 && released == 0, "{ctx}");
         assert_eq!(
             site,
-            Some(("app.rb".into(), super::servers::APP_LEAK_LINE)),
+            Some(("app.rb".into(), super::servers::app_leak_line())),
             "{ctx}"
         );
     }
@@ -280,7 +280,7 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
         &r,
         &report,
         "app.rb",
-        super::servers::APP_LEAK_LINE,
+        super::servers::app_leak_line(),
     );
     super::servers::assert_tree_gone(&r);
 }

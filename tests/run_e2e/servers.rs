@@ -12,6 +12,7 @@
 
 use super::{Run, assert_private_and_clean, finish, lsan_ready, one_run_at_a_time, scratch};
 use crate::common::{build_widget, fixture, have, leak_kinds, leakhunt, locations, require};
+use leakhunt::bundle::Manifest;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -39,6 +40,15 @@ impl Serving {
     /// Starts `leakhunt run -o BUNDLE OPTIONS -- PROGRAM…` with libwidget built into the
     /// scratch directory; `program` gets the path of the server's socket.
     fn start(options: &[&str], program: impl FnOnce(&Path) -> Vec<String>) -> Serving {
+        Serving::start_with(options, &[], program)
+    }
+
+    /// [`Serving::start`] with more environment for leakhunt.
+    fn start_with(
+        options: &[&str],
+        env: &[(&str, &str)],
+        program: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Serving {
         let (scratch, tmpdir, bundle) = scratch();
         let lib = build_widget(scratch.path());
         let socket = scratch.path().join("server.sock");
@@ -54,7 +64,8 @@ impl Serving {
             .args(program(&socket))
             .env("TMPDIR", &tmpdir)
             .env("WIDGET_LIB", &lib)
-            .env("UNICORN_SOCKET", &socket);
+            .env("UNICORN_SOCKET", &socket)
+            .envs(env.iter().copied());
         Serving::launch(command, false, (scratch, tmpdir, bundle), socket)
     }
 
@@ -189,10 +200,31 @@ impl Serving {
 
     /// Ctrl-C to leakhunt.
     pub(super) fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends `signal` to leakhunt.
+    fn signal(&self, signal: i32) {
         let pid = self.leakhunt_pid();
         // SAFETY: signals the leakhunt process this test started.
         unsafe {
-            libc::kill(pid as i32, libc::SIGINT);
+            libc::kill(pid as i32, signal);
+        }
+    }
+
+    /// Waits (a minute at most) until the bundle's manifest satisfies `done`; returns it.
+    fn manifest_when(&mut self, what: &str, done: impl Fn(&Manifest) -> bool) -> Manifest {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(m) = Manifest::load(self.bundle())
+                && done(&m)
+            {
+                return m;
+            }
+            if Instant::now() >= until || self.ended() {
+                panic!("the manifest never showed {what}\n{}", self.story());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -387,8 +419,13 @@ pub(super) fn rounds_between_loads(mut s: Serving) -> (Run, serde_json::Value) {
 }
 
 /// The lines of fixtures/server/app.rb that create Widgets.
-pub(super) const APP_LEAK_LINE: u32 = 9;
-const APP_FIXED_LINE: u32 = 17;
+pub(super) fn app_leak_line() -> u32 {
+    super::line_of("server/app.rb", "4.times { Widget.new(512).size }")
+}
+
+fn app_fixed_line() -> u32 {
+    super::line_of("server/app.rb", "widget = Widget.new(512)")
+}
 
 fn puma(app: &str) -> impl FnOnce(&Path) -> Vec<String> {
     let app = fixture(&format!("server/{app}")).display().to_string();
@@ -424,7 +461,11 @@ fn assert_workers_examined(r: &Run, fixed: bool) {
     assert_eq!(r.manifest.outcome.kind, "interrupted", "{ctx}");
     let workers = workers(r);
     assert_eq!(workers.len(), 2, "{ctx}");
-    let line = if fixed { APP_FIXED_LINE } else { APP_LEAK_LINE };
+    let line = if fixed {
+        app_fixed_line()
+    } else {
+        app_leak_line()
+    };
     for w in &workers {
         assert_eq!((w.first_round, w.last_round), (Some(1), Some(3)), "{ctx}");
         assert_eq!(w.native_logs, [format!("lsan-p{}.log", w.pid)], "{ctx}");
@@ -456,7 +497,7 @@ fn server_case(server: &str, fixed: bool) {
     if fixed {
         assert_clean(&r, &report);
     } else {
-        assert_leak_in_every_worker(&r, &report, "app.rb", APP_LEAK_LINE);
+        assert_leak_in_every_worker(&r, &report, "app.rb", app_leak_line());
     }
 }
 
@@ -501,8 +542,10 @@ fn pool_ready() -> bool {
     require("ruby", have("ruby")) && require("gcc", have("gcc"))
 }
 
-/// The 1-based line of pool.rb that creates the Widgets.
-const POOL_WIDGET_LINE: u32 = 16;
+/// The line of pool.rb that creates the Widgets.
+fn pool_widget_line() -> u32 {
+    super::line_of("server/pool.rb", "widget = Widget.new(512)")
+}
 
 #[test]
 fn a_fork_pool_whose_worker_crashes_and_is_replaced() {
@@ -555,9 +598,9 @@ fn a_fork_pool_whose_worker_crashes_and_is_replaced() {
     for w in &workers {
         let (created, released, site) = widget_counts(&r, w.pid);
         assert!(created > 0 && released == 0, "{ctx}");
-        assert_eq!(site, Some(("pool.rb".into(), POOL_WIDGET_LINE)), "{ctx}");
+        assert_eq!(site, Some(("pool.rb".into(), pool_widget_line())), "{ctx}");
     }
-    assert_leak_in_every_worker(&r, &report, "pool.rb", POOL_WIDGET_LINE);
+    assert_leak_in_every_worker(&r, &report, "pool.rb", pool_widget_line());
     // The crashed worker is listed with its outcome, whether or not it could be judged.
     let listed = report["processes"]
         .as_array()
@@ -645,6 +688,109 @@ fn a_fork_pool_under_valgrind() {
         let last = std::fs::read_to_string(r.bundle.join(natives[natives.len() - 1])).unwrap();
         assert!(last.contains("widget_create"), "{last}");
     }
-    assert_leak_in_every_worker(&r, &report, "pool.rb", POOL_WIDGET_LINE);
+    assert_leak_in_every_worker(&r, &report, "pool.rb", pool_widget_line());
+    assert_tree_gone(&r);
+}
+
+/// Stops (SIGSTOP) one worker of a pool: a round still ends, with every other process
+/// snapshotted and the stopped one recorded as not answering; a round asked for with SIGUSR1
+/// passes it over; once continued, its late answer is kept, and it is in the last round again.
+/// The `sleep` the master starts (not Ruby) is listed, never waited for, and gone at the end.
+#[test]
+fn a_stopped_worker_holds_up_no_round() {
+    if !pool_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let mut s = Serving::start_with(
+        &["--backend", "none", "--snapshots", "0", "--duration", "15s"],
+        // A round waits 3 s for a process that does not answer.
+        &[("LEAKHUNT_SNAPSHOT_DEADLINE", "3")],
+        |_| {
+            vec![
+                fixture("server/pool.rb").display().to_string(),
+                "leak".into(),
+                "2".into(),
+                "0".into(),
+                "helper".into(),
+            ]
+        },
+    );
+    let workers = |m: &Manifest| -> Vec<u32> {
+        m.processes
+            .iter()
+            .filter(|p| p.role == "worker")
+            .map(|p| p.pid)
+            .collect()
+    };
+    let m = s.manifest_when("two workers", |m| workers(m).len() == 2);
+    let (stopped, other) = (workers(&m)[0], workers(&m)[1]);
+    // SAFETY: stops a worker of the pool this test started (continued below).
+    unsafe {
+        libc::kill(stopped as i32, libc::SIGSTOP);
+    }
+    let first = s.round();
+    let m = Manifest::load(s.bundle()).unwrap();
+    let of = |pid: u32| m.snapshots_of(pid).find(|x| x.index == first).cloned();
+    assert!(of(other).is_some_and(|x| x.taken()), "{m:#?}");
+    assert!(of(m.pid.unwrap()).is_some_and(|x| x.taken()), "{m:#?}");
+    let silent = of(stopped).unwrap_or_else(|| panic!("{m:#?}"));
+    assert!(!silent.taken(), "{m:#?}");
+    assert!(
+        silent.errors[0].starts_with("the agent did not answer within 3 s"),
+        "{m:#?}"
+    );
+    // SIGUSR1: a round on demand, which passes the stopped worker over.
+    s.signal(libc::SIGUSR1);
+    let second = first + 1;
+    let m = s.manifest_when("a second round", |m| {
+        m.snapshots.iter().any(|x| x.index == second)
+    });
+    assert!(
+        m.snapshots
+            .iter()
+            .filter(|x| x.index == second)
+            .all(|x| x.pid != Some(stopped) && x.reason == "request"),
+        "{m:#?}"
+    );
+    // SAFETY: continues the worker stopped above.
+    unsafe {
+        libc::kill(stopped as i32, libc::SIGCONT);
+    }
+    s.manifest_when("the late answer", |m| {
+        m.snapshots_of(stopped)
+            .any(|x| x.index == first && x.taken())
+    });
+    let (r, _report) = s.finish();
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.kind, "stopped", "{ctx}");
+    let late = r
+        .manifest
+        .snapshots_of(stopped)
+        .find(|x| x.index == first)
+        .unwrap();
+    assert!(
+        late.errors
+            .iter()
+            .any(|e| e == "the agent answered after the deadline; no native evidence"),
+        "{ctx}"
+    );
+    // Back in the last round.
+    let last = r.manifest.snapshots.last().unwrap().index;
+    assert!(
+        r.manifest
+            .snapshots_of(stopped)
+            .any(|x| x.index == last && x.taken() && x.reason == "duration"),
+        "{ctx}"
+    );
+    let helper = r
+        .manifest
+        .processes
+        .iter()
+        .find(|p| p.role == "no agent")
+        .unwrap_or_else(|| panic!("the sleep is not listed: {ctx}"));
+    assert_eq!(helper.command, ["sleep", "600"], "{ctx}");
+    assert_eq!(helper.ppid, r.manifest.pid, "{ctx}");
+    assert_eq!(helper.outcome.kind, "unseen", "{ctx}");
     assert_tree_gone(&r);
 }
