@@ -61,8 +61,12 @@ pub struct Manifest {
     /// Every process's snapshots in the order they were taken; each names its process (`pid`)
     /// and its round (`index`).
     pub snapshots: Vec<Snapshot>,
-    /// Every process of the program's tree that leakhunt saw, the main one first.
+    /// Every process of the program's tree that leakhunt saw, the main one first (past the
+    /// first 100 that ended before any round, those are only counted: `unlisted_processes`).
     pub processes: Vec<ProcessEntry>,
+    /// Processes that ended before any round and are not listed in `processes`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_processes: u64,
     /// Schema 1 only (the main process's native logs); schema 2 keeps them per process.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub native_logs: Vec<String>,
@@ -443,6 +447,10 @@ impl Manifest {
             .map_err(|e| Error::Run(format!("cannot encode manifest: {e}")))?;
         write_private_atomic(&dir.join(MANIFEST), &bytes)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The names of one process's files in the bundle: the main process keeps the names a

@@ -598,7 +598,7 @@ module LeakhuntAgent
       @errors = []
       @backend = ENV['LEAKHUNT_BACKEND'].to_s
       @exit_wait = Float(ENV['LEAKHUNT_EXIT_WAIT'] || '30', exception: false) || 30.0
-      @command = [$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)]
+      @command = Json.dump([$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)])
       return unless arm(Process.ppid, false)
 
       @alloc_sites = ENV['LEAKHUNT_ALLOC_SITES'] == '1'
@@ -628,7 +628,7 @@ module LeakhuntAgent
       @released = false
       @conn = UNIXSocket.new(@socket_path)
       kind = forked ? 'forked' : 'started'
-      reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{Json.dump(@command)}")
+      reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{@command}")
       true
     rescue SystemCallError, IOError
       @conn = nil

@@ -18,13 +18,35 @@ use std::time::{Duration, Instant};
 pub const FILE: &str = "footprint.tsv";
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
-/// One timeline: the process sampled and the file its samples go to.
+/// One timeline: the process sampled and the file its samples go to, created with the first
+/// sample (a fork that ends before it is sampled leaves no file behind).
 struct Timeline {
     pid: u32,
     /// Sampled now (not once its process has ended).
     active: bool,
+    path: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
     samples: u64,
+}
+
+impl Timeline {
+    /// Appends one sample; false when the file cannot be written (sampling stops).
+    fn write(&mut self, t: f64, bytes: u64) -> bool {
+        if self.file.is_none() {
+            let Ok(f) = bundle::create_private(&self.path) else {
+                return false;
+            };
+            let mut out = std::io::BufWriter::new(f);
+            let _ = writeln!(out, "{FOOTPRINT_HEADER}");
+            self.file = Some(out);
+        }
+        if let Some(file) = self.file.as_mut() {
+            let _ = writeln!(file, "{t:.3}\t{bytes}");
+            let _ = file.flush();
+        }
+        self.samples += 1;
+        true
+    }
 }
 
 /// What the sampler shares with the orchestrator: timelines by file name.
@@ -51,7 +73,7 @@ impl FootprintSampler {
             shared: Arc::clone(&shared),
             thread: None,
         };
-        sampler.track(pid, FILE)?;
+        sampler.track(pid, FILE);
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("footprint".into())
@@ -66,11 +88,10 @@ impl FootprintSampler {
                             let Some(bytes) = crate::platform::footprint_bytes(line.pid) else {
                                 continue;
                             };
-                            if let Some(file) = line.file.as_mut() {
-                                let _ = writeln!(file, "{t:.3}\t{bytes}");
-                                let _ = file.flush();
+                            if !line.write(t, bytes) {
+                                line.active = false;
+                                continue;
                             }
-                            line.samples += 1;
                             if name == FILE {
                                 worker.latest.store(bytes, Ordering::SeqCst);
                             }
@@ -86,28 +107,25 @@ impl FootprintSampler {
 
     /// Samples `pid` into `bundle/file` from now on; a file already sampled follows `pid`
     /// instead (the main process's, once its agent said hello).
-    pub fn track(&self, pid: u32, file: &str) -> Result<()> {
+    pub fn track(&self, pid: u32, file: &str) {
         let Ok(mut timelines) = self.shared.timelines.lock() else {
-            return Ok(());
+            return;
         };
         if let Some(line) = timelines.get_mut(file) {
             line.pid = pid;
             line.active = true;
-            return Ok(());
+            return;
         }
-        let mut out = std::io::BufWriter::new(bundle::create_private(&self.bundle.join(file))?);
-        let _ = writeln!(out, "{FOOTPRINT_HEADER}");
-        let _ = out.flush();
         timelines.insert(
             file.to_owned(),
             Timeline {
                 pid,
                 active: true,
-                file: Some(out),
+                path: self.bundle.join(file),
+                file: None,
                 samples: 0,
             },
         );
-        Ok(())
     }
 
     /// Stops sampling the timeline in `file` (its process has ended).
@@ -165,7 +183,7 @@ mod tests {
             .unwrap();
         let mut s =
             FootprintSampler::start(dir.path(), std::process::id(), Instant::now()).unwrap();
-        s.track(other.id(), "footprint-p1.tsv").unwrap();
+        s.track(other.id(), "footprint-p1.tsv");
         std::thread::sleep(Duration::from_millis(600));
         let counts = s.stop();
         let _ = other.kill();

@@ -95,6 +95,11 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Main-loop tick: how often the child, the signals and the schedule are looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// Processes that came or went reach the manifest within this (rounds write it at once).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Processes that ended before any round, listed one by one in the manifest; the others are
+/// only counted (a pool forking a child per job makes thousands).
+const UNEXAMINED_LISTED: usize = 100;
 
 /// Runs the program and writes the bundle. Errors before the program starts leave no bundle
 /// behind; once it has started, every path ends with a valid manifest.
@@ -215,6 +220,8 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         snapshot_after_interrupt: false,
         stopped_after: None,
         killed_because: None,
+        dirty: false,
+        saved_at: Instant::now(),
         spinner: crate::progress::spinner("starting"),
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
@@ -368,6 +375,9 @@ struct Session<'a> {
     stopped_after: Option<Duration>,
     /// Set when leakhunt killed the target, with the reason.
     killed_because: Option<String>,
+    /// Processes came or went since the manifest was written.
+    dirty: bool,
+    saved_at: Instant,
     spinner: indicatif::ProgressBar,
     snapshot_deadline: Option<Duration>,
     exit_deadline: Option<Duration>,
@@ -424,6 +434,7 @@ impl Session<'_> {
             self.poll(TICK);
             self.answer_exits();
             self.rounds_on_demand();
+            self.save_if_due();
             if let Some(hello) = self.hello_at {
                 let due = *next_due.get_or_insert(hello + self.config.after);
                 if interval_rounds < self.config.snapshots
@@ -580,12 +591,10 @@ impl Session<'_> {
                 self.manifest.ruby = Some(hello.ruby.clone());
             }
         }
-        if let Err(e) = self.sampler.track(pid, &footprint) {
-            self.warn(format!("no footprint for process {pid}: {e}"));
-        }
-        self.backend.on_hello(pid);
-        self.update_processes();
-        self.save();
+        self.sampler.track(pid, &footprint);
+        // Saved with the next round, or within a second: a pool forking a child per job must
+        // not rewrite the manifest for every one.
+        self.dirty = true;
     }
 
     fn on_closed(&mut self, link: LinkId) {
@@ -894,7 +903,16 @@ impl Session<'_> {
         let mut entries: Vec<bundle::ProcessEntry> = Vec::new();
         let mut order: Vec<&Tracked> = self.processes.iter().collect();
         order.sort_by_key(|p| !p.is_main());
+        let mut unexamined = 0usize;
+        self.manifest.unlisted_processes = 0;
         for p in order {
+            if !p.is_main() && p.gone && p.last_round.is_none() {
+                unexamined += 1;
+                if unexamined > UNEXAMINED_LISTED {
+                    self.manifest.unlisted_processes += 1;
+                    continue;
+                }
+            }
             let mut entry = p.entry();
             let rounds: Vec<u32> = self
                 .manifest
@@ -921,8 +939,19 @@ impl Session<'_> {
         self.manifest.processes = entries;
     }
 
+    /// Writes the manifest when processes came or went since it was last written, at most
+    /// once a [`SAVE_EVERY`].
+    fn save_if_due(&mut self) {
+        if self.dirty && self.saved_at.elapsed() >= SAVE_EVERY {
+            self.update_processes();
+            self.save();
+        }
+    }
+
     /// Writes the manifest; a failure to write is reported once, never fatal mid-run.
     fn save(&mut self) {
+        self.dirty = false;
+        self.saved_at = Instant::now();
         self.manifest.duration_seconds = self.started.elapsed().as_secs_f64();
         fix_modes(&self.dirs.bundle);
         if let Err(e) = self.manifest.save(&self.dirs.bundle) {

@@ -104,19 +104,17 @@ impl NativeBackend for Lsan {
         Ok(())
     }
 
-    fn on_hello(&self, pid: u32) {
+    fn before_snapshot(&self, pid: u32) -> Mark {
         // LSan writes nothing when a check finds no leak: an empty log says "none" better than
-        // a missing one. LSan opens it without truncating, so creating it first is safe.
-        let (name, _) = self.log_of(pid);
+        // a missing one. LSan opens it without truncating, so creating it first is safe. (Not
+        // at hello: a short-lived fork is never checked and needs no log.)
+        let (name, size) = self.log_of(pid);
         let path = self.dirs.bundle.join(name);
         if !path.exists() {
             let _ = bundle::create_private(&path);
         }
-    }
-
-    fn before_snapshot(&self, pid: u32) -> Mark {
         Mark {
-            log_offset: Some(self.log_of(pid).1),
+            log_offset: Some(size),
         }
     }
 

@@ -62,8 +62,6 @@ pub trait NativeBackend: Send + Sync {
     fn describe(&self) -> bundle::Backend;
     /// Adds the backend's environment and wrapper command to the launch.
     fn prepare(&mut self, launch: &mut Launch) -> Result<()>;
-    /// A process said hello from `pid` (a process to examine).
-    fn on_hello(&self, _pid: u32) {}
     /// Just before the agent of `pid` is asked for a snapshot.
     fn before_snapshot(&self, _pid: u32) -> Mark {
         Mark::default()
