@@ -91,6 +91,14 @@ fn finish(scratch: tempfile::TempDir, tmpdir: PathBuf, bundle: PathBuf, out: Out
     }
 }
 
+/// The JSON report a run wrote with `--report PATH`.
+fn json_report(path: &Path, r: &Run) -> serde_json::Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no JSON report at {}\n{}", path.display(), r.context()))
+}
+
 /// `leakhunt run -o BUNDLE OPTIONS -- PROGRAM ARGS` with a private TMPDIR.
 fn run(options: &[&str], program: &[&str], env: &[(&str, &str)]) -> Run {
     let (scratch, tmpdir, bundle) = scratch();

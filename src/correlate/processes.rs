@@ -104,28 +104,29 @@ fn roles(entries: &[ProcessEntry], main_pid: u32) -> (Vec<Role>, Vec<(u32, usize
 
 /// Merges the main process's analysis with those of the other processes of `ev` (each made by
 /// `correlate`).
-pub fn merge(ev: &Evidence, main: Analysis, correlate: &dyn Fn(&Evidence) -> Analysis) -> Analysis {
+pub fn merge(
+    ev: &Evidence,
+    main_analysis: Analysis,
+    correlate: &dyn Fn(&Evidence) -> Analysis,
+) -> Analysis {
     let manifest = ev.manifest.as_ref();
     let entries: Vec<ProcessEntry> = manifest.map(|m| m.processes.clone()).unwrap_or_default();
-    let main_entry = manifest
-        .and_then(|m| m.main_process())
-        .cloned()
-        .unwrap_or_default();
-    let (mut roles, role_of) = roles(&entries, main_entry.pid);
+    let main = main_pid(ev);
+    let (mut roles, role_of) = roles(&entries, main);
     let role = |pid: u32| role_of.iter().find(|(p, _)| *p == pid).map(|(_, r)| *r);
 
-    let Some(main_role) = role(main_entry.pid) else {
+    let Some(main_role) = role(main) else {
         // No main process to speak of (its agent never said hello): nothing to merge into.
         return Analysis {
             processes: summaries(ev, &entries, &roles, &role_of, &[], &[]),
-            ..main
+            ..main_analysis
         };
     };
     // The main process is always judged, and first.
     let mut judged: Vec<Judged> = vec![Judged {
-        pid: main_entry.pid,
+        pid: main,
         role: main_role,
-        analysis: main,
+        analysis: main_analysis,
     }];
     let mut notes: Vec<String> = Vec::new();
     for p in &ev.processes {
@@ -431,6 +432,14 @@ fn leak_rate(judged: &[Judged]) -> Option<LeakRate> {
     })
 }
 
+/// The main process's pid, as the manifest names it (0 without one).
+fn main_pid(ev: &Evidence) -> u32 {
+    ev.manifest
+        .as_ref()
+        .and_then(|m| m.main_process())
+        .map_or(0, |m| m.pid)
+}
+
 /// One chart line per process with evidence: its footprint and native bytes.
 fn process_lines(
     ev: &Evidence,
@@ -438,12 +447,7 @@ fn process_lines(
     roles: &[Role],
     role_of: &[(u32, usize)],
 ) -> Vec<ProcessLine> {
-    let main_pid = ev
-        .manifest
-        .as_ref()
-        .and_then(|m| m.main_process())
-        .map_or(0, |m| m.pid);
-    let evidence = std::iter::once((main_pid, ev))
+    let evidence = std::iter::once((main_pid(ev), ev))
         .chain(ev.processes.iter().map(|p| (p.entry.pid, &p.evidence)));
     evidence
         .filter_map(|(pid, e)| {
@@ -480,11 +484,7 @@ fn summaries(
     findings: &[Finding],
     judged: &[Judged],
 ) -> Vec<ProcessSummary> {
-    let main_pid = ev
-        .manifest
-        .as_ref()
-        .and_then(|m| m.main_process())
-        .map_or(0, |m| m.pid);
+    let main_pid = main_pid(ev);
     entries
         .iter()
         .map(|e| {

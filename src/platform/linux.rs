@@ -185,9 +185,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id();
+        // Until both have exec'd (a fork not yet exec'd still shows its parent's command).
+        let listed = |members: &[crate::platform::GroupMember]| {
+            members
+                .iter()
+                .any(|m| m.pid == pgid && m.command[0] == "sh")
+                && members
+                    .iter()
+                    .any(|m| m.ppid == pgid && m.command == ["sleep", "30"])
+        };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut members = group_members(pgid);
-        while members.len() < 2 && std::time::Instant::now() < until {
+        while !listed(&members) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(20));
             members = group_members(pgid);
         }
@@ -196,18 +205,7 @@ mod tests {
             libc::kill(-(pgid as i32), libc::SIGKILL);
         }
         let _ = child.wait();
-        assert!(
-            members
-                .iter()
-                .any(|m| m.pid == pgid && m.command[0] == "sh"),
-            "{members:?}"
-        );
-        assert!(
-            members
-                .iter()
-                .any(|m| m.ppid == pgid && m.command == ["sleep", "30"]),
-            "{members:?}"
-        );
+        assert!(listed(&members), "{members:?}");
     }
 
     #[test]

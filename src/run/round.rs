@@ -221,9 +221,18 @@ mod tests {
     use super::*;
     use crate::bundle::NativeRef;
 
-    /// A backend whose capture takes `delay` and names its file after the process.
+    /// A backend whose capture takes `delay`, notes when it ran, and names its file after the
+    /// process.
     struct Slow {
         delay: Duration,
+        ran: std::sync::Mutex<Vec<(Instant, Instant)>>,
+    }
+
+    fn slow(delay: Duration) -> Arc<Slow> {
+        Arc::new(Slow {
+            delay,
+            ran: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     impl NativeBackend for Slow {
@@ -244,7 +253,9 @@ mod tests {
             _before: Mark,
             _deadline: Duration,
         ) -> NativeCapture {
+            let started = Instant::now();
             std::thread::sleep(self.delay);
+            self.ran.lock().unwrap().push((started, Instant::now()));
             NativeCapture {
                 native: Some(NativeRef {
                     file: files.native(round),
@@ -265,9 +276,8 @@ mod tests {
 
     #[test]
     fn captures_of_several_processes_overlap_and_a_silent_one_is_named() {
-        let backend: Arc<dyn NativeBackend> = Arc::new(Slow {
-            delay: Duration::from_millis(400),
-        });
+        let slow = slow(Duration::from_millis(400));
+        let backend: Arc<dyn NativeBackend> = slow.clone();
         let mut round = Round::new(2);
         for pid in [10, 11, 12, 13] {
             round.ask(
@@ -277,7 +287,6 @@ mod tests {
                 Snapshot::default(),
             );
         }
-        let started = Instant::now();
         for pid in [10, 11, 12] {
             assert!(
                 round
@@ -293,9 +302,12 @@ mod tests {
         );
         assert!(round.waits_for(13) && !round.answered());
         let (snapshots, silent) = round.close("did not answer");
-        let took = started.elapsed();
-        // Three captures of 400 ms each, at once: well under their 1.2 s sum.
-        assert!(took < Duration::from_millis(1000), "{took:?}");
+        // The three captures ran at the same time: each one started before any one ended.
+        let ran = slow.ran.lock().unwrap().clone();
+        assert_eq!(ran.len(), 3);
+        let last_start = ran.iter().map(|r| r.0).max().unwrap();
+        let first_end = ran.iter().map(|r| r.1).min().unwrap();
+        assert!(last_start < first_end, "captures ran one after another");
         assert_eq!(silent, [13]);
         let natives: Vec<Option<String>> = snapshots
             .iter()
@@ -316,9 +328,7 @@ mod tests {
 
     #[test]
     fn a_failure_and_a_closed_connection_end_a_process_s_part() {
-        let backend: Arc<dyn NativeBackend> = Arc::new(Slow {
-            delay: Duration::ZERO,
-        });
+        let backend: Arc<dyn NativeBackend> = slow(Duration::ZERO);
         let mut round = Round::new(1);
         round.ask(
             1,

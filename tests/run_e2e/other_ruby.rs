@@ -55,8 +55,25 @@ fn run_in_root(
     let _one = super::one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     prepare(scratch.path());
+    let out = in_root(&root, scratch.path(), options, program, args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn unshare (util-linux)");
+    let report_path = scratch.path().join("report.json");
+    let r = finish(scratch, tmpdir, bundle, out);
+    let report = super::json_report(&report_path, &r);
+    let ruby = &r.last_sidecar().ruby.version;
+    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
+    Some((r, report))
+}
+
+/// `leakhunt run -o /out/bundle --format json --report /out/report.json OPTIONS -- PROGRAM ARGS`
+/// in `root`, with `scratch` mounted at /out.
+fn in_root(root: &Path, scratch: &Path, options: &[&str], program: &str, args: &[&str]) -> Command {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
-    let out = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args([
             "--mount",
             "--propagation",
@@ -68,10 +85,10 @@ fn run_in_root(
             IN_ROOT,
             "sh",
         ])
-        .arg(&root)
+        .arg(root)
         .arg(bin.parent().unwrap())
         .arg(fixture(""))
-        .arg(scratch.path())
+        .arg(scratch)
         .args([
             "run",
             "-o",
@@ -85,20 +102,8 @@ fn run_in_root(
         .arg("--")
         .arg(program)
         .args(args)
-        .env("LEAKHUNT_NO_PROGRESS", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn unshare (util-linux)");
-    let report_path = scratch.path().join("report.json");
-    let r = finish(scratch, tmpdir, bundle, out);
-    let report = std::fs::read(&report_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| panic!("no JSON report\n{}", r.context()));
-    let ruby = &r.last_sidecar().ruby.version;
-    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
-    Some((r, report))
+        .env("LEAKHUNT_NO_PROGRESS", "1");
+    command
 }
 
 /// A seed variant inside the root, with the same plan as on this machine's Ruby (`after`
@@ -219,46 +224,20 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
     let (scratch, tmpdir, bundle) = scratch();
     crate::common::build_widget(scratch.path());
     let socket = scratch.path().join("server.sock");
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
-    let mut command = Command::new("unshare");
-    command
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--fork",
-            "--",
-            "sh",
-            "-euc",
-            IN_ROOT,
-            "sh",
-        ])
-        .arg(&root)
-        .arg(bin.parent().unwrap())
-        .arg(fixture(""))
-        .arg(scratch.path())
-        .args([
-            "run",
-            "-o",
-            "/out/bundle",
-            "--format",
-            "json",
-            "--report",
-            "/out/report.json",
-            "--backend",
-            "lsan",
-            "--snapshots",
-            "0",
-            "--",
-            "/usr/bin/puma",
+    let mut command = in_root(
+        &root,
+        scratch.path(),
+        &["--backend", "lsan", "--snapshots", "0"],
+        "/usr/bin/puma",
+        &[
             "-w",
             "2",
             "--bind",
             "unix:///out/server.sock",
             "/opt/leakhunt/fixtures/server/app.ru",
-        ])
-        .env("LEAKHUNT_NO_PROGRESS", "1")
-        .env("WIDGET_LIB", "/out/libwidget.so");
+        ],
+    );
+    command.env("WIDGET_LIB", "/out/libwidget.so");
     let s = super::servers::Serving::launch(command, true, (scratch, tmpdir, bundle), socket);
     let (r, report) = super::servers::rounds_between_loads(s);
     let ctx = r.context();

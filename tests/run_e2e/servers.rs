@@ -240,10 +240,7 @@ impl Serving {
         let (scratch, tmpdir, bundle) = self.scratch.take().unwrap();
         let report_path = scratch.path().join("report.json");
         let r = finish(scratch, tmpdir, bundle, out);
-        let report = std::fs::read(&report_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| panic!("no JSON report\n{}", r.context()));
+        let report = super::json_report(&report_path, &r);
         (r, report)
     }
 }
