@@ -255,8 +255,9 @@ pub struct Sidecar {
     /// Whether this process was forked from another one of the run (its agent re-armed).
     pub forked: bool,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "dump" and "lsan" (the program's threads are parked
-    /// for these), then "sidecar".
+    /// program runs meanwhile), then "gc", "dump", "lsan" and "counts" (the program's threads
+    /// are parked for these, from the second GC on), then "sidecar". A step skipped because an
+    /// earlier one overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,
@@ -284,7 +285,8 @@ pub struct FfiModule {
 pub struct FfiLibrary {
     /// As given to `ffi_lib` (e.g. "libzmq.so.5", "zmq").
     pub name: String,
-    /// Resolved path of the loaded library, when it could be found.
+    /// Resolved path of the loaded library, when it could be found: by the agent from
+    /// `/proc/self/maps` (Linux), else by leakhunt from the `leaks` report's Binary Images.
     pub path: Option<String>,
 }
 

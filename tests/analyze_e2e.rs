@@ -86,7 +86,8 @@ use crate::common::{fixture, leakhunt};
 use std::path::PathBuf;
 
 /// `leakhunt run --backend lsan --snapshots 2` after a warm-up of `timing[0]`, every
-/// `timing[1]`, writing the bundle to `bundle` and the report in `format`.
+/// `timing[1]`, writing the bundle to `bundle` and the report in `format`. Takes the run lock,
+/// as every end-to-end run does.
 fn lsan_run(
     bundle: &Path,
     timing: [&str; 2],
@@ -95,6 +96,7 @@ fn lsan_run(
     args: &[String],
     env: &[(&str, &Path)],
 ) -> std::process::Output {
+    let _one = crate::common::one_run_at_a_time();
     leakhunt()
         .args(["run", "--backend", "lsan", "--snapshots", "2"])
         .args([
@@ -262,8 +264,22 @@ fn a_bare_lsan_log_of_leaking_widgets_names_widget_create_in_libwidget() {
         .iter()
         .map(|b| b.as_u64().unwrap())
         .collect();
-    // One handle and one payload per widget, both allocated in widget_create.
-    assert_eq!(blocks, [10, 50, 130, 130], "{row:#}");
+    // One handle and one payload per widget, both allocated in widget_create: 5, 25 and 65
+    // widgets at the three checks, none more at exit. LeakSanitizer scans stacks and registers
+    // conservatively, so the last widget or two the program touched may still look reachable at a
+    // check (seen: 48 for 50): up to two widgets fewer is the same diagnosis.
+    let made = [5u64, 25, 65, 65].map(|widgets| widgets * 2);
+    assert_eq!(blocks.len(), made.len(), "{row:#}");
+    for (seen, made) in blocks.iter().zip(made) {
+        assert!(
+            *seen <= made && *seen + 4 >= made,
+            "{blocks:?} for {made:?}: {row:#}"
+        );
+    }
+    assert_eq!(
+        blocks[2], blocks[3],
+        "the exit report adds no widget: {row:#}"
+    );
     assert_eq!(row["status"], "leak");
     assert_eq!(v["input"]["kind"], "files");
 }

@@ -16,6 +16,19 @@ fn unknown_file_kind_is_an_input_error_naming_the_file() {
 
 #[test]
 fn missing_arguments_are_usage_errors() {
-    let (code, _, stderr) = run_leakhunt(["retainers", "x.json"]);
+    // A dump that exists, so that only the missing option can make this a usage error (a
+    // missing file exits 2 as well).
+    let dump = crate::common::fixture("cruby/ruby3.1.2-linux-full-traced.json.gz");
+    assert!(dump.is_file());
+    let (code, stdout, stderr) = run_leakhunt(["retainers".as_ref(), dump.as_os_str()]);
     assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("required arguments were not provided")
+            && stderr.contains("--class <CLASS>|--address <ADDRESS>"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_leakhunt(["histo"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("<DUMP>"), "{stderr}");
 }

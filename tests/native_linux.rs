@@ -50,6 +50,7 @@ pub(crate) fn run_under_lsan(
     args: &[&str],
     options: &str,
 ) -> PathBuf {
+    let _one = crate::common::one_run_at_a_time();
     let output = Command::new("ruby")
         .arg(widget_fixture(program))
         .args(args)
@@ -192,6 +193,7 @@ fn valgrind_xml_and_vgdb_session_from_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let lib = build_widget(dir.path());
     let xml = dir.path().join("memcheck.xml");
+    let _one = crate::common::one_run_at_a_time();
     let mut target = Command::new("valgrind")
         .args([
             "--vgdb=yes",

@@ -9,6 +9,7 @@ mod common;
 mod heap_cruby;
 mod heap_rubinius;
 mod layers;
+mod macos_build;
 mod native_leaks;
 mod native_linux;
 mod report_html;

@@ -72,6 +72,20 @@ fn correlate_one(ev: &Evidence, options: &Options) -> Analysis {
             ev.settled + 1
         ));
     }
+    if !ev.footprint.is_empty()
+        && ev
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.backend.name == "leaks")
+    {
+        notes.push(
+            "the footprint includes MallocStackLogging's own records on macOS 13 and later (the \
+             program's stderr says \"could not tag MSL-related memory as no_footprint\"): it \
+             grows with the live allocations being logged, so it overstates the program's own \
+             growth; the native leak sites measure leaks"
+                .to_owned(),
+        );
+    }
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
     let (native_findings, native_rows) = native::native_findings(ev, &sites, &mut notes);

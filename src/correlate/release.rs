@@ -220,7 +220,11 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         .filter(|w| w.methods.iter().any(|m| calls(m, &module.name, &in_family)))
         .collect();
 
-    // Memory a finalizer releases is not a missing release.
+    // Memory a finalizer releases is not a missing release — unless another wrapper of the
+    // family has a release method of its own and leaves its instances unreleased: that one's
+    // memory no finalizer frees. (ffi-rzmq: ZMQ::ManagedMessage frees in a finalizer, the plain
+    // ZMQ::Message a program makes has only `close`; with an FFI::AutoPointer the class the
+    // program makes has no release method, the pointer class frees.)
     let finalizing = candidates.iter().find(|w| {
         w.finalizer
             && (releases.is_empty()
@@ -228,8 +232,14 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
                     .iter()
                     .any(|m| calls(m, &module.name, &|f| releases.iter().any(|r| r == f))))
     });
+    let released_by_hand_yet_left = candidates.iter().any(|w| {
+        !w.finalizer
+            && release_method(w, &module.name, &releases).is_some()
+            && lifecycle(sc, &w.class).is_some_and(unbalanced)
+    });
     if let Some(w) = finalizing
         && !family_prefix.is_empty()
+        && !released_by_hand_yet_left
     {
         return finalized(w);
     }

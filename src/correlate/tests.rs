@@ -419,6 +419,46 @@ fn an_attached_function_on_the_stack_names_the_family() {
 }
 
 #[test]
+fn a_finalizing_sibling_does_not_excuse_instances_left_unclosed() {
+    // ffi-rzmq also defines ZMQ::ManagedMessage, which closes in a finalizer; the program
+    // makes plain ZMQ::Messages and never closes them. macOS `leaks` names zmq_msg_init_size
+    // on the stack (libzmq has its symbols there), which brings the whole family in.
+    let mut ev = seed_b();
+    for sidecar in &mut ev.sidecars {
+        sidecar.wrappers.push(wrapper(
+            "ZMQ::ManagedMessage",
+            vec![method(
+                "close",
+                "LibZMQ",
+                &["zmq_msg_close"],
+                MethodRole::Release,
+            )],
+            true,
+        ));
+    }
+    let seed_stack = seed_leaks_stack(&["thread_start"]);
+    ev.native = snapshots(&[
+        vec![(seed_stack.clone(), 10, 15_360)],
+        vec![(seed_stack.clone(), 1000, 1_536_000)],
+        vec![(seed_stack, 2000, 3_072_000)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    let top = &a.findings[0];
+    assert_eq!(top.kind, FindingKind::MissingRelease, "{:#?}", a);
+    let s = top.suggestion.as_ref().unwrap();
+    assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
+    // The same sidecars with every ZMQ::Message closed: the finalizer's class is the owner.
+    for sidecar in &mut ev.sidecars {
+        for l in &mut sidecar.lifecycle {
+            l.released = l.created;
+        }
+    }
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert_eq!(a.native_sites[0].status, SiteStatus::Finalized);
+}
+
+#[test]
 fn a_balanced_wrapper_is_not_blamed() {
     let mut ev = seed_b();
     for sc in &mut ev.sidecars {

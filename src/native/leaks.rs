@@ -19,7 +19,8 @@ mod list;
 mod report;
 mod tree;
 
-pub use failure::{LeaksFailure, LeaksFailureKind, classify_failure};
+pub use failure::{LeaksFailure, LeaksFailureKind, classify_failure, stopped_for_input, timed_out};
+pub use images::{BinaryImage, binary_images};
 
 use super::NativeReport;
 use crate::diag::{Diagnostics, Position};

@@ -89,6 +89,16 @@ pub fn is_system_protected(_path: &Path) -> bool {
     false
 }
 
+/// The executable file of process `pid` (`/proc/PID/exe`).
+pub fn executable_path(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Rosetta is macOS's.
+pub fn translated() -> Option<bool> {
+    None
+}
+
 /// Called in the child between fork and exec: the child gets SIGKILL if leakhunt dies without
 /// cleaning up (for example killed with SIGKILL itself), so it is never left running.
 pub fn die_with_parent() {
@@ -206,6 +216,13 @@ mod tests {
         }
         let _ = child.wait();
         assert!(listed(&members), "{members:?}");
+    }
+
+    #[test]
+    fn the_executable_of_a_process_is_the_one_it_runs() {
+        let me = executable_path(std::process::id()).unwrap();
+        assert_eq!(me, std::env::current_exe().unwrap());
+        assert_eq!(executable_path(u32::MAX), None);
     }
 
     #[test]

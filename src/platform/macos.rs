@@ -60,16 +60,56 @@ pub fn leaks_tool() -> Option<PathBuf> {
 /// process cannot be examined by `leaks`, and DYLD_* variables are stripped when it starts.
 pub fn is_system_protected(path: &Path) -> bool {
     let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    [
-        "/usr/bin/",
-        "/bin/",
-        "/sbin/",
-        "/usr/sbin/",
-        "/usr/libexec/",
-        "/System/",
-    ]
-    .iter()
-    .any(|dir| real.starts_with(dir))
+    super::under_sip_directory(&real)
+}
+
+/// The executable file of process `pid`, as the kernel knows it (libproc's `proc_pidpath`,
+/// which xnu answers for any process, `bsd/kern/proc_info.c` `PROC_PIDPATHINFO`): a shim or
+/// wrapper that exec'ed Ruby is gone by then, so this is the Ruby that runs the agent.
+pub fn executable_path(pid: u32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let pid = libc::c_int::try_from(pid).ok()?;
+    let mut buffer = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+    // SAFETY: the buffer is ours, writable and PROC_PIDPATHINFO_MAXSIZE bytes long, the size
+    // passed; proc_pidpath writes a NUL-terminated path into it and returns its length (0 on
+    // failure).
+    let len = unsafe {
+        libc::proc_pidpath(
+            pid,
+            buffer.as_mut_ptr().cast(),
+            libc::PROC_PIDPATHINFO_MAXSIZE as u32,
+        )
+    };
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&n| n > 0 && n <= buffer.len())?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(&buffer[..len])))
+}
+
+/// Whether leakhunt itself runs translated by Rosetta (`sysctl.proc_translated` is 1): an
+/// x86_64 build on Apple silicon, whose `leaks` would examine a native arm64 Ruby from a
+/// translated process. `Some(false)` on Intel Macs, where the name does not exist (ENOENT).
+pub fn translated() -> Option<bool> {
+    let mut value: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>();
+    // SAFETY: the name is a NUL-terminated literal; `value` and `size` are ours and describe
+    // an int-sized buffer, which is what this sysctl returns; nothing is written to the kernel.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"sysctl.proc_translated".as_ptr(),
+            (&mut value as *mut libc::c_int).cast(),
+            &mut size,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Some(value == 1)
+    } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// macOS has no parent-death signal; leakhunt's guard kills the process group instead.

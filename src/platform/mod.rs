@@ -13,6 +13,10 @@
 //! - LSan runtime (`liblsan.so.0`): Linux only. `leaks`: macOS only.
 //! - The members of a process group (to list processes of the program that never said hello):
 //!   Linux reads `/proc/*/stat`; macOS asks libproc (`proc_listallpids`, `proc_pidinfo`).
+//! - A process's executable (to see the Ruby a shim or `bundle exec` ended in): Linux reads
+//!   `/proc/PID/exe`, macOS asks libproc's `proc_pidpath`.
+//! - Rosetta (`sysctl.proc_translated`) and System Integrity Protection: macOS only; the SIP
+//!   directories are a pure path rule tested everywhere.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -47,6 +51,12 @@ mod other {
     }
     pub fn is_system_protected(_path: &Path) -> bool {
         false
+    }
+    pub fn executable_path(_pid: u32) -> Option<PathBuf> {
+        None
+    }
+    pub fn translated() -> Option<bool> {
+        None
     }
     pub fn die_with_parent() {}
     pub fn group_members(_pgid: u32) -> Vec<super::GroupMember> {
@@ -109,11 +119,26 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
         (libc::SIGCONT, "SIGCONT"),
         (libc::SIGSTOP, "SIGSTOP"),
         (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
         (libc::SIGXCPU, "SIGXCPU"),
         (libc::SIGXFSZ, "SIGXFSZ"),
         (libc::SIGSYS, "SIGSYS"),
     ];
     names.iter().find(|(n, _)| *n == signal).map(|(_, s)| *s)
+}
+
+/// Whether `path` (already resolved: no symbolic link left) lies where macOS's System Integrity
+/// Protection keeps its own binaries (csrutil(8); `/usr/local` is the one exception under
+/// `/usr`). Pure path logic, so it is the same and tested everywhere; `is_system_protected`
+/// applies it on macOS only.
+pub fn under_sip_directory(path: &Path) -> bool {
+    if path.starts_with("/usr/local") {
+        return false;
+    }
+    ["/usr", "/bin", "/sbin", "/System"]
+        .iter()
+        .any(|dir| path.starts_with(dir))
 }
 
 /// The machine's architecture as Rust names it (`x86_64`, `aarch64`).
@@ -130,6 +155,28 @@ mod tests {
         assert_eq!(signal_name(libc::SIGSEGV), Some("SIGSEGV"));
         assert_eq!(signal_name(libc::SIGINT), Some("SIGINT"));
         assert_eq!(signal_name(12345), None);
+    }
+
+    #[test]
+    fn sip_directories_are_the_systems_own() {
+        for protected in [
+            "/usr/bin/ruby",
+            "/bin/sh",
+            "/usr/sbin/DevToolsSecurity",
+            "/usr/libexec/ruby",
+            "/System/Library/Frameworks/Ruby.framework/Versions/2.6/usr/bin/ruby",
+        ] {
+            assert!(under_sip_directory(Path::new(protected)), "{protected}");
+        }
+        for free in [
+            "/usr/local/bin/ruby",
+            "/opt/homebrew/opt/ruby/bin/ruby",
+            "/Users/me/.rbenv/versions/3.3.0/bin/ruby",
+            "/usrx/bin/ruby",
+            "/Systemic/ruby",
+        ] {
+            assert!(!under_sip_directory(Path::new(free)), "{free}");
+        }
     }
 
     #[test]

@@ -15,7 +15,9 @@
 #
 # Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
 #   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
-#   leakhunt -> agent  "snapshot N REASON HEAP_FILE SIDECAR_FILE"   (plain names in the bundle)
+#   leakhunt -> agent  "snapshot N REASON SECONDS HEAP_FILE SIDECAR_FILE"
+#                      SECONDS: the round's deadline; the files: plain names in the bundle
+#   agent -> leakhunt  "overran N STEP SECONDS"                a step ran past the SECONDS it had
 #   agent -> leakhunt  "ok N HEAP_FILE SIDECAR_FILE" | "error N MESSAGE"
 #   agent -> leakhunt  "exiting DETAIL"                        from the at_exit hook
 #   leakhunt -> agent  "bye"                                   the at_exit hook may return
@@ -318,26 +320,58 @@ module LeakhuntAgent
       mods
     end
 
-    # Scans every class (at a snapshot or after a top-level require).
-    def scan_all
+    # Holds the inventory for a snapshot round: no program thread is inside a scan meanwhile.
+    def synchronize(&block)
+      @lock.owned? ? yield : @lock.synchronize(&block)
+    end
+
+    # Runs a scan from a program thread only if no round holds the inventory: a program thread
+    # never waits for the agent (it may hold a lock a finalizer run by the round needs). What is
+    # skipped, the next round's scan covers.
+    def unless_busy
+      return if @lock.owned? || !@lock.try_lock
+
+      begin
+        yield
+      ensure
+        @lock.unlock
+      end
+    end
+
+    # Scans every class after a top-level require, unless a round is under way.
+    def scan_all_unless_busy
+      unless_busy { scan_all }
+    end
+
+    # Scans every class (the round's, inside `synchronize`, stopping at its deadline; or after
+    # a top-level require).
+    def scan_all(deadline = nil)
       return unless ffi_loaded?
 
-      @lock.synchronize do
+      synchronize do
         @index = nil
         index = function_index
         return if index.empty?
 
         @wrappers = {}.compare_by_identity
-        ObjectSpace.each_object(Module) { |mod| scan(mod, index) }
+        ObjectSpace.each_object(Module) do |mod|
+          scan(mod, index)
+          break if deadline && @agent.clock > deadline
+        end
       end
+    end
+
+    # The lifecycle counts as they are now, copied while the program's threads are parked: the
+    # sidecar is written after they resume, when their hooks may add creation sites.
+    def copy_counts
+      @counts = @counters.values.map(&:to_h)
     end
 
     # Scans one class whose body just ended (TracePoint :end).
     def scan_one(mod)
       return unless ffi_loaded? && @hooked
-      return if @lock.owned?
 
-      @lock.synchronize do
+      unless_busy do
         index = function_index
         scan(mod, index) unless index.empty?
       end
@@ -489,7 +523,11 @@ module LeakhuntAgent
         hook = Module.new do
           define_method(:initialize) do |*args, &block|
             result = super(*args, &block)
-            counter.count_creation(sites.creation_site)
+            begin
+              counter.count_creation(sites.creation_site)
+            rescue StandardError => e
+              LeakhuntAgent.note_error("counting #{counter.klass} creation: #{e.class}: #{e.message}")
+            end
             result
           end
           ruby2_keywords(:initialize)
@@ -507,7 +545,11 @@ module LeakhuntAgent
 
         counter.release_methods << name
         hook.send(:define_method, name) do |*args, &block|
-          counter.count_release(self)
+          begin
+            counter.count_release(self)
+          rescue StandardError => e
+            LeakhuntAgent.note_error("counting #{counter.klass}##{name}: #{e.class}: #{e.message}")
+          end
           super(*args, &block)
         end
         hook.send(:ruby2_keywords, name)
@@ -516,9 +558,11 @@ module LeakhuntAgent
       end
     end
 
-    # A forked child counts its own instances from now on.
+    # A forked child counts its own instances from now on (a copy its parent made for a round
+    # under way is its parent's too).
     def restart_counts(since)
       @counters.each_value { |c| c.restart(since) }
+      @counts = nil
     end
 
     def to_sidecar(maps)
@@ -532,35 +576,226 @@ module LeakhuntAgent
           libraries: libs.map { |given, loaded| { name: given, path: LeakhuntAgent.resolve_library(loaded, maps) } },
           functions: functions }
       end
-      { ffi: ffi, wrappers: @wrappers.values, lifecycle: @counters.values.map(&:to_h) }
+      counts = @counts || []
+      @counts = nil
+      { ffi: ffi, wrappers: @wrappers.values, lifecycle: counts }
     end
   end
 
-  # LeakSanitizer's check, through Fiddle. Ruby's heap pages are mmap'ed, which LSan does not
-  # scan, so everything only Ruby objects point to would look leaked and fill LSan's 5,000-record
-  # cap; registering the pages that hold objects as root regions leaves the real leaks.
+  # The time one snapshot round may take, from the seconds leakhunt waits for the answer: the
+  # scan (the program runs meanwhile) must end within the first quarter, the parked steps within
+  # three quarters, and the rest is for the sidecar and leakhunt's own capture. A parked step
+  # that overruns ends the parked part: the steps after it are skipped. The program's threads
+  # resume by themselves at the parked deadline, even while the agent thread is still stuck.
+  class Round
+    DEFAULT_BUDGET = 60.0
+
+    attr_reader :started, :scan_deadline, :park_deadline, :timings, :overruns, :skipped
+
+    def initialize(agent, index, budget)
+      @agent = agent
+      @index = index
+      @current = nil
+      @told = {}
+      budget = DEFAULT_BUDGET unless budget&.finite? && budget.positive?
+      @started = agent.clock
+      @scan_deadline = @started + (budget * 0.25)
+      @park_deadline = @started + (budget * 0.75)
+      @timings = {}
+      @overruns = [] # [[step, seconds it had]]
+      @skipped = []
+      @done = {}
+      @mark = @started
+    end
+
+    # Runs a step that must end by `deadline` (passed to the block), unless a parked step
+    # before it overran.
+    def step(name, deadline)
+      if @overruns.any? { |step, _| step != 'scan' }
+        @skipped << name
+        return
+      end
+      budget = deadline - @agent.clock
+      @current = [name, budget]
+      yield deadline
+      @current = nil
+      @done[name] = true
+      record(name)
+      @overruns << [name, budget] if @agent.clock > deadline
+    end
+
+    # Tells leakhunt, once per step, that the step overran: from the first parked thread that
+    # resumes at the deadline while the step still runs, or after the step.
+    def tell_overrun(name = nil, budget = nil)
+      name, budget = @current unless name
+      return if name.nil? || @told.key?(name)
+
+      @told[name] = true
+      @agent.reply(format('overran %d %s %.1f', @index, name, budget))
+    end
+
+    def record(name)
+      now = @agent.clock
+      @timings[name] = now - @mark
+      @mark = now
+    end
+
+    def done?(name)
+      @done.key?(name)
+    end
+  end
+
+  # Stops every other Ruby thread at its next line, call or C return while a block runs.
+  # Threads blocked in C without the GVL stay there, and park as they come back. A parked thread
+  # resumes by itself at the deadline, whatever happens to the agent thread meanwhile.
+  class Parking
+    SETTLE = 2.0
+
+    # `on_deadline` runs once, in the first parked thread that resumes because the deadline
+    # passed while the agent still held the program.
+    def initialize(agent, deadline, &on_deadline)
+      @agent = agent
+      @deadline = deadline
+      @on_deadline = on_deadline
+      @me = Thread.current
+      @lock = Mutex.new
+      @resume = ConditionVariable.new
+      @parked = {}.compare_by_identity
+      @parking = false
+      @trace = nil
+    end
+
+    def start(errors)
+      @parking = true
+      @trace = TracePoint.new(:line, :call, :b_call, :c_return) { park(Thread.current) }
+      @trace.enable
+      settle_by = [@agent.clock + SETTLE, @deadline].min
+      until Thread.list.all? { |t| t.equal?(@me) || !t.alive? || @parked.key?(t) || t.status == 'sleep' }
+        if @agent.clock > settle_by
+          errors << 'some threads kept running during the snapshot; the dump may hold objects they made'
+          break
+        end
+        Thread.pass
+      end
+    end
+
+    def stop
+      @trace&.disable
+      @lock.synchronize do
+        @parking = false
+        @resume.broadcast
+      end
+    end
+
+    private
+
+    def park(thread)
+      return if thread.equal?(@me) || !@parking
+
+      @lock.synchronize do
+        @parked[thread] = true
+        while @parking && (left = @deadline - @agent.clock).positive?
+          @resume.wait(@lock, left)
+        end
+        @parked.delete(thread)
+        late = @parking ? @on_deadline : nil
+        @on_deadline = nil if late
+        late&.call
+      end
+    rescue StandardError => e
+      @agent.note_error("parking: #{e.class}: #{e.message}")
+    end
+  end
+
+  # Fiddle's C extension, loaded from the Ruby installation itself. The application's bundle
+  # decides what `require 'fiddle'` may load: from Ruby 3.5 fiddle is a bundled gem that a
+  # Gemfile without it refuses (LoadError), and 3.4 prints a deprecation warning on the program's
+  # stderr. The extension file is found by path and loaded with Ruby's own require (RubyGems'
+  # and Bundler's wrappers skipped, so nothing is activated and nothing warns); the agent uses
+  # only what the C extension defines.
+  module FiddleExtension
+    def self.load
+      return true if defined?(::Fiddle::Function) && defined?(::Fiddle::Handle)
+
+      path = candidates.find { |p| File.file?(p) }
+      raise LoadError, 'no fiddle extension in the Ruby installation' unless path
+
+      builtin_require(path)
+      # Fiddle::Function#call records errno through Fiddle.last_error=, which fiddle.rb defines.
+      # A fallback in an extending module: fiddle.rb, if the program loads it, takes precedence
+      # without a redefinition warning.
+      ::Fiddle.extend(LastError) unless ::Fiddle.respond_to?(:last_error=)
+      true
+    end
+
+    module LastError
+      def last_error=(error)
+        Thread.current[:__FIDDLE_LAST_ERROR__] = error
+      end
+    end
+
+    # The default gem's extension (Ruby <= 3.4) in the architecture directory, then the bundled
+    # gem's (Ruby >= 3.5) in the installation's own gem directory, newest first.
+    def self.candidates
+      ext = RbConfig::CONFIG['DLEXT'] || 'so'
+      found = [File.join(RbConfig::CONFIG['rubyarchdir'].to_s, "fiddle.#{ext}")]
+      if defined?(Gem) && Gem.respond_to?(:default_dir)
+        dir = Gem.default_dir
+        gems = Dir.glob(File.join(dir, 'extensions', '*', '*', 'fiddle-*', "fiddle.#{ext}")) +
+               Dir.glob(File.join(dir, 'gems', 'fiddle-*', 'lib', "fiddle.#{ext}"))
+        found.concat(gems.sort_by { |p| version_of(p) }.reverse)
+      end
+      found
+    end
+
+    def self.version_of(path)
+      digits = path[%r{/fiddle-([0-9.]+)/}, 1].to_s
+      digits.split('.').map(&:to_i)
+    end
+
+    # Kernel#require as Ruby defines it: RubyGems keeps it as gem_original_require.
+    def self.builtin_require(path)
+      if Kernel.private_method_defined?(:gem_original_require)
+        Kernel.instance_method(:gem_original_require).bind_call(Kernel, path)
+      else
+        Kernel.instance_method(:require).bind_call(Kernel, path)
+      end
+    end
+  end
+
+  # LeakSanitizer's check, through Fiddle's C extension. Ruby's heap pages are mmap'ed, which
+  # LSan does not scan, so everything only Ruby objects point to would look leaked and fill
+  # LSan's 5,000-record cap; registering the pages that hold objects as root regions leaves the
+  # real leaks. Made when the agent starts: a round never loads code (a program thread parked
+  # inside RubyGems' require holds its monitor, and class bodies run the agent's hooks).
   class Lsan
     def initialize
-      require 'fiddle'
-      handle = Fiddle::Handle::DEFAULT
-      # need_gvl: the program stays stopped during the check (fiddle releases the GVL otherwise).
-      @check = begin
-        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT, need_gvl: true)
-      rescue ArgumentError
-        Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], Fiddle::TYPE_INT)
-      end
-      args = [Fiddle::TYPE_VOIDP, Fiddle::TYPE_SIZE_T]
-      @register = Fiddle::Function.new(handle['__lsan_register_root_region'], args, Fiddle::TYPE_VOID)
-      @unregister = Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, Fiddle::TYPE_VOID)
+      FiddleExtension.load
+      handle = ::Fiddle::Handle::DEFAULT
+      # The GVL is released during the check, so that the program's parked threads can still
+      # resume at the round's deadline if the check does not return; they stay parked otherwise,
+      # and LSan stops every thread while it scans anyway.
+      @check = ::Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], type(:INT))
+      args = [type(:VOIDP), type(:SIZE_T)]
+      @register = ::Fiddle::Function.new(handle['__lsan_register_root_region'], args, type(:VOID))
+      @unregister = ::Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, type(:VOID))
       size = (GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE] rescue nil) || 65_536
       @page_mask = ~(size - 1)
       @page_size = size
       @pages = {}
     end
 
+    # The C extension names its types Fiddle::Types::INT from fiddle 1.1 (Ruby 3.2) on, and
+    # Fiddle::TYPE_INT before; fiddle.rb, not loaded here, makes the one from the other.
+    def type(name)
+      return ::Fiddle::Types.const_get(name) if defined?(::Fiddle::Types)
+
+      ::Fiddle.const_get("TYPE_#{name}")
+    end
+
     def check
       pages = {}
-      ObjectSpace.each_object(BasicObject) { |o| pages[Fiddle.dlwrap(o) & @page_mask] = true }
+      ObjectSpace.each_object(BasicObject) { |o| pages[::Fiddle.dlwrap(o) & @page_mask] = true }
       (@pages.keys - pages.keys).each { |p| @unregister.call(p, @page_size) }
       (pages.keys - @pages.keys).each { |p| @register.call(p, @page_size) }
       @pages = pages
@@ -592,11 +827,16 @@ module LeakhuntAgent
       @bundle = ENV['LEAKHUNT_BUNDLE']
       return if @socket_path.nil? || @socket_path.empty? || @bundle.nil? || @bundle.empty?
 
+      require 'rbconfig'
       require 'socket'
       require 'objspace'
       @t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       @errors = []
       @backend = ENV['LEAKHUNT_BACKEND'].to_s
+      # libmalloc read it when this process started; the processes the program starts (shims,
+      # `system`, spawned tools) would each log their own stacks and print their own
+      # "MallocStackLogging: ..." lines on the user's stderr. Forks keep recording.
+      ENV.delete('MallocStackLogging') if @backend == 'leaks'
       @exit_wait = Float(ENV['LEAKHUNT_EXIT_WAIT'] || '30', exception: false) || 30.0
       @command = Json.dump([$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)])
       return unless arm(Process.ppid, false)
@@ -606,6 +846,7 @@ module LeakhuntAgent
       @sites = Sites.new
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
+      prepare_lsan
       install_hooks
       start_serving
       hook_fork
@@ -677,14 +918,17 @@ module LeakhuntAgent
     def install_hooks
       agent = self
       require_hook = Module.new do
+        # A full scan only when a top-level require loaded something: programs that require
+        # inside methods, or probe for optional libraries, call it again and again.
         define_method(:require) do |path|
           depth = Thread.current[:leakhunt_require_depth] || 0
           Thread.current[:leakhunt_require_depth] = depth + 1
+          loaded = false
           begin
-            super(path)
+            loaded = super(path)
           ensure
             Thread.current[:leakhunt_require_depth] = depth
-            agent.after_require(depth.zero?)
+            agent.after_require(depth.zero? && loaded == true)
           end
         end
         private :require
@@ -696,7 +940,7 @@ module LeakhuntAgent
 
     def after_require(top_level)
       @inventory.hook_ffi
-      @inventory.scan_all if top_level
+      @inventory.scan_all_unless_busy if top_level
     rescue StandardError => e
       note_error("after require: #{e.class}: #{e.message}")
     end
@@ -735,7 +979,7 @@ module LeakhuntAgent
     end
 
     def handle(line)
-      command, number, reason, heap, sidecar = line.split(' ', 5)
+      command, number, reason, budget, heap, sidecar = line.split(' ', 6)
       case command
       when 'snapshot'
         index = Integer(number, exception: false)
@@ -743,7 +987,7 @@ module LeakhuntAgent
         return reply("error #{index} file names must be plain names in the bundle") unless plain_names?(heap, sidecar)
 
         begin
-          snapshot(index, reason.to_s, heap, sidecar)
+          snapshot(index, reason.to_s, Float(budget.to_s, exception: false), heap, sidecar)
           @taken += 1
           reply("ok #{index} #{heap} #{sidecar}")
         rescue Exception => e # rubocop:disable Lint/RescueException -- report, never raise
@@ -760,37 +1004,46 @@ module LeakhuntAgent
       names.all? { |n| n.is_a?(String) && !n.empty? && !n.include?('/') && n != '.' && n != '..' }
     end
 
-    def snapshot(index, reason, heap, sidecar)
+    # One round: scan for wrappers, GC, heap dump, LeakSanitizer check, lifecycle counts, within
+    # the seconds leakhunt waits for the answer (`budget`). The inventory lock is held for the
+    # whole round, so no program thread is parked inside the agent's own scanning; the round
+    # loads no code and runs no program code but the finalizers its GC releases.
+    def snapshot(index, reason, budget, heap, sidecar)
+      round = Round.new(self, index, budget)
       errors = []
-      timings = {}
-      t = clock
-      step = lambda do |name|
-        now = clock
-        timings[name] = now - t
-        t = now
-      end
-      started = t
-      @inventory.scan_all
-      step.call('scan')
-      # The heap dump and the LSan check must show what a full GC left, but dump_all writes
-      # through Ruby's IO, which lets other threads run between writes: so the program's threads
-      # are parked meanwhile. A first GC runs unparked, so the finalizers of what the program
-      # dropped cannot wait for a parked thread's lock.
+      started = round.started
       gc_stat = nil
-      File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
-        GC.start(full_mark: true, immediate_sweep: true)
-        with_program_parked(errors) do
-          GC.start(full_mark: true, immediate_sweep: true)
-          gc_stat = GC.stat
-          step.call('gc')
-          ObjectSpace.dump_all(output: f)
-          step.call('dump')
-          if @backend == 'lsan'
-            lsan_check(errors)
-            step.call('lsan')
+      @inventory.synchronize do
+        round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
+        # The heap dump and the LSan check must show what a full GC left, but dump_all writes
+        # through Ruby's IO, which lets other threads run between writes: so the program's
+        # threads are parked from the second GC to the end of the counts.
+        parking = Parking.new(self, round.park_deadline) { round.tell_overrun }
+        begin
+          File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
+            round.step('gc', round.park_deadline) do
+              # A first GC runs unparked, so the finalizers of what the program dropped cannot
+              # wait for a parked thread's lock (those of what dies meanwhile still may: the
+              # parked threads resume at the deadline then). The program is not parked at all
+              # when the first one took the parked steps' time.
+              GC.start(full_mark: true, immediate_sweep: true)
+              if clock < round.park_deadline
+                parking.start(errors)
+                GC.start(full_mark: true, immediate_sweep: true)
+                gc_stat = GC.stat
+              end
+            end
+            round.step('dump', round.park_deadline) { ObjectSpace.dump_all(output: f) }
+            round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
+            round.step('counts', round.park_deadline) { @inventory.copy_counts }
           end
+        ensure
+          parking.stop
         end
       end
+      round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }
+      raise "no heap dump: #{round.skipped.join(', ')} skipped" unless round.done?('dump')
+
       body = { leakhunt_agent: SIDECAR_SCHEMA, snapshot: index, reason: reason, t: started, pid: Process.pid,
                ppid: @ppid, forked: @forked,
                ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
@@ -798,55 +1051,29 @@ module LeakhuntAgent
                gc_stat: gc_stat, heap_dump: heap }
       body.merge!(@inventory.to_sidecar(mapped_libraries))
       body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)
-      step.call('sidecar')
-      body[:timings] = timings
-      body[:errors] = @errors + errors
+      round.record('sidecar')
+      body[:timings] = round.timings
+      body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }
       write_private(File.join(@bundle, sidecar), Json.dump(body))
     end
 
-    # Stops every other Ruby thread at its next line, call or C return while the block runs.
-    # Threads blocked in C without the GVL stay there, and park as they come back. A parked
-    # thread never waits longer than LEAKHUNT_EXIT_WAIT, whatever happens to this thread.
-    def with_program_parked(errors)
-      me = Thread.current
-      lock = Mutex.new
-      resume = ConditionVariable.new
-      parked = {}.compare_by_identity
-      parking = true
-      give_up = clock + @exit_wait
-      trace = TracePoint.new(:line, :call, :b_call, :c_return) do
-        thread = Thread.current
-        next if thread.equal?(me) || !parking
-
-        lock.synchronize do
-          parked[thread] = true
-          resume.wait(lock, [give_up - clock, 0.01].max) while parking && clock < give_up
-          parked.delete(thread)
-        end
-      end
-      trace.enable
-      settle_by = clock + 2.0
-      until Thread.list.all? { |t| t.equal?(me) || !t.alive? || parked.key?(t) || t.status == 'sleep' }
-        if clock > settle_by
-          errors << 'some threads kept running during the snapshot; the dump may hold objects they made'
-          break
-        end
-        Thread.pass
-      end
-      yield
-    ensure
-      trace&.disable
-      lock&.synchronize do
-        parking = false
-        resume.broadcast
-      end
-    end
-
     def lsan_check(errors)
-      @lsan ||= Lsan.new
+      if @lsan.nil?
+        errors << "LeakSanitizer check not run: #{@lsan_error}"
+        return
+      end
       @lsan.check
     rescue StandardError, ScriptError => e
       errors << "LeakSanitizer check failed (is liblsan preloaded?): #{e.class}: #{e.message}"
+    end
+
+    # The LSan bridge, made when the agent starts (never during a round).
+    def prepare_lsan
+      return unless @backend == 'lsan'
+
+      @lsan = Lsan.new
+    rescue StandardError, ScriptError => e
+      @lsan_error = "#{e.class}: #{e.message}"
     end
 
     def write_private(path, text)
@@ -855,19 +1082,12 @@ module LeakhuntAgent
       File.rename(tmp, path)
     end
 
-    # Files of loaded shared libraries: /proc/self/maps on Linux, dyld's image list on macOS.
+    # Files of loaded shared libraries, from /proc/self/maps. Elsewhere (macOS) leakhunt fills
+    # in the libraries' paths from the images its native tool lists.
     def mapped_libraries
-      if File.readable?('/proc/self/maps')
-        File.foreach('/proc/self/maps').filter_map { |l| l.split(' ', 6)[5]&.strip }.select { |p| p.start_with?('/') }.uniq
-      elsif RUBY_PLATFORM.include?('darwin')
-        require 'fiddle'
-        h = Fiddle::Handle::DEFAULT
-        count = Fiddle::Function.new(h['_dyld_image_count'], [], Fiddle::TYPE_INT).call
-        name = Fiddle::Function.new(h['_dyld_get_image_name'], [Fiddle::TYPE_INT], Fiddle::TYPE_VOIDP)
-        (0...count).map { |i| name.call(i).to_s }
-      else
-        []
-      end
+      return [] unless File.readable?('/proc/self/maps')
+
+      File.foreach('/proc/self/maps').filter_map { |l| l.split(' ', 6)[5]&.strip }.select { |p| p.start_with?('/') }.uniq
     rescue StandardError, ScriptError
       []
     end

@@ -1,7 +1,7 @@
 //! The Ruby agent (`agent.rb`, embedded here as data) and leakhunt's side of its protocol.
 //!
-//! Stage: `run`. The agent is written into the run's private 0700 directory and loaded into the
-//! target through `RUBYOPT=-r<path>`. leakhunt listens on a Unix socket in the same directory
+//! Stage: `run`. The agent is written into the run's private 0700 directory ([`private_dir`])
+//! and loaded into the target through `RUBYOPT=-r<path>`. leakhunt listens on a Unix socket in the same directory
 //! ([`AgentHub`]); every Ruby process of the program's tree connects to it — the program, the
 //! processes it forks (the agent re-arms in the child) and the Ruby programs it starts (they
 //! inherit `RUBYOPT`) — and says hello with its pid, parent and command line. The protocol is one
@@ -22,6 +22,53 @@ pub const AGENT_FILE: &str = "leakhunt_agent.rb";
 pub const SOCKET_FILE: &str = "agent.sock";
 /// Longest line accepted from the agent; longer ones are dropped.
 const MAX_LINE: usize = 64 * 1024;
+
+/// The run's private directory, for the agent and its socket: a new 0700 directory under
+/// TMPDIR, or under /tmp when TMPDIR's path would not do — a space (RUBYOPT, which loads the
+/// agent, splits on spaces) or a socket path too long for a Unix socket address (104 bytes
+/// on macOS, where TMPDIR is a long per-user path under /var/folders, 108 on Linux, the NUL
+/// included). Whether a path fits is what `SocketAddr::from_pathname` says, the check
+/// leakhunt's own bind makes.
+pub fn private_dir() -> Result<tempfile::TempDir> {
+    let tmpdir = std::env::temp_dir();
+    let mut why_not = Vec::new();
+    for base in [tmpdir.as_path(), Path::new("/tmp")] {
+        match tempfile::Builder::new()
+            .prefix("leakhunt-")
+            .tempdir_in(base)
+        {
+            Ok(dir) => match unusable(dir.path()) {
+                None => return Ok(dir),
+                Some(why) => why_not.push(why),
+            },
+            Err(e) => why_not.push(format!(
+                "cannot create a directory in {}: {e}",
+                base.display()
+            )),
+        }
+    }
+    Err(Error::Run(format!(
+        "no usable private directory: {}; set TMPDIR to a short path without spaces",
+        why_not.join("; ")
+    )))
+}
+
+/// Why `dir` cannot hold the agent and its socket, if it cannot.
+pub fn unusable(dir: &Path) -> Option<String> {
+    let text = dir.to_string_lossy();
+    if text.contains(char::is_whitespace) {
+        return Some(format!("{text} has a space, which RUBYOPT cannot carry"));
+    }
+    let socket = dir.join(SOCKET_FILE);
+    if std::os::unix::net::SocketAddr::from_pathname(&socket).is_err() {
+        return Some(format!(
+            "{} ({} bytes) is too long for a Unix socket path",
+            socket.display(),
+            socket.as_os_str().len()
+        ));
+    }
+    None
+}
 
 /// Writes the agent into `private_dir` (0600) and returns its path.
 pub fn install(private_dir: &Path) -> Result<PathBuf> {
@@ -56,6 +103,13 @@ pub enum AgentEvent {
     },
     /// Snapshot `index` failed inside the target.
     Failed { index: u32, message: String },
+    /// A step of snapshot `index` ran past its budget (milliseconds it had); the steps after it
+    /// were skipped and the program's threads resumed. Sent before the answer.
+    Overran {
+        index: u32,
+        step: RoundStep,
+        budget_ms: u64,
+    },
     /// The process is ending; the agent's at_exit hook may wait for a final snapshot or `bye`.
     Exiting { detail: String },
     /// Anything else (kept for the warning).
@@ -98,11 +152,82 @@ impl AgentEvent {
                 }
                 None => unknown(),
             },
+            "overran" => {
+                let index = words.next().and_then(|w| w.parse().ok());
+                let step = words.next().and_then(RoundStep::parse);
+                let seconds = words.next().and_then(|w| w.trim().parse::<f64>().ok());
+                match (index, step, seconds) {
+                    (Some(index), Some(step), Some(s)) if s.is_finite() => AgentEvent::Overran {
+                        index,
+                        step,
+                        budget_ms: (s.max(0.0) * 1000.0) as u64,
+                    },
+                    _ => unknown(),
+                }
+            }
             "exiting" => AgentEvent::Exiting {
                 detail: words.collect::<Vec<_>>().join(" "),
             },
             _ => unknown(),
         }
+    }
+}
+
+/// The steps of a snapshot round in the agent, in order (`agent.rb`, `snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundStep {
+    /// Finding wrapper classes; the program runs meanwhile.
+    Scan,
+    /// The full GC, with the program's threads parked (as for every step below).
+    Gc,
+    Dump,
+    /// LeakSanitizer's check.
+    Lsan,
+    /// Copying the lifecycle counts.
+    Counts,
+}
+
+impl RoundStep {
+    fn parse(word: &str) -> Option<RoundStep> {
+        Some(match word {
+            "scan" => RoundStep::Scan,
+            "gc" => RoundStep::Gc,
+            "dump" => RoundStep::Dump,
+            "lsan" => RoundStep::Lsan,
+            "counts" => RoundStep::Counts,
+            _ => return None,
+        })
+    }
+
+    /// What the step does, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RoundStep::Scan => "the wrapper scan",
+            RoundStep::Gc => "the garbage collection",
+            RoundStep::Dump => "the heap dump",
+            RoundStep::Lsan => "the LeakSanitizer check",
+            RoundStep::Counts => "copying the lifecycle counts",
+        }
+    }
+
+    /// The message for this step having run past the `budget_ms` it had.
+    pub fn overran(self, budget_ms: u64) -> String {
+        let then = match self {
+            // The program runs during the scan: it is only cut short.
+            RoundStep::Scan => "it stopped early",
+            _ => "the program was resumed",
+        };
+        format!(
+            "{} overran its {} s budget; {then}",
+            self.describe(),
+            budget_ms.saturating_add(500) / 1000
+        )
+    }
+
+    /// Whether the native check that follows the GC inside the round could not run on time
+    /// when this step overran (the LeakSanitizer check comes after the GC and the dump).
+    pub fn spoils_native_check(self) -> bool {
+        matches!(self, RoundStep::Gc | RoundStep::Dump | RoundStep::Lsan)
     }
 }
 
@@ -340,11 +465,32 @@ mod tests {
             }
         );
         assert_eq!(
+            AgentEvent::parse(b"overran 2 lsan 40.5"),
+            AgentEvent::Overran {
+                index: 2,
+                step: RoundStep::Lsan,
+                budget_ms: 40_500
+            }
+        );
+        assert_eq!(
             AgentEvent::parse(b"exiting exit 3"),
             AgentEvent::Exiting {
                 detail: "exit 3".into()
             }
         );
+    }
+
+    #[test]
+    fn an_overrun_says_what_became_of_the_program() {
+        assert_eq!(
+            RoundStep::Lsan.overran(40_400),
+            "the LeakSanitizer check overran its 40 s budget; the program was resumed"
+        );
+        assert_eq!(
+            RoundStep::Scan.overran(14_600),
+            "the wrapper scan overran its 15 s budget; it stopped early"
+        );
+        assert!(RoundStep::Dump.spoils_native_check() && !RoundStep::Counts.spoils_native_check());
     }
 
     #[test]
@@ -366,6 +512,8 @@ mod tests {
             b"hello one 2",
             b"hello 2 7 1 adopted\truby\t[]",
             b"hello 2 7\truby",
+            b"overran 2 nap 1.0",
+            b"overran 2 gc NaN",
             b"\xff\xfe garbage",
             b"",
         ] {
@@ -433,7 +581,7 @@ mod tests {
         let HubEvent::Line(id, _) = got[0] else {
             panic!("{got:?}")
         };
-        hub.send(id, "snapshot 1 interval heap-001.json agent-001.json")
+        hub.send(id, "snapshot 1 interval 60.0 heap-001.json agent-001.json")
             .unwrap();
         let mut buf = [0u8; 128];
         agent
@@ -442,7 +590,7 @@ mod tests {
         let n = agent.read(&mut buf).unwrap();
         assert_eq!(
             &buf[..n],
-            b"snapshot 1 interval heap-001.json agent-001.json\n"
+            b"snapshot 1 interval 60.0 heap-001.json agent-001.json\n"
         );
         drop(agent);
         events(&mut hub, 1);

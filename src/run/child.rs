@@ -216,6 +216,12 @@ extern "C" fn on_signal(
     SIGNALS_CAUGHT.fetch_add(1, Ordering::SeqCst);
 }
 
+/// How many of the watched signals arrived since the run's [`CaughtSignals`] were installed
+/// (0 outside a run): a tool that runs during a snapshot reads it to give up at a second one.
+pub fn interrupts() -> u32 {
+    SIGNALS_CAUGHT.load(Ordering::SeqCst)
+}
+
 /// SIGINT, SIGTERM and SIGHUP caught for the length of a run — sent to leakhunt, or relayed
 /// from the terminal by the sentinel when the target's group holds the terminal
 /// ([`super::terminal`]); the previous handlers come back on drop.
@@ -319,8 +325,11 @@ mod tests {
         };
         let guard = ChildGuard::spawn(&launch, None).unwrap();
         let pgid = guard.pgid;
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(live_members(pgid) >= 2, "sh and its sleeps");
+        let until = Instant::now() + Duration::from_secs(10);
+        while live_members(pgid) < 3 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(live_members(pgid) >= 3, "sh and its two sleeps");
         drop(guard);
         let until = Instant::now() + Duration::from_secs(3);
         while live_members(pgid) > 0 && Instant::now() < until {

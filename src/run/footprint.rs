@@ -137,6 +137,16 @@ impl FootprintSampler {
         }
     }
 
+    /// How many samples the timeline in `file` has so far.
+    pub fn samples(&self, file: &str) -> u64 {
+        self.shared
+            .timelines
+            .lock()
+            .ok()
+            .and_then(|t| t.get(file).map(|l| l.samples))
+            .unwrap_or(0)
+    }
+
     /// The main process's last sample, in bytes (0 before the first).
     pub fn latest(&self) -> u64 {
         self.shared.latest.load(Ordering::SeqCst)
@@ -184,7 +194,11 @@ mod tests {
         let mut s =
             FootprintSampler::start(dir.path(), std::process::id(), Instant::now()).unwrap();
         s.track(other.id(), "footprint-p1.tsv");
-        std::thread::sleep(Duration::from_millis(600));
+        let until = Instant::now() + Duration::from_secs(30);
+        while [FILE, "footprint-p1.tsv"].iter().any(|f| s.samples(f) < 2) && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let counts = s.stop();
         let _ = other.kill();
         let _ = other.wait();

@@ -28,6 +28,8 @@ pub const SNAPSHOT_DEADLINE: &str = "LEAKHUNT_SNAPSHOT_DEADLINE";
 pub const EXIT_DEADLINE: &str = "LEAKHUNT_EXIT_DEADLINE";
 pub const LSAN_RUNTIME: &str = "LEAKHUNT_LSAN_RUNTIME";
 pub const NO_PROGRESS: &str = "LEAKHUNT_NO_PROGRESS";
+pub const LEAKS_DEADLINE: &str = "LEAKHUNT_LEAKS_DEADLINE";
+pub const TEST_LEAKS_STAND_IN: &str = "LEAKHUNT_TEST_LEAKS_STAND_IN";
 
 pub const KNOBS: &[Knob] = &[
     Knob {
@@ -53,13 +55,14 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: EXIT_WAIT,
         reader: Reader::Agent,
-        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot; also the \
-                  longest a snapshot keeps the program's threads parked",
+        meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot (a \
+                  snapshot's own deadline comes with each request)",
     },
     Knob {
         name: SNAPSHOT_DEADLINE,
         reader: Reader::Leakhunt,
-        meaning: "seconds to wait for one snapshot (agent and native tool) before giving up",
+        meaning: "seconds to wait for one snapshot (agent and native tool) before giving up; the \
+                  agent never keeps the program parked for more than three quarters of it",
     },
     Knob {
         name: EXIT_DEADLINE,
@@ -75,6 +78,19 @@ pub const KNOBS: &[Knob] = &[
         name: NO_PROGRESS,
         reader: Reader::Leakhunt,
         meaning: "set: never draw progress on stderr",
+    },
+    Knob {
+        name: LEAKS_DEADLINE,
+        reader: Reader::Leakhunt,
+        meaning: "seconds one run of leaks(1) may take (default 120), whatever the agent's part \
+                  of the snapshot took; at most 15 s once Ctrl-C was pressed",
+    },
+    Knob {
+        name: TEST_LEAKS_STAND_IN,
+        reader: Reader::Leakhunt,
+        meaning: "TEST ONLY: an executable run instead of leaks(1) (tests/support/leaks-stand-in), \
+                  which makes `--backend leaks` usable where leaks(1) does not exist; leakhunt \
+                  warns whenever it is set",
     },
 ];
 

@@ -87,7 +87,7 @@ pub struct Recorded {
 }
 
 /// How long a last snapshot may take after Ctrl-C.
-const INTERRUPT_SNAPSHOT: Duration = Duration::from_secs(15);
+pub(crate) const INTERRUPT_SNAPSHOT: Duration = Duration::from_secs(15);
 /// How long the program gets to end after the forwarded Ctrl-C before SIGTERM, then SIGKILL.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 /// How long the program gets to stop after `--duration`'s SIGTERM before SIGKILL (servers
@@ -105,10 +105,7 @@ const UNEXAMINED_LISTED: usize = 100;
 /// behind; once it has started, every path ends with a valid manifest.
 pub fn record(config: &RunConfig) -> Result<Recorded> {
     let bundle_dir = bundle_path(config.output.as_deref())?;
-    let private = tempfile::Builder::new()
-        .prefix("leakhunt-")
-        .tempdir()
-        .map_err(|e| Error::Run(format!("cannot create a private directory: {e}")))?;
+    let private = agent::private_dir()?;
     make_owner_only(private.path())?;
     let dirs = Dirs {
         bundle: bundle_dir.clone(),
@@ -127,20 +124,16 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     }
     let agent_path = agent::install(private.path())?;
     let socket = private.path().join(agent::SOCKET_FILE);
-    if agent_path.to_string_lossy().contains(char::is_whitespace) {
-        return Err(Error::Run(format!(
-            "the private directory {} has a space in its path, which RUBYOPT cannot carry: set \
-             TMPDIR to a path without spaces",
-            private.path().display()
-        )));
-    }
     let hub = AgentHub::bind(&socket)?;
 
     let mut launch = Launch {
         argv,
         env: Default::default(),
     };
-    let exit_wait = backend.snapshot_deadline() * 2 + Duration::from_secs(10);
+    // The at_exit hook waits for a whole final snapshot: the agent's part, then the native tool's.
+    let exit_wait = backend.snapshot_deadline()
+        + backend.native_deadline(backend.snapshot_deadline())
+        + Duration::from_secs(10);
     launch.set_env(knobs::SOCKET, &socket.display().to_string(), None);
     launch.set_env(knobs::BUNDLE, &bundle_dir.display().to_string(), None);
     launch.set_env(
@@ -225,10 +218,19 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         spinner: crate::progress::spinner("starting"),
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
+        refused: None,
     };
     let result = session.drive();
+    let refused = session.refused.take();
     let recorded = session.finish(result);
     drop(private);
+    if let (Some(why), Ok(recorded)) = (refused, &recorded) {
+        eprintln!(
+            "leakhunt: bundle {} (its manifest records why the run stopped)",
+            recorded.bundle.display()
+        );
+        return Err(Error::BackendUnavailable(why));
+    }
     recorded
 }
 
@@ -381,6 +383,9 @@ struct Session<'a> {
     spinner: indicatif::ProgressBar,
     snapshot_deadline: Option<Duration>,
     exit_deadline: Option<Duration>,
+    /// Why the backend's tool may not examine the program, found when it said hello: the run
+    /// stops (exit 3) rather than fail every snapshot.
+    refused: Option<String>,
 }
 
 /// Which processes a round asks.
@@ -420,6 +425,14 @@ impl Session<'_> {
                 self.drain_events();
                 return Some(status);
             }
+            if let Some(why) = &self.refused {
+                self.warn(why.clone());
+                self.killed_because = Some(format!(
+                    "the {} backend cannot examine it",
+                    self.backend.name()
+                ));
+                return self.child.terminate(libc::SIGTERM, Duration::from_secs(2));
+            }
             if self.signals.count() > 0 {
                 return self.on_interrupt();
             }
@@ -440,6 +453,7 @@ impl Session<'_> {
                 if interval_rounds < self.config.snapshots
                     && Instant::now() >= due
                     && !self.main_exiting()
+                    && self.refused.is_none()
                 {
                     interval_rounds += 1;
                     self.take_round("interval", Whom::All, self.snapshot_deadline());
@@ -503,9 +517,8 @@ impl Session<'_> {
             return;
         };
         let pid = self.processes[at].pid;
-        let deadline = self.snapshot_deadline().max(Duration::from_secs(10));
         let event = match self.round.as_mut() {
-            Some(round) => match round.on_event(pid, event, &self.backend, deadline) {
+            Some(round) => match round.on_event(pid, event, &self.backend) {
                 Some(other) => other,
                 None => return,
             },
@@ -526,6 +539,16 @@ impl Session<'_> {
             AgentEvent::Failed { index, message } => {
                 self.processes[at].owes = None;
                 self.warn(format!("snapshot {index} of process {pid}: {message}"));
+            }
+            AgentEvent::Overran {
+                index,
+                step,
+                budget_ms,
+            } => {
+                self.warn(format!(
+                    "snapshot {index} of process {pid}: {}",
+                    step.overran(budget_ms)
+                ));
             }
             AgentEvent::Unknown(line) => {
                 self.warn(format!("unexpected line from the agent of {pid}: {line}"))
@@ -592,6 +615,15 @@ impl Session<'_> {
             }
         }
         self.sampler.track(pid, &footprint);
+        // The executable that said hello (after any shim or `bundle exec`): the main process's
+        // refusal stops the run; another process's is warned about once.
+        if let Err(why) = self.backend.examinable(pid) {
+            if is_main {
+                self.refused = Some(why);
+            } else {
+                self.warn(format!("process {pid}: {why}"));
+            }
+        }
         // Saved with the next round, or within a second: a pool forking a child per job must
         // not rewrite the manifest for every one.
         self.dirty = true;
@@ -682,7 +714,7 @@ impl Session<'_> {
             targets.len()
         ));
         let t = self.started.elapsed().as_secs_f64();
-        let mut round = Round::new(index);
+        let mut round = Round::new(index, Instant::now() + deadline);
         for &at in &targets {
             let p = &self.processes[at];
             let (pid, files, link) = (p.pid, p.files.clone(), p.link);
@@ -693,8 +725,11 @@ impl Session<'_> {
                 t,
                 ..Snapshot::default()
             };
+            // The agent splits the deadline between its steps and never keeps the program
+            // parked past it.
             let request = format!(
-                "snapshot {index} {reason} {} {}",
+                "snapshot {index} {reason} {:.1} {} {}",
+                deadline.as_secs_f64(),
                 files.heap(index),
                 files.sidecar(index)
             );
@@ -752,6 +787,9 @@ impl Session<'_> {
                 n if n > signals_before && n >= 2 => return "interrupted".into(),
                 n if n > signals_before => {
                     until = until.min(Instant::now() + INTERRUPT_SNAPSHOT);
+                    if let Some(round) = self.round.as_mut() {
+                        round.shorten(until);
+                    }
                     self.snapshot_after_interrupt = true;
                 }
                 _ => {}

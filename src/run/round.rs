@@ -7,6 +7,7 @@
 //! process, not the sum, and a process that hangs holds up no other: at the deadline it is
 //! recorded as not answering, and later rounds pass it over until it answers.
 
+use super::INTERRUPT_SNAPSHOT;
 use super::agent::AgentEvent;
 use super::backend::{Mark, NativeBackend, NativeCapture};
 use crate::bundle::{ProcessFiles, Snapshot};
@@ -32,11 +33,16 @@ struct Asked {
     mark: Mark,
     stage: Stage,
     snapshot: Snapshot,
+    /// A parked step of its agent overran, and the backend checks inside the agent's round
+    /// (LSan): whatever the capture finds is not of this snapshot's moment.
+    spoiled: bool,
 }
 
 /// A round under way.
 pub struct Round {
     pub index: u32,
+    /// When the round's deadline passes (a first interrupt brings it closer).
+    until: Instant,
     asked: Vec<Asked>,
     /// Finished captures, by pid: the threads send, the round receives.
     done: Sender<(u32, NativeCapture)>,
@@ -47,10 +53,11 @@ pub struct Round {
 const CAPTURE_SLACK: Duration = Duration::from_secs(5);
 
 impl Round {
-    pub fn new(index: u32) -> Round {
+    pub fn new(index: u32, until: Instant) -> Round {
         let (done, finished) = channel();
         Round {
             index,
+            until,
             asked: Vec::new(),
             done,
             finished,
@@ -71,7 +78,18 @@ impl Round {
             mark,
             stage,
             snapshot,
+            spoiled: false,
         });
+    }
+
+    /// Brings the deadline closer (a first interrupt: the round is the last one, briefly).
+    pub fn shorten(&mut self, until: Instant) {
+        self.until = self.until.min(until);
+    }
+
+    /// When the round's deadline passes.
+    pub fn until(&self) -> Instant {
+        self.until
     }
 
     /// How many processes were asked.
@@ -87,15 +105,20 @@ impl Round {
     }
 
     /// An event of process `pid`: its answer to this round starts its capture (on a thread of its
-    /// own, with `deadline`). Returns the event back when it is not about this round.
+    /// own, with what the backend allows of the time left, at most [`INTERRUPT_SNAPSHOT`] once
+    /// Ctrl-C was pressed). Returns the event back when it is not about this round.
     pub fn on_event(
         &mut self,
         pid: u32,
         event: AgentEvent,
         backend: &Arc<dyn NativeBackend>,
-        deadline: Duration,
     ) -> Option<AgentEvent> {
         let index = self.index;
+        let left = self.until.saturating_duration_since(Instant::now());
+        let mut deadline = backend.native_deadline(left);
+        if crate::run::child::interrupts() > 0 {
+            deadline = deadline.min(INTERRUPT_SNAPSHOT);
+        }
         let Some(asked) = self
             .asked
             .iter_mut()
@@ -133,6 +156,15 @@ impl Round {
                 }
                 None
             }
+            AgentEvent::Overran {
+                index: i,
+                step,
+                budget_ms,
+            } if i == index => {
+                asked.snapshot.errors.push(step.overran(budget_ms));
+                asked.spoiled |= step.spoils_native_check() && backend.checks_inside_round();
+                None
+            }
             AgentEvent::Failed { index: i, message } if i == index => {
                 asked
                     .snapshot
@@ -167,7 +199,13 @@ impl Round {
                 .iter_mut()
                 .find(|a| a.pid == pid && matches!(a.stage, Stage::Capturing { .. }))
             {
-                a.snapshot.native = capture.native;
+                if a.spoiled {
+                    a.snapshot
+                        .errors
+                        .push("no native evidence for this snapshot".into());
+                } else {
+                    a.snapshot.native = capture.native;
+                }
                 a.snapshot.maps = capture.maps;
                 a.snapshot.errors.extend(capture.errors);
                 a.stage = Stage::Done;
@@ -278,7 +316,7 @@ mod tests {
     fn captures_of_several_processes_overlap_and_a_silent_one_is_named() {
         let slow = slow(Duration::from_millis(400));
         let backend: Arc<dyn NativeBackend> = slow.clone();
-        let mut round = Round::new(2);
+        let mut round = Round::new(2, Instant::now() + Duration::from_secs(30));
         for pid in [10, 11, 12, 13] {
             round.ask(
                 pid,
@@ -288,18 +326,10 @@ mod tests {
             );
         }
         for pid in [10, 11, 12] {
-            assert!(
-                round
-                    .on_event(pid, done(2, pid), &backend, Duration::from_secs(5))
-                    .is_none()
-            );
+            assert!(round.on_event(pid, done(2, pid), &backend).is_none());
         }
         // Another round's answer is not this round's.
-        assert!(
-            round
-                .on_event(13, done(1, 13), &backend, Duration::from_secs(5))
-                .is_some()
-        );
+        assert!(round.on_event(13, done(1, 13), &backend).is_some());
         assert!(round.waits_for(13) && !round.answered());
         let (snapshots, silent) = round.close("did not answer");
         // The three captures ran at the same time: each one started before any one ended.
@@ -329,7 +359,7 @@ mod tests {
     #[test]
     fn a_failure_and_a_closed_connection_end_a_process_s_part() {
         let backend: Arc<dyn NativeBackend> = slow(Duration::ZERO);
-        let mut round = Round::new(1);
+        let mut round = Round::new(1, Instant::now() + Duration::from_secs(30));
         round.ask(
             1,
             ProcessFiles::main(),
@@ -341,11 +371,7 @@ mod tests {
             index: 1,
             message: "Errno::ENOSPC".into(),
         };
-        assert!(
-            round
-                .on_event(1, failed, &backend, Duration::from_secs(1))
-                .is_none()
-        );
+        assert!(round.on_event(1, failed, &backend).is_none());
         round.on_closed(2);
         assert!(round.answered());
         let (snapshots, silent) = round.close("unused");

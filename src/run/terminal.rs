@@ -11,13 +11,20 @@
 //! # How leakhunt still hears Ctrl-C, and job control
 //! The terminal now sends SIGINT and SIGTSTP to the program's group, not to leakhunt.
 //! - **Ctrl-C**: leakhunt forks a *sentinel* into the program's group: a process that does
-//!   nothing but wait, and relays to leakhunt (kill(2)) the SIGINT the kernel sends it — that is,
-//!   the terminal's; it relays nothing a process sent (leakhunt forwarding a signal to the group,
-//!   or the program signalling its own group), so nothing loops. leakhunt's handler sees the
-//!   sentinel as the sender (`si_pid`) and counts a terminal interrupt. The program got the same
-//!   SIGINT, so leakhunt forwards nothing; the rest is as for any interrupt: a brief last
-//!   snapshot (or the snapshot already under way, or the one the program's at_exit hook asks
-//!   for), the program's grace period, then SIGTERM and SIGKILL; a second Ctrl-C stops it at once.
+//!   nothing but wait, and relays to leakhunt (kill(2)) the SIGINT the terminal sends it; it
+//!   relays nothing a process of leakhunt's session sent (leakhunt forwarding a signal to the
+//!   group, the program signalling its own group), so nothing loops. Which SIGINT is the
+//!   terminal's is decided by session, not by sender pid 0: the kernel raises a keyboard signal
+//!   inside the write to the terminal's master side, and reports as its sender whatever process
+//!   was writing — none on Linux (`si_pid` 0), the terminal emulator, sshd or tmux on macOS (XNU's
+//!   `psignal_internal` in `bsd/kern/kern_sig.c` records `current_proc()` as `si_pid`, and
+//!   `ptcwrite` in `bsd/kern/tty_dev.c` runs the line discipline in the writer's context). That
+//!   writer is never in leakhunt's session; leakhunt, the program and everything it starts are
+//!   ([`from_terminal_side`]). leakhunt's handler sees the sentinel as the sender (`si_pid`) and
+//!   counts a terminal interrupt. The program got the same SIGINT, so leakhunt forwards nothing;
+//!   the rest is as for any interrupt: a brief last snapshot (or the snapshot already under way,
+//!   or the one the program's at_exit hook asks for), the program's grace period, then SIGTERM
+//!   and SIGKILL; a second Ctrl-C stops it at once.
 //! - **Ctrl-Z, and a program stopped for reading the terminal in the background**: leakhunt
 //!   acts as the job the shell thinks it is. When the program stops (SIGCHLD, then waitid with
 //!   WSTOPPED only, which never reaps), leakhunt takes the terminal back with its own settings
@@ -44,6 +51,9 @@ use std::thread::JoinHandle;
 static SENTINEL: AtomicI32 = AtomicI32::new(0);
 /// leakhunt's pid, for the sentinel to relay to (set before the fork).
 static LEAKHUNT: AtomicI32 = AtomicI32::new(0);
+/// leakhunt's session, for the sentinel to tell the terminal's signals from its own session's
+/// (set before the fork).
+static SESSION: AtomicI32 = AtomicI32::new(0);
 /// The socket end leakhunt's SIGCHLD and SIGCONT handlers write to, waking the job-control
 /// thread (-1: none).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
@@ -196,6 +206,7 @@ impl TerminalHandover {
         unsafe {
             libc::tcsetpgrp(foreground.fd, program_group);
             LEAKHUNT.store(libc::getpid(), Ordering::SeqCst);
+            SESSION.store(libc::getsid(0), Ordering::SeqCst);
         }
         let holder = Arc::new(Mutex::new(Holder {
             foreground,
@@ -482,15 +493,36 @@ fn sentinel(group: libc::pid_t) -> ! {
     }
 }
 
-/// The sentinel's handler: relays what the kernel sent (the terminal: sender pid 0), nothing a
-/// process sent.
+/// The sentinel's handler: relays what the terminal sent, nothing a process of leakhunt's
+/// session sent.
 extern "C" fn relay(signal: libc::c_int, info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO; kill is async-signal-safe.
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO. kill is async-signal-safe;
+    // getsid is not on POSIX's list but is a bare system call on Linux and macOS (no lock, no
+    // allocation), as safe here as getppid.
     unsafe {
-        if !info.is_null() && (*info).si_pid() == 0 {
+        if info.is_null() {
+            return;
+        }
+        let sender = (*info).si_pid();
+        let sender_session = if sender > 0 { libc::getsid(sender) } else { 0 };
+        if from_terminal_side(sender, sender_session, SESSION.load(Ordering::SeqCst)) {
             libc::kill(LEAKHUNT.load(Ordering::SeqCst), signal);
         }
     }
+}
+
+/// Whether a signal sent by `sender` (`si_pid`; 0 when no process sent it), whose session is
+/// `sender_session` (-1 when it could not be read: the sender is gone), came from the
+/// terminal's side rather than from leakhunt's session (`own_session`): leakhunt, the program,
+/// its children. A sender that vanished before it could be asked counts as the terminal's: a
+/// terminal emulator, sshd or tmux outlives its keystroke, and a Ctrl-C leakhunt never hears
+/// is the worse mistake (the program would have to be stopped by hand).
+pub fn from_terminal_side(
+    sender: libc::pid_t,
+    sender_session: libc::pid_t,
+    own_session: libc::pid_t,
+) -> bool {
+    sender == 0 || sender_session != own_session
 }
 
 #[cfg(test)]
@@ -505,6 +537,23 @@ mod tests {
         assert!(!relayed_from_terminal(4243));
         SENTINEL.store(0, Ordering::SeqCst);
         assert!(!relayed_from_terminal(4242));
+    }
+
+    #[test]
+    fn the_terminal_side_is_anything_outside_leakhunts_session() {
+        let own = 500;
+        // Linux: a keyboard signal has no sending process.
+        assert!(from_terminal_side(0, 0, own));
+        // macOS: the process writing to the terminal's master side (Terminal, sshd, tmux) is
+        // named as the sender; it lives in a session of its own.
+        assert!(from_terminal_side(731, 731, own));
+        assert!(from_terminal_side(88, 1, own));
+        // leakhunt forwarding to the group, the program signalling its group, a child of the
+        // program, the user's shell (`kill -INT %1`): all in leakhunt's session.
+        assert!(!from_terminal_side(500, own, own));
+        assert!(!from_terminal_side(4242, own, own));
+        // A sender gone before it could be asked.
+        assert!(from_terminal_side(4243, -1, own));
     }
 
     #[test]

@@ -26,6 +26,15 @@ where
     )
 }
 
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the run lock until dropped: end-to-end runs (`leakhunt run`, programs under LSan or
+/// valgrind) are timing-sensitive and the machine has two cores, so one runs at a time. A test
+/// that panicked while holding it does not poison it.
+pub fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// `fixtures/<rel>` in the repository.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -263,3 +263,21 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
     );
     super::servers::assert_tree_gone(&r);
 }
+
+/// Under Bundler with a Gemfile that lists neither fiddle nor ffi (Ruby 3.3's bundler).
+#[test]
+fn ruby_3_3_under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
+    let Some((r, _)) = run_in_root(
+        super::bundler::OPTIONS,
+        "/out/app.rb",
+        &["7"],
+        &[
+            ("BUNDLE_GEMFILE", "/out/Gemfile"),
+            ("RUBYOPT", "-rbundler/setup"),
+        ],
+        super::bundler::write_app,
+    ) else {
+        return;
+    };
+    super::bundler::assert_checked_and_quiet(&r);
+}

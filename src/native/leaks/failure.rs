@@ -51,12 +51,20 @@ impl fmt::Display for LeaksFailure {
 
 const ADVICE_TARGET_GONE: &str = "the process had already exited: examine it while it runs \
      (stop it with SIGSTOP at the point of interest) or use `leaks --atExit -- PROGRAM`";
-const ADVICE_PERMISSION: &str = "leaks may not examine this process: run a Ruby you installed \
-     (Homebrew, rbenv, asdf) rather than the SIP-protected /usr/bin/ruby, or run with sudo";
+// leaks' own message says "try running with sudo"; that is wrong advice here: sudo does not
+// get past System Integrity Protection, and `sudo leakhunt run` would run the program as root,
+// with sudo's PATH (another Ruby), and leave a bundle owned by root.
+const ADVICE_PERMISSION: &str = "leaks may not examine this process: when it is the \
+     SIP-protected system Ruby (/usr/bin/ruby, also behind an rbenv or asdf shim), run a Ruby you \
+     installed (Homebrew, rbenv, asdf) with --ruby; otherwise it must run as your own user, and \
+     `leakhunt doctor` checks that the developer tools may examine your processes. sudo does \
+     not get past SIP";
 const ADVICE_ASAN: &str = "the target is built with AddressSanitizer, which leaks cannot \
      analyse: run it without ASan, or use the lsan backend";
-const ADVICE_PROMPT: &str = "leaks is asking for a Developer Mode password: run \
-     `sudo DevToolsSecurity -enable` once (as a member of admin or _developer), then retry";
+const ADVICE_PROMPT: &str = "leaks is asking for an administrator's password to enter \
+     Developer Mode, which it cannot get while the program holds the terminal: run \
+     `sudo DevToolsSecurity -enable` once and use an account in the admin or _developer group \
+     (`sudo dseditgroup -o edit -a $USER -t user _developer`), then retry";
 const ADVICE_AT_EXIT: &str = "dyld could not insert libLeaksAtExit.dylib: use /usr/bin/leaks, \
      or link it with `ln -s $(xcode-select -p)/usr/lib/libLeaksAtExit.dylib /usr/local/lib`";
 const ADVICE_OTHER: &str = "see leaks' own message; exit status 1 alone would only mean \
@@ -139,6 +147,31 @@ pub(super) fn failure_line(line: &[u8]) -> Option<LeaksFailure> {
         advice: advice(kind),
     })
 }
+
+/// leaks stopped (SIGTTIN) reading the terminal from leakhunt's background process group:
+/// the Developer Mode password prompt of DevToolsSecurity(8), the only input leaks asks for.
+pub fn stopped_for_input(signal: &str) -> LeaksFailure {
+    LeaksFailure {
+        kind: LeaksFailureKind::AuthorizationPrompt,
+        message: format!("leaks stopped ({signal}) waiting for input from the terminal"),
+        advice: ADVICE_PROMPT,
+    }
+}
+
+/// leaks still ran at its deadline. A large process takes long; so does a Developer Mode
+/// authorization dialog nobody answers (in a graphical session the prompt is a dialog, not
+/// the terminal). `knob` is the setting that allows more time.
+pub fn timed_out(seconds: u64, knob: &str) -> LeaksFailure {
+    LeaksFailure {
+        kind: LeaksFailureKind::Other,
+        message: format!("leaks did not finish within {seconds} s ({knob} allows more)"),
+        advice: ADVICE_SLOW,
+    }
+}
+
+const ADVICE_SLOW: &str = "leaks takes long on a large process; if an authorization dialog \
+     for Developer Mode appeared meanwhile, enable it once with `sudo DevToolsSecurity -enable` \
+     (`leakhunt doctor` checks)";
 
 /// A message of leaks' own (`leaks[PID]: …`) that this reader does not know.
 pub(super) fn other(message: &[u8]) -> LeaksFailure {

@@ -5,7 +5,7 @@ use super::{find, hex_prefix};
 use crate::native::Frame;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct BinaryImage {
+pub struct BinaryImage {
     pub start: u64,
     /// Last byte of the image (inclusive, as printed).
     pub end: u64,
@@ -35,6 +35,25 @@ pub(super) fn image_line(line: &[u8]) -> Option<BinaryImage> {
         name: String::from_utf8_lossy(name.trim_ascii()).into_owned(),
         path: String::from_utf8_lossy(path).into_owned(),
     })
+}
+
+/// The images a `leaks` output lists under its last `Binary Images:` line (the libraries loaded
+/// in the process when leaks looked), without reading the rest of the report: `leakhunt run`
+/// uses them on macOS to name the file each FFI library was loaded from. Empty when the output
+/// has no such section (`-quiet`, a failure).
+pub fn binary_images(output: &[u8]) -> Vec<BinaryImage> {
+    let Some(at) = memchr::memmem::rfind(output, b"Binary Images:")
+        .filter(|&at| at == 0 || output[at - 1] == b'\n')
+    else {
+        return Vec::new();
+    };
+    output[at..]
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.trim_ascii().is_empty())
+        .map_while(image_line)
+        .collect()
 }
 
 /// Gives frames their image from the address ranges: a frame with only an address gets the
@@ -112,5 +131,31 @@ mod tests {
         assert_eq!(frames[1].module_offset, Some(0x37a4));
         assert_eq!(frames[2].module, None);
         assert_eq!(image_line(b"0x1 - zz"), None);
+    }
+
+    #[test]
+    fn the_image_list_is_read_from_the_end_of_a_report() {
+        let report = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/leaks/macos15.0-v3.0-list-msl-lite-callstack.txt"
+        ))
+        .unwrap();
+        let images = binary_images(&report);
+        assert!(images.len() > 3, "{images:#?}");
+        assert_eq!(images[0].name, "Project");
+        assert!(
+            images
+                .iter()
+                .any(|i| i.path == "/usr/lib/system/libsystem_malloc.dylib"),
+            "{images:#?}"
+        );
+        // Lines after the list that are not images end it; no section, no images.
+        let text = b"Binary Images:\r\n       0x1000 -        0x1fff +libzmq.5.dylib (0) <25FB8560-3848-3B7C-8A5E-BC7655801F52> /opt/homebrew/lib/libzmq.5.dylib\r\n\r\nsomething else\n       0x2000 -        0x2fff +x (0) <25FB8560-3848-3B7C-8A5E-BC7655801F52> /x\n";
+        let mut with_newline = b"x\n".to_vec();
+        with_newline.extend_from_slice(text);
+        let images = binary_images(&with_newline);
+        assert_eq!(images.len(), 1, "{images:#?}");
+        assert_eq!(images[0].path, "/opt/homebrew/lib/libzmq.5.dylib");
+        assert!(binary_images(b"Process 1: 0 leaks for 0 total leaked bytes.\n").is_empty());
     }
 }

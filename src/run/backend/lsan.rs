@@ -93,6 +93,10 @@ impl NativeBackend for Lsan {
         }
     }
 
+    fn checks_inside_round(&self) -> bool {
+        true
+    }
+
     fn prepare(&mut self, launch: &mut Launch) -> Result<()> {
         launch.set_env(
             "LD_PRELOAD",

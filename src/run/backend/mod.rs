@@ -8,7 +8,7 @@
 //! check run by the agent), `valgrind` (memcheck + `vgdb leak_check`), `leaks` (macOS
 //! `MallocStackLogging` + `leaks PID`). `none` takes heap snapshots only.
 
-mod leaks;
+pub mod leaks;
 mod lsan;
 mod valgrind;
 
@@ -62,6 +62,12 @@ pub trait NativeBackend: Send + Sync {
     fn describe(&self) -> bundle::Backend;
     /// Adds the backend's environment and wrapper command to the launch.
     fn prepare(&mut self, launch: &mut Launch) -> Result<()>;
+    /// Whether the backend's tool may examine `pid` (asked when the process says hello); why
+    /// not otherwise. For the main process that stops the run (exit 3) instead of failing every
+    /// snapshot; another process is only warned about.
+    fn examinable(&self, _pid: u32) -> std::result::Result<(), String> {
+        Ok(())
+    }
     /// Just before the agent of `pid` is asked for a snapshot.
     fn before_snapshot(&self, _pid: u32) -> Mark {
         Mark::default()
@@ -80,6 +86,11 @@ pub trait NativeBackend: Send + Sync {
     fn finish(&self, _pid: u32, _files: &ProcessFiles) -> Finish {
         Finish::default()
     }
+    /// Whether the agent takes the native evidence inside its round (LeakSanitizer's check), so
+    /// that a round whose parked steps overran has none for that snapshot.
+    fn checks_inside_round(&self) -> bool {
+        false
+    }
     /// How long one snapshot (agent and native tool) may take.
     fn snapshot_deadline(&self) -> Duration {
         Duration::from_secs(60)
@@ -87,6 +98,11 @@ pub trait NativeBackend: Send + Sync {
     /// How long the target may take to exit after its final snapshot.
     fn exit_deadline(&self) -> Duration {
         Duration::from_secs(15)
+    }
+    /// How long the native tool of one snapshot may take, given what the agent's part left of
+    /// the snapshot's deadline.
+    fn native_deadline(&self, left: Duration) -> Duration {
+        left.max(Duration::from_secs(10))
     }
 }
 
@@ -159,14 +175,44 @@ pub fn availability(choice: BackendChoice) -> std::result::Result<String, String
 
 /// Result of running a backend tool with a deadline.
 pub struct ToolRun {
-    /// `None` when it was killed at the deadline.
+    /// `None` when it did not finish: [`ToolRun::unfinished`] says why.
     pub status: Option<std::process::ExitStatus>,
+    pub unfinished: Option<Unfinished>,
     pub stderr: String,
 }
 
+/// Why a tool was killed before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Still running at its deadline.
+    Deadline(Duration),
+    /// It stopped itself or was stopped by this signal: SIGTTIN when it read the terminal from
+    /// leakhunt's process group, which is in the background while the program holds the
+    /// terminal. Waiting on would wait for the deadline.
+    Stopped(i32),
+    /// A second Ctrl-C (or SIGTERM, SIGHUP) arrived while it ran.
+    Interrupted,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfinished::Deadline(d) => write!(f, "did not finish within {} s", d.as_secs()),
+            Unfinished::Stopped(signal) => write!(
+                f,
+                "stopped ({}) before it finished",
+                crate::platform::signal_name(*signal).unwrap_or("a signal")
+            ),
+            Unfinished::Interrupted => write!(f, "was cut short by a second interrupt"),
+        }
+    }
+}
+
 /// Runs `command` with stdout into the private file `stdout_to`, stderr kept (first 4 KiB), and
-/// kills it at `deadline`. Several may run at once (one per process of a round): each keeps its
-/// stderr in a scratch file named after it.
+/// kills it at `deadline`, as soon as it stops (a tool waiting for terminal input), or at a
+/// second interrupt; a first interrupt shortens its deadline to what a last snapshot gets.
+/// Several may run at once (one per process of a round): each keeps its stderr in a scratch
+/// file named after it.
 pub fn run_tool(
     command: &mut Command,
     stdout_to: &Path,
@@ -188,25 +234,56 @@ pub fn run_tool(
         .stderr(err)
         .spawn()
         .map_err(|e| Error::Run(format!("cannot run {:?}: {e}", command.get_program())))?;
-    let until = Instant::now() + deadline;
+    let interrupts_before = super::child::interrupts();
+    let mut until = Instant::now() + deadline;
+    let mut unfinished = None;
     let status = loop {
+        // An error here (the child could not be waited for) ends the wait as a deadline would.
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
+            Ok(None) => {}
+            Err(_) => unfinished = Some(Unfinished::Deadline(deadline)),
         }
+        let interrupts = super::child::interrupts();
+        if interrupts >= 2 && interrupts > interrupts_before {
+            unfinished = Some(Unfinished::Interrupted);
+        } else if interrupts > interrupts_before {
+            until = until.min(Instant::now() + super::INTERRUPT_SNAPSHOT);
+        }
+        if let Some(signal) = stopped(child.id()) {
+            unfinished = Some(Unfinished::Stopped(signal));
+        }
+        if unfinished.is_none() && Instant::now() >= until {
+            unfinished = Some(Unfinished::Deadline(deadline));
+        }
+        if unfinished.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = std::fs::read(&err_path).unwrap_or_default();
     let _ = std::fs::remove_file(&err_path);
     stderr.truncate(4096);
     Ok(ToolRun {
         status,
+        unfinished,
         stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
     })
+}
+
+/// The signal that stopped child `pid`, if it is stopped now. Never reaps: waitid with
+/// WSTOPPED alone reports stops only, and the exit stays for `Child::try_wait`.
+fn stopped(pid: u32) -> Option<i32> {
+    let id = libc::id_t::try_from(pid).ok()?;
+    // SAFETY: siginfo_t is plain data (all-zero is valid); waitid on our own child with
+    // WSTOPPED | WNOHANG fills it only when the child has stopped.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(libc::P_PID, id, &mut info, libc::WSTOPPED | libc::WNOHANG);
+        (rc == 0 && info.si_pid() == pid as libc::pid_t).then(|| info.si_status())
+    }
 }
 
 /// Saves `/proc/PID/maps` for the snapshot of `round` where the platform has it.
@@ -240,20 +317,65 @@ mod tests {
     #[test]
     fn a_tool_past_its_deadline_is_killed_and_its_stderr_kept() {
         let dir = tempfile::tempdir().unwrap();
+        // The tool writes, then blocks far past its deadline without stopping (a stopped tool
+        // is told apart: see the next test): only the deadline ends it, and 2 s leave a loaded
+        // machine time to start sh.
         let run = run_tool(
-            Command::new("sh").args(["-c", "echo partial; echo oops >&2; sleep 30"]),
+            Command::new("sh").args(["-c", "echo partial; echo oops >&2; exec sleep 600"]),
             &dir.path().join("out.txt"),
             dir.path(),
-            Duration::from_millis(300),
+            Duration::from_secs(2),
         )
         .unwrap();
         assert!(run.status.is_none());
+        assert_eq!(
+            run.unfinished,
+            Some(Unfinished::Deadline(Duration::from_secs(2)))
+        );
         assert_eq!(run.stderr, "oops");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
             "partial\n"
         );
         assert!(!dir.path().join("out.txt.stderr").exists());
+    }
+
+    #[test]
+    fn a_tool_that_stops_for_terminal_input_is_not_waited_for() {
+        // What leaks does when it asks for a password from leakhunt's background group:
+        // reading the terminal stops it with SIGTTIN.
+        // The shell gets a process group of its own whose parent (this test) is in the same
+        // session: the kernel discards stop signals sent to an orphaned group, which the test's
+        // own group may be when the suite runs detached (CI, a background job).
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_tool(
+            Command::new("sh")
+                .args(["-c", "echo 'Password:' >&2; kill -TTIN $$; sleep 30"])
+                .process_group(0),
+            &dir.path().join("out.txt"),
+            dir.path(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        // Stopped, not Deadline: with a 30 s deadline, a wait to the end would say Deadline.
+        assert!(run.status.is_none());
+        assert_eq!(run.unfinished, Some(Unfinished::Stopped(libc::SIGTTIN)));
+        assert_eq!(
+            run.unfinished.unwrap().to_string(),
+            "stopped (SIGTTIN) before it finished"
+        );
+        assert_eq!(run.stderr, "Password:");
+        // A tool that finishes is not mistaken for one that stopped.
+        let run = run_tool(
+            Command::new("sh").args(["-c", "exit 1"]),
+            &dir.path().join("out.txt"),
+            dir.path(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(run.status.and_then(|s| s.code()), Some(1));
+        assert_eq!(run.unfinished, None);
     }
 
     #[test]

@@ -146,8 +146,9 @@ impl NativeBackend for Valgrind {
                     first_line(&run.stderr)
                 )),
                 None => capture.errors.push(format!(
-                    "vgdb leak_check did not finish within {} s",
-                    deadline.as_secs()
+                    "vgdb leak_check {}",
+                    run.unfinished
+                        .unwrap_or(super::Unfinished::Deadline(deadline))
                 )),
             },
             Err(e) => capture.errors.push(e.to_string()),

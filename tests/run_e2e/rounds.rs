@@ -1,0 +1,209 @@
+//! Snapshot rounds that must not stall or break the program: a round never waits on a program
+//! thread it parked, never keeps the program parked past its deadline, and the agent's hooks
+//! never raise into the program's threads.
+
+use super::{Run, assert_private_and_clean, lsan_ready, one_run_at_a_time, ruby_ready, run};
+use crate::common::{build_widget, fixture, have, require, widget_fixture};
+use std::process::{Command, Stdio};
+
+fn libarchive_ready() -> bool {
+    let ok = have("ruby")
+        && Command::new("ruby")
+            .args(["-e", "require 'ffi-libarchive'"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    require("ruby with ffi-libarchive (Debian ruby-ffi-libarchive)", ok)
+}
+
+/// The JSON report at the end of a run's stdout (the program's own output comes first).
+fn report(r: &Run) -> serde_json::Value {
+    let start = r.stdout.find("\n{\n").map_or(0, |i| i + 1);
+    serde_json::from_str(&r.stdout[start..])
+        .unwrap_or_else(|e| panic!("no JSON report ({e})\n{}", r.context()))
+}
+
+/// The program requires new code while it works, so a round often begins while the agent scans
+/// the classes that code defined, on the program's thread. That thread used to be parked holding
+/// the agent's inventory lock, and the first round's LeakSanitizer setup (which loaded Fiddle
+/// and so ran class bodies through the agent's hooks) then waited for it until the parked thread
+/// gave up, 130 s later: the round had no native evidence.
+#[test]
+fn rounds_while_the_program_loads_code_keep_their_native_evidence() {
+    if !ruby_ready() || !libarchive_ready() || !lsan_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let r = run(
+        &[
+            "--backend",
+            "lsan",
+            "--after",
+            "3s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "2",
+            "--format",
+            "json",
+        ],
+        &[fixture("run/lazy-loads.rb").to_str().unwrap(), "7"],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("loaded "), "{ctx}");
+    assert_eq!(r.reasons(), ["interval", "interval", "exit"], "{ctx}");
+    for s in &r.manifest.snapshots {
+        assert!(
+            s.errors.is_empty(),
+            "snapshot {}: {:?}\n{ctx}",
+            s.index,
+            s.errors
+        );
+        assert!(
+            s.heap.is_some() && s.native.is_some(),
+            "snapshot {}\n{ctx}",
+            s.index
+        );
+    }
+    // Each snapshot's native evidence shows the Probes' handles piling up in libarchive, and
+    // libarchive's readers, released by their finalizers, are blamed for nothing.
+    let report = report(&r);
+    let site = report["native_sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["function"] == "archive_read_new")
+        .unwrap_or_else(|| panic!("no archive_read_new site: {report:#}"));
+    assert!(
+        site["library"]
+            .as_str()
+            .unwrap()
+            .starts_with("libarchive.so"),
+        "{site:#}"
+    );
+    let blocks: Vec<u64> = site["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 3, "one count per snapshot: {site:#}");
+    assert!(
+        blocks.windows(2).all(|w| w[0] <= w[1]) && blocks[2] > blocks[0],
+        "{blocks:?}"
+    );
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["class"] != "Archive::Reader"),
+        "{report:#}"
+    );
+    assert_private_and_clean(&r);
+}
+
+/// The round's second GC, with the program parked, runs finalizers that together take longer
+/// than the round may: the program's threads resume at the deadline by themselves, the steps
+/// after the GC are skipped, and the report names the step that overran.
+#[test]
+fn a_round_stuck_in_finalizers_resumes_the_program_and_names_the_step() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    // An 8 s deadline: the parked steps must end 6 s into the round; the first GC's finalizers
+    // take about 3 s, the second GC's several more.
+    let r = run(
+        &["--backend", "none", "--after", "1s", "--snapshots", "1"],
+        &[fixture("run/slow-finalizer.rb").to_str().unwrap(), "6"],
+        &[("LEAKHUNT_SNAPSHOT_DEADLINE", "8")],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("slow-finalizer: dropped "), "{ctx}");
+    let first = &r.manifest.snapshots[0];
+    assert_eq!(first.reason, "interval", "{ctx}");
+    let overran = first
+        .errors
+        .iter()
+        .find(|e| e.starts_with("the garbage collection overran its "))
+        .unwrap_or_else(|| panic!("no overrun named: {ctx}"));
+    assert!(
+        overran.ends_with(" s budget; the program was resumed"),
+        "{overran}"
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("snapshot 1 (interval): {overran}")),
+        "the report names it: {ctx}"
+    );
+    assert_private_and_clean(&r);
+}
+
+/// Worker threads create and release wrappers at new creation sites all the time, during the
+/// rounds too. The agent's counting hooks used to raise into them ("can't add a new key into
+/// hash during iteration") while the sidecar listed the sites after the threads resumed.
+#[test]
+fn a_threaded_server_never_sees_an_error_from_the_agent() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = build_widget(dir.path());
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "1s",
+            "--every",
+            "150ms",
+            "--snapshots",
+            "12",
+            "--fail-on",
+            "never",
+        ],
+        &[
+            widget_fixture("widget-server.rb").to_str().unwrap(),
+            "4",
+            "5",
+        ],
+        &[("WIDGET_LIB", lib.to_str().unwrap())],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains(", 0 errors"), "{ctx}");
+    assert!(r.manifest.snapshots.iter().all(|s| s.taken()), "{ctx}");
+    // The counts are whole: every snapshot's Widget count covers its per-site counts, and the
+    // sites are the requests' own views.
+    let mut created = Vec::new();
+    for s in r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.sidecar.as_ref())
+    {
+        let sidecar = r.sidecar(s);
+        assert!(sidecar.errors.is_empty(), "{s}: {:?}", sidecar.errors);
+        let Some(widget) = sidecar.lifecycle.iter().find(|l| l.class == "Widget") else {
+            continue;
+        };
+        let listed: u64 = widget.created_at.iter().map(|site| site.count).sum();
+        assert!(listed <= widget.created, "{widget:#?}");
+        assert!(
+            widget
+                .created_at
+                .iter()
+                .all(|site| site.file.starts_with("views/w") && site.count == 1),
+            "{widget:#?}"
+        );
+        created.push(widget.created);
+    }
+    assert!(created.len() >= 5, "{created:?}\n{ctx}");
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
+    assert_private_and_clean(&r);
+}
