@@ -91,7 +91,7 @@ impl Tracked {
         match (&self.exit_detail, self.gone) {
             (Some(detail), _) => ProcessOutcome {
                 kind: "exited".into(),
-                detail: format!("its agent saw it end ({detail})"),
+                detail: ended(detail),
             },
             (None, true) => ProcessOutcome {
                 kind: "vanished".into(),
@@ -118,6 +118,20 @@ impl Tracked {
     }
 }
 
+/// How a process ended, from what its agent's at_exit hook said ("end", "exit 3", "exception
+/// RuntimeError", "signal SIGTERM", "interrupt").
+fn ended(detail: &str) -> String {
+    let (word, rest) = detail.split_once(' ').unwrap_or((detail, ""));
+    match word {
+        "end" => "it ended normally".to_owned(),
+        "exit" => format!("it called exit {rest}"),
+        "exception" => format!("an uncaught {rest} ended it"),
+        "signal" => format!("{rest} ended it"),
+        "interrupt" => "an interrupt (SIGINT) ended it".to_owned(),
+        _ => format!("it ended ({detail})"),
+    }
+}
+
 /// The manifest entry of a process of the program's group that never said hello.
 pub fn unseen_entry(member: &crate::platform::GroupMember) -> ProcessEntry {
     ProcessEntry {
@@ -130,5 +144,22 @@ pub fn unseen_entry(member: &crate::platform::GroupMember) -> ProcessEntry {
             detail: "never said hello: not a Ruby program, or RUBYOPT did not reach it".into(),
         },
         ..ProcessEntry::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announced_end_reads_as_a_sentence() {
+        assert_eq!(ended("end"), "it ended normally");
+        assert_eq!(ended("exit 3"), "it called exit 3");
+        assert_eq!(
+            ended("exception RuntimeError"),
+            "an uncaught RuntimeError ended it"
+        );
+        assert_eq!(ended("signal SIGTERM"), "SIGTERM ended it");
+        assert_eq!(ended("odd words"), "it ended (odd words)");
     }
 }
