@@ -249,6 +249,8 @@ pub struct Sidecar {
     pub wrappers: Vec<WrapperClass>,
     /// Instances created and release calls counted since the wrapper was discovered.
     pub lifecycle: Vec<Lifecycle>,
+    /// C extensions the program loaded once the agent was running, with what each defined.
+    pub extensions: Vec<Extension>,
     pub loaded_features: Vec<String>,
     /// The parent process when the agent started or re-armed after a fork.
     pub ppid: Option<u32>,
@@ -368,6 +370,47 @@ pub struct SiteCount {
     /// Release-method calls on instances created at this site. Present only when allocation
     /// tracing was on: the agent finds an instance's site through Ruby's allocation record.
     pub released: Option<u64>,
+}
+
+/// A C extension (`.so`, `.bundle`) and the classes and modules its code defined while it
+/// was being required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Extension {
+    /// The loaded file, as `$LOADED_FEATURES` names it.
+    pub path: String,
+    /// `"sqlite3 1.4.2"`, when a loaded gem holds the file.
+    pub gem: Option<String>,
+    pub modules: Vec<ExtensionModule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExtensionModule {
+    pub name: String,
+    /// A class (instances can be made), not a module.
+    pub class: bool,
+    /// Its own methods written in C (private ones included: `initialize`).
+    pub methods: Vec<String>,
+    pub singleton_methods: Vec<String>,
+    /// Methods that release what an instance holds (`close`, `finish`, …), own or inherited;
+    /// the lifecycle of a class that has any is counted in [`Sidecar::lifecycle`].
+    pub release_methods: Vec<String>,
+    /// Calls of its C methods by call site (third-party extensions only).
+    pub calls: Vec<MethodCalls>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MethodCalls {
+    pub method: String,
+    pub singleton: bool,
+    /// Every call since the agent wrapped the method.
+    pub count: u64,
+    /// Past the first calls only one in several records its site: `called_at` counts those.
+    pub sampled: bool,
+    /// Where it was called from (first frame outside gems and Ruby's library), most first.
+    pub called_at: Vec<SiteCount>,
 }
 
 /// One footprint sample.

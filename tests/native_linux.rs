@@ -389,6 +389,49 @@ fn symbols_only_inside_their_extent_and_stripped_libraries_keep_offsets() {
     assert_eq!(symbolizer.symbol_at(lib, past - 1), Some(last_name));
 }
 
+/// A C++ library's methods, as grpc's or nokogiri's C++ parts have them.
+const RING_CC: &str = r#"#include <cstdlib>
+namespace ring {
+struct Buffer {
+    void *push(unsigned long size);
+};
+void *Buffer::push(unsigned long size) { return std::malloc(size); }
+}
+"#;
+
+/// A frame read from a C++ library's symbol table (an unsymbolized `module+offset`, as LSan
+/// prints it for a library it cannot read) gets the demangled name.
+#[test]
+fn cpp_frames_from_symbol_tables_are_demangled() {
+    require(&["g++", "nm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("ring.cc");
+    std::fs::write(&source, RING_CC).unwrap();
+    let lib = dir.path().join("libring.so");
+    let built = Command::new("g++")
+        .args(["-shared", "-fPIC", "-O0", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .status()
+        .expect("spawn g++ (package g++)");
+    assert!(built.success());
+    let (push, _, _) = nm_functions(&lib)
+        .into_iter()
+        .find(|f| f.2 == "_ZN4ring6Buffer4pushEm")
+        .expect("g++ mangles ring::Buffer::push as _ZN4ring6Buffer4pushEm");
+    let mut frame = native::Frame {
+        module: Some(lib.to_str().unwrap().to_owned()),
+        module_offset: Some(push + 4),
+        ..native::Frame::default()
+    };
+    let mut symbolizer = Symbolizer::without_debug_files();
+    assert_eq!(symbolizer.resolve_frame(&mut frame, &[]), (false, true));
+    assert_eq!(
+        frame.function.as_deref(),
+        Some("ring::Buffer::push(unsigned long)")
+    );
+}
+
 const WHERE_AM_I: &str = r#"#include <stdio.h>
 void where_am_i(void) { puts("here"); }
 int main(void) {

@@ -60,6 +60,7 @@ fn evidence() -> Evidence {
                     ],
                 },
                 alloc_sites: Vec::new(),
+                data_types: Vec::new(),
                 objects: 0,
                 diagnostics: Default::default(),
             },

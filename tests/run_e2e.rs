@@ -1144,6 +1144,7 @@ fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
 }
 
 // The same runs on a second Ruby, in a root built by .ci/ruby-root.
+mod cext;
 mod other_ruby;
 
 // Pre-forking servers and fork pools: every process of the tree.

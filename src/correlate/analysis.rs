@@ -90,6 +90,8 @@ pub enum SiteStatus {
     MissingRelease,
     /// A native leak without a Ruby owner.
     Leak,
+    /// A leak inside a C extension, with nothing the program could call to release it.
+    ExtensionLeak,
     /// Owned by a wrapper whose finalizer releases it.
     Finalized,
     /// The Ruby runtime's own allocations.

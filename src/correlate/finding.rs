@@ -16,6 +16,9 @@ pub enum FindingKind {
     MissingRelease,
     /// Native memory grows (or is reported leaked) with no Ruby object to blame.
     NativeLeak,
+    /// Native memory grows inside a C extension with nothing the program could call to
+    /// release it: the gem leaks on its own.
+    ExtensionLeak,
     /// The Ruby runtime's own allocations, folded into one counted line.
     RuntimeNoise,
 }
@@ -31,6 +34,7 @@ impl FindingKind {
             FindingKind::RubyRetention => "ruby_retention",
             FindingKind::MissingRelease => "missing_release",
             FindingKind::NativeLeak => "native_leak",
+            FindingKind::ExtensionLeak => "extension_leak",
             FindingKind::RuntimeNoise => "runtime_noise",
         }
     }
@@ -40,6 +44,7 @@ impl FindingKind {
             FindingKind::RubyRetention => "Ruby retention",
             FindingKind::MissingRelease => "Missing release",
             FindingKind::NativeLeak => "Native leak without a Ruby owner",
+            FindingKind::ExtensionLeak => "Leak in a C extension",
             FindingKind::RuntimeNoise => "Runtime noise",
         }
     }
@@ -48,7 +53,7 @@ impl FindingKind {
     fn precedence(self) -> u8 {
         match self {
             FindingKind::MissingRelease | FindingKind::RubyRetention => 2,
-            FindingKind::NativeLeak => 1,
+            FindingKind::NativeLeak | FindingKind::ExtensionLeak => 1,
             FindingKind::RuntimeNoise => 0,
         }
     }
@@ -102,6 +107,8 @@ pub enum Source {
     Names,
     /// A library's exported symbols read on this machine.
     Symbols,
+    /// The agent's record of C extensions: what each defined, their calls.
+    Extension,
     /// Where a finding holds among the processes of a run (servers, fork pools).
     Processes,
 }
@@ -154,6 +161,8 @@ pub enum LocationRole {
     ContainerFilled,
     /// Instances of the growing class are allocated here.
     Allocated,
+    /// A method of a C extension that leaks on its own is called here.
+    Called,
 }
 
 impl LocationRole {
@@ -165,6 +174,7 @@ impl LocationRole {
             LocationRole::ContainerAllocated => "container allocated at",
             LocationRole::ContainerFilled => "container filled at",
             LocationRole::Allocated => "allocated at",
+            LocationRole::Called => "called at",
         }
     }
 }

@@ -5,11 +5,13 @@
 //! Stage: correlator. Reads only [`crate::evidence::Evidence`]; renderers read the
 //! [`Analysis`] ([`analysis`]) it returns. This file runs the rules and merges what they find;
 //! the rules live one per file: [`retention`] (Ruby retention), [`release`] (missing release on
-//! an FFI wrapper), [`native`] (native leaks without a Ruby owner) and [`noise`] (what is left
-//! of the native sites); [`timeline`] charts the result.
+//! an FFI wrapper), [`extension`] (native sites inside C extensions: a missing release on an
+//! extension class, or the extension leaking on its own), [`native`] (native leaks without a
+//! Ruby owner) and [`noise`] (what is left of the native sites); [`timeline`] charts the result.
 
 pub mod analysis;
 pub mod classes;
+pub mod extension;
 pub mod finding;
 pub mod fingerprint;
 pub mod names;

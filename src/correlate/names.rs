@@ -1,5 +1,7 @@
-//! Matching by name: library stems, C function families (`zmq_msg_`), release verbs, and Ruby
-//! class names against C symbols (`zmq_msg_init_size` ↔ `ZMQ::Message`, `LibZMQ::Msg`).
+//! Matching by name: library stems, C function families (`zmq_msg_`), release verbs, Ruby
+//! class names against C symbols (`zmq_msg_init_size` ↔ `ZMQ::Message`, `LibZMQ::Msg`), and
+//! C extension functions against the Ruby methods they implement (`ringbuf_close` ↔
+//! `RingBuf#close`).
 //!
 //! Stage: correlator. Agent sidecars make most of this unnecessary; with bare files it is all
 //! there is, and every conclusion drawn from it is labelled a heuristic with lower confidence.
@@ -120,6 +122,64 @@ pub fn instance_variable(class: &str) -> String {
     }
 }
 
+/// How well the name of a C extension's function says it implements `method` of `class`
+/// (`ringbuf_initialize` → `RingBuf#initialize`, `pgconn_finish` → `PG::Connection#finish`,
+/// `rb_mysql_client_close` → `Mysql2::Client#close`, `ring::Buffer::push(unsigned long)` →
+/// `Ring::Buffer#push`): `None` unless the name ends with the method's words (`init` stands
+/// for `initialize`); else how many letters of the rest spell the class name or the C struct
+/// its instances wrap, as abbreviations of its words in order (`pgconn` ~ `pg connection`).
+/// 0 when the rest spells neither (`sqlite3_rb_close` is `close` of some class).
+pub fn implements(
+    function: &str,
+    class: &str,
+    struct_name: Option<&str>,
+    method: &str,
+) -> Option<usize> {
+    // C++: `ns::Class::method(args) const` → the words before the parameters.
+    let function = function.split('(').next().unwrap_or(function);
+    let mut fwords = words(function);
+    fwords.retain(|w| w != "rb" && w != "ruby");
+    let mwords = words(method.trim_end_matches(['!', '?', '=']));
+    let (last, rest) = mwords.split_last()?;
+    if fwords.len() < mwords.len() {
+        return None;
+    }
+    let (prefix, tail) = fwords.split_at(fwords.len() - mwords.len());
+    let (tail_last, tail_rest) = tail.split_last()?;
+    let last_matches = tail_last == last
+        || (last == "initialize" && (tail_last == "init" || tail_last == "initialize"));
+    if !last_matches || tail_rest != rest {
+        return None;
+    }
+    let spelled: String = prefix.concat();
+    if spelled.is_empty() {
+        return Some(0);
+    }
+    let spells_it = |name: &str| spells(&spelled, &words(name));
+    let by_class = spells_it(class);
+    let by_struct = struct_name.is_some_and(spells_it);
+    Some(if by_class || by_struct {
+        spelled.len()
+    } else {
+        0
+    })
+}
+
+/// Whether `text` is made of prefixes (two letters or more, or whole words) of `words` taken in
+/// order, any of them skipped: `pgconn` of `pg connection`, `ringbuf` of `ring buf`.
+fn spells(text: &str, words: &[String]) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    words.iter().enumerate().any(|(i, w)| {
+        (1..=w.len().min(text.len())).rev().any(|k| {
+            (k >= 2 || k == w.len())
+                && text.as_bytes().get(..k) == w.as_bytes().get(..k)
+                && spells(&text[k..], &words[i + 1..])
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +232,43 @@ mod tests {
         assert!(same_word("ctx", "context"));
         assert!(!same_word("msg", "socket"));
         assert_eq!(instance_variable("ZMQ::Message"), "message");
+    }
+
+    #[test]
+    fn extension_functions_name_the_methods_they_implement() {
+        let m = |f: &str, class: &str, method: &str| implements(f, class, None, method);
+        assert_eq!(m("ringbuf_initialize", "RingBuf", "initialize"), Some(7));
+        assert_eq!(m("ringbuf_close", "RingBuf", "close"), Some(7));
+        assert_eq!(m("ringbuf_close", "RingBuf", "initialize"), None);
+        assert_eq!(m("pgconn_init", "PG::Connection", "initialize"), Some(6));
+        assert_eq!(m("pgconn_finish", "PG::Connection", "finish"), Some(6));
+        assert_eq!(m("pgconn_finish", "PG::Result", "finish"), Some(0));
+        assert_eq!(
+            m("rb_mysql_client_close", "Mysql2::Client", "close"),
+            Some(11)
+        );
+        assert_eq!(
+            m("Buffer_initialize", "MessagePack::Buffer", "initialize"),
+            Some(6)
+        );
+        assert_eq!(
+            m("sqlite3_rb_close", "SQLite3::Statement", "close"),
+            Some(7)
+        );
+        assert_eq!(m("sqlite3_rb_close", "Zlib::ZStream", "close"), Some(0));
+        assert_eq!(m("reset_bang", "SQLite3::Statement", "reset!"), None);
+        assert_eq!(m("leaky_fill_buffer", "Leaky", "fill_buffer"), Some(5));
+        assert_eq!(m("leaky_fill_buffer", "Leaky", "buffer"), Some(0));
+        assert_eq!(m("x_encoding", "X", "end"), None);
+        // C++ methods, demangled.
+        assert_eq!(
+            m("ring::Buffer::push(unsigned long)", "Ring::Buffer", "push"),
+            Some(10)
+        );
+        // The C struct's name spells what the class name does not.
+        assert_eq!(
+            implements("rbuf_initialize", "Circular", Some("rbuf"), "initialize"),
+            Some(4)
+        );
     }
 }

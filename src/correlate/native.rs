@@ -1,13 +1,12 @@
 //! The native-leak rule: native sites that grow (or, in one report, leak) with no Ruby owner,
-//! after the missing-release rule took the ones a wrapper owns; and each site's status for the
-//! native sites table.
+//! after the missing-release rule took the ones an FFI wrapper owns and the extension rule the
+//! ones inside C extensions; and each site's status for the native sites table.
 //!
 //! Stage: correlator (one rule). Reads [`SiteSeries`] built from the evidence's native reports.
 
 use super::analysis::{NativeSiteRow, SiteStatus};
-use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, NativeOwner, Source, Suggestion,
-};
+use super::extension::{self, Ownership};
+use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source, Suggestion};
 use super::release::{self, Attribution};
 use super::sites::SiteSeries;
 use crate::evidence::Evidence;
@@ -27,16 +26,49 @@ pub fn native_findings(
     // Missing-release blames grouped by class: (blame, site indexes).
     let mut blamed: Vec<(release::Blame, Vec<usize>)> = Vec::new();
     let mut unowned: Vec<(usize, Vec<EvidenceItem>, Confidence)> = Vec::new();
+    // Leaks inside C extensions, grouped by extension and method: (leak, site indexes).
+    let mut in_extensions: Vec<(extension::OwnLeak, Vec<usize>)> = Vec::new();
     let mut finalized: Vec<(String, String, usize)> = Vec::new();
+    // A leaked cycle has no direct block: the tools report each of its blocks as indirect. An
+    // extension whose indirect sites grow while none of its direct ones does leaks such a
+    // cycle (its objects pointing at each other), not blocks hanging from another leak.
+    let with_direct: Vec<&str> = sites
+        .iter()
+        .filter(|s| !s.is_runtime() && s.kinds.iter().any(|k| k.is_primary()))
+        .filter(|s| !over_time || s.is_growing())
+        .filter_map(|s| extension::entered_path(ev, s))
+        .collect();
+    let cycle_in_extension = |site: &SiteSeries| {
+        over_time && extension::entered_path(ev, site).is_some_and(|p| !with_direct.contains(&p))
+    };
     for (i, site) in sites.iter().enumerate() {
         let status = if site.is_runtime() {
             SiteStatus::Runtime
         } else if over_time && !site.is_growing() {
             SiteStatus::Static
-        } else if site.kinds.iter().all(|k| !k.is_primary()) {
+        } else if site.kinds.iter().all(|k| !k.is_primary()) && !cycle_in_extension(site) {
             SiteStatus::Secondary
         } else {
-            match release::attribute(ev, site) {
+            let attribution = match release::attribute(ev, site) {
+                Attribution::Unowned => match extension::attribute(ev, site) {
+                    Some(Ownership::Release(b)) => Attribution::Wrapper(b),
+                    Some(Ownership::OnItsOwn(leak)) => {
+                        let owner = leak.class.clone().unwrap_or_else(|| leak.extension.clone());
+                        match in_extensions
+                            .iter_mut()
+                            .find(|(x, _)| x.extension == leak.extension && x.method == leak.method)
+                        {
+                            Some((_, idx)) => idx.push(i),
+                            None => in_extensions.push((leak, vec![i])),
+                        }
+                        statuses.push((SiteStatus::ExtensionLeak, Some(owner)));
+                        continue;
+                    }
+                    None => Attribution::Unowned,
+                },
+                other => other,
+            };
+            match attribution {
                 Attribution::Wrapper(b) => {
                     let class = b.class.clone();
                     match blamed.iter_mut().find(|(x, _)| x.class == b.class) {
@@ -71,6 +103,13 @@ pub fn native_findings(
     for (blame, idx) in blamed {
         findings.push(release::missing_release(
             &blame,
+            &idx.iter().map(|&i| &sites[i]).collect::<Vec<_>>(),
+            over_time,
+        ));
+    }
+    for (leak, idx) in in_extensions {
+        findings.push(extension::extension_leak(
+            &leak,
             &idx.iter().map(|&i| &sites[i]).collect::<Vec<_>>(),
             over_time,
         ));
@@ -214,10 +253,7 @@ fn native_leak(
             site.key.function.as_str(),
             site.key.library.as_deref().unwrap_or(""),
         ]);
-    f.native = Some(NativeOwner {
-        function: site.key.function.clone(),
-        library: site.library().map(str::to_owned),
-    });
+    f.native = Some(site.owner());
     f.bytes = bytes;
     f.count = blocks;
     f.evidence = evidence;

@@ -13,8 +13,7 @@
 
 use super::classes::{ClassRole, class_role};
 use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, NativeOwner, Source,
-    Suggestion,
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
 };
 use super::names;
 use super::sites::SiteSeries;
@@ -142,16 +141,16 @@ fn release_method<'a>(
     methods.into_iter().find_map(|m| found(&m).map(|f| (m, f)))
 }
 
-fn lifecycle<'a>(sc: &'a Sidecar, class: &str) -> Option<&'a Lifecycle> {
+pub(super) fn lifecycle<'a>(sc: &'a Sidecar, class: &str) -> Option<&'a Lifecycle> {
     sc.lifecycle.iter().find(|l| l.class == class)
 }
 
-fn unreleased(l: &Lifecycle) -> u64 {
+pub(super) fn unreleased(l: &Lifecycle) -> u64 {
     l.created.saturating_sub(l.released)
 }
 
 /// Created ≫ released: at least a tenth of the instances were never released.
-fn unbalanced(l: &Lifecycle) -> bool {
+pub(super) fn unbalanced(l: &Lifecycle) -> bool {
     let u = unreleased(l);
     u > 0 && u.saturating_mul(10) >= l.created
 }
@@ -244,7 +243,6 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         return finalized(w);
     }
 
-    let first = ev.sidecars.first();
     let mut ranked: Vec<(&WrapperClass, Option<&Lifecycle>)> = candidates
         .iter()
         .filter(|w| !w.finalizer)
@@ -333,50 +331,12 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
         ));
     }
 
-    // The first sidecar's counts; a sidecar taken before the agent found the wrapper (the
-    // program was still loading) has none, which means nothing counted yet: zero.
-    let earlier = first.filter(|f| !std::ptr::eq(*f, sc));
-    let before = earlier.and_then(|f| lifecycle(f, &wrapper.class));
+    let (earlier, before) = first_counts(ev, sc, &wrapper.class);
     let mut proportional = false;
     if let Some(l) = life {
-        let methods = if l.release_methods.is_empty() {
-            "release".to_owned()
-        } else {
-            l.release_methods.join("/")
-        };
-        evidence.push(EvidenceItem::new(
-            Source::Lifecycle,
-            format!(
-                "{}: {} created, {} released by {methods} ({} never released)",
-                l.class,
-                count(l.created),
-                count(l.released),
-                count(unreleased(l))
-            ),
-        ));
-        if earlier.is_some() {
-            // Sidecar counts are whatever the file says: the difference saturates.
-            let du = i64::try_from(unreleased(l))
-                .unwrap_or(i64::MAX)
-                .saturating_sub(
-                    before.map_or(0, |b| i64::try_from(unreleased(b)).unwrap_or(i64::MAX)),
-                );
-            let db = site.delta_blocks();
-            if du > 0 && db > 0 {
-                let ratio = db as f64 / du as f64;
-                proportional = (0.25..=4.0).contains(&ratio);
-                evidence.push(EvidenceItem::new(
-                    Source::Lifecycle,
-                    format!(
-                        "unreleased {} grew by {} between the first and last snapshot while the site gained {} blocks ({ratio:.2} blocks per instance{})",
-                        l.class,
-                        count(du),
-                        count(db),
-                        if proportional { ": they move together" } else { "" }
-                    ),
-                ));
-            }
-        }
+        let (items, moves_together) = lifecycle_evidence(l, earlier, before, site);
+        evidence.extend(items);
+        proportional = moves_together;
     }
 
     let mut confidence = Confidence::Medium;
@@ -399,6 +359,67 @@ fn attribute_with_sidecar(ev: &Evidence, sc: &Sidecar, site: &SiteSeries) -> Att
     })
 }
 
+/// Whether an earlier sidecar than `sc` exists, and the class's counts in the first one. A
+/// sidecar taken before the agent found the class (the program was still loading) has none,
+/// which means nothing counted yet: zero.
+pub(super) fn first_counts<'a>(
+    ev: &'a Evidence,
+    sc: &Sidecar,
+    class: &str,
+) -> (bool, Option<&'a Lifecycle>) {
+    let earlier = ev.sidecars.first().filter(|f| !std::ptr::eq(*f, sc));
+    (earlier.is_some(), earlier.and_then(|f| lifecycle(f, class)))
+}
+
+/// The lifecycle counts of a class, and how its unreleased instances grew next to the site's
+/// blocks between the first and the last snapshot; true when the two move together (between a
+/// quarter and four blocks per instance).
+pub(super) fn lifecycle_evidence(
+    l: &Lifecycle,
+    earlier: bool,
+    before: Option<&Lifecycle>,
+    site: &SiteSeries,
+) -> (Vec<EvidenceItem>, bool) {
+    let methods = if l.release_methods.is_empty() {
+        "release".to_owned()
+    } else {
+        l.release_methods.join("/")
+    };
+    let mut evidence = vec![EvidenceItem::new(
+        Source::Lifecycle,
+        format!(
+            "{}: {} created, {} released by {methods} ({} never released)",
+            l.class,
+            count(l.created),
+            count(l.released),
+            count(unreleased(l))
+        ),
+    )];
+    let mut proportional = false;
+    if earlier {
+        // Sidecar counts are whatever the file says: the difference saturates.
+        let du = i64::try_from(unreleased(l))
+            .unwrap_or(i64::MAX)
+            .saturating_sub(before.map_or(0, |b| i64::try_from(unreleased(b)).unwrap_or(i64::MAX)));
+        let db = site.delta_blocks();
+        if du > 0 && db > 0 {
+            let ratio = db as f64 / du as f64;
+            proportional = (0.25..=4.0).contains(&ratio);
+            evidence.push(EvidenceItem::new(
+                Source::Lifecycle,
+                format!(
+                    "unreleased {} grew by {} between the first and last snapshot while the site gained {} blocks ({ratio:.2} blocks per instance{})",
+                    l.class,
+                    count(du),
+                    count(db),
+                    if proportional { ": they move together" } else { "" }
+                ),
+            ));
+        }
+    }
+    (evidence, proportional)
+}
+
 fn finalized(w: &WrapperClass) -> Attribution {
     Attribution::Finalized {
         class: w.class.clone(),
@@ -418,7 +439,7 @@ fn finalized(w: &WrapperClass) -> Attribution {
 /// newest alone when there is one), then the most created, then file order. Sites whose
 /// instances were all released are left out. Without lifecycle counts, the heap's allocation
 /// sites stand in (live instances, no releases known).
-fn creation_sites(
+pub(super) fn creation_sites(
     ev: &Evidence,
     life: Option<&Lifecycle>,
     before: Option<&Lifecycle>,
@@ -796,12 +817,7 @@ fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
 
 pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) -> Finding {
     let top = sites[0];
-    let (bytes, blocks) = sites
-        .iter()
-        .map(|s| s.measure(over_time))
-        .fold((0i64, 0i64), |a, b| {
-            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
-        });
+    let (bytes, blocks) = super::sites::measure_all(sites, over_time);
     let method = blame
         .release_method
         .as_ref()
@@ -874,10 +890,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
         .headline(headline)
         .identify(&[blame.class.as_str()]);
     f.class = Some(blame.class.clone());
-    f.native = Some(NativeOwner {
-        function: top.key.function.clone(),
-        library: top.library().map(str::to_owned),
-    });
+    f.native = Some(top.owner());
     f.bytes = bytes;
     f.count = blocks;
     f.evidence = evidence;

@@ -402,6 +402,7 @@ pub(crate) mod tests {
                         bytes: count * 40,
                     })
                     .collect(),
+                data_types: Vec::new(),
                 objects: 0,
                 diagnostics: Default::default(),
             },

@@ -58,6 +58,14 @@ impl SiteSeries {
         self.blocks.last().copied().unwrap_or(0)
     }
 
+    /// The site as findings and tables name it.
+    pub fn owner(&self) -> super::finding::NativeOwner {
+        super::finding::NativeOwner {
+            function: self.key.function.clone(),
+            library: self.library().map(str::to_owned),
+        }
+    }
+
     /// Gained blocks between the first and last snapshot and never shrank on the way.
     pub fn is_growing(&self) -> bool {
         self.bytes.len() >= 2
@@ -105,6 +113,16 @@ impl SiteSeries {
         };
         in_runtime && !self.stack.iter().any(is_ffi_frame)
     }
+}
+
+/// (bytes, blocks) of several sites together ([`SiteSeries::measure`]), saturating.
+pub fn measure_all(sites: &[&SiteSeries], over_time: bool) -> (i64, i64) {
+    sites
+        .iter()
+        .map(|s| s.measure(over_time))
+        .fold((0i64, 0i64), |a, b| {
+            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+        })
 }
 
 /// `libruby.so.3.1`, `libruby-3.1.so.3.1`, `ruby`, `ruby3.1`, `rbx`, `libruby.3.3.dylib`.

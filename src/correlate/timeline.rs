@@ -97,7 +97,9 @@ pub fn leak_rate(ev: &Evidence, findings: &[Finding], sites: &[SiteSeries]) -> O
             .filter(|f| {
                 matches!(
                     f.kind,
-                    FindingKind::MissingRelease | FindingKind::NativeLeak
+                    FindingKind::MissingRelease
+                        | FindingKind::NativeLeak
+                        | FindingKind::ExtensionLeak
                 )
             })
             .filter_map(|f| f.native.as_ref())

@@ -32,6 +32,16 @@ pub struct AllocSite {
     pub bytes: u64,
 }
 
+/// Instances of a class that wrap a C struct (CRuby `T_DATA` objects with a typed
+/// `rb_data_type_t`): the struct's name as the C extension gave it (`"struct":"ringbuf"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataType {
+    pub class: String,
+    pub struct_name: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
 /// One heap snapshot reduced to what the correlator needs: the class histogram by name and,
 /// when the dump carries allocation info, the allocation sites per class.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +54,8 @@ pub struct HeapSummary {
     pub histogram: Histogram,
     /// Allocation sites, largest count first; empty when the dump has no allocation info.
     pub alloc_sites: Vec<AllocSite>,
+    /// Named classes whose instances wrap a typed C struct, by class then struct name (CRuby).
+    pub data_types: Vec<DataType>,
     /// Objects counted (ROOT and SHAPE lines excluded).
     pub objects: u64,
     #[serde(skip)]

@@ -65,6 +65,7 @@ pub fn summarize(path: &Path) -> Result<HeapSummary> {
         ruby_version: Some("Rubinius".to_owned()),
         histogram: read.histogram.by_name(),
         alloc_sites: Vec::new(),
+        data_types: Vec::new(),
         objects: read.objects,
         diagnostics: read.diagnostics,
     })

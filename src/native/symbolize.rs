@@ -17,6 +17,10 @@
 //! Binary Images), i.e. the virtual address minus `__TEXT`'s. A map gives a file offset, turned
 //! into a virtual address through the module's program headers. ELF debug files found by build
 //! id under `/usr/lib/debug/.build-id` add their `.symtab`. Tables are read once per module.
+//!
+//! C++ names (Itanium ABI: `_ZN4ring6Buffer4pushEm`, as g++ and clang write them on Linux and
+//! macOS) are demangled when a frame is named, so C++ parts of gems (grpc, nokogiri's, libzmq)
+//! read as `ring::Buffer::push(unsigned long)`; so are mangled names a tool printed as they were.
 
 use super::{Frame, NativeReport};
 use crate::diag::{Diagnostics, Position};
@@ -207,6 +211,9 @@ impl Symbolizer {
         {
             frame.function = None;
         }
+        if let Some(readable) = frame.function.as_deref().and_then(demangle) {
+            frame.function = Some(readable);
+        }
         let placed = self.place(frame, maps);
         let mut named = false;
         if frame.function.is_none()
@@ -223,7 +230,8 @@ impl Symbolizer {
     pub fn symbol_at(&mut self, module: &str, module_offset: u64) -> Option<String> {
         let symbols = self.module(module)?;
         let address = symbols.address_of_module_offset(module_offset)?;
-        symbols.index.name_at(address).map(str::to_owned)
+        let name = symbols.index.name_at(address)?;
+        Some(demangle(name).unwrap_or_else(|| name.to_owned()))
     }
 
     fn module(&mut self, path: &str) -> Option<Rc<ModuleSymbols>> {
@@ -437,6 +445,19 @@ fn collect_sized(file: &object::File<'_>, out: &mut Vec<Candidate>) {
             name: strip_version(name).to_owned(),
         });
     }
+}
+
+/// The readable form of an Itanium-mangled C++ name (`_ZN4ring6Buffer4pushEm` →
+/// `ring::Buffer::push(unsigned long)`); `None` for a name that is not one, or that the
+/// demangler does not understand (the name is then shown as it is).
+pub fn demangle(name: &str) -> Option<String> {
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    let symbol = cpp_demangle::Symbol::new(name.as_bytes()).ok()?;
+    symbol
+        .demangle_with_options(&cpp_demangle::DemangleOptions::new().no_return_type())
+        .ok()
 }
 
 /// `memcpy@@GLIBC_2.14` → `memcpy`.
@@ -674,6 +695,33 @@ this is not a mapping\n";
         assert_eq!(index.name_at(0x2105), Some("inner"));
         assert_eq!(index.name_at(0x2200), Some("big"));
         assert_eq!(index.name_at(0x2400), None);
+    }
+
+    #[test]
+    fn cpp_names_are_demangled_and_c_names_left_alone() {
+        assert_eq!(
+            demangle("_ZN4ring6Buffer4pushEm").as_deref(),
+            Some("ring::Buffer::push(unsigned long)")
+        );
+        // grpc's C++ core: a template inside a namespace, a const method.
+        assert_eq!(
+            demangle("_ZNK9grpc_core13RefCountedPtrIiE3getEv").as_deref(),
+            Some("grpc_core::RefCountedPtr<int>::get() const")
+        );
+        assert_eq!(
+            demangle("_Znwm").as_deref(),
+            Some("operator new(unsigned long)")
+        );
+        for plain in ["ringbuf_initialize", "malloc", "_Zgarbage", "Z", ""] {
+            assert_eq!(demangle(plain), None, "{plain}");
+        }
+        // A tool that printed the mangled name gets the readable one too.
+        let mut frame = Frame::function("_ZN4ring6Buffer4pushEm");
+        Symbolizer::without_debug_files().resolve_frame(&mut frame, &[]);
+        assert_eq!(
+            frame.function.as_deref(),
+            Some("ring::Buffer::push(unsigned long)")
+        );
     }
 
     #[test]

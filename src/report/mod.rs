@@ -113,6 +113,7 @@ pub(crate) mod tests {
                         ],
                     },
                     alloc_sites: Vec::new(),
+                    data_types: Vec::new(),
                     objects: 0,
                     diagnostics: Default::default(),
                 },

@@ -262,6 +262,15 @@ module LeakhuntAgent
       defined?(::FFI::Library) ? true : false
     end
 
+    # Marks one of the agent's hook modules: never scanned, seen through when listing methods.
+    def own(mod)
+      @own[mod] = true
+    end
+
+    def own?(mod)
+      @own.key?(mod)
+    end
+
     # Prepends recording hooks to FFI::Library as soon as it exists, before libraries attach.
     def hook_ffi
       return if @hooked || !ffi_loaded?
@@ -544,17 +553,7 @@ module LeakhuntAgent
         next if m[:singleton] || m[:role] != 'release' || counter.release_methods.include?(name)
 
         counter.release_methods << name
-        hook.send(:define_method, name) do |*args, &block|
-          begin
-            counter.count_release(self)
-          rescue StandardError => e
-            LeakhuntAgent.note_error("counting #{counter.klass}##{name}: #{e.class}: #{e.message}")
-          end
-          super(*args, &block)
-        end
-        hook.send(:ruby2_keywords, name)
-        hook.send(:private, name) if klass.private_method_defined?(name)
-        hook.send(:protected, name) if klass.protected_method_defined?(name)
+        LeakhuntAgent.wrap(hook, klass, name) { |instance| counter.count_release(instance) }
       end
     end
 
@@ -720,7 +719,7 @@ module LeakhuntAgent
       path = candidates.find { |p| File.file?(p) }
       raise LoadError, 'no fiddle extension in the Ruby installation' unless path
 
-      builtin_require(path)
+      LeakhuntAgent.own_require(path) { |file| builtin_require(file) }
       # Fiddle::Function#call records errno through Fiddle.last_error=, which fiddle.rb defines.
       # A fallback in an extending module: fiddle.rb, if the program loads it, takes precedence
       # without a redefinition warning.
@@ -760,6 +759,289 @@ module LeakhuntAgent
       else
         Kernel.instance_method(:require).bind_call(Kernel, path)
       end
+    end
+  end
+
+  # C extensions (`.so` on Linux, `.bundle` on macOS): which classes and modules each one
+  # defines, and what the program does with them. Their native memory is only seen from
+  # outside (a native site whose stack passes through the extension), so the agent records
+  # what links it to Ruby: the classes and the names of their C methods, their instances'
+  # lifecycle (created, released) and where their C methods are called from.
+  #
+  # Definitions are seen as they happen: hooks on Module#method_added, #singleton_method_added
+  # and Class#inherited note each method and class defined straight from C code running under
+  # a `require` (the hook's caller is the C `require` frame: no Ruby frame in between, as there
+  # is for `def` and for C methods such as `attr_accessor` or `Struct.new`). The `.so` that then
+  # appears in $LOADED_FEATURES is the extension that defined them. Only those methods are
+  # wrapped: an extension that adds `to_json` to String does not get String's other methods.
+  class Extensions
+    NATIVE_FEATURE = /\.(?:so|bundle)\z/
+    REQUIRES = %w[require require_relative load].freeze
+    # Methods that release what an instance holds in C, read from the Init functions of real
+    # gems (the C method and the function behind it):
+    #   close    sqlite3 Database/Statement (sqlite3_rb_close), mysql2 Client/Statement,
+    #            zlib ZStream (rb_zstream_end) and GzipFile, msgpack Buffer, grpc Call, and as
+    #            an alias grpc Channel/Server (of destroy) and pg Connection (of finish)
+    #   finish   pg Connection (pgconn_finish) and Cancon, sqlite3 Backup, zlib GzipFile
+    #   free     mysql2 Result (rb_mysql_result_free_)
+    #   clear    pg Result (pg_result_clear)
+    #   destroy  grpc Channel (grpc_rb_channel_destroy) and Server
+    #   end      zlib ZStream
+    # plus the verbs other bindings use for their release functions (release, dispose,
+    # shutdown, disconnect, terminate, unref). nokogiri's and msgpack's objects, and zlib's when
+    # the program does not call close, are freed by the GC's free function: no release needed.
+    # The order is the one a suggestion prefers when a class has several.
+    RELEASE_METHODS = %i[close finish free destroy release dispose end clear shutdown disconnect
+                         terminate unref].freeze
+    # Not wrapped for call sites: Ruby calls these itself.
+    UNCOUNTED = %i[initialize_copy initialize_clone initialize_dup method_missing respond_to?
+                   respond_to_missing?].freeze
+    # Sites are recorded for every call of a method up to this many, then for one call in
+    # SAMPLE_EVERY: a hot C method (a parser's #parse) then costs one counter increment.
+    EXACT_CALLS = 256
+    SAMPLE_EVERY = 32
+    MAX_SITES = 50
+
+    # Call counts of one module's C methods (instance or singleton), by method and call site.
+    class Calls
+      def initialize(sites)
+        @sites = sites
+        @counts = Hash.new(0)
+        @at = Hash.new { |h, name| h[name] = Hash.new(0) }
+      end
+
+      def count(name)
+        n = (@counts[name] += 1)
+        return unless n <= EXACT_CALLS || (n % SAMPLE_EVERY).zero?
+
+        _, user = @sites.creation_site
+        return unless user
+
+        at = @at[name]
+        key = "#{user.path}:#{user.lineno}"
+        at[key] += 1 if at.key?(key) || at.size < MAX_SITES
+      end
+
+      # A forked child counts its own calls.
+      def restart
+        @counts.clear
+        @at.clear
+      end
+
+      def to_a(singleton)
+        @counts.map do |name, n|
+          sites = @at[name].sort_by { |_, c| -c }.first(20).map do |key, c|
+            file, _, line = key.rpartition(':')
+            { file: file, line: line.to_i, count: c }
+          end
+          { method: name.to_s, singleton: singleton, count: n, sampled: n > EXACT_CALLS, called_at: sites }
+        end
+      end
+    end
+
+    def initialize(agent, inventory)
+      @agent = agent
+      @inventory = inventory
+      @extensions = {}                    # feature path => [module]
+      @defined = {}.compare_by_identity   # module => { instance: [names], singleton: [names] }
+      @checked = ObjectSpace::WeakMap.new # module => $LOADED_FEATURES.size when last looked at
+      @pending = {}.compare_by_identity   # what native code defined, its extension not yet known
+      @pending_mark = 0
+      @calls = {}.compare_by_identity     # module => [instance Calls, singleton Calls]
+      @lock = Mutex.new
+      @library_dirs = [RbConfig::CONFIG['rubyarchdir'], RbConfig::CONFIG['archdir']].compact.reject(&:empty?).uniq
+    end
+
+    def install
+      extensions = self
+      definitions = Module.new do
+        define_method(:method_added) do |name|
+          extensions.defined(self, name, false)
+          super(name)
+        end
+        define_method(:singleton_method_added) do |name|
+          extensions.defined(self, name, true)
+          super(name)
+        end
+        private :method_added, :singleton_method_added
+      end
+      subclasses = Module.new do
+        define_method(:inherited) do |subclass|
+          extensions.defined(subclass, nil, false)
+          super(subclass)
+        end
+        private :inherited
+      end
+      @inventory.own(definitions)
+      @inventory.own(subclasses)
+      Module.prepend(definitions)
+      Class.prepend(subclasses)
+    end
+
+    # Called for every method definition and subclass in the program. Once per module and
+    # moment (loaded-features count, require depth) it looks at who defines (a backtrace
+    # entry); a module native code is defining meanwhile takes its further methods at once.
+    def defined(mod, name, singleton)
+      epoch = $LOADED_FEATURES.size
+      settle if epoch > @pending_mark && !@pending.empty?
+      return if @lock.owned? || Thread.current[:leakhunt_own_require]
+
+      unless epoch == @pending_mark && @pending.key?(mod)
+        # A nested require is a new moment too: a file may define Foo, then require the
+        # extension that adds Foo's C methods, before either is a loaded feature.
+        moment = (epoch << 8) | ((Thread.current[:leakhunt_require_depth] || 0) & 0xff)
+        return if @checked[mod] == moment
+
+        @checked[mod] = moment
+        from = caller_locations(2, 1)&.first
+        return unless from && REQUIRES.include?(from.base_label)
+      end
+      @lock.synchronize do
+        settle_locked
+        @pending_mark = epoch if @pending.empty?
+        names = (@pending[mod] ||= { instance: [], singleton: [] })
+        names[singleton ? :singleton : :instance] << name if name
+      end
+    rescue StandardError => e
+      @agent.note_error("noting a definition: #{e.class}: #{e.message}")
+    end
+
+    # Gives what native code defined so far to the extension whose `.so` has appeared since.
+    def settle
+      return if @pending.empty? || @lock.owned?
+
+      @lock.synchronize { settle_locked }
+    rescue StandardError => e
+      @agent.note_error("settling extensions: #{e.class}: #{e.message}")
+    end
+
+    def settle_locked
+      return if @pending.empty? || $LOADED_FEATURES.size <= @pending_mark
+
+      path = $LOADED_FEATURES[@pending_mark..].find { |f| NATIVE_FEATURE.match?(f) }
+      return unless path
+
+      pending = @pending
+      @pending = {}.compare_by_identity
+      add(path, pending)
+    end
+
+    def add(path, pending)
+      # The ffi gem's own extension is the FFI inventory's to describe.
+      return if File.basename(path).start_with?('ffi_c.')
+
+      mods = (@extensions[path] ||= [])
+      pending.each do |mod, names|
+        next if mod.singleton_class?
+
+        mods << mod unless mods.any? { |m| m.equal?(mod) }
+        mine = (@defined[mod] ||= { instance: [], singleton: [] })
+        mine[:instance] |= names[:instance]
+        mine[:singleton] |= names[:singleton]
+      end
+      third_party = @library_dirs.none? { |dir| path.start_with?("#{dir}/") }
+      pending.each_key do |mod|
+        next if mod.singleton_class?
+
+        begin
+          released = release_methods(mod)
+          unless released.empty?
+            @inventory.instrument(mod, released.map { |n| { name: n.to_s, singleton: false, role: 'release' } })
+          end
+          count_calls(mod, released) if third_party
+        rescue StandardError => e
+          @agent.note_error("hooking #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+        end
+      end
+    end
+
+    # The release methods a class has from C extensions (its own or inherited: Zlib::Deflate
+    # has ZStream's), never core ones (SQLite3::Blob < String does not release by String#clear).
+    def release_methods(mod)
+      return [] unless mod.is_a?(Class) && !(mod <= Exception)
+
+      RELEASE_METHODS.select do |name|
+        m = visible(mod, name)
+        m && m.source_location.nil? && @defined[m.owner]&.dig(:instance)&.include?(name)
+      end
+    end
+
+    # The method `name` of instances of `mod`, under any hook the agent prepended.
+    def visible(mod, name)
+      m = mod.instance_method(name)
+      m = m.super_method while m && @inventory.own?(m.owner)
+      m
+    rescue NameError
+      nil
+    end
+
+    # The C methods the extension defined on `mod` (instance or singleton) that are still the
+    # ones Ruby calls.
+    def c_methods(mod, singleton)
+      target = singleton ? mod.singleton_class : mod
+      names = @defined[mod]&.dig(singleton ? :singleton : :instance) || []
+      names.select do |name|
+        m = visible(target, name)
+        m && m.owner.equal?(target) && m.source_location.nil?
+      end
+    end
+
+    # Wraps the C methods an extension defined on `mod` (a class's `initialize` too, unless
+    # its lifecycle is counted) so each call counts and, sampled, records where it came from.
+    def count_calls(mod, released)
+      counted = (@calls[mod] ||= [Calls.new(@agent.sites), Calls.new(@agent.sites)])
+      [false, true].each do |singleton|
+        target = singleton ? mod.singleton_class : mod
+        names = c_methods(mod, singleton) - UNCOUNTED
+        names -= released + [:initialize] unless singleton || released.empty?
+        names -= %i[new allocate] if singleton
+        next if names.empty?
+
+        calls = counted[singleton ? 1 : 0]
+        hook = Module.new
+        @inventory.own(hook)
+        names.each { |name| LeakhuntAgent.wrap(hook, target, name) { calls.count(name) } }
+        target.prepend(hook)
+      end
+    rescue StandardError => e
+      @agent.note_error("counting calls of #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+    end
+
+    # A forked child counts its own calls from now on.
+    def restart_counts
+      @calls.each_value { |counted| counted.each(&:restart) }
+    end
+
+    def to_sidecar
+      settle
+      @extensions.map do |path, mods|
+        { path: path, gem: gem_of(path), modules: mods.map { |mod| describe(mod) } }
+      end
+    end
+
+    def describe(mod)
+      instance, singleton = @calls[mod]
+      { name: LeakhuntAgent.name_of(mod),
+        class: mod.is_a?(Class),
+        methods: c_methods(mod, false).map(&:to_s).sort,
+        singleton_methods: c_methods(mod, true).map(&:to_s).sort,
+        release_methods: release_methods(mod).map(&:to_s),
+        calls: (instance&.to_a(false) || []) + (singleton&.to_a(true) || []) }
+    rescue StandardError => e
+      @agent.note_error("describing #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+      { name: LeakhuntAgent.name_of(mod) }
+    end
+
+    # "sqlite3 1.4.2" when a loaded gem holds the file.
+    def gem_of(path)
+      return nil unless defined?(Gem) && Gem.respond_to?(:loaded_specs)
+
+      spec = Gem.loaded_specs.values.find do |s|
+        path.start_with?("#{s.full_gem_path}/") || (s.respond_to?(:extension_dir) && path.start_with?("#{s.extension_dir}/"))
+      end
+      spec && "#{spec.name} #{spec.version}"
+    rescue StandardError
+      nil
     end
   end
 
@@ -814,6 +1096,30 @@ module LeakhuntAgent
       @alloc_sites
     end
 
+    # Defines `name` in `hook` (a module the agent prepends to `target`) to run `before` with
+    # the receiver, then the method it covers, with the same arguments, block and visibility.
+    def wrap(hook, target, name, &before)
+      hook.send(:define_method, name) do |*args, &block|
+        begin
+          before.call(self)
+        rescue StandardError => e
+          LeakhuntAgent.note_error("counting #{LeakhuntAgent.name_of(target)}##{name}: #{e.class}: #{e.message}")
+        end
+        super(*args, &block)
+      end
+      hook.send(:ruby2_keywords, name)
+      hook.send(:private, name) if target.private_method_defined?(name)
+      hook.send(:protected, name) if target.protected_method_defined?(name)
+    end
+
+    # A library the agent itself loads: not one of the program's extensions.
+    def own_require(name)
+      Thread.current[:leakhunt_own_require] = true
+      block_given? ? yield(name) : require(name)
+    ensure
+      Thread.current[:leakhunt_own_require] = nil
+    end
+
     def clock
       Process.clock_gettime(Process::CLOCK_MONOTONIC) - @t0
     end
@@ -847,6 +1153,8 @@ module LeakhuntAgent
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
       prepare_lsan
+      @extensions = Extensions.new(self, @inventory)
+      @extensions.install
       install_hooks
       start_serving
       hook_fork
@@ -910,6 +1218,7 @@ module LeakhuntAgent
       return unless arm(@pid, true)
 
       @inventory.restart_counts(clock)
+      @extensions&.restart_counts
       start_serving
     rescue Exception # rubocop:disable Lint/RescueException -- never break the program's fork
       nil
@@ -939,6 +1248,7 @@ module LeakhuntAgent
     end
 
     def after_require(top_level)
+      @extensions.settle
       @inventory.hook_ffi
       @inventory.scan_all_unless_busy if top_level
     rescue StandardError => e
@@ -1050,6 +1360,7 @@ module LeakhuntAgent
                        description: RUBY_DESCRIPTION },
                gc_stat: gc_stat, heap_dump: heap }
       body.merge!(@inventory.to_sidecar(mapped_libraries))
+      body[:extensions] = @extensions.to_sidecar
       body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)
       round.record('sidecar')
       body[:timings] = round.timings

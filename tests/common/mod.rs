@@ -71,6 +71,36 @@ pub fn build_widget(dir: &Path) -> PathBuf {
     lib
 }
 
+/// Copies `fixtures/cext/cbufs` (the test C extension) into `dir/cbufs` and returns that
+/// directory; build it there with [`CBUFS_BUILD`] (mkmf: `ruby extconf.rb && make`).
+pub fn copy_cbufs(dir: &Path) -> PathBuf {
+    let to = dir.join("cbufs");
+    std::fs::create_dir_all(&to).unwrap();
+    for name in ["cbufs.c", "extconf.rb"] {
+        std::fs::copy(fixture("cext/cbufs").join(name), to.join(name)).unwrap();
+    }
+    to
+}
+
+/// The shell command that builds cbufs.so in the current directory with the `ruby` on PATH.
+pub const CBUFS_BUILD: &str = "ruby extconf.rb >/dev/null && make >/dev/null";
+
+/// Builds the test C extension with this machine's Ruby into `dir/cbufs`; returns that
+/// directory (the programs find it through `CBUFS_DIR`).
+pub fn build_cbufs(dir: &Path) -> PathBuf {
+    let at = copy_cbufs(dir);
+    let status = Command::new("sh")
+        .args(["-euc", CBUFS_BUILD])
+        .current_dir(&at)
+        .status()
+        .expect("spawn sh");
+    assert!(
+        status.success(),
+        "building cbufs.so with mkmf failed (packages ruby-dev, make, gcc)"
+    );
+    at
+}
+
 /// Whether a test that needs `what` from the system may run. Missing tools fail the test (CI
 /// installs `.ci/packages`, so a silent skip would be a test that cannot fail); on a machine
 /// without them, set `LEAKHUNT_ALLOW_SKIP=1` to skip such tests instead.

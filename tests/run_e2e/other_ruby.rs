@@ -27,35 +27,39 @@ fn ruby_root() -> Option<PathBuf> {
     .then_some(root)
 }
 
-/// Mounts what the run needs into `$root`, then runs leakhunt there, in /out (a working
+/// Mounts what the run needs into `$root`, runs `$prepare` there (a shell command: building a
+/// test C extension with the root's Ruby), then runs leakhunt there, in /out (a working
 /// directory outside the root would not exist for the program: puma 6 stats $PWD); the rest of
 /// the arguments are leakhunt's.
 const IN_ROOT: &str = r#"
-root=$1 bin=$2 fixtures=$3 scratch=$4; shift 4
+root=$1 bin=$2 fixtures=$3 scratch=$4 prepare=$5; shift 5
 mkdir -p "$root/opt/leakhunt/bin" "$root/opt/leakhunt/fixtures" "$root/out"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount --bind "$bin" "$root/opt/leakhunt/bin"
 mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
 mount --bind "$scratch" "$root/out"
+[ -z "$prepare" ] || chroot "$root" /bin/sh -euc "$prepare" >&2
 exec chroot "$root" /usr/bin/env --chdir=/out PWD=/out TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
 "#;
 
 /// `leakhunt run OPTIONS -- PROGRAM ARGS` inside the root, PROGRAM being a path there (the
 /// fixtures are at /opt/leakhunt/fixtures, the scratch directory at /out); `prepare` gets the
-/// scratch directory first. Returns the run and its JSON report.
-fn run_in_root(
+/// scratch directory first, and `in_root` (a shell command, may be empty) runs in the root
+/// before leakhunt. Returns the run and its JSON report.
+pub(super) fn run_in_root(
     options: &[&str],
     program: &str,
     args: &[&str],
     env: &[(&str, &str)],
     prepare: impl FnOnce(&Path),
+    in_root: &str,
 ) -> Option<(Run, serde_json::Value)> {
     let root = ruby_root()?;
     let _one = super::one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     prepare(scratch.path());
-    let out = in_root(&root, scratch.path(), options, program, args)
+    let out = root_command(&root, scratch.path(), in_root, options, program, args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -69,8 +73,16 @@ fn run_in_root(
 }
 
 /// `leakhunt run -o /out/bundle --format json --report /out/report.json OPTIONS -- PROGRAM ARGS`
-/// in `root`, with `scratch` mounted at /out.
-fn in_root(root: &Path, scratch: &Path, options: &[&str], program: &str, args: &[&str]) -> Command {
+/// in `root`, with `scratch` mounted at /out, after the shell command `prepare` (may be empty)
+/// ran there.
+fn root_command(
+    root: &Path,
+    scratch: &Path,
+    prepare: &str,
+    options: &[&str],
+    program: &str,
+    args: &[&str],
+) -> Command {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
     let mut command = Command::new("unshare");
     command
@@ -89,6 +101,7 @@ fn in_root(root: &Path, scratch: &Path, options: &[&str], program: &str, args: &
         .arg(bin.parent().unwrap())
         .arg(fixture(""))
         .arg(scratch)
+        .arg(prepare)
         .args([
             "run",
             "-o",
@@ -120,6 +133,7 @@ fn seed_run_in_root(
         &["ipc:///out/zmq.sock", "1024", iterations],
         &[],
         |_| {},
+        "",
     )
 }
 
@@ -198,6 +212,7 @@ fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
             |scratch| {
                 crate::common::build_widget(scratch);
             },
+            "",
         ) else {
             return;
         };
@@ -224,9 +239,10 @@ fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
     let (scratch, tmpdir, bundle) = scratch();
     crate::common::build_widget(scratch.path());
     let socket = scratch.path().join("server.sock");
-    let mut command = in_root(
+    let mut command = root_command(
         &root,
         scratch.path(),
+        "",
         &["--backend", "lsan", "--snapshots", "0"],
         "/usr/bin/puma",
         &[
@@ -276,6 +292,7 @@ fn ruby_3_3_under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
             ("RUBYOPT", "-rbundler/setup"),
         ],
         super::bundler::write_app,
+        "",
     ) else {
         return;
     };

@@ -288,6 +288,37 @@ impl Named {
         h
     }
 
+    /// Named classes whose instances are typed DATA objects, with the struct name of each
+    /// (`RingBuf` / `ringbuf`), by class then struct name.
+    pub fn data_types(&self) -> Vec<crate::heap::DataType> {
+        let mut merged: std::collections::BTreeMap<(&str, &[u8]), (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for (key, t) in &self.census.tallies {
+            if key.obj_type != super::scan::ObjType::Data || key.detail == 0 {
+                continue;
+            }
+            let class = self.label(key);
+            // Objects without a class of their own are labelled by the struct already.
+            if class.ends_with(" (DATA)") {
+                continue;
+            }
+            let e = merged
+                .entry((class, self.census.details.get(key.detail)))
+                .or_insert((0, 0));
+            e.0 += t.count;
+            e.1 = e.1.saturating_add(t.bytes);
+        }
+        merged
+            .into_iter()
+            .map(|((class, name), (count, bytes))| crate::heap::DataType {
+                class: class.to_owned(),
+                struct_name: String::from_utf8_lossy(name).into_owned(),
+                count,
+                bytes,
+            })
+            .collect()
+    }
+
     /// Allocation sites by (class name, file, line), at most [`SITES_PER_CLASS`] per class,
     /// largest count first.
     pub fn alloc_sites(&self) -> Vec<AllocSite> {

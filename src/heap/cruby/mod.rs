@@ -56,6 +56,7 @@ pub fn summarize_with(path: &Path, opts: &ReadOptions) -> Result<HeapSummary> {
         ruby_version: named.census.version.guess(),
         histogram: named.histogram(),
         alloc_sites: named.alloc_sites(),
+        data_types: named.data_types(),
         objects: named.census.objects,
         diagnostics: named.diagnostics,
     })
@@ -107,6 +108,28 @@ mod tests {
         let path = dir.path().join("heap.json");
         std::fs::write(&path, dump).unwrap();
         summarize_with(&path, &ReadOptions::default()).unwrap()
+    }
+
+    /// Typed DATA instances of a named class give their struct name; DATA objects without a
+    /// class of their own are labelled by it already and are left out.
+    #[test]
+    fn data_types_name_the_struct_of_each_class() {
+        let dump = br#"{"address":"0x1", "type":"CLASS", "name":"RingBuf", "memsize":40}
+{"address":"0x10", "type":"DATA", "class":"0x1", "struct":"ringbuf", "memsize":56}
+{"address":"0x11", "type":"DATA", "class":"0x1", "struct":"ringbuf", "memsize":56}
+{"address":"0x12", "type":"DATA", "struct":"mutex", "memsize":80}
+{"address":"0x13", "type":"OBJECT", "class":"0x1", "memsize":40}
+"#;
+        let s = summary_of(dump);
+        assert_eq!(
+            s.data_types,
+            [crate::heap::DataType {
+                class: "RingBuf".into(),
+                struct_name: "ringbuf".into(),
+                count: 2,
+                bytes: 112,
+            }]
+        );
     }
 
     /// Two classes sharing a name whose instances claim `memsize` near `u64::MAX`: the merged

@@ -1,0 +1,378 @@
+//! C extensions under `leakhunt run`: the cbufs extension (fixtures/cext, built with mkmf by
+//! each test, with the Ruby that runs it) and a real gem from Debian. Every case runs once under
+//! each backend and once on each Ruby, in two runs (valgrind is slow: the suite's time is
+//! budgeted):
+//!
+//! | program | what it does | the report must say | runs |
+//! |---|---|---|---|
+//! | `ringbuf-leak.rb` | RingBufs never closed | missing release `RingBuf#close`, site `ringbuf_initialize` in cbufs.so, created at the `RingBuf.new` line | lsan on 3.1, valgrind on 3.3 |
+//! | `ringbuf-closed.rb` | each RingBuf closed | no leak finding | valgrind on 3.1, lsan on 3.3 |
+//! | `scanner-leak.rb` | `Scanner#scan` leaks, Scanner has no release method | cbufs.so leaks on its own, through `Scanner#scan`, called at the `scanner.scan` line | valgrind on 3.1, lsan on 3.3 |
+//! | `tidy-gc.rb` | Tidy objects and `Zlib::Deflate`s left to the GC | no leak finding | lsan on 3.1, valgrind on 3.3 |
+//! | `sqlite-unclosed.rb` | Debian's ruby-sqlite3 1.4.2: statements never closed | missing release `SQLite3::Statement#close` (the gem leaks each connection as a cycle: see the program) | lsan on 3.1 |
+//! | `sqlite-unclosed.rb … close` | the same with the statements closed | no leak finding | lsan on 3.1 |
+
+use super::{Run, lsan_ready, one_run_at_a_time, other_ruby::run_in_root, run};
+use crate::common::{
+    CBUFS_BUILD, build_cbufs, copy_cbufs, fixture, leak_kinds, locations, require,
+};
+
+/// How each backend runs a program: its arguments (count, seconds) and `run` options.
+fn plan(backend: &str) -> ([&'static str; 2], Vec<&'static str>) {
+    let (args, after, every) = match backend {
+        "lsan" => (["3000", "3"], "0.5s", "1s"),
+        _ => (["600", "8"], "4s", "3s"),
+    };
+    let options = vec![
+        "--backend",
+        if backend == "lsan" {
+            "lsan"
+        } else {
+            "valgrind"
+        },
+        "--after",
+        after,
+        "--every",
+        every,
+        "--snapshots",
+        "2",
+        "--fail-on",
+        "never",
+        "--format",
+        "json",
+    ];
+    (args, options)
+}
+
+/// The JSON report at the end of a run's stdout (the program's own line comes first).
+fn report_of(r: &Run) -> serde_json::Value {
+    let start = r.stdout.find("\n{\n").map(|i| i + 1).unwrap_or(0);
+    serde_json::from_str(&r.stdout[start..])
+        .unwrap_or_else(|e| panic!("no JSON report ({e})\n{}", r.context()))
+}
+
+/// A cbufs program on this machine's Ruby (3.1).
+fn on_ruby_3_1(program: &str, backend: &str) -> Option<(Run, serde_json::Value)> {
+    if !require("ruby-dev (mkmf) to build a C extension", have_mkmf()) {
+        return None;
+    }
+    if backend == "lsan" && !lsan_ready() {
+        return None;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let built = build_cbufs(dir.path());
+    let (args, options) = plan(backend);
+    let program = fixture(&format!("cext/{program}"));
+    let r = run(
+        &options,
+        &[program.to_str().unwrap(), args[0], args[1]],
+        &[("CBUFS_DIR", built.to_str().unwrap())],
+    );
+    let report = report_of(&r);
+    Some((r, report))
+}
+
+/// A cbufs program on Ruby 3.3 in the trixie root, the extension built there.
+fn on_ruby_3_3(program: &str, backend: &str) -> Option<(Run, serde_json::Value)> {
+    let (args, mut options) = plan(backend);
+    // run_in_root asks for the JSON report itself.
+    options.truncate(options.len() - 2);
+    run_in_root(
+        &options,
+        &format!("/opt/leakhunt/fixtures/cext/{program}"),
+        &args,
+        &[("CBUFS_DIR", "/out/cbufs")],
+        |scratch| {
+            copy_cbufs(scratch);
+        },
+        &format!("cd /out/cbufs && {CBUFS_BUILD}"),
+    )
+}
+
+fn have_mkmf() -> bool {
+    std::process::Command::new("ruby")
+        .args([
+            "-e",
+            "require 'mkmf'; exit(File.exist?(RbConfig::CONFIG['rubyhdrdir']) ? 0 : 1)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The 1-based line of `fixtures/cext/<program>` that contains `needle`.
+fn line_of(program: &str, needle: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture(&format!("cext/{program}"))).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1
+}
+
+fn top(r: &Run, report: &serde_json::Value) -> serde_json::Value {
+    let f = &report["findings"][0];
+    assert!(f.is_object(), "no finding\n{report:#}\n{}", r.context());
+    f.clone()
+}
+
+/// The unclosed RingBufs: the extension's class, its release method, the native site and the
+/// line that creates them — what an FFI wrapper's leak gets.
+fn assert_ringbuf_close_is_missing(r: &Run, report: &serde_json::Value) {
+    let top = top(r, report);
+    assert_eq!(top["kind"], "missing_release", "{top:#}\n{}", r.context());
+    assert_eq!(top["class"], "RingBuf");
+    assert_eq!(top["suggestion"]["method"], "RingBuf#close");
+    assert_eq!(top["native"]["function"], "ringbuf_initialize");
+    assert_eq!(top["native"]["library"], "cbufs.so");
+    let created = line_of("ringbuf-leak.rb", "RingBuf.new");
+    assert_eq!(
+        locations(&top)[0],
+        ("ringbuf-leak.rb".to_owned(), created, "created".to_owned()),
+        "{top:#}"
+    );
+}
+
+/// Scanner#scan leaks inside the extension: nothing to call, so the gem is to blame, with the
+/// line that calls it.
+fn assert_scanner_leaks_on_its_own(r: &Run, report: &serde_json::Value) {
+    let top = top(r, report);
+    assert_eq!(top["kind"], "extension_leak", "{top:#}\n{}", r.context());
+    assert_eq!(top["class"], "Scanner");
+    assert_eq!(top["native"]["function"], "scanner_copy_token");
+    let title = top["title"].as_str().unwrap();
+    assert!(
+        title.starts_with(
+            "C extension cbufs.so leaks on its own — update or report to the gem: scanner_copy_token through Scanner#scan"
+        ),
+        "{title}"
+    );
+    let called = line_of("scanner-leak.rb", "scanner.scan");
+    assert_eq!(
+        locations(&top)[0],
+        ("scanner-leak.rb".to_owned(), called, "called".to_owned()),
+        "{top:#}"
+    );
+    assert!(top["suggestion"]["method"].is_null(), "{top:#}");
+}
+
+/// No leak finding, and the agent did see the extension (the run is not clean for want of
+/// looking): its classes, and `counted`'s instances created.
+fn assert_clean(r: &Run, report: &serde_json::Value, counted: &str) {
+    assert!(leak_kinds(report).is_empty(), "{report:#}\n{}", r.context());
+    assert_eq!(report["verdict"], "no_leak");
+    let sidecar = r.last_sidecar();
+    let cbufs = sidecar
+        .extensions
+        .iter()
+        .find(|e| e.path.ends_with("/cbufs.so"))
+        .unwrap_or_else(|| panic!("cbufs.so not seen: {:#?}", sidecar.extensions));
+    let names: Vec<&str> = cbufs.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["RingBuf", "Scanner", "Tidy"]);
+    let life = sidecar
+        .lifecycle
+        .iter()
+        .find(|l| l.class == counted)
+        .unwrap_or_else(|| panic!("no lifecycle of {counted}: {:#?}", sidecar.lifecycle));
+    assert!(life.created > 0, "{life:#?}");
+}
+
+#[test]
+fn ringbuf_left_open_is_a_missing_close_under_lsan_on_ruby_3_1() {
+    let Some((r, report)) = on_ruby_3_1("ringbuf-leak.rb", "lsan") else {
+        return;
+    };
+    assert_ringbuf_close_is_missing(&r, &report);
+}
+
+#[test]
+fn ringbuf_left_open_is_a_missing_close_under_valgrind_on_ruby_3_3() {
+    let Some((r, report)) = on_ruby_3_3("ringbuf-leak.rb", "valgrind") else {
+        return;
+    };
+    assert_ringbuf_close_is_missing(&r, &report);
+}
+
+#[test]
+fn ringbuf_closed_is_clean_under_valgrind_on_ruby_3_1() {
+    let Some((r, report)) = on_ruby_3_1("ringbuf-closed.rb", "valgrind") else {
+        return;
+    };
+    assert_clean(&r, &report, "RingBuf");
+    let life = r.last_sidecar().lifecycle;
+    let ring = life.iter().find(|l| l.class == "RingBuf").unwrap();
+    assert_eq!(ring.created, ring.released, "{ring:#?}");
+}
+
+#[test]
+fn ringbuf_closed_is_clean_under_lsan_on_ruby_3_3() {
+    let Some((r, report)) = on_ruby_3_3("ringbuf-closed.rb", "lsan") else {
+        return;
+    };
+    assert_clean(&r, &report, "RingBuf");
+}
+
+#[test]
+fn scanner_leaks_on_its_own_under_valgrind_on_ruby_3_1() {
+    let Some((r, report)) = on_ruby_3_1("scanner-leak.rb", "valgrind") else {
+        return;
+    };
+    assert_scanner_leaks_on_its_own(&r, &report);
+}
+
+#[test]
+fn scanner_leaks_on_its_own_under_lsan_on_ruby_3_3() {
+    let Some((r, report)) = on_ruby_3_3("scanner-leak.rb", "lsan") else {
+        return;
+    };
+    assert_scanner_leaks_on_its_own(&r, &report);
+}
+
+/// Tidy's free function frees its buffer, zlib's ends the stream: objects left to the GC are
+/// no finding, though their lifecycle shows none released.
+#[test]
+fn tidy_and_zlib_left_to_the_gc_are_clean_under_lsan_on_ruby_3_1() {
+    let Some((r, report)) = on_ruby_3_1("tidy-gc.rb", "lsan") else {
+        return;
+    };
+    assert_clean(&r, &report, "Zlib::Deflate");
+    let life = r.last_sidecar().lifecycle;
+    let deflate = life.iter().find(|l| l.class == "Zlib::Deflate").unwrap();
+    assert_eq!(deflate.released, 0, "{deflate:#?}");
+}
+
+#[test]
+fn tidy_and_zlib_left_to_the_gc_are_clean_under_valgrind_on_ruby_3_3() {
+    let Some((r, report)) = on_ruby_3_3("tidy-gc.rb", "valgrind") else {
+        return;
+    };
+    assert_clean(&r, &report, "Zlib::Deflate");
+}
+
+/// A real gem: Debian's ruby-sqlite3 1.4.2 (Ruby 3.1 only: the trixie root does not install
+/// it). Unclosed statements make it leak whole connections (sqlite-unclosed.rb says how);
+/// closing them is the cure.
+#[test]
+fn sqlite3_unclosed_statements_are_a_missing_close_and_closed_ones_are_clean() {
+    let ok = std::process::Command::new("ruby")
+        .args(["-e", "require 'sqlite3'"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("ruby-sqlite3 (Debian)", ok) || !lsan_ready() {
+        return;
+    }
+    let program = fixture("cext/sqlite-unclosed.rb");
+    let (_, options) = plan("lsan");
+    for close in [false, true] {
+        let _one = one_run_at_a_time();
+        let mut args = vec![program.to_str().unwrap(), "300", "3"];
+        if close {
+            args.push("close");
+        }
+        let r = run(&options, &args, &[]);
+        let report = report_of(&r);
+        if close {
+            assert!(
+                leak_kinds(&report).is_empty(),
+                "{report:#}\n{}",
+                r.context()
+            );
+            continue;
+        }
+        let top = top(&r, &report);
+        assert_eq!(top["kind"], "missing_release", "{top:#}\n{}", r.context());
+        assert_eq!(top["suggestion"]["method"], "SQLite3::Statement#close");
+        let library = top["native"]["library"].as_str().unwrap_or_default();
+        assert!(library.starts_with("libsqlite3.so"), "{top:#}");
+        let created = line_of("sqlite-unclosed.rb", "db.prepare(\"create");
+        assert_eq!(
+            locations(&top)[0],
+            (
+                "sqlite-unclosed.rb".to_owned(),
+                created,
+                "created".to_owned()
+            ),
+            "{top:#}"
+        );
+    }
+}
+
+/// What the agent records of real extensions, without a native backend: sqlite3's classes,
+/// their release methods and the calls of their C methods by line; zlib's (Ruby's own library:
+/// lifecycle counted, calls not wrapped); never a core method (`SQLite3::Blob < String` does not
+/// release by `String#clear`); nothing in the program's output.
+#[test]
+fn the_agent_records_what_real_extensions_define_and_how_the_program_uses_them() {
+    let ok = std::process::Command::new("ruby")
+        .args(["-e", "require 'sqlite3'"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("ruby-sqlite3 (Debian)", ok) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("uses-gems.rb");
+    std::fs::write(
+        &program,
+        "require 'zlib'\nrequire 'sqlite3'\ndb = SQLite3::Database.new(':memory:')\n\
+         3.times { st = db.prepare('select 1'); st.execute.to_a; st.close }\n\
+         Zlib::Deflate.new.deflate('x')\nsleep 1.5\nputs 'done'\n",
+    )
+    .unwrap();
+    let _one = one_run_at_a_time();
+    let r = run(
+        &["--backend", "none", "--after", "0.5s", "--snapshots", "1"],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    assert!(r.stdout.starts_with("done\n"), "{}", r.context());
+    let sidecar = r.last_sidecar();
+    assert!(sidecar.errors.is_empty(), "{:?}", sidecar.errors);
+    let ext = |name: &str| {
+        sidecar
+            .extensions
+            .iter()
+            .find(|e| e.path.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not recorded: {:#?}", sidecar.extensions))
+    };
+    let module = |e: &'_ leakhunt::bundle::Extension, name: &str| {
+        e.modules
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {}", e.path))
+    };
+    let sqlite = ext("/sqlite3_native.so");
+    let statement = module(sqlite, "SQLite3::Statement");
+    assert_eq!(statement.release_methods, ["close"]);
+    assert!(
+        statement.methods.iter().any(|m| m == "step"),
+        "{statement:#?}"
+    );
+    let step = statement
+        .calls
+        .iter()
+        .find(|c| c.method == "step")
+        .unwrap_or_else(|| panic!("step not counted: {statement:#?}"));
+    assert_eq!(step.called_at[0].file, program.to_str().unwrap());
+    assert_eq!(step.called_at[0].line, 4);
+    assert!(module(sqlite, "SQLite3::Blob").release_methods.is_empty());
+    let zlib = ext("/zlib.so");
+    let deflate = module(zlib, "Zlib::Deflate");
+    assert_eq!(deflate.release_methods, ["close", "finish", "end"]);
+    assert!(deflate.calls.is_empty(), "{deflate:#?}");
+    let life = |class: &str| {
+        sidecar
+            .lifecycle
+            .iter()
+            .find(|l| l.class == class)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lifecycle of {class}"))
+    };
+    assert_eq!(
+        (
+            life("SQLite3::Statement").created,
+            life("SQLite3::Statement").released
+        ),
+        (3, 3)
+    );
+    assert_eq!(life("Zlib::Deflate").created, 1);
+}
