@@ -5,17 +5,23 @@
 //! the versioned schemas (the manifest, the agent's per-snapshot sidecar, the footprint
 //! timeline) and the private-file helpers; it does not run or parse anything else.
 //!
-//! Layout (names are recorded in the manifest; readers follow the manifest, not the names):
+//! Layout (names are recorded in the manifest; readers follow the manifest, not the names).
+//! Every file is a plain name in the bundle directory. The main process's files have the names
+//! below; every other process's carry its pid (`heap-p4242-003.json`, `lsan-p4242.log`,
+//! `footprint-p4242.tsv`): see [`ProcessFiles`]. `NNN` is the round.
 //! ```text
 //! manifest.json          Manifest (schema MANIFEST_SCHEMA)
 //! heap-001.json          ObjectSpace.dump_all after a full GC (0600)
 //! agent-001.json         Sidecar written by the Ruby agent with the dump
 //! native-001.txt         leaks(1) output or vgdb leak_check text for the same moment
 //! maps-001.txt           /proc/PID/maps at the moment of the check (Linux)
-//! lsan.log               every LeakSanitizer check of the run (byte ranges per snapshot)
+//! lsan.log               every LeakSanitizer check of the process (byte ranges per snapshot)
 //! valgrind.xml           memcheck XML written at exit
 //! footprint.tsv          "# leakhunt footprint 1" header, then "t_seconds<TAB>bytes" lines
 //! ```
+//!
+//! Schema 1 (one process) kept `native_logs` and `footprint` at the top level and had no
+//! `processes`; [`Manifest::load`] reads it into the schema-2 shape.
 
 use crate::diag::Position;
 use crate::error::{Error, Result};
@@ -25,7 +31,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
-pub const MANIFEST_SCHEMA: u32 = 1;
+pub const MANIFEST_SCHEMA: u32 = 2;
 pub const SIDECAR_SCHEMA: u32 = 1;
 pub const FOOTPRINT_HEADER: &str = "# leakhunt footprint 1";
 
@@ -46,16 +52,26 @@ pub struct Manifest {
     pub platform: Platform,
     pub ruby: Option<String>,
     pub backend: Backend,
-    /// The process examined: the Ruby agent's pid once it said hello, else the child leakhunt
-    /// started (for valgrind, both are the valgrind process). Added by `leakhunt run`.
+    /// The main process: the first Ruby agent that said hello without being forked, else the
+    /// child leakhunt started (for valgrind, both are the valgrind process).
     pub pid: Option<u32>,
     /// RFC 3339 start time.
     pub started_at: String,
     pub duration_seconds: f64,
+    /// Every process's snapshots in the order they were taken; each names its process (`pid`)
+    /// and its round (`index`).
     pub snapshots: Vec<Snapshot>,
-    /// Native evidence files that hold more than one snapshot (lsan.log, valgrind.xml).
+    /// Every process of the program's tree that leakhunt saw, the main one first (past the
+    /// first 100 that ended before any round, those are only counted: `unlisted_processes`).
+    pub processes: Vec<ProcessEntry>,
+    /// Processes that ended before any round and are not listed in `processes`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_processes: u64,
+    /// Schema 1 only (the main process's native logs); schema 2 keeps them per process.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub native_logs: Vec<String>,
-    /// The footprint timeline file, if sampling worked.
+    /// Schema 1 only (the main process's footprint); schema 2 keeps it per process.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub footprint: Option<String>,
     /// What the analysis needed from the machine that ran the program (library exports,
     /// Ruby source files, real paths of modules), captured at the end of the run so that
@@ -87,13 +103,66 @@ pub struct Backend {
     pub options: Vec<String>,
 }
 
-/// One moment at which heap and native evidence were taken together.
+/// One process of the program's tree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessEntry {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// The command line the process started with (a forked process: its parent's).
+    pub command: Vec<String>,
+    /// "main" (the program leakhunt started), "worker" (forked by a process of the tree),
+    /// "child" (another Ruby program the tree started), "no agent" (a process of the program's
+    /// group that never said hello: not Ruby, or its environment dropped RUBYOPT).
+    pub role: String,
+    /// `RUBY_DESCRIPTION` as the agent gave it.
+    pub ruby: Option<String>,
+    /// First and last round with a heap snapshot of this process.
+    pub first_round: Option<u32>,
+    pub last_round: Option<u32>,
+    /// Native evidence files of this process that hold more than one snapshot (lsan.log,
+    /// valgrind.xml).
+    pub native_logs: Vec<String>,
+    /// Its footprint timeline file, if sampling worked.
+    pub footprint: Option<String>,
+    pub outcome: ProcessOutcome,
+}
+
+impl ProcessEntry {
+    /// Whether this is a process the program forked from another one of its tree.
+    pub fn is_worker(&self) -> bool {
+        self.role == ROLE_WORKER
+    }
+}
+
+pub const ROLE_MAIN: &str = "main";
+pub const ROLE_WORKER: &str = "worker";
+pub const ROLE_CHILD: &str = "child";
+pub const ROLE_NO_AGENT: &str = "no agent";
+
+/// How one process of the tree ended, as far as leakhunt can tell (it is the parent of the main
+/// process only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessOutcome {
+    /// "exited" (its agent announced the end), "vanished" (its connection closed without a
+    /// word: a crash, SIGKILL or `exit!`), "stopped" (still running when the run ended; ended
+    /// with the program's group), "unseen" (never said hello), or the main process's
+    /// [`Outcome`] kind.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// One moment at which heap and native evidence of one process were taken together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Snapshot {
-    /// 1-based.
+    /// The round (1-based): snapshots of several processes taken at the same moment share it.
     pub index: u32,
-    /// "warmup", "interval", "exit", "interrupt", "request".
+    /// The process (schema 1: absent, the manifest's `pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// "interval", "exit", "interrupt", "request", "duration".
     pub reason: String,
     /// Seconds since the target started.
     pub t: f64,
@@ -107,11 +176,16 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The one warning line about this snapshot's missing pieces, as `run` prints it and the
-    /// report repeats it (the same text, so the two are shown once).
-    pub fn warning(&self) -> Option<String> {
+    /// report repeats it (the same text, so the two are shown once). `of_process` names the
+    /// process: every one but the main one.
+    pub fn warning(&self, of_process: bool) -> Option<String> {
+        let whose = match (of_process, self.pid) {
+            (true, Some(pid)) => format!(" of process {pid}"),
+            _ => String::new(),
+        };
         (!self.errors.is_empty()).then(|| {
             format!(
-                "snapshot {} ({}): {}",
+                "snapshot {}{whose} ({}): {}",
                 self.index,
                 self.reason,
                 self.errors.join("; ")
@@ -138,8 +212,9 @@ pub struct NativeRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Outcome {
-    /// "exited", "signaled", "interrupted" (Ctrl-C), "killed" (by leakhunt after a deadline),
-    /// "failed_to_start", "running" (the manifest was written before the end).
+    /// "exited", "signaled", "interrupted" (Ctrl-C), "stopped" (by leakhunt at the end of
+    /// `--duration`), "killed" (by leakhunt after a deadline), "failed_to_start", "running" (the
+    /// manifest was written before the end).
     pub kind: String,
     pub code: Option<i32>,
     pub signal: Option<i32>,
@@ -177,6 +252,10 @@ pub struct Sidecar {
     /// C extensions the program loaded once the agent was running, with what each defined.
     pub extensions: Vec<Extension>,
     pub loaded_features: Vec<String>,
+    /// The parent process when the agent started or re-armed after a fork.
+    pub ppid: Option<u32>,
+    /// Whether this process was forked from another one of the run (its agent re-armed).
+    pub forked: bool,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
     /// program runs meanwhile), then "gc", "dump", "lsan" and "counts" (the program's threads
     /// are parked for these, from the second GC on), then "sidecar". A step skipped because an
@@ -342,11 +421,11 @@ pub struct FootprintSample {
 }
 
 impl Manifest {
-    /// Reads `DIR/manifest.json`.
+    /// Reads `DIR/manifest.json`; a schema-1 manifest comes back in the schema-2 shape.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_slice(&bytes)
+        let mut m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::input(&path, Position::Line(e.line() as u64), e.to_string()))?;
         if m.leakhunt_bundle > MANIFEST_SCHEMA {
             return Err(Error::input(
@@ -358,9 +437,55 @@ impl Manifest {
                 ),
             ));
         }
+        m.upgrade();
         Ok(m)
     }
 
+    /// Schema 1 → 2: the one process (the manifest's `pid`) gets the top-level native logs,
+    /// footprint and snapshots.
+    fn upgrade(&mut self) {
+        if self.leakhunt_bundle >= 2 {
+            return;
+        }
+        let pid = self.pid.unwrap_or(0);
+        for s in &mut self.snapshots {
+            s.pid.get_or_insert(pid);
+        }
+        let taken = || self.snapshots.iter().filter(|s| s.taken()).map(|s| s.index);
+        let (first_round, last_round) = (taken().min(), taken().max());
+        if self.processes.is_empty() {
+            self.processes.push(ProcessEntry {
+                pid,
+                command: self.command.clone(),
+                role: ROLE_MAIN.to_owned(),
+                ruby: self.ruby.clone(),
+                first_round,
+                last_round,
+                native_logs: std::mem::take(&mut self.native_logs),
+                footprint: self.footprint.take(),
+                outcome: ProcessOutcome {
+                    kind: self.outcome.kind.clone(),
+                    detail: self.outcome.detail.clone(),
+                },
+                ..ProcessEntry::default()
+            });
+        }
+    }
+
+    /// The main process's entry.
+    pub fn main_process(&self) -> Option<&ProcessEntry> {
+        self.processes.iter().find(|p| p.role == ROLE_MAIN)
+    }
+
+    /// The snapshots of process `pid`, oldest first.
+    pub fn snapshots_of(&self, pid: u32) -> impl Iterator<Item = &Snapshot> {
+        self.snapshots.iter().filter(move |s| s.pid == Some(pid))
+    }
+
+    /// The processes that have at least one heap snapshot: the ones with evidence to read.
+    pub fn examined(&self) -> impl Iterator<Item = &ProcessEntry> {
+        self.processes.iter().filter(|p| p.first_round.is_some())
+    }
     /// Writes `DIR/manifest.json` atomically (temp file + rename), mode 0600.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self)
@@ -369,17 +494,75 @@ impl Manifest {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The names of one process's files in the bundle: the main process keeps the names a
+/// one-process bundle always had; every other one carries its pid, so that names stay plain
+/// and never clash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessFiles {
+    /// "" for the main process, "-p4242" for the others.
+    tag: String,
+}
+
+impl ProcessFiles {
+    pub fn main() -> ProcessFiles {
+        ProcessFiles { tag: String::new() }
+    }
+
+    pub fn of(pid: u32) -> ProcessFiles {
+        ProcessFiles {
+            tag: format!("-p{pid}"),
+        }
+    }
+
+    /// `heap-003.json` / `heap-p4242-003.json` for round 3.
+    pub fn heap(&self, round: u32) -> String {
+        self.per_round("heap", round, "json")
+    }
+
+    /// The agent's sidecar written with the heap dump of `round`.
+    pub fn sidecar(&self, round: u32) -> String {
+        self.per_round("agent", round, "json")
+    }
+
+    /// `/proc/PID/maps` at the moment of the check of `round`.
+    pub fn maps(&self, round: u32) -> String {
+        self.per_round("maps", round, "txt")
+    }
+
+    /// A native tool's report for `round` (leaks, vgdb).
+    pub fn native(&self, round: u32) -> String {
+        self.per_round("native", round, "txt")
+    }
+
+    /// A file of the whole process: `lsan.log` / `lsan-p4242.log`.
+    pub fn whole(&self, stem: &str, ext: &str) -> String {
+        format!("{stem}{}.{ext}", self.tag)
+    }
+
+    fn per_round(&self, stem: &str, round: u32, ext: &str) -> String {
+        format!("{stem}{}-{round:03}.{ext}", self.tag)
+    }
+}
+
 /// The path of a file the manifest names, when the name is a plain file name inside the bundle:
 /// not empty, no `/` or `\`, not `.` or `..`, not absolute. Anything else (`../../etc/passwd`,
 /// `/etc/shadow`) would have `analyze` read outside the bundle, so it is refused. The one place
 /// that says which names a bundle may hold.
 pub fn member_path(dir: &Path, name: &str) -> Option<PathBuf> {
-    let plain = !name.is_empty()
+    is_member_name(name).then(|| dir.join(name))
+}
+
+/// Whether `name` is a plain file name inside a bundle (see [`member_path`]).
+pub fn is_member_name(name: &str) -> bool {
+    !name.is_empty()
         && name != "."
         && name != ".."
         && !name.contains(['/', '\\', '\0'])
-        && !Path::new(name).is_absolute();
-    plain.then(|| dir.join(name))
+        && !Path::new(name).is_absolute()
 }
 
 /// Parses `footprint.tsv`; bad lines are skipped and counted into `diag`.
@@ -470,6 +653,45 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_schema_1_manifest_reads_as_one_main_process() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            br#"{"leakhunt_bundle": 1, "command": ["leak.rb"], "pid": 4242,
+                "snapshots": [
+                  {"index": 1, "reason": "interval", "t": 1.0, "heap": "heap-001.json",
+                   "native": {"file": "lsan.log", "start": 0, "end": 10}},
+                  {"index": 2, "reason": "exit", "t": 2.0, "heap": "heap-002.json"}],
+                "native_logs": ["lsan.log"], "footprint": "footprint.tsv",
+                "outcome": {"kind": "exited", "code": 0, "detail": "exited with status 0"}}"#,
+        )
+        .unwrap();
+        let m = Manifest::load(dir.path()).unwrap();
+        assert_eq!(m.processes.len(), 1);
+        let main = m.main_process().unwrap();
+        assert_eq!(main.pid, 4242);
+        assert_eq!(main.native_logs, ["lsan.log"]);
+        assert_eq!(main.footprint.as_deref(), Some("footprint.tsv"));
+        assert_eq!((main.first_round, main.last_round), (Some(1), Some(2)));
+        assert_eq!(main.outcome.kind, "exited");
+        assert_eq!(m.snapshots_of(4242).count(), 2);
+        assert!(m.native_logs.is_empty() && m.footprint.is_none());
+    }
+
+    #[test]
+    fn files_of_other_processes_carry_their_pid() {
+        let main = ProcessFiles::main();
+        let worker = ProcessFiles::of(4242);
+        assert_eq!(main.heap(3), "heap-003.json");
+        assert_eq!(worker.heap(3), "heap-p4242-003.json");
+        assert_eq!(worker.sidecar(12), "agent-p4242-012.json");
+        assert_eq!(worker.maps(1), "maps-p4242-001.txt");
+        assert_eq!(worker.native(1), "native-p4242-001.txt");
+        assert_eq!(main.whole("lsan", "log"), "lsan.log");
+        assert_eq!(worker.whole("footprint", "tsv"), "footprint-p4242.tsv");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum Command {
     Leaks(LeaksArgs),
     /// Check this machine for what `run` needs and say what to fix.
     Doctor(DoctorArgs),
+    /// Take a round now in a running `leakhunt run -o BUNDLE` (from another terminal).
+    Snapshot(SnapshotArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -155,7 +157,8 @@ pub struct LeaksArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Heap and native snapshots to take while the program runs (a last one is taken at exit).
+    /// Rounds of heap and native snapshots (of every process) to take while the program runs;
+    /// a last one is taken at exit. 0: rounds on demand only (`leakhunt snapshot BUNDLE`).
     #[arg(long, default_value_t = 3)]
     pub snapshots: u32,
     /// Time between snapshots, e.g. 2s, 500ms, 1m.
@@ -164,6 +167,10 @@ pub struct RunArgs {
     /// Warm-up before the first snapshot.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub after: std::time::Duration,
+    /// End the run this long after the program started: a last round, then SIGTERM to the
+    /// program (SIGKILL after a grace period). For servers, which never end by themselves.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
     /// Bundle directory (default: a new leakhunt-YYYYmmdd-HHMMSS directory here).
@@ -206,6 +213,12 @@ pub struct AnalyzeArgs {
     /// Show string contents from dumps in reports (redacted by default).
     #[arg(long)]
     pub include_strings: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The bundle directory of the running `leakhunt run` (its `-o`).
+    pub bundle: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -386,3 +386,83 @@ fn strings_are_shown_only_when_asked() {
     assert!(!html(false).contains("secret-token"));
     assert!(html(true).contains("String &quot;secret-token&quot;"));
 }
+
+/// The names of the drawn series in the SVG with `id` (their `data-series`).
+fn series_names(dom: &str, id: &str) -> Vec<String> {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap();
+    let svg = &dom[start..start + dom[start..].find("</svg>").unwrap()];
+    svg.match_indices("<path ")
+        .filter_map(|(i, _)| {
+            let tag = &svg[i..i + svg[i..].find('>')?];
+            tag.contains("class=\"series")
+                .then(|| attribute(tag, "data-series").to_owned())
+        })
+        .collect()
+}
+
+/// A run of several processes (a master and two workers, each with the leaking evidence above):
+/// the footprint and native charts draw one line per process, and the page lists them.
+#[test]
+fn a_run_of_several_processes_draws_one_line_per_process() {
+    use leakhunt::bundle::{Manifest, ProcessEntry};
+    use leakhunt::evidence::ProcessEvidence;
+    let entry = |pid: u32, role: &str| ProcessEntry {
+        pid,
+        ppid: Some(if pid == 10 { 1 } else { 10 }),
+        command: vec!["server.rb".into()],
+        role: role.into(),
+        first_round: Some(1),
+        last_round: Some(3),
+        ..ProcessEntry::default()
+    };
+    let mut ev = evidence();
+    ev.manifest = Some(Manifest {
+        pid: Some(10),
+        processes: vec![entry(10, "main"), entry(11, "worker"), entry(12, "worker")],
+        ..Manifest::default()
+    });
+    for pid in [11, 12] {
+        ev.processes.push(ProcessEvidence {
+            entry: entry(pid, "worker"),
+            evidence: evidence(),
+        });
+    }
+    let analysis = correlate(&ev, &Options::default());
+    let mut buf = Vec::new();
+    HtmlReport::default().render(&analysis, &mut buf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, buf).unwrap();
+    let url = format!("file://{}", page.display());
+    let (dom, stderr) = chromium(
+        dir.path(),
+        &["--virtual-time-budget=5000", "--dump-dom", &url],
+    );
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "script did not run:\n{stderr}"
+    );
+    assert_eq!(
+        series_names(&dom, "chart-footprint"),
+        ["pid 10 (the master)", "pid 11 (worker)", "pid 12 (worker)"]
+    );
+    assert_eq!(
+        series_names(&dom, "chart-native"),
+        [
+            "pid 10 (the master): leak findings",
+            "pid 11 (worker): leak findings",
+            "pid 12 (worker): leak findings"
+        ]
+    );
+    assert!(
+        series_paths(&dom, "chart-native")
+            .iter()
+            .all(|p| p.len() == 3)
+    );
+    let table = &dom[dom
+        .find("<table id=\"processes\"")
+        .expect("the processes table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr data-pid=").count(), 3, "{table}");
+    assert!(dom.contains("in the master and 2 of 2 workers"), "{dom}");
+}

@@ -84,6 +84,14 @@ fn finish(scratch: tempfile::TempDir, tmpdir: PathBuf, bundle: PathBuf, out: Out
     }
 }
 
+/// The JSON report a run wrote with `--report PATH`.
+fn json_report(path: &Path, r: &Run) -> serde_json::Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no JSON report at {}\n{}", path.display(), r.context()))
+}
+
 /// `leakhunt run -o BUNDLE OPTIONS -- PROGRAM ARGS` with a private TMPDIR.
 fn run(options: &[&str], program: &[&str], env: &[(&str, &str)]) -> Run {
     let (scratch, tmpdir, bundle) = scratch();
@@ -195,6 +203,16 @@ fn assert_private_and_clean(r: &Run) {
     assert!(left.is_empty(), "temp files left behind: {left:?}");
     if let Some(pid) = r.manifest.pid {
         assert_gone(pid);
+    }
+    // No process of the program's tree is left running.
+    for p in &r.manifest.processes {
+        assert_gone(p.pid);
+    }
+    // Every per-process file the manifest names exists.
+    for p in &r.manifest.processes {
+        for name in p.native_logs.iter().chain(&p.footprint) {
+            assert!(r.bundle.join(name).is_file(), "{name} missing");
+        }
     }
     // Every file the manifest names exists.
     for s in &r.manifest.snapshots {
@@ -500,10 +518,11 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     assert_private_and_clean(&r);
 }
 
-/// valgrind follows forks: without `--child-silent-after-fork` a forked child writes its own
-/// XML document, leak search included, into the program's `valgrind.xml`.
+/// valgrind follows forks: a forked child is a process of its own, with its own XML document
+/// (its exit-time leak search) in `valgrind-pCHILD.xml`, never inside the program's
+/// `valgrind.xml` (valgrind 3.19 re-opens only the first sink whose `%p` name changes at a fork).
 #[test]
-fn a_forked_child_stays_out_of_valgrinds_xml() {
+fn a_forked_child_gets_its_own_valgrind_xml() {
     if !ruby_ready() || !require("valgrind", have("valgrind")) {
         return;
     }
@@ -520,20 +539,54 @@ fn a_forked_child_stays_out_of_valgrinds_xml() {
         .lines()
         .find_map(|l| l.strip_prefix("child ")?.split(' ').next())
         .unwrap_or_else(|| panic!("the child did not run: {ctx}"));
-    let xml = std::fs::read_to_string(r.bundle.join("valgrind.xml")).unwrap();
-    assert_eq!(xml.matches("<valgrindoutput>").count(), 1, "{ctx}");
     let pid = r.manifest.pid.unwrap();
-    assert!(xml.contains(&format!("<pid>{pid}</pid>")), "{ctx}");
-    assert!(!xml.contains(&format!("<pid>{child}</pid>")), "{ctx}");
-    let names: Vec<String> = std::fs::read_dir(&r.bundle)
+    for (file, owner, other) in [
+        ("valgrind.xml".to_owned(), pid.to_string(), child.to_owned()),
+        (
+            format!("valgrind-p{child}.xml"),
+            child.to_owned(),
+            pid.to_string(),
+        ),
+    ] {
+        let xml = std::fs::read_to_string(r.bundle.join(&file))
+            .unwrap_or_else(|e| panic!("{file}: {e}\n{ctx}"));
+        assert_eq!(xml.matches("<valgrindoutput>").count(), 1, "{file}: {ctx}");
+        assert!(
+            xml.contains(&format!("<pid>{owner}</pid>")),
+            "{file}: {ctx}"
+        );
+        assert!(
+            !xml.contains(&format!("<pid>{other}</pid>")),
+            "{file}: {ctx}"
+        );
+    }
+    let forked = r
+        .manifest
+        .processes
+        .iter()
+        .find(|p| p.pid.to_string() == child)
+        .unwrap_or_else(|| panic!("the child is not listed: {ctx}"));
+    assert_eq!(forked.role, "worker", "{ctx}");
+    assert_eq!(forked.ppid, Some(pid), "{ctx}");
+    assert_eq!(
+        forked.native_logs,
+        [format!("valgrind-p{child}.xml")],
+        "{ctx}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&r.bundle)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("valgrind"))
         .collect();
+    names.sort();
     assert_eq!(
-        names.len(),
-        2,
-        "only valgrind.xml and valgrind.log: {names:?}"
+        names,
+        [
+            format!("valgrind-p{child}.xml"),
+            "valgrind.log".to_owned(),
+            "valgrind.xml".to_owned()
+        ],
+        "{ctx}"
     );
     assert_private_and_clean(&r);
 }
@@ -585,7 +638,11 @@ fn a_crash_keeps_the_snapshots_taken_and_names_the_signal() {
     let first = r.manifest.snapshots.first().expect("the first snapshot");
     assert_eq!(first.reason, "interval");
     assert!(first.heap.is_some() && first.native.is_some(), "{ctx}");
-    assert_eq!(r.manifest.native_logs, ["lsan.log"], "{ctx}");
+    assert_eq!(
+        r.manifest.main_process().unwrap().native_logs,
+        ["lsan.log"],
+        "{ctx}"
+    );
     assert_private_and_clean(&r);
 }
 
@@ -1090,6 +1147,8 @@ fn doctor_passes_for_an_available_backend_and_says_what_to_fix_otherwise() {
 mod cext;
 mod other_ruby;
 
+// Pre-forking servers and fork pools: every process of the tree.
+mod servers;
 // The leaks backend with a stand-in for leaks(1), and the portable macOS fixes.
 mod leaks_stand_in;
 // Rounds that must neither stall nor break the program.

@@ -36,13 +36,22 @@ pub fn run(args: AnalyzeArgs) -> Result<i32> {
 
 /// Readers → evidence, completed once with what the correlator asks for: the retainer paths of
 /// the classes it will judge, and the libraries whose exports it looks up (with the Ruby
-/// sources the hints quote), from the bundle's capture or this machine.
+/// sources the hints quote), from the bundle's capture or this machine — for every process of
+/// a run of several.
 pub fn load_evidence(inputs: &[PathBuf]) -> Result<Evidence> {
     let mut ev = evidence::load_inputs(inputs)?;
-    let classes = correlate::classes::retainer_classes(&ev);
-    evidence::retainers::add(&mut ev, &classes);
-    let libraries = correlate::sites::libraries_named(&ev);
-    evidence::resolve::resolve(&mut ev, &libraries);
+    ev.for_each_process_mut(|ev| {
+        let classes = correlate::classes::retainer_classes(ev);
+        evidence::retainers::add(ev, &classes);
+        let libraries = correlate::sites::libraries_named(ev);
+        evidence::resolve::resolve(ev, &libraries);
+    });
+    let mut others: Vec<String> = ev
+        .processes
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.evidence.warnings))
+        .collect();
+    ev.warnings.append(&mut others);
     Ok(ev)
 }
 

@@ -10,6 +10,7 @@ pub mod histo;
 pub mod leaks;
 pub mod retainers;
 pub mod run;
+pub mod snapshot;
 
 use crate::cli::{Cli, Command};
 use crate::error::Result;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Retainers(a) => retainers::run(a),
         Command::Leaks(a) => leaks::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Stage: correlator output, renderer input. Plain data: the rules fill it, the renderers read it.
 
 use super::finding::Finding;
-use crate::bundle::Outcome;
+use crate::bundle::{Outcome, ProcessOutcome};
 use crate::format::{quantity, signed};
 use crate::heap::histogram::DiffRow;
 use serde::Serialize;
@@ -155,6 +155,41 @@ pub struct Timeline {
     pub heap_snapshots: Vec<SnapshotPoint>,
     pub classes: Vec<ClassLine>,
     pub native: Vec<NativePoint>,
+    /// One line per process of a run of several (its footprint and native bytes), for charts
+    /// with one line per worker.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessLine>,
+}
+
+/// One process's series.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessLine {
+    pub pid: u32,
+    /// "pid 4242 (worker)", for a legend.
+    pub label: String,
+    pub footprint: Vec<FootprintPoint>,
+    pub native: Vec<NativePoint>,
+}
+
+/// One process of a run of several, as the report lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// As the manifest has it: "main", "worker", "child", "no agent".
+    pub role: String,
+    /// The group findings count it in: "the master", "workers", "workers of 4242".
+    pub group: String,
+    pub command: Vec<String>,
+    pub first_round: Option<u32>,
+    pub last_round: Option<u32>,
+    pub heap_snapshots: usize,
+    pub native_snapshots: usize,
+    /// Whether its growth was judged (two heap snapshots or more; the main process always).
+    pub judged: bool,
+    pub outcome: ProcessOutcome,
+    /// Fingerprints of the leak findings that hold in it.
+    pub findings: Vec<String>,
 }
 
 /// Everything the report shows; serialized as is for `--format json`.
@@ -173,10 +208,24 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
     pub class_growth: Option<ClassGrowthTable>,
     pub native_sites: Vec<NativeSiteRow>,
+    /// The process the class-growth and native-sites tables and the timeline describe, in a
+    /// run of several: the one where the first leak finding grew most (else the main one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables_of: Option<ProcessRef>,
     pub timeline: Timeline,
+    /// Every process of a run of several, the main one first. Empty for one process.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessSummary>,
     /// What was looked at and set aside (finalizer-released wrappers, …).
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// A process named by the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub group: String,
 }
 
 impl Analysis {

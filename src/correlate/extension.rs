@@ -524,7 +524,12 @@ pub fn extension_leak(leak: &OwnLeak, sites: &[&SiteSeries], over_time: bool) ->
             " (the call sites are listed)".to_owned()
         }
     );
+    let headline = format!(
+        "C extension {} leaks on its own — update or report to the gem: {}{through}",
+        leak.extension, top.key.function
+    );
     let mut f = Finding::new(FindingKind::ExtensionLeak, leak.confidence, title)
+        .headline(headline)
         .identify(&[leak.extension.as_str(), top.key.function.as_str()]);
     f.class = leak.class.clone();
     f.native = Some(top.owner());

@@ -109,6 +109,8 @@ pub enum Source {
     Symbols,
     /// The agent's record of C extensions: what each defined, their calls.
     Extension,
+    /// Where a finding holds among the processes of a run (servers, fork pools).
+    Processes,
 }
 
 /// One claim a finding rests on, in words, with the data behind it when it has a location.
@@ -246,6 +248,10 @@ pub struct Finding {
     pub fingerprint: String,
     /// One line naming what leaks.
     pub title: String,
+    /// The title without the measurement: what a finding merged over several processes
+    /// starts with (`Widget#close is not called: libwidget.so memory from widget_create`).
+    #[serde(skip)]
+    pub headline: String,
     /// The Ruby class concerned, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
@@ -260,22 +266,56 @@ pub struct Finding {
     pub evidence: Vec<EvidenceItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<Suggestion>,
+    /// Where the finding holds, one entry per process, when the run examined several
+    /// (servers, fork pools): each one's share and its series over the rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<FindingProcess>,
+}
+
+/// One process a finding holds in (runs of several processes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingProcess {
+    pub pid: u32,
+    /// The group it belongs to, as the report names it ("the master", "workers").
+    pub role: String,
+    /// Its share of the finding's `bytes` and `count`.
+    pub bytes: i64,
+    pub count: i64,
+    /// The finding's measure in that process at each of its snapshots: leaked bytes of the
+    /// native site (missing release, native leak) or instances of the class (retention).
+    pub series: Vec<SeriesPoint>,
+}
+
+/// A value at a moment of the run (seconds since the start, when known).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    pub t: Option<f64>,
+    pub value: i64,
 }
 
 impl Finding {
     pub fn new(kind: FindingKind, confidence: Confidence, title: impl Into<String>) -> Finding {
+        let title = title.into();
         Finding {
             kind,
             confidence,
             fingerprint: String::new(),
-            title: title.into(),
+            headline: title.clone(),
+            title,
             class: None,
             native: None,
             bytes: 0,
             count: 0,
             evidence: Vec::new(),
             suggestion: None,
+            processes: Vec::new(),
         }
+    }
+
+    /// Sets the headline (the title without its measurement).
+    pub fn headline(mut self, headline: impl Into<String>) -> Finding {
+        self.headline = headline.into();
+        self
     }
 
     /// Sets the fingerprint from the kind and the finding's identity.

@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod names;
 pub mod native;
 pub mod noise;
+pub mod processes;
 pub mod release;
 pub mod retention;
 pub mod sites;
@@ -27,7 +28,8 @@ use crate::evidence::{Evidence, Origin};
 use crate::heap::histogram::Histogram;
 pub use analysis::{
     Analysis, ClassGrowthTable, ClassLine, FootprintPoint, InputInfo, LeakRate, NativePoint,
-    NativeSiteRow, ProgramInfo, REPORT_SCHEMA, SiteStatus, SnapshotPoint, Timeline, Verdict,
+    NativeSiteRow, ProcessLine, ProcessRef, ProcessSummary, ProgramInfo, REPORT_SCHEMA, SiteStatus,
+    SnapshotPoint, Timeline, Verdict,
 };
 pub use finding::{Confidence, Finding, FindingKind};
 use finding::{EvidenceItem, Source};
@@ -39,8 +41,18 @@ pub struct Options {
     pub include_strings: bool,
 }
 
-/// Runs every rule over the evidence.
+/// Runs every rule over the evidence; with several processes, over each one, and merges what
+/// they found ([`processes`]).
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
+    let main = correlate_one(ev, options);
+    if ev.processes.is_empty() {
+        return main;
+    }
+    processes::merge(ev, main, &|e| correlate_one(e, options))
+}
+
+/// Runs every rule over one process's evidence.
+fn correlate_one(ev: &Evidence, options: &Options) -> Analysis {
     // The agent's own objects are not the program's: out of every table, chart and rule.
     let all_series = classes::class_series(&ev.heap);
     let agent_classes = classes::agent_classes(&ev.heap, &all_series);
@@ -166,7 +178,9 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
         findings,
         class_growth,
         native_sites: native_rows,
+        tables_of: None,
         timeline,
+        processes: Vec::new(),
         notes,
         warnings,
     }

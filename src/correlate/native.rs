@@ -242,10 +242,17 @@ fn native_leak(
     ];
     evidence.extend(release::unnamed_site_hint(site));
     evidence.append(&mut module_evidence);
-    let mut f = Finding::new(FindingKind::NativeLeak, confidence, title).identify(&[
-        site.key.function.as_str(),
-        site.key.library.as_deref().unwrap_or(""),
-    ]);
+    let headline = format!(
+        "{}{lib} {} with no Ruby object to blame",
+        site.key.function,
+        if over_time { "grows" } else { "leaks" }
+    );
+    let mut f = Finding::new(FindingKind::NativeLeak, confidence, title)
+        .headline(headline)
+        .identify(&[
+            site.key.function.as_str(),
+            site.key.library.as_deref().unwrap_or(""),
+        ]);
     f.native = Some(site.owner());
     f.bytes = bytes;
     f.count = blocks;

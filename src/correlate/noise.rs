@@ -115,6 +115,7 @@ pub fn finding(
             count(total.2)
         ),
     )
+    .headline("native sites set aside as noise")
     .identify(&["runtime"]);
     f.bytes = saturating_i64(total.2);
     f.count = saturating_i64(total.1);

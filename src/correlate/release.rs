@@ -836,20 +836,19 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
             count(bytes)
         )
     };
-    let title = match (&method, blame.by_name) {
-        (Some(m), false) => format!(
-            "{m} is not called: {lib}memory from {} {how}",
-            top.key.function
-        ),
+    // The claim, then its measure: a finding merged over several processes keeps the claim.
+    let headline = match (&method, blame.by_name) {
+        (Some(m), false) => format!("{m} is not called: {lib}memory from {}", top.key.function),
         (Some(m), true) => format!(
-            "{m} is probably not called (matched by name): {lib}memory from {} {how}",
+            "{m} is probably not called (matched by name): {lib}memory from {}",
             top.key.function
         ),
         (None, _) => format!(
-            "{} instances are not released: {lib}memory from {} {how}",
+            "{} instances are not released: {lib}memory from {}",
             blame.class, top.key.function
         ),
     };
+    let title = format!("{headline} {how}");
     let mut evidence: Vec<EvidenceItem> = Vec::new();
     for s in sites {
         evidence.push(EvidenceItem::new(Source::Native, site_text(s)));
@@ -888,6 +887,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
     };
     let release_call = blame.release_method.as_deref().unwrap_or("close");
     let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
+        .headline(headline)
         .identify(&[blame.class.as_str()]);
     f.class = Some(blame.class.clone());
     f.native = Some(top.owner());

@@ -211,7 +211,16 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
             head.class, head.class
         ),
     };
+    let headline = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        (Some(c), Some(site)) => format!(
+            "{} instances pile up, kept by the {c} allocated at {site}",
+            head.class
+        ),
+        (Some(c), None) => format!("{} instances pile up, kept by a {c}", head.class),
+        _ => format!("{} instances pile up", head.class),
+    };
     let mut f = Finding::new(FindingKind::RubyRetention, confidence, title)
+        .headline(headline)
         .identify(&[head.class.as_str()]);
     f.class = Some(head.class.clone());
     f.count = head.delta();

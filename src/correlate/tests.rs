@@ -1137,3 +1137,182 @@ fn render_every_format(a: &Analysis) {
             .unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runs of several processes: a fork pool whose master loads the code and whose workers leak.
+
+/// `heaps` heap snapshots with no class changing.
+fn steady_heap(heaps: usize) -> Vec<crate::evidence::HeapSnapshot> {
+    (1..=heaps)
+        .map(|i| crate::evidence::HeapSnapshot {
+            snapshot: Some(i as u32),
+            t: Some(i as f64),
+            ..retention::tests::heap(&[("String", 1000)], &[])
+        })
+        .collect()
+}
+
+/// A worker whose Widgets leak (`leaks`) or are all closed.
+fn worker(leaks: bool) -> Evidence {
+    let mut ev = if leaks {
+        widget_leak()
+    } else {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        ev.sidecars = vec![widget_sidecar(100, 100, 0), widget_sidecar(600, 600, 0)];
+        ev.native = snapshots(&[
+            vec![(runtime_stack(), 50, 9_000)],
+            vec![(runtime_stack(), 50, 9_000)],
+        ]);
+        ev
+    };
+    ev.heap = steady_heap(2);
+    ev
+}
+
+/// The master (nothing leaks in it) and workers 11 and 12, forked by it; worker 13 was in one
+/// round only. `leaking` says which of 11 and 12 leak Widgets.
+fn pool(leaking: &[u32]) -> Evidence {
+    use crate::bundle::{Manifest, ProcessEntry, ROLE_MAIN, ROLE_WORKER};
+    use crate::evidence::ProcessEvidence;
+    let entry = |pid: u32, role: &str, rounds: u32| ProcessEntry {
+        pid,
+        ppid: Some(if pid == 10 { 1 } else { 10 }),
+        command: vec!["pool.rb".into()],
+        role: role.into(),
+        first_round: Some(1),
+        last_round: Some(rounds),
+        ..ProcessEntry::default()
+    };
+    let mut ev = worker(false);
+    ev.manifest = Some(Manifest {
+        pid: Some(10),
+        processes: vec![
+            entry(10, ROLE_MAIN, 2),
+            entry(11, ROLE_WORKER, 2),
+            entry(12, ROLE_WORKER, 2),
+            entry(13, ROLE_WORKER, 1),
+        ],
+        ..Manifest::default()
+    });
+    for pid in [11, 12] {
+        ev.processes.push(ProcessEvidence {
+            entry: entry(pid, ROLE_WORKER, 2),
+            evidence: worker(leaking.contains(&pid)),
+        });
+    }
+    let mut once = worker(true);
+    once.heap.truncate(1);
+    once.native.truncate(1);
+    ev.processes.push(ProcessEvidence {
+        entry: entry(13, ROLE_WORKER, 1),
+        evidence: once,
+    });
+    ev
+}
+
+#[test]
+fn a_leak_in_every_worker_is_one_finding_saying_where_it_holds() {
+    let a = correlate(&pool(&[11, 12]), &Options::default());
+    let leaks: Vec<&Finding> = a.leak_findings().collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", a.findings);
+    let f = leaks[0];
+    assert_eq!(f.kind, FindingKind::MissingRelease);
+    assert_eq!(
+        f.title,
+        "Widget#close is not called: libwidget.so memory from widget_create · in 2 of 2 workers · +2,000 blocks / +272,000 bytes in total"
+    );
+    assert_eq!((f.count, f.bytes), (2000, 272_000));
+    let shares: Vec<(u32, &str, i64)> = f
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.role.as_str(), p.count))
+        .collect();
+    assert_eq!(shares, [(11, "worker", 1000), (12, "worker", 1000)]);
+    assert!(f.processes.iter().all(|p| p.series.len() == 2));
+    assert_eq!(f.processes[0].series[1].value, 600 * 272);
+    // The fix still names the method and the creation line, counted over both workers.
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.method.as_deref(), Some("Widget#close"));
+    assert_eq!(s.locations[0].site(), "widget-leak.rb:7");
+    assert_eq!(s.locations[0].count, Some(1200));
+    assert_eq!(a.verdict, Verdict::Leak);
+    // The tables are those of a worker where it grew; every process is listed.
+    assert_eq!(
+        a.tables_of.as_ref().map(|t| t.group.as_str()),
+        Some("worker")
+    );
+    let listed: Vec<(u32, &str, bool, usize)> = a
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.group.as_str(), p.judged, p.findings.len()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (10, "the master", true, 0),
+            (11, "worker", true, 1),
+            (12, "worker", true, 1),
+            (13, "worker", false, 0)
+        ]
+    );
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.starts_with("pid 13 (worker) was in 1 round")),
+        "{:?}",
+        a.notes
+    );
+    assert_eq!(a.timeline.processes.len(), 4);
+    assert_eq!(a.heap_snapshots, 2 + 2 + 2 + 1);
+}
+
+#[test]
+fn a_leak_in_one_worker_of_two_is_still_reported() {
+    let a = correlate(&pool(&[12]), &Options::default());
+    let leaks: Vec<&Finding> = a.leak_findings().collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", a.findings);
+    assert!(
+        leaks[0]
+            .title
+            .contains(" · in 1 of 2 workers · +1,000 blocks")
+    );
+    assert_eq!(leaks[0].processes.len(), 1);
+    assert_eq!(a.tables_of.as_ref().map(|t| t.pid), Some(12));
+}
+
+#[test]
+fn a_pool_whose_workers_close_their_widgets_has_no_leak() {
+    let a = correlate(&pool(&[]), &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert_eq!(a.verdict, Verdict::NoLeak);
+    // Worker 13 leaked in its one round, but one round cannot show growth.
+    assert!(
+        a.findings
+            .iter()
+            .all(|f| !f.processes.iter().any(|p| p.pid == 13))
+    );
+}
+
+#[test]
+fn the_text_and_json_reports_list_the_processes() {
+    let a = correlate(&pool(&[11, 12]), &Options::default());
+    let mut text = Vec::new();
+    crate::report::renderer(crate::cli::ReportFormat::Text, Default::default())
+        .render(&a, &mut text)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(" · 4 processes (the master, 3 workers)"),
+        "{text}"
+    );
+    assert!(text.contains("Native sites of pid 11 (worker)"), "{text}");
+    assert!(text.contains("\nProcesses\n  pid 10 "), "{text}");
+    assert!(
+        text.contains("pid 13       worker             round 1      not judged"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&a).unwrap();
+    assert_eq!(json["processes"].as_array().unwrap().len(), 4);
+    assert_eq!(json["findings"][0]["processes"][1]["pid"], 12);
+    assert_eq!(json["timeline"]["processes"][1]["label"], "pid 11 (worker)");
+}

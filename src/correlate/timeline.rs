@@ -82,6 +82,7 @@ pub fn timeline(
                     .fold(0u64, u64::saturating_add),
             })
             .collect(),
+        processes: Vec::new(),
     }
 }
 

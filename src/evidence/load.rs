@@ -5,8 +5,8 @@
 //! Stage: evidence (readers → evidence). What needs the machine that ran the program is
 //! resolved afterwards ([`super::resolve`]), as are retainer paths ([`super::retainers`]).
 
-use super::{Evidence, HeapSnapshot, NativeSnapshot, Origin, settled_from};
-use crate::bundle::{NativeRef, Sidecar, parse_footprint};
+use super::{Evidence, HeapSnapshot, NativeSnapshot, Origin, ProcessEvidence, settled_from};
+use crate::bundle::{Manifest, NativeRef, ProcessEntry, Sidecar, parse_footprint};
 use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
@@ -40,17 +40,74 @@ fn diagnostics_into(warnings: &mut Vec<String>, diag: &Diagnostics) {
     warnings.extend(diag.lines());
 }
 
-/// Reads a bundle written by `leakhunt run`, following its manifest.
+/// Reads a bundle written by `leakhunt run`, following its manifest: the main process's
+/// evidence, with every other process that has a heap snapshot in [`Evidence::processes`].
 pub fn load_bundle(dir: &Path) -> Result<Evidence> {
     let manifest = crate::bundle::Manifest::load(dir)?;
+    let captured = match &manifest.resolved {
+        Some(name) => match bundle_file(dir, name).and_then(|p| super::resolve::read_capture(&p)) {
+            Ok(captured) => Some(captured),
+            Err(e) => {
+                return load_with(
+                    dir,
+                    manifest,
+                    None,
+                    Some(format!(
+                        "{e} (what the run resolved on its machine is looked up on this one instead)"
+                    )),
+                );
+            }
+        },
+        None => None,
+    };
+    load_with(dir, manifest, captured, None)
+}
+
+fn load_with(
+    dir: &Path,
+    manifest: Manifest,
+    captured: Option<super::resolve::Resolved>,
+    capture_warning: Option<String>,
+) -> Result<Evidence> {
+    let main = manifest
+        .main_process()
+        .cloned()
+        .unwrap_or_else(|| ProcessEntry {
+            pid: manifest.pid.unwrap_or(0),
+            ..ProcessEntry::default()
+        });
+    let mut ev = load_process(dir, &manifest, &main, captured.clone());
+    ev.warnings.extend(capture_warning);
+    for entry in manifest.examined().filter(|p| p.pid != main.pid) {
+        let mut evidence = load_process(dir, &manifest, entry, captured.clone());
+        ev.warnings.append(&mut evidence.warnings);
+        ev.processes.push(ProcessEvidence {
+            entry: entry.clone(),
+            evidence,
+        });
+    }
+    ev.manifest = Some(manifest);
+    Ok(ev)
+}
+
+/// The evidence of one process of the bundle: its snapshots, native logs and footprint.
+fn load_process(
+    dir: &Path,
+    manifest: &Manifest,
+    process: &ProcessEntry,
+    captured: Option<super::resolve::Resolved>,
+) -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle(dir.to_path_buf()));
+    ev.captured = captured;
     let mut referenced_logs: Vec<&str> = Vec::new();
     // The module map taken with each native snapshot, to place and name its frames.
     let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
-    let mut snapshots = manifest.snapshots.clone();
+    let mut snapshots: Vec<_> = manifest.snapshots_of(process.pid).cloned().collect();
     snapshots.sort_by_key(|s| s.index);
     for snap in &snapshots {
-        ev.warnings.extend(snap.warning());
+        // Worded as the run printed it: other processes' snapshots name their pid.
+        ev.warnings
+            .extend(snap.warning(process.role != crate::bundle::ROLE_MAIN));
         if let Some(name) = &snap.heap {
             match bundle_file(dir, name).and_then(|p| crate::heap::summarize(&p)) {
                 Ok(summary) => {
@@ -71,7 +128,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             }
         }
         if let Some(native) = &snap.native {
-            if let Some(log) = manifest.native_logs.iter().find(|l| **l == native.file) {
+            if let Some(log) = process.native_logs.iter().find(|l| **l == native.file) {
                 referenced_logs.push(log);
             }
             match read_native_ref(dir, native) {
@@ -93,7 +150,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
         }
     }
     // Logs no snapshot points into (valgrind's XML written at exit): one more, final snapshot.
-    for log in &manifest.native_logs {
+    for log in &process.native_logs {
         if referenced_logs.contains(&log.as_str()) {
             continue;
         }
@@ -113,7 +170,7 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             Err(e) => ev.warnings.push(e.to_string()),
         }
     }
-    if let Some(name) = &manifest.footprint {
+    if let Some(name) = &process.footprint {
         let path = dir.join(name);
         match bundle_file(dir, name).and_then(|p| std::fs::read(&p).map_err(|e| Error::io(&p, e))) {
             Ok(bytes) => {
@@ -124,19 +181,10 @@ pub fn load_bundle(dir: &Path) -> Result<Evidence> {
             Err(e) => ev.warnings.push(e.to_string()),
         }
     }
-    if let Some(name) = &manifest.resolved {
-        match bundle_file(dir, name).and_then(|p| super::resolve::read_capture(&p)) {
-            Ok(captured) => ev.captured = Some(captured),
-            Err(e) => ev.warnings.push(format!(
-                "{e} (what the run resolved on its machine is looked up on this one instead)"
-            )),
-        }
-    }
     symbolize(&mut ev, &maps);
     super::resolve::real_modules(&mut ev);
-    ev.manifest = Some(manifest);
     ev.settled = settled_from(&ev.heap, &ev.sidecars);
-    Ok(ev)
+    ev
 }
 
 /// A file the manifest names, as a path in the bundle. Only a plain file name inside the bundle
@@ -302,11 +350,92 @@ mod tests {
     use crate::bundle::{Manifest, Outcome, Snapshot};
 
     #[test]
+    fn every_process_of_a_bundle_loads_its_own_snapshots_and_footprint() {
+        use crate::bundle::{ProcessEntry, ProcessFiles, ROLE_MAIN, ROLE_WORKER};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let files = |pid: u32| {
+            if pid == 10 {
+                ProcessFiles::main()
+            } else {
+                ProcessFiles::of(pid)
+            }
+        };
+        let mut snapshots = Vec::new();
+        for (pid, rounds) in [(10u32, 1..=2u32), (11, 1..=2), (12, 2..=2)] {
+            for round in rounds {
+                let sidecar = files(pid).sidecar(round);
+                std::fs::write(
+                    d.join(&sidecar),
+                    format!(
+                        r#"{{"leakhunt_agent":1,"snapshot":{round},"pid":{pid},"lifecycle":[{{"class":"Widget","created":{}}}]}}"#,
+                        pid * 100 + round
+                    ),
+                )
+                .unwrap();
+                snapshots.push(Snapshot {
+                    index: round,
+                    pid: Some(pid),
+                    reason: "interval".into(),
+                    t: round as f64,
+                    sidecar: Some(sidecar),
+                    ..Snapshot::default()
+                });
+            }
+        }
+        let footprint = files(11).whole("footprint", "tsv");
+        std::fs::write(d.join(&footprint), b"# leakhunt footprint 1\n0.5\t4096\n").unwrap();
+        let entry = |pid: u32, role: &str, first: u32| ProcessEntry {
+            pid,
+            ppid: Some(if pid == 10 { 1 } else { 10 }),
+            role: role.into(),
+            first_round: Some(first),
+            last_round: Some(2),
+            footprint: (pid == 11).then(|| footprint.clone()),
+            ..ProcessEntry::default()
+        };
+        let manifest = Manifest {
+            leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+            pid: Some(10),
+            snapshots,
+            processes: vec![
+                entry(10, ROLE_MAIN, 1),
+                entry(11, ROLE_WORKER, 1),
+                entry(12, ROLE_WORKER, 2),
+                // Never said hello: listed, nothing to load.
+                ProcessEntry {
+                    pid: 13,
+                    role: "no agent".into(),
+                    ..ProcessEntry::default()
+                },
+            ],
+            ..Manifest::default()
+        };
+        manifest.save(d).unwrap();
+        let ev = load_inputs(&[d.to_path_buf()]).unwrap();
+        let created = |ev: &Evidence| -> Vec<u64> {
+            ev.sidecars.iter().map(|s| s.lifecycle[0].created).collect()
+        };
+        assert_eq!(created(&ev), [1001, 1002]);
+        let others: Vec<(u32, Vec<u64>)> = ev
+            .processes
+            .iter()
+            .map(|p| (p.entry.pid, created(&p.evidence)))
+            .collect();
+        assert_eq!(others, [(11, vec![1101, 1102]), (12, vec![1202])]);
+        assert_eq!(ev.processes[0].evidence.footprint.len(), 1);
+        assert!(ev.footprint.is_empty() && ev.processes[1].evidence.footprint.is_empty());
+        assert!(ev.processes.iter().all(|p| p.evidence.manifest.is_none()));
+        assert!(ev.warnings.is_empty(), "{:?}", ev.warnings);
+    }
+
+    #[test]
     fn a_bundle_loads_sidecars_footprint_and_outcome_and_keeps_going_past_bad_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        // Schema 1: the one process's footprint at the top level.
         let manifest = Manifest {
-            leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+            leakhunt_bundle: 1,
             command: vec!["leak.rb".into()],
             snapshots: (1..=2)
                 .map(|i| Snapshot {

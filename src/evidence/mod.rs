@@ -12,7 +12,7 @@ pub mod retainers;
 
 pub use load::{load_bundle, load_files, load_inputs};
 
-use crate::bundle::{FootprintSample, Manifest, Sidecar};
+use crate::bundle::{FootprintSample, Manifest, ProcessEntry, Sidecar};
 use crate::heap::HeapSummary;
 use crate::native::NativeReport;
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,18 @@ pub enum Origin {
     Files(Vec<PathBuf>),
 }
 
+/// The evidence of one more process of a run (a worker, a child), besides the main one.
+#[derive(Debug, Clone)]
+pub struct ProcessEvidence {
+    /// The process as the manifest lists it (pid, parent, role, command, outcome).
+    pub entry: ProcessEntry,
+    /// Its own heap and native snapshots, sidecars and footprint (no manifest, no further
+    /// processes).
+    pub evidence: Evidence,
+}
+
+/// Everything known about one process — for a bundle of several processes, the main one, with
+/// the others in [`Evidence::processes`].
 #[derive(Debug, Clone)]
 pub struct Evidence {
     pub origin: Origin,
@@ -126,8 +138,12 @@ pub struct Evidence {
     /// What the run resolved on its machine, when the bundle captured it: resolution reads
     /// this instead of the machine doing the analysis.
     pub captured: Option<resolve::Resolved>,
-    /// Problems met while loading, one line each (soft errors of every input included).
+    /// Problems met while loading, one line each (soft errors of every input included, every
+    /// process's too).
     pub warnings: Vec<String>,
+    /// The other processes of the run with at least one heap snapshot (bundles of servers,
+    /// fork pools), in the manifest's order. Empty for one process and for files.
+    pub processes: Vec<ProcessEvidence>,
 }
 
 impl Evidence {
@@ -146,6 +162,21 @@ impl Evidence {
             real_modules: BTreeMap::new(),
             captured: None,
             warnings: Vec::new(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// This evidence and that of every other process, the main one first.
+    pub fn each_process(&self) -> impl Iterator<Item = &Evidence> {
+        std::iter::once(self).chain(self.processes.iter().map(|p| &p.evidence))
+    }
+
+    /// Calls `f` on this evidence, then on that of every other process (to complete each one
+    /// the same way).
+    pub fn for_each_process_mut(&mut self, mut f: impl FnMut(&mut Evidence)) {
+        f(self);
+        for p in &mut self.processes {
+            f(&mut p.evidence);
         }
     }
 

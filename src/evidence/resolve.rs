@@ -61,18 +61,32 @@ pub fn resolve(ev: &mut Evidence, libraries: &[Library]) {
     ev.library_exports = library_exports_here(libraries);
 }
 
-/// Writes what was resolved into the bundle `dir` and names it in the manifest.
+/// Writes what was resolved into the bundle `dir` and names it in the manifest: one capture
+/// for every process of the run (what any of them needed).
 pub fn capture(ev: &Evidence, dir: &Path) -> Result<()> {
-    let resolved = Resolved {
+    let mut resolved = Resolved {
         leakhunt_resolved: SCHEMA,
-        modules: ev.real_modules.clone(),
-        library_exports: ev.library_exports.clone(),
-        sources: ev
-            .sources
-            .iter()
-            .map(|(name, bytes)| (name.clone(), String::from_utf8_lossy(bytes).into_owned()))
-            .collect(),
+        ..Resolved::default()
     };
+    for ev in ev.each_process() {
+        resolved
+            .modules
+            .extend(ev.real_modules.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for exports in &ev.library_exports {
+            if !resolved
+                .library_exports
+                .iter()
+                .any(|e| e.path == exports.path)
+            {
+                resolved.library_exports.push(exports.clone());
+            }
+        }
+        resolved.sources.extend(
+            ev.sources
+                .iter()
+                .map(|(name, bytes)| (name.clone(), String::from_utf8_lossy(bytes).into_owned())),
+        );
+    }
     let bytes = serde_json::to_vec(&resolved)
         .map_err(|e| Error::Run(format!("cannot encode {FILE}: {e}")))?;
     crate::bundle::write_private_atomic(&dir.join(FILE), &bytes)?;

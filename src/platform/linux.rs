@@ -109,6 +109,61 @@ pub fn die_with_parent() {
     }
 }
 
+/// The live processes of process group `pgid`, from `/proc/*/stat` (zombies left out).
+pub fn group_members(pgid: u32) -> Vec<super::GroupMember> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, ppid, group)) = parse_stat(&stat) else {
+            continue;
+        };
+        if group != pgid {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let mut command: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if command.is_empty() {
+            command.push(name);
+        }
+        out.push(super::GroupMember { pid, ppid, command });
+    }
+    out.sort_by_key(|m| m.pid);
+    out
+}
+
+/// (name, ppid, pgrp) of a live process from its `stat` line: `pid (comm) state ppid pgrp …`,
+/// where comm may hold spaces and parentheses (so the fields follow the last ')').
+fn parse_stat(stat: &[u8]) -> Option<(String, u32, u32)> {
+    let open = memchr::memchr(b'(', stat)?;
+    let close = memchr::memrchr(b')', stat)?;
+    let name = String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned();
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((name, ppid, pgrp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +174,48 @@ mod tests {
         assert_eq!(vm_rss_bytes(status), Some(13712 * 1024));
         assert_eq!(vm_rss_bytes(b"Name:\tzombie\n"), None);
         assert_eq!(vm_rss_bytes(b"VmRSS:\tlots kB\n"), None);
+    }
+
+    #[test]
+    fn stat_lines_give_name_parent_and_group() {
+        assert_eq!(
+            parse_stat(b"4242 (ruby: a (b) c) S 4200 4200 4200 0 -1 4194560"),
+            Some(("ruby: a (b) c".into(), 4200, 4200))
+        );
+        assert_eq!(parse_stat(b"4242 (ruby) Z 4200 4200 4200"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_group_lists_its_members_with_their_command_lines() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        // Until both have exec'd (a fork not yet exec'd still shows its parent's command).
+        let listed = |members: &[crate::platform::GroupMember]| {
+            members
+                .iter()
+                .any(|m| m.pid == pgid && m.command[0] == "sh")
+                && members
+                    .iter()
+                    .any(|m| m.ppid == pgid && m.command == ["sleep", "30"])
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut members = group_members(pgid);
+        while !listed(&members) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            members = group_members(pgid);
+        }
+        // SAFETY: kill(2) on the group this test created.
+        unsafe {
+            libc::kill(-(pgid as i32), libc::SIGKILL);
+        }
+        let _ = child.wait();
+        assert!(listed(&members), "{members:?}");
     }
 
     #[test]

@@ -114,3 +114,54 @@ pub fn translated() -> Option<bool> {
 
 /// macOS has no parent-death signal; leakhunt's guard kills the process group instead.
 pub fn die_with_parent() {}
+
+/// The live processes of process group `pgid`, from libproc (`proc_listallpids`, then
+/// `proc_pidinfo(PROC_PIDTBSDINFO)` for each: group, parent and name).
+pub fn group_members(pgid: u32) -> Vec<super::GroupMember> {
+    // SAFETY: a null buffer asks proc_listallpids for the number of processes only.
+    let count = unsafe { libc::proc_listallpids(std::ptr::null_mut(), 0) };
+    let Ok(count) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<libc::c_int> = vec![0; count + 16];
+    let bytes = libc::c_int::try_from(pids.len() * std::mem::size_of::<libc::c_int>())
+        .unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pids` is a buffer of `bytes` bytes that lives across the call; libproc writes
+    // at most that many and returns how many pids it wrote.
+    let written = unsafe { libc::proc_listallpids(pids.as_mut_ptr().cast(), bytes) };
+    pids.truncate(usize::try_from(written).unwrap_or(0));
+    let mut out = Vec::new();
+    for pid in pids {
+        // SAFETY: proc_bsdinfo is plain data; all-zero is a valid value.
+        let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+        // SAFETY: for PROC_PIDTBSDINFO the kernel writes one proc_bsdinfo into the buffer we
+        // own, of the size given.
+        let got = unsafe {
+            libc::proc_pidinfo(
+                pid,
+                libc::PROC_PIDTBSDINFO,
+                0,
+                (&mut info as *mut libc::proc_bsdinfo).cast(),
+                size,
+            )
+        };
+        // SZOMB (5): a zombie is not running.
+        if got != size || info.pbi_pgid != pgid || info.pbi_status == 5 {
+            continue;
+        }
+        let name: Vec<u8> = info
+            .pbi_comm
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        out.push(super::GroupMember {
+            pid: pid as u32,
+            ppid: info.pbi_ppid,
+            command: vec![String::from_utf8_lossy(&name).into_owned()],
+        });
+    }
+    out.sort_by_key(|m| m.pid);
+    out
+}

@@ -11,6 +11,8 @@
 //!   `proc_pid_rusage` for `ri_phys_footprint` (works for a same-user child without entitlements).
 //! - Memory maps per snapshot (to place addresses of libraries unloaded later): Linux only.
 //! - LSan runtime (`liblsan.so.0`): Linux only. `leaks`: macOS only.
+//! - The members of a process group (to list processes of the program that never said hello):
+//!   Linux reads `/proc/*/stat`; macOS asks libproc (`proc_listallpids`, `proc_pidinfo`).
 //! - A process's executable (to see the Ruby a shim or `bundle exec` ended in): Linux reads
 //!   `/proc/PID/exe`, macOS asks libproc's `proc_pidpath`.
 //! - Rosetta (`sysctl.proc_translated`) and System Integrity Protection: macOS only; the SIP
@@ -57,11 +59,23 @@ mod other {
         None
     }
     pub fn die_with_parent() {}
+    pub fn group_members(_pgid: u32) -> Vec<super::GroupMember> {
+        Vec::new()
+    }
 }
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 pub use other::*;
 
 use std::path::{Path, PathBuf};
+
+/// A process seen in the program's process group (for the ones that never said hello).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Its command line, or its name when the line cannot be read.
+    pub command: Vec<String>,
+}
 
 /// The first executable called `name` on PATH (or `name` itself when it contains a slash and is
 /// executable).

@@ -9,7 +9,7 @@
 //!
 //! Stage: renderer.
 
-use super::text::{summary_parts, verdict_word};
+use super::text::{summary_parts, verdict_word, whose};
 use super::{RenderOptions, Renderer};
 use crate::correlate::finding::Finding;
 use crate::correlate::{Analysis, FindingKind};
@@ -213,8 +213,10 @@ fn tables_html(a: &Analysis) -> String {
     if let Some(g) = &a.class_growth {
         let _ = write!(
             out,
-            "<h2>Class growth, heap snapshot {} → {}</h2><table id=\"class-growth\"><thead><tr><th class=\"num\">count</th><th>class</th><th class=\"num\">bytes</th></tr></thead><tbody>",
-            g.from, g.to
+            "<h2>Class growth{}, heap snapshot {} → {}</h2><table id=\"class-growth\"><thead><tr><th class=\"num\">count</th><th>class</th><th class=\"num\">bytes</th></tr></thead><tbody>",
+            escape(&whose(a)),
+            g.from,
+            g.to
         );
         for r in g.rows.iter().take(200) {
             let _ = write!(
@@ -235,8 +237,10 @@ fn tables_html(a: &Analysis) -> String {
         }
     }
     if !a.native_sites.is_empty() {
-        out.push_str(
-            "<h2>Native sites</h2><table id=\"native-sites\"><thead><tr><th>status</th><th>site</th><th>library</th><th class=\"num\">blocks per snapshot</th><th class=\"num\">bytes</th><th class=\"num\">growth</th></tr></thead><tbody>",
+        let _ = write!(
+            out,
+            "<h2>Native sites{}</h2><table id=\"native-sites\"><thead><tr><th>status</th><th>site</th><th>library</th><th class=\"num\">blocks per snapshot</th><th class=\"num\">bytes</th><th class=\"num\">growth</th></tr></thead><tbody>",
+            escape(&whose(a))
         );
         for r in a.native_sites.iter().take(100) {
             let status = serde_json::to_value(r.status)
@@ -254,6 +258,35 @@ fn tables_html(a: &Analysis) -> String {
                 escape(&blocks.join(" → ")),
                 count(r.bytes.last().copied().unwrap_or(0)),
                 signed(r.delta_bytes)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !a.processes.is_empty() {
+        out.push_str(
+            "<h2>Processes</h2><table id=\"processes\"><thead><tr><th class=\"num\">pid</th><th>group</th><th>rounds</th><th class=\"num\">leak findings</th><th>outcome</th><th>command</th></tr></thead><tbody>",
+        );
+        for s in &a.processes {
+            let rounds = match (s.first_round, s.last_round) {
+                (Some(a), Some(b)) => format!("{a}–{b}"),
+                _ => "none".to_owned(),
+            };
+            let findings = if s.judged {
+                count(s.findings.len())
+            } else {
+                "not judged".to_owned()
+            };
+            let _ = write!(
+                out,
+                "<tr data-pid=\"{}\"><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td title=\"{}\">{}</td><td class=\"mono\">{}</td></tr>",
+                s.pid,
+                s.pid,
+                escape(&s.group),
+                escape(&rounds),
+                escape(&findings),
+                escape(&s.outcome.detail),
+                escape(&s.outcome.kind),
+                escape(&s.command.join(" "))
             );
         }
         out.push_str("</tbody></table>");

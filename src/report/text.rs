@@ -1,6 +1,7 @@
 //! The terminal report: a summary line (verdict, leak rate, snapshots, backend, how the program
 //! ended), the findings with their evidence and suggested change, the class-growth table in
-//! histo.rb's layout, and the native sites table. Colour only when asked for.
+//! histo.rb's layout, the native sites table and, for a run of several processes, the
+//! processes. Colour only when asked for.
 //!
 //! Stage: renderer.
 
@@ -91,6 +92,9 @@ pub fn summary_parts(a: &Analysis) -> Vec<String> {
         snaps.push_str(&format!(" over {d:.1} s"));
     }
     parts.push(snaps);
+    if let Some(p) = processes_part(a) {
+        parts.push(p);
+    }
     if let Some(b) = &a.backend {
         parts.push(format!("backend {b}"));
     }
@@ -98,6 +102,51 @@ pub fn summary_parts(a: &Analysis) -> Vec<String> {
         parts.push(o);
     }
     parts
+}
+
+/// "3 processes (the master, 2 workers)", for a run of several.
+fn processes_part(a: &Analysis) -> Option<String> {
+    if a.processes.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for p in &a.processes {
+        match groups.iter_mut().find(|(g, _)| *g == p.group) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((&p.group, 1)),
+        }
+    }
+    let named: Vec<String> = groups
+        .iter()
+        .map(|(g, n)| match n {
+            1 => (*g).to_owned(),
+            n => format!("{n} {}", plural_group(g)),
+        })
+        .collect();
+    Some(format!(
+        "{} ({})",
+        quantity(a.processes.len(), "process"),
+        named.join(", ")
+    ))
+}
+
+/// "worker" → "workers", "worker of 42" → "workers of 42", "ruby process" → "ruby processes".
+fn plural_group(group: &str) -> String {
+    match group.split_once(' ') {
+        Some(("worker", rest)) => format!("workers {rest}"),
+        _ => match group.rsplit_once(' ') {
+            Some((head, last)) => format!("{head} {}", crate::format::plural(last)),
+            None => crate::format::plural(group),
+        },
+    }
+}
+
+/// " of pid 4242 (worker)" when the tables describe one process of several.
+pub fn whose(a: &Analysis) -> String {
+    a.tables_of
+        .as_ref()
+        .map(|t| format!(" of pid {} ({})", t.pid, t.group))
+        .unwrap_or_default()
 }
 
 pub fn verdict_word(v: Verdict) -> &'static str {
@@ -129,8 +178,10 @@ impl Renderer for TextReport {
                 out,
                 "{}",
                 p.bold(&format!(
-                    "Class growth, heap snapshot {} → {} (histo.rb format: count, class, bytes)",
-                    g.from, g.to
+                    "Class growth{}, heap snapshot {} → {} (histo.rb format: count, class, bytes)",
+                    whose(a),
+                    g.from,
+                    g.to
                 ))
             )?;
             if g.rows.is_empty() {
@@ -156,7 +207,10 @@ impl Renderer for TextReport {
             writeln!(
                 out,
                 "{}",
-                p.bold("Native sites (leaked blocks per snapshot, newest bytes, growth)")
+                p.bold(&format!(
+                    "Native sites{} (leaked blocks per snapshot, newest bytes, growth)",
+                    whose(a)
+                ))
             )?;
             writeln!(
                 out,
@@ -189,6 +243,32 @@ impl Renderer for TextReport {
                     out,
                     "  … {} more sites (--format json has them all)",
                     a.native_sites.len() - SITE_ROWS
+                )?;
+            }
+        }
+        if !a.processes.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "{}", p.bold("Processes"))?;
+            for s in &a.processes {
+                let rounds = match (s.first_round, s.last_round) {
+                    (Some(a), Some(b)) if a == b => format!("round {a}"),
+                    (Some(a), Some(b)) => format!("rounds {a}–{b}"),
+                    _ => "no round".to_owned(),
+                };
+                let findings = match s.findings.len() {
+                    0 if s.judged => "no leak finding".to_owned(),
+                    0 => "not judged".to_owned(),
+                    n => quantity(n, "leak finding"),
+                };
+                writeln!(
+                    out,
+                    "  pid {:<8} {:<18} {:<12} {:<18} {}: {}",
+                    s.pid,
+                    s.group,
+                    rounds,
+                    findings,
+                    s.outcome.kind,
+                    s.command.join(" ")
                 )?;
             }
         }

@@ -2,25 +2,34 @@
 #
 # leakhunt agent: loaded into the program by `leakhunt run` through RUBYOPT=-r<this file>.
 #
-# Stage: `run`, inside the target. It listens on a private Unix socket and, on request, takes a
-# heap snapshot (full GC, ObjectSpace.dump_all) and writes a sidecar with what only the running
-# process knows: the FFI inventory, the classes that wrap FFI functions, and how many instances
-# of those classes were created and released. With the lsan backend it also runs LeakSanitizer's
-# check right after the GC, so FFI objects the program dropped have been freed.
+# Stage: `run`, inside the target. It connects to leakhunt's private Unix socket and, on request,
+# takes a heap snapshot (full GC, ObjectSpace.dump_all) and writes a sidecar with what only the
+# running process knows: the FFI inventory, the classes that wrap FFI functions, and how many
+# instances of those classes were created and released. With the lsan backend it also runs
+# LeakSanitizer's check right after the GC, so FFI objects the program dropped have been freed.
+#
+# Every Ruby process of the program's tree runs an agent: the program itself, the Ruby programs
+# it starts (they inherit RUBYOPT), and the processes it forks — the agent re-arms in the child
+# from Process._fork (Ruby 3.1+; fork, Process.fork and IO.popen("-") all go through it): its own
+# connection, pid and parent, lifecycle counts from zero.
 #
 # Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
-#   agent -> leakhunt  "hello PROTOCOL PID RUBY_DESCRIPTION"   when leakhunt connects
-#   leakhunt -> agent  "snapshot N REASON SECONDS"             SECONDS: the round's deadline
+#   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
+#   leakhunt -> agent  "snapshot N REASON SECONDS HEAP_FILE SIDECAR_FILE"
+#                      SECONDS: the round's deadline; the files: plain names in the bundle
 #   agent -> leakhunt  "overran N STEP SECONDS"                a step ran past the SECONDS it had
 #   agent -> leakhunt  "ok N HEAP_FILE SIDECAR_FILE" | "error N MESSAGE"
 #   agent -> leakhunt  "exiting DETAIL"                        from the at_exit hook
 #   leakhunt -> agent  "bye"                                   the at_exit hook may return
+# The at_exit hook waits for a final snapshot or "bye" (bounded by LEAKHUNT_EXIT_WAIT) in a
+# started process, and in a forked one only once it has taken a snapshot: a short-lived fork
+# never waits for leakhunt.
 # Knobs: the LEAKHUNT_* variables of src/run/knobs.rs. Every file written here is 0600; the
 # sidecar's first key is "leakhunt_agent" (its schema). The agent never raises into the program
 # and never writes to the program's stdout. Ruby 3.1 through 3.4.
 
 module LeakhuntAgent
-  PROTOCOL = 1
+  PROTOCOL = 2
   SIDECAR_SCHEMA = 1
   # C symbol words that name a release or an allocation (checked in this order).
   RELEASE_WORDS = %w[close free destroy release term dispose delete unref dealloc finalize].freeze
@@ -123,6 +132,15 @@ module LeakhuntAgent
       @sites = Hash.new { |h, path| h[path] = Hash.new(0) }
       @released_at = Hash.new { |h, path| h[path] = Hash.new(0) }
       @user_site_for = {} # "immediate path:line" => [user path, user line], when they differ
+    end
+
+    # Counts start again in a forked child: what its parent created is its parent's.
+    def restart(since)
+      @since = since
+      @created = 0
+      @released = 0
+      @sites.clear
+      @released_at.clear
     end
 
     def count_creation(site)
@@ -539,6 +557,13 @@ module LeakhuntAgent
       end
     end
 
+    # A forked child counts its own instances from now on (a copy its parent made for a round
+    # under way is its parent's too).
+    def restart_counts(since)
+      @counters.each_value { |c| c.restart(since) }
+      @counts = nil
+    end
+
     def to_sidecar(maps)
       mods = ffi_loaded? ? ffi_modules : []
       ffi = mods.map do |mod|
@@ -797,6 +822,12 @@ module LeakhuntAgent
         at[key] += 1 if at.key?(key) || at.size < MAX_SITES
       end
 
+      # A forked child counts its own calls.
+      def restart
+        @counts.clear
+        @at.clear
+      end
+
       def to_a(singleton)
         @counts.map do |name, n|
           sites = @at[name].sort_by { |_, c| -c }.first(20).map do |key, c|
@@ -976,6 +1007,11 @@ module LeakhuntAgent
       @agent.note_error("counting calls of #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
     end
 
+    # A forked child counts its own calls from now on.
+    def restart_counts
+      @calls.each_value { |counted| counted.each(&:restart) }
+    end
+
     def to_sidecar
       settle
       @extensions.map do |path, mods|
@@ -1101,7 +1137,6 @@ module LeakhuntAgent
       require 'socket'
       require 'objspace'
       @t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      @pid = Process.pid
       @errors = []
       @backend = ENV['LEAKHUNT_BACKEND'].to_s
       # libmalloc read it when this process started; the processes the program starts (shims,
@@ -1109,17 +1144,11 @@ module LeakhuntAgent
       # "MallocStackLogging: ..." lines on the user's stderr. Forks keep recording.
       ENV.delete('MallocStackLogging') if @backend == 'leaks'
       @exit_wait = Float(ENV['LEAKHUNT_EXIT_WAIT'] || '30', exception: false) || 30.0
-      @server = listen
-      return unless @server
+      @command = Json.dump([$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)])
+      return unless arm(Process.ppid, false)
 
       @alloc_sites = ENV['LEAKHUNT_ALLOC_SITES'] == '1'
       ObjectSpace.trace_object_allocations_start if @alloc_sites
-      @lock = Mutex.new
-      @cond = ConditionVariable.new
-      @write_lock = Mutex.new
-      @conn = nil
-      @exiting = false
-      @released = false
       @sites = Sites.new
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
@@ -1127,33 +1156,72 @@ module LeakhuntAgent
       @extensions = Extensions.new(self, @inventory)
       @extensions.install
       install_hooks
-      @thread = Thread.new { serve }
-      @thread.name = 'leakhunt-agent' if @thread.respond_to?(:name=)
-      @thread.report_on_exception = false
+      start_serving
+      hook_fork
       at_exit { at_exit_hook }
     rescue Exception => e # rubocop:disable Lint/RescueException -- never break the program
       warn "leakhunt agent: not started: #{e.class}: #{e.message}"
     end
 
-    # Binds the socket; nil when another agent of the same run already answers on it (this
-    # process is then a subprocess of the target, and stays passive).
-    def listen
-      if File.exist?(@socket_path)
-        begin
-          UNIXSocket.new(@socket_path).close
-          return nil
-        rescue SystemCallError
-          File.unlink(@socket_path) rescue nil
+    # This process's session with leakhunt: fresh locks and state, a connection, the hello.
+    # False when leakhunt does not answer (the agent then stays off).
+    def arm(ppid, forked)
+      @pid = Process.pid
+      @ppid = ppid
+      @forked = forked
+      @taken = 0
+      @lock = Mutex.new
+      @cond = ConditionVariable.new
+      @write_lock = Mutex.new
+      @exiting = false
+      @released = false
+      @conn = UNIXSocket.new(@socket_path)
+      kind = forked ? 'forked' : 'started'
+      reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{@command}")
+      true
+    rescue SystemCallError, IOError
+      @conn = nil
+      false
+    end
+
+    def start_serving
+      conn = @conn
+      @thread = Thread.new { serve(conn) }
+      @thread.name = 'leakhunt-agent' if @thread.respond_to?(:name=)
+      @thread.report_on_exception = false
+      # Servers that warn about threads started before they fork (puma) leave this one be.
+      @thread.thread_variable_set(:fork_safe, true)
+    end
+
+    # Every fork path of Ruby 3.1+ calls Process._fork; older Rubies leave forked children
+    # without an agent of their own.
+    def hook_fork
+      return unless Process.respond_to?(:_fork)
+
+      hook = Module.new do
+        def _fork
+          pid = super
+          LeakhuntAgent.after_fork if pid.zero?
+          pid
         end
       end
-      old = File.umask(0o077)
-      begin
-        server = UNIXServer.new(@socket_path)
-      ensure
-        File.umask(old)
-      end
-      File.chmod(0o600, @socket_path)
-      server
+      Process.singleton_class.prepend(hook)
+    end
+
+    # In a forked child: the parent's connection is its parent's (only this process's copy of
+    # the descriptor is closed), the serving thread did not survive the fork, and what the
+    # parent counted stays the parent's. The child connects as a process of its own.
+    def after_fork
+      inherited = @conn
+      @conn = nil
+      inherited&.close rescue nil
+      return unless arm(@pid, true)
+
+      @inventory.restart_counts(clock)
+      @extensions&.restart_counts
+      start_serving
+    rescue Exception # rubocop:disable Lint/RescueException -- never break the program's fork
+      nil
     end
 
     def install_hooks
@@ -1193,30 +1261,25 @@ module LeakhuntAgent
       note_error("after class body: #{e.class}: #{e.message}")
     end
 
-    def serve
-      loop do
-        conn = @server.accept
-        @lock.synchronize do
-          @conn = conn
-          reply("hello #{PROTOCOL} #{Process.pid} #{RUBY_DESCRIPTION}")
-          reply("exiting #{@exit_detail}") if @exiting
-          @cond.broadcast
-        end
-        while (line = conn.gets)
-          handle(line.chomp)
-        end
-        @lock.synchronize do
-          @conn = nil
-          @released = true if @exiting
-          @cond.broadcast
-        end
-        conn.close rescue nil
+    # Answers leakhunt's commands until leakhunt closes the connection (then nothing waits
+    # for it any more).
+    def serve(conn)
+      while (line = conn.gets)
+        handle(line.chomp)
       end
     rescue Exception # rubocop:disable Lint/RescueException -- the thread ends with the process
+      nil
+    ensure
+      release_exit
+    end
+
+    def release_exit
       @lock.synchronize do
         @released = true
         @cond.broadcast
       end
+    rescue ThreadError
+      nil
     end
 
     def reply(line)
@@ -1226,37 +1289,39 @@ module LeakhuntAgent
     end
 
     def handle(line)
-      command, number, reason, budget = line.split(' ', 4)
+      command, number, reason, budget, heap, sidecar = line.split(' ', 6)
       case command
       when 'snapshot'
         index = Integer(number, exception: false)
         return reply("error #{number} snapshot number must be a positive integer") unless index&.positive?
+        return reply("error #{index} file names must be plain names in the bundle") unless plain_names?(heap, sidecar)
 
         begin
-          heap, sidecar = snapshot(index, reason.to_s, Float(budget.to_s, exception: false))
+          snapshot(index, reason.to_s, Float(budget.to_s, exception: false), heap, sidecar)
+          @taken += 1
           reply("ok #{index} #{heap} #{sidecar}")
         rescue Exception => e # rubocop:disable Lint/RescueException -- report, never raise
           reply("error #{index} #{e.class}: #{e.message}".gsub(/\s+/, ' '))
         end
       when 'bye'
-        @lock.synchronize do
-          @released = true
-          @cond.broadcast
-        end
+        release_exit
       else
         reply("error 0 unknown command #{command.inspect}")
       end
+    end
+
+    def plain_names?(*names)
+      names.all? { |n| n.is_a?(String) && !n.empty? && !n.include?('/') && n != '.' && n != '..' }
     end
 
     # One round: scan for wrappers, GC, heap dump, LeakSanitizer check, lifecycle counts, within
     # the seconds leakhunt waits for the answer (`budget`). The inventory lock is held for the
     # whole round, so no program thread is parked inside the agent's own scanning; the round
     # loads no code and runs no program code but the finalizers its GC releases.
-    def snapshot(index, reason, budget)
+    def snapshot(index, reason, budget, heap, sidecar)
       round = Round.new(self, index, budget)
       errors = []
       started = round.started
-      heap = format('heap-%03d.json', index)
       gc_stat = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
@@ -1289,8 +1354,8 @@ module LeakhuntAgent
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }
       raise "no heap dump: #{round.skipped.join(', ')} skipped" unless round.done?('dump')
 
-      sidecar = format('agent-%03d.json', index)
       body = { leakhunt_agent: SIDECAR_SCHEMA, snapshot: index, reason: reason, t: started, pid: Process.pid,
+               ppid: @ppid, forked: @forked,
                ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
                        description: RUBY_DESCRIPTION },
                gc_stat: gc_stat, heap_dump: heap }
@@ -1301,7 +1366,6 @@ module LeakhuntAgent
       body[:timings] = round.timings
       body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }
       write_private(File.join(@bundle, sidecar), Json.dump(body))
-      [heap, sidecar]
     end
 
     def lsan_check(errors)
@@ -1363,20 +1427,21 @@ module LeakhuntAgent
       end.gsub(/\s+/, ' ')
     end
 
-    # Tells leakhunt the program is ending and waits for its final snapshot (bounded by
-    # LEAKHUNT_EXIT_WAIT); forks inherit this hook but are not the target.
+    # Tells leakhunt the process is ending and waits for its final snapshot (bounded by
+    # LEAKHUNT_EXIT_WAIT): always in a started process, in a forked one only once it has taken
+    # a snapshot (so a short-lived fork never waits). A fork whose agent did not re-arm (its pid
+    # is not the agent's) says nothing.
     def at_exit_hook
-      return unless Process.pid == @pid
+      return unless Process.pid == @pid && @conn
 
       detail = exit_detail($!)
       deadline = clock + @exit_wait
       @lock.synchronize do
         @exiting = true
-        @exit_detail = detail
-        reply("exiting #{detail}") if @conn
-        connect_by = clock + [@exit_wait, 5.0].min
-        @cond.wait(@lock, 0.05) while @conn.nil? && !@released && clock < connect_by
-        @cond.wait(@lock, [deadline - clock, 0.1].min) while @conn && !@released && clock < deadline
+        reply("exiting #{detail}")
+        next if @forked && @taken.zero?
+
+        @cond.wait(@lock, [deadline - clock, 0.1].min) while !@released && clock < deadline
       end
     rescue Exception # rubocop:disable Lint/RescueException -- never change how the program ends
       nil

@@ -1,19 +1,23 @@
 //! The Ruby agent (`agent.rb`, embedded here as data) and leakhunt's side of its protocol.
 //!
-//! Stage: `run`. The agent is written into the run's private 0700 directory and loaded into the
-//! target through `RUBYOPT=-r<path>`; it listens on a Unix socket in the same directory. The
-//! protocol is one line per message (see the header of `agent.rb`); this module turns those lines
-//! into [`AgentEvent`]s and sends commands with a bounded wait.
+//! Stage: `run`. The agent is written into the run's private 0700 directory ([`private_dir`])
+//! and loaded into the target through `RUBYOPT=-r<path>`. leakhunt listens on a Unix socket in the same directory
+//! ([`AgentHub`]); every Ruby process of the program's tree connects to it — the program, the
+//! processes it forks (the agent re-arms in the child) and the Ruby programs it starts (they
+//! inherit `RUBYOPT`) — and says hello with its pid, parent and command line. The protocol is one
+//! line per message (see the header of `agent.rb`); this module turns those lines into
+//! [`AgentEvent`]s and sends commands without ever blocking on a slow agent.
 
 use crate::error::{Error, Result};
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const AGENT_SOURCE: &str = include_str!("agent.rb");
 /// Protocol version the agent announces in its hello line.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 pub const AGENT_FILE: &str = "leakhunt_agent.rb";
 pub const SOCKET_FILE: &str = "agent.sock";
 /// Longest line accepted from the agent; longer ones are dropped.
@@ -24,7 +28,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// agent, splits on spaces) or a socket path too long for a Unix socket address (104 bytes
 /// on macOS, where TMPDIR is a long per-user path under /var/folders, 108 on Linux, the NUL
 /// included). Whether a path fits is what `SocketAddr::from_pathname` says, the check
-/// leakhunt's own connect makes.
+/// leakhunt's own bind makes.
 pub fn private_dir() -> Result<tempfile::TempDir> {
     let tmpdir = std::env::temp_dir();
     let mut why_not = Vec::new();
@@ -73,15 +77,24 @@ pub fn install(private_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// What a process says about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hello {
+    pub protocol: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    /// The agent re-armed after a fork (the process runs its parent's program).
+    pub forked: bool,
+    pub ruby: String,
+    /// `$0` and `ARGV` when the agent loaded (a forked process: its parent's).
+    pub command: Vec<String>,
+}
+
 /// One line from the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
-    /// Sent when leakhunt connects.
-    Hello {
-        protocol: u32,
-        pid: u32,
-        ruby: String,
-    },
+    /// Sent first, on connecting.
+    Hello(Hello),
     /// Snapshot `index` is written: the heap dump and sidecar file names (bundle-relative).
     Done {
         index: u32,
@@ -97,7 +110,7 @@ pub enum AgentEvent {
         step: RoundStep,
         budget_ms: u64,
     },
-    /// The program is ending; the agent's at_exit hook waits for a final snapshot or `bye`.
+    /// The process is ending; the agent's at_exit hook may wait for a final snapshot or `bye`.
     Exiting { detail: String },
     /// Anything else (kept for the warning).
     Unknown(String),
@@ -107,26 +120,18 @@ impl AgentEvent {
     pub fn parse(line: &[u8]) -> AgentEvent {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let mut words = text.splitn(4, ' ');
         let unknown = || AgentEvent::Unknown(text.chars().take(200).collect());
+        if let Some(rest) = text.strip_prefix("hello ") {
+            return parse_hello(rest).map_or_else(unknown, AgentEvent::Hello);
+        }
+        let mut words = text.splitn(4, ' ');
         match words.next().unwrap_or("") {
-            "hello" => {
-                let protocol = words.next().and_then(|w| w.parse().ok());
-                let pid = words.next().and_then(|w| w.parse().ok());
-                match (protocol, pid) {
-                    (Some(protocol), Some(pid)) => AgentEvent::Hello {
-                        protocol,
-                        pid,
-                        ruby: words.next().unwrap_or("").to_owned(),
-                    },
-                    _ => unknown(),
-                }
-            }
             "ok" => {
                 let index = words.next().and_then(|w| w.parse().ok());
                 match (index, words.next(), words.next()) {
                     (Some(index), Some(heap), Some(sidecar))
-                        if is_bundle_name(heap) && is_bundle_name(sidecar) =>
+                        if crate::bundle::is_member_name(heap)
+                            && crate::bundle::is_member_name(sidecar) =>
                     {
                         AgentEvent::Done {
                             index,
@@ -226,97 +231,223 @@ impl RoundStep {
     }
 }
 
-/// A file name the agent may report: plain, inside the bundle.
-fn is_bundle_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
+/// `PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_AS_JSON_ARRAY`. A
+/// command that does not parse is left empty: the hello still counts.
+fn parse_hello(rest: &str) -> Option<Hello> {
+    let mut fields = rest.splitn(3, '\t');
+    let mut words = fields.next()?.split(' ');
+    let protocol = words.next()?.parse().ok()?;
+    let pid = words.next()?.parse().ok()?;
+    let ppid = words.next()?.parse().ok()?;
+    let forked = match words.next()? {
+        "forked" => true,
+        "started" => false,
+        _ => return None,
+    };
+    let ruby = fields.next().unwrap_or("").to_owned();
+    let command = fields
+        .next()
+        .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+        .unwrap_or_default();
+    Some(Hello {
+        protocol,
+        pid,
+        ppid,
+        forked,
+        ruby,
+        command,
+    })
 }
 
-/// An open connection to the agent.
-pub struct AgentLink {
+/// Identifies one connection for as long as the run lasts (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// What the hub saw during one [`AgentHub::poll`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    Line(LinkId, AgentEvent),
+    /// The process closed its connection (it ended, exec'd, or its agent gave up).
+    Closed(LinkId),
+}
+
+/// One agent's connection.
+struct Link {
+    id: LinkId,
     stream: UnixStream,
     pending: Vec<u8>,
 }
 
-/// Why no event came.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LinkState {
-    /// Nothing within the wait.
-    Quiet,
-    /// The agent closed the connection (the process ended or exec'd).
-    Closed,
+/// leakhunt's end: the listening socket every agent connects to (0600, in the private 0700
+/// directory; no network listener), and the open connections. All sockets are non-blocking and
+/// watched together with poll(2), so a process that hangs holds up no other.
+pub struct AgentHub {
+    listener: UnixListener,
+    links: Vec<Link>,
+    next: u64,
 }
 
-impl AgentLink {
-    /// Connects to the agent's socket; `None` while it is not listening yet.
-    pub fn connect(socket: &Path) -> Option<AgentLink> {
-        let stream = UnixStream::connect(socket).ok()?;
-        Some(AgentLink {
-            stream,
-            pending: Vec::new(),
+impl AgentHub {
+    /// Listens on `socket` (mode 0600).
+    pub fn bind(socket: &Path) -> Result<AgentHub> {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = UnixListener::bind(socket).map_err(|e| {
+            Error::Run(format!(
+                "cannot listen on {} for the agent: {e}",
+                socket.display()
+            ))
+        })?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(socket, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(socket, e))?;
+        Ok(AgentHub {
+            listener,
+            links: Vec::new(),
+            next: 1,
         })
     }
 
-    pub fn send(&mut self, line: &str) -> Result<()> {
-        self.stream
-            .set_write_timeout(Some(Duration::from_secs(5)))
-            .and_then(|_| self.stream.write_all(format!("{line}\n").as_bytes()))
+    /// Waits up to `wait` for something to happen, then takes new connections and every
+    /// complete line that arrived (events in arrival order per connection).
+    pub fn poll(&mut self, wait: Duration) -> Vec<HubEvent> {
+        let mut events = Vec::new();
+        // Lines already buffered need no wait.
+        for link in &mut self.links {
+            while let Some(event) = take_line(&mut link.pending) {
+                events.push(HubEvent::Line(link.id, event));
+            }
+        }
+        let wait = if events.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.listener.as_raw_fd())
+            .chain(self.links.iter().map(|l| l.stream.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that lives across the
+        // call; poll(2) only writes their `revents`.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready <= 0 {
+            return events;
+        }
+        let readable: Vec<bool> = fds.iter().map(|p| p.revents != 0).collect();
+        let mut closed = Vec::new();
+        for (i, link) in self.links.iter_mut().enumerate() {
+            if !readable[i + 1] {
+                continue;
+            }
+            if read_available(link) {
+                closed.push(link.id);
+            }
+            while let Some(event) = take_line(&mut link.pending) {
+                events.push(HubEvent::Line(link.id, event));
+            }
+        }
+        for id in closed {
+            self.links.retain(|l| l.id != id);
+            events.push(HubEvent::Closed(id));
+        }
+        if readable[0] {
+            self.accept_all();
+        }
+        events
+    }
+
+    /// Takes every connection waiting on the listener. A new connection's first line (its
+    /// hello) comes with a later poll.
+    fn accept_all(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let id = LinkId(self.next);
+            self.next += 1;
+            self.links.push(Link {
+                id,
+                stream,
+                pending: Vec::new(),
+            });
+        }
+    }
+
+    /// Sends one line. A command is a few dozen bytes: a socket whose buffer is full belongs to
+    /// an agent that stopped reading, which is an error, not a reason to wait.
+    pub fn send(&mut self, id: LinkId, line: &str) -> Result<()> {
+        let link = self
+            .links
+            .iter_mut()
+            .find(|l| l.id == id)
+            .ok_or_else(|| Error::Run("the agent is not connected".into()))?;
+        link.stream
+            .write_all(format!("{line}\n").as_bytes())
             .map_err(|e| Error::Run(format!("cannot talk to the agent: {e}")))
     }
 
-    /// The next line from the agent, waiting at most `wait`.
-    pub fn next_event(&mut self, wait: Duration) -> std::result::Result<AgentEvent, LinkState> {
-        if let Some(event) = self.take_line() {
-            return Ok(event);
-        }
-        let wait = wait.max(Duration::from_millis(1));
-        if self.stream.set_read_timeout(Some(wait)).is_err() {
-            return Err(LinkState::Closed);
-        }
-        let mut buf = [0u8; 4096];
-        match self.stream.read(&mut buf) {
-            Ok(0) => Err(LinkState::Closed),
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                if self.pending.len() > MAX_LINE && memchr::memchr(b'\n', &self.pending).is_none() {
-                    self.pending.clear();
-                }
-                self.take_line().ok_or(LinkState::Quiet)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Err(LinkState::Quiet)
-            }
-            Err(_) => Err(LinkState::Closed),
-        }
+    /// Whether connection `id` is still open.
+    pub fn is_open(&self, id: LinkId) -> bool {
+        self.links.iter().any(|l| l.id == id)
     }
 
-    fn take_line(&mut self) -> Option<AgentEvent> {
-        let end = memchr::memchr(b'\n', &self.pending)?;
-        let event = AgentEvent::parse(&self.pending[..end]);
-        self.pending.drain(..=end);
-        Some(event)
+    /// How many connections are open.
+    pub fn open_links(&self) -> usize {
+        self.links.len()
     }
+}
+
+/// Reads what the socket holds now; true when the peer closed it (or it failed).
+fn read_available(link: &mut Link) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match link.stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                link.pending.extend_from_slice(&buf[..n]);
+                if link.pending.len() > MAX_LINE && memchr::memchr(b'\n', &link.pending).is_none() {
+                    link.pending.clear();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn take_line(pending: &mut Vec<u8>) -> Option<AgentEvent> {
+    let end = memchr::memchr(b'\n', pending)?;
+    let event = AgentEvent::parse(&pending[..end]);
+    pending.drain(..=end);
+    Some(event)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn lines_become_events() {
         assert_eq!(
-            AgentEvent::parse(b"hello 1 4242 ruby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]\n"),
-            AgentEvent::Hello {
-                protocol: 1,
+            AgentEvent::parse(
+                b"hello 2 4242 4200 forked\truby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]\t[\"puma\",\"-w\",\"2\"]\n"
+            ),
+            AgentEvent::Hello(Hello {
+                protocol: 2,
                 pid: 4242,
-                ruby: "ruby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]".into()
-            }
+                ppid: 4200,
+                forked: true,
+                ruby: "ruby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]".into(),
+                command: vec!["puma".into(), "-w".into(), "2".into()],
+            })
         );
         assert_eq!(
             AgentEvent::parse(b"ok 2 heap-002.json agent-002.json"),
@@ -363,11 +494,24 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_whose_command_does_not_parse_still_counts() {
+        match AgentEvent::parse(b"hello 2 7 1 started\truby\t[not json") {
+            AgentEvent::Hello(h) => {
+                assert_eq!((h.pid, h.ppid, h.forked), (7, 1, false));
+                assert!(h.command.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn bad_lines_are_unknown_never_a_path_outside_the_bundle() {
         for line in [
             &b"ok 1 ../../etc/passwd agent-001.json"[..],
             b"ok x heap.json agent.json",
             b"hello one 2",
+            b"hello 2 7 1 adopted\truby\t[]",
+            b"hello 2 7\truby",
             b"overran 2 nap 1.0",
             b"overran 2 gc NaN",
             b"\xff\xfe garbage",
@@ -380,34 +524,78 @@ mod tests {
         }
     }
 
+    /// Waits until the hub has produced `n` events.
+    fn events(hub: &mut AgentHub, n: usize) -> Vec<HubEvent> {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < until {
+            out.extend(hub.poll(Duration::from_millis(50)));
+        }
+        out
+    }
+
     #[test]
-    fn a_link_reads_lines_across_reads_and_reports_close() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let mut link = AgentLink {
-            stream: a,
-            pending: Vec::new(),
-        };
-        b.write_all(b"hello 1 7 ruby\nexit").unwrap();
-        assert!(matches!(
-            link.next_event(Duration::from_millis(200)),
-            Ok(AgentEvent::Hello { pid: 7, .. })
-        ));
-        assert_eq!(
-            link.next_event(Duration::from_millis(20)),
-            Err(LinkState::Quiet)
-        );
-        b.write_all(b"ing end\n").unwrap();
-        assert_eq!(
-            link.next_event(Duration::from_millis(200)),
-            Ok(AgentEvent::Exiting {
-                detail: "end".into()
+    fn the_hub_takes_several_agents_and_reads_lines_across_reads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(SOCKET_FILE);
+        let mut hub = AgentHub::bind(&socket).unwrap();
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut a = UnixStream::connect(&socket).unwrap();
+        let mut b = UnixStream::connect(&socket).unwrap();
+        assert!(hub.poll(Duration::from_millis(200)).is_empty());
+        a.write_all(b"hello 2 7 1 started\truby\t[]\nexit").unwrap();
+        b.write_all(b"hello 2 8 7 forked\truby\t[]\n").unwrap();
+        let got = events(&mut hub, 2);
+        let pids: Vec<u32> = got
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Line(_, AgentEvent::Hello(h)) => Some(h.pid),
+                _ => None,
             })
+            .collect();
+        assert_eq!(pids.len(), 2, "{got:?}");
+        assert!(pids.contains(&7) && pids.contains(&8));
+        assert_eq!(hub.open_links(), 2);
+        a.write_all(b"ing end\n").unwrap();
+        let got = events(&mut hub, 1);
+        assert!(
+            matches!(&got[..], [HubEvent::Line(_, AgentEvent::Exiting { detail })] if detail == "end"),
+            "{got:?}"
         );
-        drop(b);
+        drop(a);
+        let got = events(&mut hub, 1);
+        assert!(matches!(&got[..], [HubEvent::Closed(_)]), "{got:?}");
+        assert_eq!(hub.open_links(), 1);
+    }
+
+    #[test]
+    fn a_command_reaches_the_agent_and_a_closed_link_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(SOCKET_FILE);
+        let mut hub = AgentHub::bind(&socket).unwrap();
+        let mut agent = UnixStream::connect(&socket).unwrap();
+        agent.write_all(b"hello 2 7 1 started\truby\t[]\n").unwrap();
+        let got = events(&mut hub, 1);
+        let HubEvent::Line(id, _) = got[0] else {
+            panic!("{got:?}")
+        };
+        hub.send(id, "snapshot 1 interval 60.0 heap-001.json agent-001.json")
+            .unwrap();
+        let mut buf = [0u8; 128];
+        agent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let n = agent.read(&mut buf).unwrap();
         assert_eq!(
-            link.next_event(Duration::from_millis(200)),
-            Err(LinkState::Closed)
+            &buf[..n],
+            b"snapshot 1 interval 60.0 heap-001.json agent-001.json\n"
         );
+        drop(agent);
+        events(&mut hub, 1);
+        assert!(!hub.is_open(id));
+        assert!(hub.send(id, "bye").is_err());
     }
 
     #[test]

@@ -1,37 +1,51 @@
 //! `leakhunt run`: start the program under a native backend with the Ruby agent injected, take
-//! heap and native snapshots at the same moments, and keep everything in a bundle.
+//! heap and native snapshots of every Ruby process of its tree at the same moments, and keep
+//! everything in a bundle.
 //!
 //! Stage: first of the flow. This module is the orchestrator: it makes the private directory
-//! (agent + socket, removed at the end) and the bundle (0700, files 0600), starts the target in
-//! its own process group (which gets the terminal for the run when leakhunt has it: [`terminal`]),
-//! samples its footprint, asks the agent for snapshots on schedule (and at
-//! exit, and on Ctrl-C), has the backend take the native evidence right after each one, and
-//! rewrites the manifest after every step so that whatever happens leaves a valid bundle.
+//! (agent + socket, removed at the end) and the bundle (0700, files 0600), listens for the
+//! agents, starts the target in its own process group (which gets the terminal for the run when
+//! leakhunt has it: [`terminal`]), samples the footprint of each process, takes rounds on
+//! schedule, on demand ([`control`]), at exit and on Ctrl-C ([`round`]: every live process at
+//! once, each with the backend's native evidence right after its answer), and rewrites the
+//! manifest after every step so that whatever happens leaves a valid bundle.
 //!
-//! Timeline of a run: the agent says hello when leakhunt connects (that is the program's start
-//! for `--after`); the first snapshot follows `after` later and each next one `every` after the
-//! previous one finished (a snapshot freezes Ruby, and under valgrind it takes seconds, so the
-//! program gets `every` of its own time between two). When the program ends by itself the
-//! agent's at_exit hook says `exiting`, gets a final snapshot and `bye`. Every wait has a deadline;
-//! a target that does not answer or does not exit is reported in the manifest and killed.
+//! Timeline of a run: each Ruby process's agent connects and says hello (the program's own
+//! hello is its start for `--after`); processes the program forks say hello as they are
+//! forked, and join the next round. The first round follows `after` later and each next one
+//! `every` after the previous one finished (a snapshot freezes Ruby, and under valgrind it takes
+//! seconds, so the program gets `every` of its own time between two). A process that ends by
+//! itself says `exiting` from its at_exit hook and gets a final snapshot (the main process: a
+//! final round of every process) and `bye`. With `--duration` the run ends on its own: a last
+//! round, then SIGTERM to the program's group and SIGKILL after a grace period. Every wait has
+//! a deadline; a target that does not answer or does not exit is reported in the manifest and
+//! killed.
 
 pub mod agent;
 pub mod backend;
 pub mod child;
 pub mod clock;
+pub mod control;
 pub mod footprint;
 pub mod knobs;
+pub mod process;
+pub mod round;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
 use crate::cli::{BackendChoice, RunArgs};
 use crate::error::{Error, Result};
-use agent::{AgentEvent, AgentLink, LinkState};
+use agent::{AgentEvent, AgentHub, HubEvent, LinkId};
 use backend::{Dirs, NativeBackend};
 use child::{CaughtSignals, ChildGuard, Launch};
+use control::{ControlSocket, RoundSignal};
 use footprint::FootprintSampler;
+use process::Tracked;
+use round::Round;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What to run and how, from the command line.
@@ -43,6 +57,8 @@ pub struct RunConfig {
     pub snapshots: u32,
     pub every: Duration,
     pub after: Duration,
+    /// End the run this long after the program started (a last round, then SIGTERM).
+    pub duration: Option<Duration>,
     pub output: Option<PathBuf>,
     pub alloc_sites: bool,
 }
@@ -56,6 +72,7 @@ impl RunConfig {
             snapshots: args.snapshots,
             every: args.every,
             after: args.after,
+            duration: args.duration,
             output: args.output.clone(),
             alloc_sites: !args.no_alloc_sites,
         }
@@ -73,8 +90,16 @@ pub struct Recorded {
 pub(crate) const INTERRUPT_SNAPSHOT: Duration = Duration::from_secs(15);
 /// How long the program gets to end after the forwarded Ctrl-C before SIGTERM, then SIGKILL.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+/// How long the program gets to stop after `--duration`'s SIGTERM before SIGKILL (servers
+/// finish the requests under way first).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Main-loop tick: how often the child, the signals and the schedule are looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// Processes that came or went reach the manifest within this (rounds write it at once).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Processes that ended before any round, listed one by one in the manifest; the others are
+/// only counted (a pool forking a child per job makes thousands).
+const UNEXAMINED_LISTED: usize = 100;
 
 /// Runs the program and writes the bundle. Errors before the program starts leave no bundle
 /// behind; once it has started, every path ends with a valid manifest.
@@ -99,6 +124,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     }
     let agent_path = agent::install(private.path())?;
     let socket = private.path().join(agent::SOCKET_FILE);
+    let hub = AgentHub::bind(&socket)?;
 
     let mut launch = Launch {
         argv,
@@ -123,12 +149,28 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         Some((" ", false)),
     );
     backend.prepare(&mut launch)?;
+    let backend: Arc<dyn NativeBackend> = Arc::from(backend);
 
     create_bundle_dir(&bundle_dir)?;
     let mut manifest = initial_manifest(config, &launch, backend.as_ref(), ruby.as_deref());
     manifest.save(&bundle_dir)?;
+    let control = match ControlSocket::bind(&bundle_dir) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            manifest.warnings.push(why);
+            None
+        }
+    };
+    if config.snapshots == 0 {
+        eprintln!(
+            "leakhunt: rounds on demand: `leakhunt snapshot {}` (or kill -USR1 {})",
+            bundle_dir.display(),
+            std::process::id()
+        );
+    }
 
     let signals = CaughtSignals::install();
+    let round_signal = RoundSignal::install();
     let started = Instant::now();
     let child = match ChildGuard::spawn(&launch, terminal::Foreground::claim()) {
         Ok(c) => c,
@@ -151,21 +193,28 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     let mut session = Session {
         config,
         dirs,
-        socket,
+        hub,
         backend,
         manifest,
         child,
         signals,
+        round_signal,
+        control,
         sampler,
         started,
-        link: None,
-        agent_pid: None,
+        processes: Vec::new(),
+        links: BTreeMap::new(),
+        unseen: BTreeMap::new(),
         hello_at: None,
-        exiting: None,
-        exit_detail: None,
+        rounds: 0,
+        round: None,
+        ending: false,
         interrupted: false,
         snapshot_after_interrupt: false,
+        stopped_after: None,
         killed_because: None,
+        dirty: false,
+        saved_at: Instant::now(),
         spinner: crate::progress::spinner("starting"),
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
@@ -295,44 +344,56 @@ fn initial_manifest(
     }
 }
 
-/// Why a snapshot request ended without an answer.
-enum Unanswered {
-    /// The agent answered with an error (already recorded).
-    Failed,
-    Timeout,
-    ConnectionClosed,
-    ProgramEnded,
-    Interrupted,
-}
-
 struct Session<'a> {
     config: &'a RunConfig,
     dirs: Dirs,
-    socket: PathBuf,
-    backend: Box<dyn NativeBackend>,
+    hub: AgentHub,
+    backend: Arc<dyn NativeBackend>,
     manifest: Manifest,
     child: ChildGuard,
     signals: CaughtSignals,
+    round_signal: RoundSignal,
+    control: Option<ControlSocket>,
     sampler: FootprintSampler,
     started: Instant,
-    link: Option<AgentLink>,
-    agent_pid: Option<u32>,
+    /// Every process that said hello, in that order.
+    processes: Vec<Tracked>,
+    /// Open connections → position in `processes`.
+    links: BTreeMap<LinkId, usize>,
+    /// Processes of the program's group seen without an agent, by pid.
+    unseen: BTreeMap<u32, crate::platform::GroupMember>,
+    /// When the main process said hello: the program's start for `--after`.
     hello_at: Option<Instant>,
-    /// The agent's at_exit hook has announced the end (detail as sent).
-    exiting: Option<String>,
-    /// How the program said it was ending ("end", "exit 3", "exception RuntimeError", …).
-    exit_detail: Option<String>,
+    /// The last round number given out.
+    rounds: u32,
+    /// The round under way, while one is.
+    round: Option<Round>,
+    /// The last round is taken: processes that announce their end get `bye` at once.
+    ending: bool,
     interrupted: bool,
-    /// A snapshot went on after the first interrupt arrived: it stands as the last one.
+    /// A round went on after the first interrupt arrived: it stands as the last one.
     snapshot_after_interrupt: bool,
+    /// Set when `--duration` ended the run.
+    stopped_after: Option<Duration>,
     /// Set when leakhunt killed the target, with the reason.
     killed_because: Option<String>,
+    /// Processes came or went since the manifest was written.
+    dirty: bool,
+    saved_at: Instant,
     spinner: indicatif::ProgressBar,
     snapshot_deadline: Option<Duration>,
     exit_deadline: Option<Duration>,
     /// Why the backend's tool may not examine the program, found when it said hello: the run
     /// stops (exit 3) rather than fail every snapshot.
     refused: Option<String>,
+}
+
+/// Which processes a round asks.
+enum Whom {
+    /// Every live process.
+    All,
+    /// One process (its final snapshot), by position.
+    One(usize),
 }
 
 impl Session<'_> {
@@ -346,14 +407,18 @@ impl Session<'_> {
             .unwrap_or_else(|| self.backend.exit_deadline())
     }
 
-    /// The process to examine: the agent's, once it said hello.
-    fn target_pid(&self) -> u32 {
-        self.agent_pid.unwrap_or_else(|| self.child.pid())
+    fn main(&self) -> Option<&Tracked> {
+        self.processes.iter().find(|p| p.is_main())
+    }
+
+    /// Whether the main process announced its end.
+    fn main_exiting(&self) -> bool {
+        self.main().is_some_and(|p| p.exiting.is_some())
     }
 
     /// Runs until the program has ended (or been ended). Returns its status.
     fn drive(&mut self) -> Option<ExitStatus> {
-        let mut taken = 0u32;
+        let mut interval_rounds = 0u32;
         let mut next_due: Option<Instant> = None;
         loop {
             if let Some(status) = self.child.try_wait() {
@@ -371,27 +436,37 @@ impl Session<'_> {
             if self.signals.count() > 0 {
                 return self.on_interrupt();
             }
-            if self.exiting.is_some() {
+            if let Some(d) = self.config.duration
+                && self.started.elapsed() >= d
+            {
+                return self.on_duration(d);
+            }
+            if self.main_exiting() {
                 return self.on_exit_announced();
             }
-            self.poll_agent(TICK);
+            self.poll(TICK);
+            self.answer_exits();
+            self.rounds_on_demand();
+            self.save_if_due();
             if let Some(hello) = self.hello_at {
                 let due = *next_due.get_or_insert(hello + self.config.after);
-                if taken < self.config.snapshots
+                if interval_rounds < self.config.snapshots
                     && Instant::now() >= due
-                    && self.exiting.is_none()
+                    && !self.main_exiting()
                     && self.refused.is_none()
                 {
-                    taken += 1;
-                    self.take_snapshot("interval", self.snapshot_deadline());
-                    // `every` of the program's own time between snapshots, however long one took.
+                    interval_rounds += 1;
+                    self.take_round("interval", Whom::All, self.snapshot_deadline());
+                    // `every` of the program's own time between rounds, however long one took.
                     next_due = Some(Instant::now() + self.config.every);
                 }
             }
             self.show(if self.hello_at.is_none() {
                 "starting"
-            } else if taken < self.config.snapshots {
+            } else if interval_rounds < self.config.snapshots {
                 "running"
+            } else if self.config.duration.is_some() {
+                "running until --duration is over (Ctrl-C to stop it now)"
             } else {
                 "waiting for the program to end (Ctrl-C to stop it)"
             });
@@ -399,250 +474,372 @@ impl Session<'_> {
     }
 
     fn show(&self, phase: &str) {
+        let live = self
+            .processes
+            .iter()
+            .filter(|p| p.link.is_some() && !p.gone)
+            .count();
         self.spinner.set_message(format!(
-            "{phase} · {} snapshot(s) · footprint {}",
-            self.manifest.snapshots.len(),
+            "{phase} · {} round(s) · {} process(es) · footprint {}",
+            self.rounds,
+            live,
             crate::format::human_bytes(self.sampler.latest() as f64)
         ));
     }
 
-    /// Connects when the agent listens, and handles what it says for up to `wait`.
-    fn poll_agent(&mut self, wait: Duration) {
-        if self.link.is_none() {
-            if self.socket.exists() {
-                self.link = AgentLink::connect(&self.socket);
-            }
-            if self.link.is_none() {
-                std::thread::sleep(wait);
-                return;
-            }
-        }
-        if let Some(link) = self.link.as_mut() {
-            match link.next_event(wait) {
-                Ok(event) => self.on_event(event),
-                Err(LinkState::Quiet) => {}
-                Err(LinkState::Closed) => self.link = None,
+    /// Handles what the agents say for up to `wait`.
+    fn poll(&mut self, wait: Duration) {
+        for event in self.hub.poll(wait) {
+            match event {
+                HubEvent::Line(link, event) => self.on_event(link, event),
+                HubEvent::Closed(link) => self.on_closed(link),
             }
         }
     }
 
-    /// Picks up what the agent sent before the program ended (a late answer, `exiting`).
+    /// Picks up what the agents sent before the program ended (a late answer, `exiting`).
     fn drain_events(&mut self) {
-        for _ in 0..32 {
-            let Some(link) = self.link.as_mut() else {
-                return;
-            };
-            match link.next_event(Duration::from_millis(20)) {
-                Ok(event) => self.on_event(event),
-                Err(_) => return,
-            }
+        for _ in 0..8 {
+            self.poll(Duration::from_millis(20));
         }
     }
 
-    fn on_event(&mut self, event: AgentEvent) {
-        match event {
-            AgentEvent::Hello {
-                protocol,
-                pid,
-                ruby,
-            } => {
-                if protocol != agent::PROTOCOL {
-                    self.warn(format!(
-                        "the agent speaks protocol {protocol}, this leakhunt {}: results may be incomplete",
-                        agent::PROTOCOL
-                    ));
-                }
-                self.agent_pid = Some(pid);
-                self.manifest.pid = Some(pid);
-                self.hello_at.get_or_insert_with(Instant::now);
-                if !ruby.is_empty() {
-                    self.manifest.ruby = Some(ruby);
-                }
-                self.sampler.follow(pid);
-                self.backend.on_hello(pid);
-                if let Err(why) = self.backend.examinable(pid) {
-                    self.refused = Some(why);
-                }
-                self.save();
+    fn on_event(&mut self, link: LinkId, event: AgentEvent) {
+        if let AgentEvent::Hello(hello) = event {
+            self.on_hello(link, hello);
+            return;
+        }
+        let Some(&at) = self.links.get(&link) else {
+            // Anything before a hello is not from an agent of this protocol.
+            if let AgentEvent::Unknown(line) = event {
+                self.warn(format!("unexpected line from an agent: {line}"));
             }
+            return;
+        };
+        let pid = self.processes[at].pid;
+        let event = match self.round.as_mut() {
+            Some(round) => match round.on_event(pid, event, &self.backend) {
+                Some(other) => other,
+                None => return,
+            },
+            None => event,
+        };
+        match event {
+            AgentEvent::Hello(_) => {}
             AgentEvent::Exiting { detail } => {
-                self.exit_detail = Some(detail.clone());
-                self.exiting = Some(detail);
+                let p = &mut self.processes[at];
+                p.exit_detail = Some(detail.clone());
+                p.exiting = Some(detail);
             }
             AgentEvent::Done {
                 index,
                 heap,
                 sidecar,
-            } => {
-                // An answer that came after its deadline: the files are there now.
-                if let Some(s) = self
-                    .manifest
-                    .snapshots
-                    .iter_mut()
-                    .find(|s| s.index == index && s.heap.is_none())
-                {
-                    s.heap = Some(heap);
-                    s.sidecar = Some(sidecar);
-                    s.errors
-                        .push("the agent answered after the deadline; no native evidence".into());
-                    self.save();
-                }
-            }
+            } => self.late_answer(pid, index, heap, sidecar),
             AgentEvent::Failed { index, message } => {
-                self.warn(format!("snapshot {index}: {message}"));
+                self.processes[at].owes = None;
+                self.warn(format!("snapshot {index} of process {pid}: {message}"));
             }
             AgentEvent::Overran {
                 index,
                 step,
                 budget_ms,
             } => {
-                self.warn(format!("snapshot {index}: {}", step.overran(budget_ms)));
+                self.warn(format!(
+                    "snapshot {index} of process {pid}: {}",
+                    step.overran(budget_ms)
+                ));
             }
             AgentEvent::Unknown(line) => {
-                self.warn(format!("unexpected line from the agent: {line}"))
+                self.warn(format!("unexpected line from the agent of {pid}: {line}"))
             }
         }
     }
 
-    /// Asks for snapshot N, waits for the answer within `deadline`, has the backend take the
-    /// native evidence, and records the snapshot.
-    fn take_snapshot(&mut self, reason: &str, deadline: Duration) {
-        let index = self.manifest.snapshots.len() as u32 + 1;
-        let pid = self.target_pid();
-        let mut snapshot = Snapshot {
-            index,
-            reason: reason.to_owned(),
-            t: self.started.elapsed().as_secs_f64(),
-            ..Snapshot::default()
+    /// An answer that came after its round's deadline: the files are there now, and the
+    /// process is asked again from the next round on.
+    fn late_answer(&mut self, pid: u32, index: u32, heap: String, sidecar: String) {
+        if let Some(p) = self.processes.iter_mut().find(|p| p.pid == pid) {
+            p.owes = None;
+            p.last_round = Some(p.last_round.map_or(index, |r| r.max(index)));
+        }
+        if let Some(s) = self
+            .manifest
+            .snapshots
+            .iter_mut()
+            .find(|s| s.index == index && s.pid == Some(pid) && s.heap.is_none())
+        {
+            s.heap = Some(heap);
+            s.sidecar = Some(sidecar);
+            s.errors
+                .push("the agent answered after the deadline; no native evidence".into());
+            self.save();
+        }
+    }
+
+    fn on_hello(&mut self, link: LinkId, hello: agent::Hello) {
+        if hello.protocol != agent::PROTOCOL {
+            self.warn(format!(
+                "the agent of process {} speaks protocol {}, this leakhunt {}: results may be incomplete",
+                hello.pid,
+                hello.protocol,
+                agent::PROTOCOL
+            ));
+        }
+        // The same pid again: the process exec'd another Ruby program (`bundle exec`).
+        let at = match self.processes.iter().position(|p| p.pid == hello.pid) {
+            Some(at) => {
+                let p = &mut self.processes[at];
+                p.link = Some(link);
+                p.gone = false;
+                p.owes = None;
+                p.command = hello.command.clone();
+                p.ruby = hello.ruby.clone();
+                at
+            }
+            None => {
+                let main = !hello.forked && self.main().is_none();
+                self.processes.push(Tracked::new(&hello, link, main));
+                self.processes.len() - 1
+            }
         };
-        self.show(&format!("snapshot {index} ({reason})"));
-        self.backend.before_snapshot(pid, index);
-        // The agent splits the deadline between its steps and never keeps the program parked
-        // past it.
-        let sent = match self.link.as_mut() {
-            Some(link) => link.send(&format!(
-                "snapshot {index} {reason} {:.1}",
-                deadline.as_secs_f64()
-            )),
-            None => Err(Error::Run("the agent is not connected".into())),
+        self.links.insert(link, at);
+        self.unseen.remove(&hello.pid);
+        let p = &self.processes[at];
+        let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
+        if is_main {
+            self.hello_at.get_or_insert_with(Instant::now);
+            self.manifest.pid = Some(pid);
+            if !hello.ruby.is_empty() {
+                self.manifest.ruby = Some(hello.ruby.clone());
+            }
+        }
+        self.sampler.track(pid, &footprint);
+        // The executable that said hello (after any shim or `bundle exec`): the main process's
+        // refusal stops the run; another process's is warned about once.
+        if let Err(why) = self.backend.examinable(pid) {
+            if is_main {
+                self.refused = Some(why);
+            } else {
+                self.warn(format!("process {pid}: {why}"));
+            }
+        }
+        // Saved with the next round, or within a second: a pool forking a child per job must
+        // not rewrite the manifest for every one.
+        self.dirty = true;
+    }
+
+    fn on_closed(&mut self, link: LinkId) {
+        let Some(at) = self.links.remove(&link) else {
+            return;
         };
-        if let Err(e) = sent {
-            snapshot.errors.push(e.to_string());
-            self.record_snapshot(snapshot);
+        let p = &mut self.processes[at];
+        if p.link != Some(link) {
             return;
         }
+        p.link = None;
+        p.gone = true;
+        let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
+        if let Some(round) = self.round.as_mut() {
+            round.on_closed(pid);
+        }
+        if !is_main {
+            self.sampler.untrack(&footprint);
+        }
+    }
+
+    /// Processes other than the main one that announced their end: a final snapshot for one
+    /// that has been in a round since its last one (unless the run is ending), then `bye`.
+    fn answer_exits(&mut self) {
+        for at in 0..self.processes.len() {
+            let p = &self.processes[at];
+            if p.exiting.is_none() || (p.is_main() && !self.ending) {
+                continue;
+            }
+            let wants_final = !self.ending && p.last_round.is_some_and(|r| r < self.rounds);
+            if wants_final {
+                self.take_round("exit", Whom::One(at), self.snapshot_deadline());
+            }
+            self.say_bye(at);
+        }
+    }
+
+    /// Rounds asked for from another terminal (`leakhunt snapshot`, SIGUSR1).
+    fn rounds_on_demand(&mut self) {
+        let requests = self
+            .control
+            .as_ref()
+            .map(ControlSocket::requests)
+            .unwrap_or_default();
+        let signalled = self.round_signal.take();
+        if requests.is_empty() && !signalled {
+            return;
+        }
+        let answer = match self.take_round("request", Whom::All, self.snapshot_deadline()) {
+            Some((index, asked, taken)) => format!("ok {index} {asked} {taken}"),
+            None => "error no process to examine: no agent is connected (yet)".to_owned(),
+        };
+        for r in requests {
+            r.answer(&answer);
+        }
+    }
+
+    /// Asks the processes `whom` for a snapshot, waits for their answers within `deadline`, has
+    /// the backend take each one's native evidence as it answers, and records the snapshots.
+    /// Returns (round, processes asked, snapshots taken), or `None` when no process could be
+    /// asked.
+    fn take_round(
+        &mut self,
+        reason: &str,
+        whom: Whom,
+        deadline: Duration,
+    ) -> Option<(u32, usize, usize)> {
+        let targets: Vec<usize> = match whom {
+            Whom::All => (0..self.processes.len())
+                .filter(|&i| self.processes[i].askable())
+                .collect(),
+            Whom::One(at) => vec![at]
+                .into_iter()
+                .filter(|&i| self.processes[i].askable())
+                .collect(),
+        };
+        self.note_unseen();
+        if targets.is_empty() {
+            return None;
+        }
+        self.rounds += 1;
+        let index = self.rounds;
+        self.show(&format!(
+            "round {index} ({reason}) of {} process(es)",
+            targets.len()
+        ));
+        let t = self.started.elapsed().as_secs_f64();
+        let mut round = Round::new(index, Instant::now() + deadline);
+        for &at in &targets {
+            let p = &self.processes[at];
+            let (pid, files, link) = (p.pid, p.files.clone(), p.link);
+            let mark = self.backend.before_snapshot(pid);
+            let mut snapshot = Snapshot {
+                index,
+                reason: reason.to_owned(),
+                t,
+                ..Snapshot::default()
+            };
+            // The agent splits the deadline between its steps and never keeps the program
+            // parked past it.
+            let request = format!(
+                "snapshot {index} {reason} {:.1} {} {}",
+                deadline.as_secs_f64(),
+                files.heap(index),
+                files.sidecar(index)
+            );
+            let sent = match link {
+                Some(link) => self.hub.send(link, &request),
+                None => Err(Error::Run("the agent is not connected".into())),
+            };
+            if let Err(e) = sent {
+                snapshot.errors.push(e.to_string());
+            }
+            round.ask(pid, files, mark, snapshot);
+        }
+        self.round = Some(round);
+        let why = self.wait_for_round(deadline);
+        let round = self.round.take()?;
+        let asked = round.asked();
+        let (snapshots, silent) = round.close(&why);
+        for pid in silent {
+            if let Some(p) = self.processes.iter_mut().find(|p| p.pid == pid) {
+                p.owes = Some(index);
+            }
+        }
+        let mut taken = 0;
+        for snapshot in snapshots {
+            if snapshot.taken() {
+                taken += 1;
+                if let Some(p) = self
+                    .processes
+                    .iter_mut()
+                    .find(|p| Some(p.pid) == snapshot.pid)
+                {
+                    p.last_round = Some(index);
+                }
+            }
+            let is_main = self.main().map(|m| m.pid) == snapshot.pid;
+            if let Some(line) = snapshot.warning(!is_main) {
+                self.warn(line);
+            }
+            self.manifest.snapshots.push(snapshot);
+        }
+        self.update_processes();
+        self.save();
+        Some((index, asked, taken))
+    }
+
+    /// Waits for the round under way until every process answered and its capture is done,
+    /// or the deadline. Returns what to say of the processes that did not answer.
+    fn wait_for_round(&mut self, deadline: Duration) -> String {
         let signals_before = self.signals.count();
         let mut until = Instant::now() + deadline;
-        let mut native_spoiled = false;
-        let answer = loop {
+        loop {
             match self.signals.count() {
-                // A first interrupt lets the snapshot under way finish, briefly: it is the last
-                // one (and the agent answers requests in order anyway). A second stops now.
-                n if n > signals_before && n >= 2 => break Err(Unanswered::Interrupted),
+                // A first interrupt lets the round under way finish, briefly: it is the last
+                // one. A second stops now.
+                n if n > signals_before && n >= 2 => return "interrupted".into(),
                 n if n > signals_before => {
                     until = until.min(Instant::now() + INTERRUPT_SNAPSHOT);
+                    if let Some(round) = self.round.as_mut() {
+                        round.shorten(until);
+                    }
                     self.snapshot_after_interrupt = true;
                 }
                 _ => {}
             }
-            let Some(link) = self.link.as_mut() else {
-                break Err(Unanswered::ConnectionClosed);
+            self.poll(TICK);
+            let Some(round) = self.round.as_mut() else {
+                return String::new();
             };
-            match link.next_event(TICK) {
-                Ok(AgentEvent::Done {
-                    index: i,
-                    heap,
-                    sidecar,
-                }) if i == index => break Ok((heap, sidecar)),
-                Ok(AgentEvent::Failed { index: i, message }) if i == index => {
-                    snapshot.errors.push(format!("the agent failed: {message}"));
-                    break Err(Unanswered::Failed);
-                }
-                Ok(AgentEvent::Overran {
-                    index: i,
-                    step,
-                    budget_ms,
-                }) if i == index => {
-                    snapshot.errors.push(step.overran(budget_ms));
-                    native_spoiled |=
-                        step.spoils_native_check() && self.backend.checks_inside_round();
-                }
-                Ok(other) => self.on_event(other),
-                Err(LinkState::Quiet) => {}
-                Err(LinkState::Closed) => {
-                    self.link = None;
-                    break Err(Unanswered::ConnectionClosed);
-                }
+            round.collect_captures();
+            if round.finished() {
+                return String::new();
+            }
+            if round.answered() {
+                // Captures finish within their own deadlines.
+                continue;
             }
             if self.child.try_wait().is_some() {
-                // The answer may still be in the socket.
-                if let Some(link) = self.link.as_mut() {
-                    if let Ok(AgentEvent::Done {
-                        index: i,
-                        heap,
-                        sidecar,
-                    }) = link.next_event(Duration::from_millis(100))
-                    {
-                        if i == index {
-                            break Ok((heap, sidecar));
-                        }
-                    }
-                }
-                break Err(Unanswered::ProgramEnded);
+                // Answers may still be in the sockets.
+                self.drain_events();
+                return "the program ended during the snapshot".into();
             }
             if Instant::now() >= until {
-                break Err(Unanswered::Timeout);
-            }
-        };
-        match answer {
-            Ok((heap, sidecar)) => {
-                snapshot.heap = Some(heap);
-                snapshot.sidecar = Some(sidecar);
-                let left = until.saturating_duration_since(Instant::now());
-                let mut native_deadline = self.backend.native_deadline(left);
-                if self.signals.count() > 0 {
-                    native_deadline = native_deadline.min(INTERRUPT_SNAPSHOT);
-                }
-                let capture = self.backend.capture(pid, index, native_deadline);
-                if native_spoiled {
-                    snapshot
-                        .errors
-                        .push("no native evidence for this snapshot".into());
-                } else {
-                    snapshot.native = capture.native;
-                }
-                snapshot.maps = capture.maps;
-                snapshot.errors.extend(capture.errors);
-            }
-            Err(why) if snapshot.errors.is_empty() => snapshot.errors.push(match why {
-                Unanswered::Timeout => format!(
-                    "the agent did not answer within {} s (the program may be stuck, e.g. in a \
+                return format!(
+                    "the agent did not answer within {} s (the process may be stuck, e.g. in a \
                      finalizer run by the snapshot's GC); set {} to wait longer",
                     deadline.as_secs(),
                     knobs::SNAPSHOT_DEADLINE
-                ),
-                Unanswered::ConnectionClosed => "the agent closed the connection".into(),
-                Unanswered::ProgramEnded => "the program ended during the snapshot".into(),
-                Unanswered::Interrupted => "interrupted".into(),
-                Unanswered::Failed => "the agent failed".into(),
-            }),
-            Err(_) => {}
+                );
+            }
         }
-        self.record_snapshot(snapshot);
     }
 
-    fn record_snapshot(&mut self, snapshot: Snapshot) {
-        if let Some(line) = snapshot.warning() {
-            self.warn(line);
+    /// Notes the processes of the program's group that have not said hello (listed in the
+    /// manifest, never waited for).
+    fn note_unseen(&mut self) {
+        let sentinel = terminal::sentinel_pid();
+        for member in crate::platform::group_members(self.child.pid()) {
+            if Some(member.pid) == sentinel || self.processes.iter().any(|p| p.pid == member.pid) {
+                continue;
+            }
+            self.unseen.entry(member.pid).or_insert(member);
         }
-        self.manifest.snapshots.push(snapshot);
-        self.save();
     }
 
-    /// The program ends by itself: final snapshot, `bye`, then it must exit within the deadline.
+    /// The main process announced its end: a final round of every live process, `bye`, then
+    /// it must exit within the deadline.
     fn on_exit_announced(&mut self) -> Option<ExitStatus> {
-        self.take_snapshot("exit", self.snapshot_deadline());
-        self.say_bye();
+        self.take_round("exit", Whom::All, self.snapshot_deadline());
+        self.ending = true;
+        self.answer_exits();
         self.show("waiting for the program to exit");
         let limit = self.exit_deadline();
         if let Some(status) = self.wait_answering(limit) {
@@ -656,13 +853,30 @@ impl Session<'_> {
         self.child.terminate(libc::SIGTERM, Duration::from_secs(2))
     }
 
-    /// Ctrl-C (or SIGTERM/SIGHUP to leakhunt): a brief last snapshot, the signal forwarded to
-    /// the program, a short wait, then SIGTERM and SIGKILL. A second signal skips the waits.
+    /// `--duration` is over: a last round, then SIGTERM to the program's group and SIGKILL after
+    /// a grace period.
+    fn on_duration(&mut self, duration: Duration) -> Option<ExitStatus> {
+        self.stopped_after = Some(duration);
+        if self.hello_at.is_some() {
+            self.take_round("duration", Whom::All, self.snapshot_deadline());
+        }
+        self.ending = true;
+        self.answer_exits();
+        self.show("stopping the program (--duration is over)");
+        self.child.signal_group(libc::SIGTERM);
+        if let Some(status) = self.wait_answering(STOP_GRACE) {
+            return Some(status);
+        }
+        self.child.terminate(libc::SIGKILL, Duration::ZERO)
+    }
+
+    /// Ctrl-C (or SIGTERM/SIGHUP to leakhunt): a brief last round, the signal forwarded to the
+    /// program, a short wait, then SIGTERM and SIGKILL. A second signal skips the waits.
     ///
     /// When the program's group holds the terminal, Ctrl-C reaches the program directly and
     /// leakhunt hears of it from the sentinel ([`terminal`]): it is not forwarded again (a second
     /// SIGINT would cut short the program's own at_exit work, the agent's last snapshot
-    /// included). A snapshot under way when the signal came is the last one.
+    /// included). A round under way when the signal came is the last one.
     fn on_interrupt(&mut self) -> Option<ExitStatus> {
         self.interrupted = true;
         let signal = self.signals.last();
@@ -671,14 +885,12 @@ impl Session<'_> {
         eprintln!(
             "\nleakhunt: {name}: taking a last snapshot, then stopping the program (again to stop now)"
         );
-        if self.link.is_some()
-            && self.hello_at.is_some()
-            && self.signals.count() == 1
-            && !self.snapshot_after_interrupt
-        {
+        if self.hello_at.is_some() && self.signals.count() == 1 && !self.snapshot_after_interrupt {
             let deadline = self.snapshot_deadline().min(INTERRUPT_SNAPSHOT);
-            self.take_snapshot("interrupt", deadline);
+            self.take_round("interrupt", Whom::All, deadline);
         }
+        self.ending = true;
+        self.answer_exits();
         if !from_terminal {
             self.child.signal_group(signal);
         }
@@ -693,7 +905,7 @@ impl Session<'_> {
         self.child.terminate(libc::SIGTERM, Duration::from_secs(2))
     }
 
-    /// Waits for the program to end, answering `bye` to its at_exit hook.
+    /// Waits for the program to end, answering `bye` to every process that announces its end.
     fn wait_answering(&mut self, limit: Duration) -> Option<ExitStatus> {
         let until = Instant::now() + limit;
         let signals_before = self.signals.count();
@@ -704,17 +916,16 @@ impl Session<'_> {
             if Instant::now() >= until || self.signals.count() > signals_before {
                 return None;
             }
-            self.poll_agent(TICK);
-            if self.exiting.take().is_some() {
-                self.say_bye();
-            }
+            self.poll(TICK);
+            self.answer_exits();
         }
     }
 
-    fn say_bye(&mut self) {
-        self.exiting = None;
-        if let Some(link) = self.link.as_mut() {
-            let _ = link.send("bye");
+    fn say_bye(&mut self, at: usize) {
+        let p = &mut self.processes[at];
+        p.exiting = None;
+        if let Some(link) = p.link {
+            let _ = self.hub.send(link, "bye");
         }
     }
 
@@ -724,8 +935,61 @@ impl Session<'_> {
         self.manifest.warnings.push(message);
     }
 
+    /// The manifest's `processes`: every process with an agent (the main one first), then
+    /// those of the program's group that never said hello.
+    fn update_processes(&mut self) {
+        let mut entries: Vec<bundle::ProcessEntry> = Vec::new();
+        let mut order: Vec<&Tracked> = self.processes.iter().collect();
+        order.sort_by_key(|p| !p.is_main());
+        let mut unexamined = 0usize;
+        self.manifest.unlisted_processes = 0;
+        for p in order {
+            if !p.is_main() && p.gone && p.last_round.is_none() {
+                unexamined += 1;
+                if unexamined > UNEXAMINED_LISTED {
+                    self.manifest.unlisted_processes += 1;
+                    continue;
+                }
+            }
+            let mut entry = p.entry();
+            let rounds: Vec<u32> = self
+                .manifest
+                .snapshots_of(p.pid)
+                .filter(|s| s.taken())
+                .map(|s| s.index)
+                .collect();
+            entry.first_round = rounds.iter().min().copied();
+            entry.last_round = rounds.iter().max().copied();
+            // Files the backend already gave this process (kept from an earlier save).
+            if let Some(old) = self.manifest.processes.iter().find(|e| e.pid == p.pid) {
+                entry.native_logs = old.native_logs.clone();
+                entry.footprint = old.footprint.clone();
+            }
+            if p.is_main() {
+                entry.outcome = bundle::ProcessOutcome {
+                    kind: self.manifest.outcome.kind.clone(),
+                    detail: self.manifest.outcome.detail.clone(),
+                };
+            }
+            entries.push(entry);
+        }
+        entries.extend(self.unseen.values().map(process::unseen_entry));
+        self.manifest.processes = entries;
+    }
+
+    /// Writes the manifest when processes came or went since it was last written, at most
+    /// once a [`SAVE_EVERY`].
+    fn save_if_due(&mut self) {
+        if self.dirty && self.saved_at.elapsed() >= SAVE_EVERY {
+            self.update_processes();
+            self.save();
+        }
+    }
+
     /// Writes the manifest; a failure to write is reported once, never fatal mid-run.
     fn save(&mut self) {
+        self.dirty = false;
+        self.saved_at = Instant::now();
         self.manifest.duration_seconds = self.started.elapsed().as_secs_f64();
         fix_modes(&self.dirs.bundle);
         if let Err(e) = self.manifest.save(&self.dirs.bundle) {
@@ -736,24 +1000,53 @@ impl Session<'_> {
 
     /// Ends the run: the group is gone, the backend's logs are in place, the outcome is written.
     fn finish(mut self, status: Option<ExitStatus>) -> Result<Recorded> {
+        // No more rounds on demand: the socket leaves the bundle.
+        self.control = None;
         let status = status.or_else(|| self.child.terminate(libc::SIGKILL, Duration::ZERO));
+        self.note_unseen();
         self.child.reap_group();
+        self.drain_events();
         let samples = self.sampler.stop();
         self.spinner.finish_and_clear();
-        let pid = Some(self.target_pid());
-        let finish = self.backend.finish(pid);
-        for (from, to) in &finish.renamed {
-            for s in &mut self.manifest.snapshots {
-                if let Some(native) = s.native.as_mut().filter(|n| &n.file == from) {
-                    native.file = to.clone();
+        self.manifest.outcome = self.outcome(status);
+        self.update_processes();
+        let mut warnings = Vec::new();
+        for entry in &mut self.manifest.processes {
+            let files = if entry.role == bundle::ROLE_MAIN {
+                bundle::ProcessFiles::main()
+            } else {
+                bundle::ProcessFiles::of(entry.pid)
+            };
+            let finish = self.backend.finish(entry.pid, &files);
+            for (from, to) in &finish.renamed {
+                for s in self
+                    .manifest
+                    .snapshots
+                    .iter_mut()
+                    .filter(|s| s.pid == Some(entry.pid))
+                {
+                    if let Some(native) = s.native.as_mut().filter(|n| &n.file == from) {
+                        native.file = to.clone();
+                    }
                 }
             }
+            entry.native_logs = finish.logs;
+            warnings.extend(finish.warnings);
+            let footprint = if entry.role == bundle::ROLE_MAIN {
+                footprint::FILE.to_owned()
+            } else {
+                files.whole("footprint", "tsv")
+            };
+            entry.footprint = samples
+                .get(&footprint)
+                .is_some_and(|&n| n > 0)
+                .then_some(footprint);
         }
-        self.manifest.native_logs = finish.logs;
-        for w in finish.warnings {
+        for w in warnings {
             self.warn(w);
         }
-        self.manifest.footprint = (samples > 0).then(|| footprint::FILE.to_owned());
+        // A footprint file whose process never said hello as the main one (a wrapper that
+        // ran no Ruby) holds samples of the wrapper: it stays, named by no entry.
         if self.hello_at.is_none() {
             self.warn(
                 "the Ruby agent never answered, so there are no heap snapshots: is the program a \
@@ -761,7 +1054,6 @@ impl Session<'_> {
                     .into(),
             );
         }
-        self.manifest.outcome = self.outcome(status);
         self.save();
         Ok(Recorded {
             bundle: self.dirs.bundle.clone(),
@@ -775,8 +1067,8 @@ impl Session<'_> {
             .and_then(crate::platform::signal_name)
             .map(str::to_owned);
         let exception = self
-            .exit_detail
-            .as_deref()
+            .main()
+            .and_then(|m| m.exit_detail.as_deref())
             .and_then(|d| d.strip_prefix("exception "))
             .map(str::to_owned);
         let raised = exception
@@ -789,19 +1081,34 @@ impl Session<'_> {
             (_, None, Some(s)) => format!("killed by signal {s}"),
             _ => "ended in an unknown way".to_owned(),
         };
-        let taken = self.manifest.snapshots.iter().filter(|s| s.taken()).count();
+        let taken = self
+            .manifest
+            .snapshots
+            .iter()
+            .filter(|s| s.taken())
+            .map(|s| s.index)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let (kind, detail) = if let Some(why) = &self.killed_because {
             ("killed", format!("killed by leakhunt: {why}; {how}"))
         } else if self.interrupted || self.signals.count() > 0 {
             let name = crate::platform::signal_name(self.signals.last()).unwrap_or("a signal");
             (
                 "interrupted",
-                format!("interrupted ({name}) after {taken} snapshot(s); the program {how}"),
+                format!("interrupted ({name}) after {taken} round(s); the program {how}"),
+            )
+        } else if let Some(d) = self.stopped_after {
+            (
+                "stopped",
+                format!(
+                    "stopped by leakhunt after --duration {} (SIGTERM) and {taken} round(s); the program {how}",
+                    human_duration(d)
+                ),
             )
         } else if code.is_some() {
-            ("exited", format!("{how} after {taken} snapshot(s)"))
+            ("exited", format!("{how} after {taken} round(s)"))
         } else if signal.is_some() {
-            ("signaled", format!("{how} after {taken} snapshot(s)"))
+            ("signaled", format!("{how} after {taken} round(s)"))
         } else {
             ("killed", how)
         };
@@ -816,6 +1123,16 @@ impl Session<'_> {
     }
 }
 
+/// `90s`, `1.5s`, `10m`: a duration as the user would have typed it.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 60.0 && secs % 60.0 == 0.0 {
+        format!("{}m", secs / 60.0)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// Makes every file of the bundle 0600 (tools like LSan and valgrind create theirs 0644).
 fn fix_modes(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -827,5 +1144,17 @@ fn fix_modes(dir: &Path) {
         if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_typed() {
+        assert_eq!(human_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

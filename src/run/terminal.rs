@@ -65,6 +65,14 @@ pub fn relayed_from_terminal(sender: libc::pid_t) -> bool {
     sentinel > 0 && sender == sentinel
 }
 
+/// The sentinel's pid while it runs: a member of the program's process group that is leakhunt's
+/// own, not the program's.
+pub fn sentinel_pid() -> Option<u32> {
+    u32::try_from(SENTINEL.load(Ordering::SeqCst))
+        .ok()
+        .filter(|&p| p > 0)
+}
+
 /// leakhunt's terminal, when its stdin is one and leakhunt's group is the terminal's foreground.
 /// From [`Foreground::claim`] on, leakhunt ignores SIGTTOU; dropping it puts SIGTTOU back.
 pub struct Foreground {

@@ -28,8 +28,9 @@ fn ruby_root() -> Option<PathBuf> {
 }
 
 /// Mounts what the run needs into `$root`, runs `$prepare` there (a shell command: building a
-/// test C extension with the root's Ruby), then runs leakhunt there; the rest of the arguments
-/// are leakhunt's.
+/// test C extension with the root's Ruby), then runs leakhunt there, in /out (a working
+/// directory outside the root would not exist for the program: puma 6 stats $PWD); the rest of
+/// the arguments are leakhunt's.
 const IN_ROOT: &str = r#"
 root=$1 bin=$2 fixtures=$3 scratch=$4 prepare=$5; shift 5
 mkdir -p "$root/opt/leakhunt/bin" "$root/opt/leakhunt/fixtures" "$root/out"
@@ -39,7 +40,7 @@ mount --bind "$bin" "$root/opt/leakhunt/bin"
 mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
 mount --bind "$scratch" "$root/out"
 [ -z "$prepare" ] || chroot "$root" /bin/sh -euc "$prepare" >&2
-exec chroot "$root" /usr/bin/env TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
+exec chroot "$root" /usr/bin/env --chdir=/out PWD=/out TMPDIR=/out/tmp /opt/leakhunt/bin/leakhunt "$@"
 "#;
 
 /// `leakhunt run OPTIONS -- PROGRAM ARGS` inside the root, PROGRAM being a path there (the
@@ -58,8 +59,33 @@ pub(super) fn run_in_root(
     let _one = super::one_run_at_a_time();
     let (scratch, tmpdir, bundle) = scratch();
     prepare(scratch.path());
+    let out = root_command(&root, scratch.path(), in_root, options, program, args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn unshare (util-linux)");
+    let report_path = scratch.path().join("report.json");
+    let r = finish(scratch, tmpdir, bundle, out);
+    let report = super::json_report(&report_path, &r);
+    let ruby = &r.last_sidecar().ruby.version;
+    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
+    Some((r, report))
+}
+
+/// `leakhunt run -o /out/bundle --format json --report /out/report.json OPTIONS -- PROGRAM ARGS`
+/// in `root`, with `scratch` mounted at /out, after the shell command `prepare` (may be empty)
+/// ran there.
+fn root_command(
+    root: &Path,
+    scratch: &Path,
+    prepare: &str,
+    options: &[&str],
+    program: &str,
+    args: &[&str],
+) -> Command {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_leakhunt"));
-    let out = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args([
             "--mount",
             "--propagation",
@@ -71,11 +97,11 @@ pub(super) fn run_in_root(
             IN_ROOT,
             "sh",
         ])
-        .arg(&root)
+        .arg(root)
         .arg(bin.parent().unwrap())
         .arg(fixture(""))
-        .arg(scratch.path())
-        .arg(in_root)
+        .arg(scratch)
+        .arg(prepare)
         .args([
             "run",
             "-o",
@@ -89,20 +115,8 @@ pub(super) fn run_in_root(
         .arg("--")
         .arg(program)
         .args(args)
-        .env("LEAKHUNT_NO_PROGRESS", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn unshare (util-linux)");
-    let report_path = scratch.path().join("report.json");
-    let r = finish(scratch, tmpdir, bundle, out);
-    let report = std::fs::read(&report_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| panic!("no JSON report\n{}", r.context()));
-    let ruby = &r.last_sidecar().ruby.version;
-    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
-    Some((r, report))
+        .env("LEAKHUNT_NO_PROGRESS", "1");
+    command
 }
 
 /// A seed variant inside the root, with the same plan as on this machine's Ruby (`after`
@@ -212,6 +226,58 @@ fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
             assert_eq!(report["verdict"], "no_leak", "{program}");
         }
     }
+}
+
+/// Debian trixie's puma 6 in cluster mode on Ruby 3.3: both workers are examined and each
+/// leaks Widgets created at app.rb.
+#[test]
+fn ruby_3_3_puma_cluster_leaks_in_every_worker() {
+    let Some(root) = ruby_root() else {
+        return;
+    };
+    let _one = super::one_run_at_a_time();
+    let (scratch, tmpdir, bundle) = scratch();
+    crate::common::build_widget(scratch.path());
+    let socket = scratch.path().join("server.sock");
+    let mut command = root_command(
+        &root,
+        scratch.path(),
+        "",
+        &["--backend", "lsan", "--snapshots", "0"],
+        "/usr/bin/puma",
+        &[
+            "-w",
+            "2",
+            "--bind",
+            "unix:///out/server.sock",
+            "/opt/leakhunt/fixtures/server/app.ru",
+        ],
+    );
+    command.env("WIDGET_LIB", "/out/libwidget.so");
+    let s = super::servers::Serving::launch(command, true, (scratch, tmpdir, bundle), socket);
+    let (r, report) = super::servers::rounds_between_loads(s);
+    let ctx = r.context();
+    let ruby = &r.last_sidecar().ruby.version;
+    assert!(ruby.starts_with(ROOT_VERSION), "the root runs Ruby {ruby}");
+    let workers = super::servers::workers(&r);
+    assert_eq!(workers.len(), 2, "{ctx}");
+    for w in &workers {
+        assert_eq!((w.first_round, w.last_round), (Some(1), Some(3)), "{ctx}");
+        let (created, released, site) = super::servers::widget_counts(&r, w.pid);
+        assert!(created >= 240 && released == 0, "{ctx}");
+        assert_eq!(
+            site,
+            Some(("app.rb".into(), super::servers::app_leak_line())),
+            "{ctx}"
+        );
+    }
+    super::servers::assert_leak_in_every_worker(
+        &r,
+        &report,
+        "app.rb",
+        super::servers::app_leak_line(),
+    );
+    super::servers::assert_tree_gone(&r);
 }
 
 /// Under Bundler with a Gemfile that lists neither fiddle nor ffi (Ruby 3.3's bundler).

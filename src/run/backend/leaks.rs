@@ -7,8 +7,8 @@
 //! stand-in for leaks(1) that replays real reports (`LEAKHUNT_TEST_LEAKS_STAND_IN`,
 //! `tests/support/leaks-stand-in`).
 
-use super::{Dirs, NativeBackend, NativeCapture, Unfinished, first_line, native_file_name};
-use crate::bundle::{self, NativeRef};
+use super::{Dirs, Mark, NativeBackend, NativeCapture, Unfinished, first_line};
+use crate::bundle::{self, NativeRef, ProcessFiles};
 use crate::error::{Error, Result};
 use crate::native::leaks::BinaryImage;
 use crate::run::child::Launch;
@@ -193,9 +193,16 @@ impl NativeBackend for Leaks {
         )
     }
 
-    fn capture(&mut self, pid: u32, index: u32, deadline: Duration) -> NativeCapture {
+    fn capture(
+        &self,
+        pid: u32,
+        round: u32,
+        files: &ProcessFiles,
+        _before: Mark,
+        deadline: Duration,
+    ) -> NativeCapture {
         let mut capture = NativeCapture::default();
-        let name = native_file_name(index);
+        let name = files.native(round);
         let report = self.dirs.bundle.join(&name);
         let ran = run_leaks(
             &self.leaks,
@@ -216,7 +223,9 @@ impl NativeBackend for Leaks {
                 let images = std::fs::read(&report)
                     .map(|bytes| crate::native::leaks::binary_images(&bytes))
                     .unwrap_or_default();
-                if let Err(e) = complete_library_paths(&self.dirs.bundle, index, &images) {
+                if let Err(e) =
+                    complete_library_paths(&self.dirs.bundle, &files.sidecar(round), &images)
+                {
                     capture.errors.push(e);
                 }
             }
@@ -252,23 +261,18 @@ fn refusal(
     }
 }
 
-/// The agent's sidecar of snapshot `index` (`agent.rb` names them so).
-fn sidecar_name(index: u32) -> String {
-    format!("agent-{index:03}.json")
-}
-
 /// Fills in, in the snapshot's sidecar, the file each FFI library was loaded from when the
 /// agent could not tell (on macOS it has no `/proc/self/maps`): from the images the `leaks`
 /// report lists. Left alone when every path is known or no image matches.
 fn complete_library_paths(
     bundle_dir: &Path,
-    index: u32,
+    sidecar: &str,
     images: &[BinaryImage],
 ) -> std::result::Result<(), String> {
     if images.is_empty() {
         return Ok(());
     }
-    let path = bundle_dir.join(sidecar_name(index));
+    let path = bundle_dir.join(sidecar);
     let Ok(bytes) = std::fs::read(&path) else {
         return Ok(());
     };
@@ -406,7 +410,7 @@ mod tests {
             image("/opt/homebrew/lib/libzmq.5.dylib"),
             image("/x/libc.dylib"),
         ];
-        complete_library_paths(dir.path(), 2, &images).unwrap();
+        complete_library_paths(dir.path(), "agent-002.json", &images).unwrap();
         let value: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
         let libraries = &value["ffi"][0]["libraries"];
@@ -418,20 +422,11 @@ mod tests {
         let mode = std::fs::metadata(&sidecar).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // No sidecar for that snapshot, or no images: nothing to do.
-        complete_library_paths(dir.path(), 3, &images).unwrap();
-        complete_library_paths(dir.path(), 2, &[]).unwrap();
+        complete_library_paths(dir.path(), "agent-003.json", &images).unwrap();
+        complete_library_paths(dir.path(), "agent-002.json", &[]).unwrap();
         // A sidecar that is not JSON is named in the error.
         std::fs::write(dir.path().join("agent-004.json"), b"{oops").unwrap();
-        let err = complete_library_paths(dir.path(), 4, &images).unwrap_err();
+        let err = complete_library_paths(dir.path(), "agent-004.json", &images).unwrap_err();
         assert!(err.contains("agent-004.json: line 1"), "{err}");
-    }
-
-    #[test]
-    fn the_agent_names_its_sidecars_as_this_module_reads_them() {
-        assert!(
-            crate::run::agent::AGENT_SOURCE.contains("format('agent-%03d.json', index)"),
-            "agent.rb changed how it names sidecars"
-        );
-        assert_eq!(sidecar_name(7), "agent-007.json");
     }
 }

@@ -1,11 +1,12 @@
 //! LeakSanitizer without recompiling: gcc's standalone runtime is preloaded into the target, and
 //! the agent calls `__lsan_do_recoverable_leak_check` after its full GC. Every check appends a
-//! report to one log in the bundle; a snapshot's native evidence is its byte range of that log,
-//! plus `/proc/PID/maps` taken at the same moment (LSan prints `<unknown module>` for libraries
-//! FFI has unloaded by the time a later report is read).
+//! report to its process's log in the bundle (the runtime opens `lsan.PID.log` again in a forked
+//! child, so each process has its own); a snapshot's native evidence is its byte range of that
+//! log, plus `/proc/PID/maps` taken at the same moment (LSan prints `<unknown module>` for
+//! libraries FFI has unloaded by the time a later report is read).
 
-use super::{Dirs, Finish, NativeBackend, NativeCapture, save_maps};
-use crate::bundle::{self, NativeRef};
+use super::{Dirs, Finish, Mark, NativeBackend, NativeCapture, save_maps};
+use crate::bundle::{self, NativeRef, ProcessFiles};
 use crate::error::{Error, Result};
 use crate::run::child::Launch;
 use std::path::PathBuf;
@@ -13,15 +14,11 @@ use std::time::Duration;
 
 /// `log_path` prefix: LSan writes `lsan.<pid>.log` (`lsan.<pid>` without `log_suffix`).
 const LOG_PREFIX: &str = "lsan";
-/// The log's name once the run is over.
-pub const FINAL_LOG: &str = "lsan.log";
 
 pub struct Lsan {
     runtime: PathBuf,
     dirs: Dirs,
     options: String,
-    /// Log size when the current check was requested.
-    start: u64,
 }
 
 /// The runtime to preload, or the advice to get one.
@@ -63,7 +60,6 @@ impl Lsan {
             runtime,
             dirs: dirs.clone(),
             options,
-            start: 0,
         })
     }
 
@@ -112,25 +108,33 @@ impl NativeBackend for Lsan {
         Ok(())
     }
 
-    fn on_hello(&mut self, pid: u32) {
+    fn before_snapshot(&self, pid: u32) -> Mark {
         // LSan writes nothing when a check finds no leak: an empty log says "none" better than
-        // a missing one. LSan opens it without truncating, so creating it first is safe.
-        let (name, _) = self.log_of(pid);
+        // a missing one. LSan opens it without truncating, so creating it first is safe. (Not
+        // at hello: a short-lived fork is never checked and needs no log.)
+        let (name, size) = self.log_of(pid);
         let path = self.dirs.bundle.join(name);
         if !path.exists() {
             let _ = bundle::create_private(&path);
         }
+        Mark {
+            log_offset: Some(size),
+        }
     }
 
-    fn before_snapshot(&mut self, pid: u32, _index: u32) {
-        self.start = self.log_of(pid).1;
-    }
-
-    fn capture(&mut self, pid: u32, index: u32, _deadline: Duration) -> NativeCapture {
+    fn capture(
+        &self,
+        pid: u32,
+        round: u32,
+        files: &ProcessFiles,
+        before: Mark,
+        _deadline: Duration,
+    ) -> NativeCapture {
         let mut capture = NativeCapture::default();
-        capture.maps = save_maps(&self.dirs, pid, index, &mut capture.errors);
+        capture.maps = save_maps(&self.dirs, pid, round, files, &mut capture.errors);
         let (file, end) = self.log_of(pid);
-        if end < self.start {
+        let start = before.log_offset.unwrap_or(0);
+        if end < start {
             capture
                 .errors
                 .push(format!("{file} shrank during the check"));
@@ -138,25 +142,23 @@ impl NativeBackend for Lsan {
         }
         capture.native = Some(NativeRef {
             file,
-            start: Some(self.start),
+            start: Some(start),
             end: Some(end),
         });
         capture
     }
 
-    fn finish(&mut self, pid: Option<u32>) -> Finish {
+    fn finish(&self, pid: u32, files: &ProcessFiles) -> Finish {
         let mut finish = Finish::default();
-        let Some(pid) = pid else {
-            return finish;
-        };
         let (name, _) = self.log_of(pid);
         let from = self.dirs.bundle.join(&name);
         if !from.exists() {
             return finish;
         }
-        if std::fs::rename(&from, self.dirs.bundle.join(FINAL_LOG)).is_ok() {
-            finish.renamed.push((name, FINAL_LOG.to_owned()));
-            finish.logs.push(FINAL_LOG.to_owned());
+        let to = files.whole(LOG_PREFIX, "log");
+        if std::fs::rename(&from, self.dirs.bundle.join(&to)).is_ok() {
+            finish.renamed.push((name, to.clone()));
+            finish.logs.push(to);
         } else {
             finish.logs.push(name);
         }

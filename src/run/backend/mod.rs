@@ -1,5 +1,8 @@
 //! Native backends behind one interface: how the target is started so native leaks can be seen,
-//! and how the native evidence of one snapshot is taken once the agent has run its full GC.
+//! and how the native evidence of one process's snapshot is taken once its agent has run its
+//! full GC. A round asks every process at once, so captures of several processes run on
+//! threads of their own: a backend is shared (`Send + Sync`) and keeps no per-snapshot state —
+//! what it needs of the moment before a snapshot ([`Mark`]) is handed back to it.
 //!
 //! Stage: `run`. One module per backend: `lsan` (gcc's LeakSanitizer runtime preloaded, the
 //! check run by the agent), `valgrind` (memcheck + `vgdb leak_check`), `leaks` (macOS
@@ -10,7 +13,7 @@ mod lsan;
 mod valgrind;
 
 use super::child::Launch;
-use crate::bundle::{self, NativeRef};
+use crate::bundle::{self, NativeRef, ProcessFiles};
 use crate::cli::BackendChoice;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -26,10 +29,17 @@ pub struct NativeCapture {
     pub errors: Vec<String>,
 }
 
-/// Files the backend leaves once the target has ended.
+/// What a backend noted just before a snapshot was asked for (LSan: the log's length, where
+/// this snapshot's report will start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub log_offset: Option<u64>,
+}
+
+/// Files the backend leaves for one process once it has ended.
 #[derive(Debug, Default)]
 pub struct Finish {
-    /// Bundle-relative files holding more than one snapshot (manifest `native_logs`).
+    /// Bundle-relative files holding more than one snapshot (the process's `native_logs`).
     pub logs: Vec<String>,
     /// Files renamed to their final name: (old, new); snapshot references follow.
     pub renamed: Vec<(String, String)>,
@@ -45,26 +55,35 @@ pub struct Dirs {
     pub private: PathBuf,
 }
 
-pub trait NativeBackend {
+pub trait NativeBackend: Send + Sync {
     /// "lsan", "valgrind", "leaks", "none" (also the agent's `LEAKHUNT_BACKEND`).
     fn name(&self) -> &'static str;
     /// Tool, version and options, for the manifest.
     fn describe(&self) -> bundle::Backend;
     /// Adds the backend's environment and wrapper command to the launch.
     fn prepare(&mut self, launch: &mut Launch) -> Result<()>;
-    /// The agent said hello from `pid` (the process to examine).
-    fn on_hello(&mut self, _pid: u32) {}
-    /// Whether the backend's tool may examine `pid` (asked when the agent says hello); why not
-    /// otherwise, which stops the run (exit 3) instead of failing every snapshot.
+    /// Whether the backend's tool may examine `pid` (asked when the process says hello); why
+    /// not otherwise. For the main process that stops the run (exit 3) instead of failing every
+    /// snapshot; another process is only warned about.
     fn examinable(&self, _pid: u32) -> std::result::Result<(), String> {
         Ok(())
     }
-    /// Just before the agent is asked for snapshot `index`.
-    fn before_snapshot(&mut self, _pid: u32, _index: u32) {}
-    /// Just after the agent wrote snapshot `index`: take or mark the native evidence.
-    fn capture(&mut self, pid: u32, index: u32, deadline: Duration) -> NativeCapture;
-    /// The target has ended: put the logs in their final place.
-    fn finish(&mut self, _pid: Option<u32>) -> Finish {
+    /// Just before the agent of `pid` is asked for a snapshot.
+    fn before_snapshot(&self, _pid: u32) -> Mark {
+        Mark::default()
+    }
+    /// Just after the agent of `pid` wrote its snapshot of round `round`: take or mark the
+    /// native evidence, in files named by `files`.
+    fn capture(
+        &self,
+        pid: u32,
+        round: u32,
+        files: &ProcessFiles,
+        before: Mark,
+        deadline: Duration,
+    ) -> NativeCapture;
+    /// Process `pid` has ended: put its logs in their final place, named by `files`.
+    fn finish(&self, _pid: u32, _files: &ProcessFiles) -> Finish {
         Finish::default()
     }
     /// Whether the agent takes the native evidence inside its round (LeakSanitizer's check), so
@@ -103,7 +122,14 @@ impl NativeBackend for NoBackend {
     fn prepare(&mut self, _launch: &mut Launch) -> Result<()> {
         Ok(())
     }
-    fn capture(&mut self, _pid: u32, _index: u32, _deadline: Duration) -> NativeCapture {
+    fn capture(
+        &self,
+        _pid: u32,
+        _round: u32,
+        _files: &ProcessFiles,
+        _before: Mark,
+        _deadline: Duration,
+    ) -> NativeCapture {
         NativeCapture::default()
     }
 }
@@ -185,6 +211,8 @@ impl std::fmt::Display for Unfinished {
 /// Runs `command` with stdout into the private file `stdout_to`, stderr kept (first 4 KiB), and
 /// kills it at `deadline`, as soon as it stops (a tool waiting for terminal input), or at a
 /// second interrupt; a first interrupt shortens its deadline to what a last snapshot gets.
+/// Several may run at once (one per process of a round): each keeps its stderr in a scratch
+/// file named after it.
 pub fn run_tool(
     command: &mut Command,
     stdout_to: &Path,
@@ -192,7 +220,13 @@ pub fn run_tool(
     deadline: Duration,
 ) -> Result<ToolRun> {
     let out = bundle::create_private(stdout_to)?;
-    let err_path = scratch.join("tool-stderr.txt");
+    let err_path = scratch.join(format!(
+        "{}.stderr",
+        stdout_to
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
     let err = bundle::create_private(&err_path)?;
     let mut child = command
         .stdin(Stdio::null())
@@ -252,19 +286,15 @@ fn stopped(pid: u32) -> Option<i32> {
     }
 }
 
-/// `native-003.txt` for snapshot 3.
-pub fn native_file_name(index: u32) -> String {
-    format!("native-{index:03}.txt")
-}
-
-/// `maps-003.txt` for snapshot 3.
-pub fn maps_file_name(index: u32) -> String {
-    format!("maps-{index:03}.txt")
-}
-
-/// Saves `/proc/PID/maps` for snapshot `index` where the platform has it.
-pub fn save_maps(dirs: &Dirs, pid: u32, index: u32, errors: &mut Vec<String>) -> Option<String> {
-    let name = maps_file_name(index);
+/// Saves `/proc/PID/maps` for the snapshot of `round` where the platform has it.
+pub fn save_maps(
+    dirs: &Dirs,
+    pid: u32,
+    round: u32,
+    files: &ProcessFiles,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    let name = files.maps(round);
     match crate::platform::save_memory_map(pid, &dirs.bundle.join(&name)) {
         Ok(true) => Some(name),
         Ok(false) => None,
@@ -307,7 +337,7 @@ mod tests {
             std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
             "partial\n"
         );
-        assert!(!dir.path().join("tool-stderr.txt").exists());
+        assert!(!dir.path().join("out.txt.stderr").exists());
     }
 
     #[test]

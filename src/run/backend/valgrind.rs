@@ -1,19 +1,27 @@
 //! valgrind memcheck: the target runs under valgrind with its gdbserver on; each snapshot asks it
 //! for a leak search with `vgdb --pid=N leak_check full definiteleak any` (every definite loss
 //! record with its delta since the previous search), saved as text. memcheck's XML at exit goes
-//! to `valgrind.xml`. The vgdb FIFOs live in the run's private directory, not in /tmp.
+//! to `valgrind.xml` (other processes: `valgrind-pPID.xml`). The vgdb FIFOs live in the run's
+//! private directory, not in /tmp.
+//!
+//! Every process of the tree is examined: `--trace-children=yes` follows programs the target
+//! execs and, as valgrind 3.19's gdbserver does only then, gives a forked child a gdbserver of
+//! its own (so `vgdb --pid=CHILD` answers); `%p` in `--xml-file` gives each process its XML.
+//! The text log is one file for all: valgrind re-opens only the first of the two sinks whose
+//! name changes at a fork, so a `%p` in `--log-file` would leave children writing into their
+//! parent's XML.
 
 use super::save_maps;
-use super::{Dirs, Finish, NativeBackend, NativeCapture, first_line, native_file_name, run_tool};
-use crate::bundle::{self, NativeRef};
+use super::{Dirs, Finish, Mark, NativeBackend, NativeCapture, first_line, run_tool};
+use crate::bundle::{self, NativeRef, ProcessFiles};
 use crate::error::{Error, Result};
 use crate::run::child::Launch;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-pub const FINAL_XML: &str = "valgrind.xml";
-pub const FINAL_LOG: &str = "valgrind.log";
+/// The text log of every process (little in it: the XML has the reports).
+pub const LOG: &str = "valgrind.log";
 
 pub struct Valgrind {
     valgrind: PathBuf,
@@ -60,18 +68,13 @@ impl Valgrind {
             // starves the library's I/O threads (libzmq managed ~10 round trips a second).
             "--fair-sched=yes".to_owned(),
             "--num-callers=40".to_owned(),
-            // A child the program forks would otherwise write its own XML document, leak
-            // search included, into the middle of the program's (valgrind's manual says so).
-            "--child-silent-after-fork=yes".to_owned(),
+            "--trace-children=yes".to_owned(),
             "--xml=yes".to_owned(),
             format!(
                 "--xml-file={}",
                 dirs.bundle.join("valgrind.%p.xml").display()
             ),
-            format!(
-                "--log-file={}",
-                dirs.bundle.join("valgrind.%p.log").display()
-            ),
+            format!("--log-file={}", dirs.bundle.join(LOG).display()),
         ];
         Ok(Valgrind {
             valgrind,
@@ -100,24 +103,22 @@ impl NativeBackend for Valgrind {
     fn prepare(&mut self, launch: &mut Launch) -> Result<()> {
         let mut argv = vec![self.valgrind.display().to_string()];
         argv.extend(self.options.iter().cloned());
-        // A wrapper (`bundle exec ruby app.rb`) execs the real Ruby: follow it.
-        let direct_ruby = launch
-            .argv
-            .first()
-            .and_then(|p| std::path::Path::new(p).file_name())
-            .is_some_and(|n| n.to_string_lossy().starts_with("ruby"));
-        if !direct_ruby {
-            argv.push("--trace-children=yes".to_owned());
-        }
         argv.append(&mut launch.argv);
         launch.argv = argv;
         Ok(())
     }
 
-    fn capture(&mut self, pid: u32, index: u32, deadline: Duration) -> NativeCapture {
+    fn capture(
+        &self,
+        pid: u32,
+        round: u32,
+        files: &ProcessFiles,
+        _before: Mark,
+        deadline: Duration,
+    ) -> NativeCapture {
         let mut capture = NativeCapture::default();
-        capture.maps = save_maps(&self.dirs, pid, index, &mut capture.errors);
-        let name = native_file_name(index);
+        capture.maps = save_maps(&self.dirs, pid, round, files, &mut capture.errors);
+        let name = files.native(round);
         let mut command = Command::new(&self.vgdb);
         command
             .arg(format!(
@@ -155,37 +156,29 @@ impl NativeBackend for Valgrind {
         capture
     }
 
-    fn finish(&mut self, pid: Option<u32>) -> Finish {
+    fn finish(&self, pid: u32, files: &ProcessFiles) -> Finish {
         let mut finish = Finish::default();
-        let Some(pid) = pid else {
+        let from = format!("valgrind.{pid}.xml");
+        let path = self.dirs.bundle.join(&from);
+        if !path.exists() {
             return finish;
-        };
-        for (from, to) in [
-            (format!("valgrind.{pid}.xml"), FINAL_XML),
-            (format!("valgrind.{pid}.log"), FINAL_LOG),
-        ] {
-            let path = self.dirs.bundle.join(&from);
-            if !path.exists() {
-                continue;
-            }
-            let name = if std::fs::rename(&path, self.dirs.bundle.join(to)).is_ok() {
-                finish.renamed.push((from, to.to_owned()));
-                to.to_owned()
-            } else {
-                from
-            };
-            if to == FINAL_XML {
-                let complete = std::fs::read(self.dirs.bundle.join(&name))
-                    .map(|b| memchr::memmem::find(&b, b"</valgrindoutput>").is_some())
-                    .unwrap_or(false);
-                if !complete {
-                    finish.warnings.push(format!(
-                        "{name} is incomplete: valgrind did not finish writing it (the program was killed)"
-                    ));
-                }
-                finish.logs.push(name);
-            }
         }
+        let to = files.whole("valgrind", "xml");
+        let name = if std::fs::rename(&path, self.dirs.bundle.join(&to)).is_ok() {
+            finish.renamed.push((from, to.clone()));
+            to
+        } else {
+            from
+        };
+        let complete = std::fs::read(self.dirs.bundle.join(&name))
+            .map(|b| memchr::memmem::find(&b, b"</valgrindoutput>").is_some())
+            .unwrap_or(false);
+        if !complete {
+            finish.warnings.push(format!(
+                "{name} is incomplete: valgrind did not finish writing it (the process was killed)"
+            ));
+        }
+        finish.logs.push(name);
         finish
     }
 
