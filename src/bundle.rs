@@ -126,6 +126,34 @@ pub struct ProcessEntry {
     /// Its footprint timeline file, if sampling worked.
     pub footprint: Option<String>,
     pub outcome: ProcessOutcome,
+    /// The process replaced its program by exec (`bundle exec ruby app.rb`, a binstub, a
+    /// wrapper script): what it ran before, when, and from which round on its snapshots are of
+    /// the program it runs now. Earlier rounds stay in the bundle and are not compared with
+    /// later ones: they are of another program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecEntry>,
+}
+
+/// The last exec of a process (see [`ProcessEntry::exec`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecEntry {
+    /// The command line before the first exec.
+    pub before: Vec<String>,
+    /// Seconds since the run started, when the new program's agent said hello.
+    pub t: f64,
+    /// The first round after the exec.
+    pub first_round: u32,
+    /// Native logs of the programs it replaced, set aside so the new program's runtime does not
+    /// overwrite them (LeakSanitizer truncates its log when it opens it again after an exec).
+    pub logs: Vec<String>,
+}
+
+impl ExecEntry {
+    /// Whether snapshot `index` was taken of the program the process runs now.
+    pub fn covers(&self, index: u32) -> bool {
+        index >= self.first_round
+    }
 }
 
 impl ProcessEntry {

@@ -6,7 +6,7 @@
 //! resolved afterwards ([`super::resolve`]), as are retainer paths ([`super::retainers`]).
 
 use super::{Evidence, HeapSnapshot, NativeSnapshot, Origin, ProcessEvidence, settled_from};
-use crate::bundle::{Manifest, NativeRef, ProcessEntry, Sidecar, parse_footprint};
+use crate::bundle::{ExecEntry, Manifest, NativeRef, ProcessEntry, Sidecar, parse_footprint};
 use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
@@ -104,6 +104,14 @@ fn load_process(
     let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
     let mut snapshots: Vec<_> = manifest.snapshots_of(process.pid).cloned().collect();
     snapshots.sort_by_key(|s| s.index);
+    if let Some(exec) = &process.exec {
+        // Snapshots of the program the process replaced by exec are of another program.
+        let replaced = snapshots.iter().filter(|s| !exec.covers(s.index)).count();
+        if replaced > 0 {
+            ev.warnings.push(replaced_note(process, exec, replaced));
+        }
+        snapshots.retain(|s| exec.covers(s.index));
+    }
     for snap in &snapshots {
         // Worded as the run printed it: other processes' snapshots name their pid.
         ev.warnings
@@ -176,6 +184,9 @@ fn load_process(
             Ok(bytes) => {
                 let mut diag = Diagnostics::new(&path);
                 ev.footprint = parse_footprint(&bytes, &mut diag);
+                if let Some(exec) = &process.exec {
+                    ev.footprint.retain(|sample| sample.t >= exec.t);
+                }
                 diagnostics_into(&mut ev.warnings, &diag);
             }
             Err(e) => ev.warnings.push(e.to_string()),
@@ -185,6 +196,24 @@ fn load_process(
     super::resolve::real_modules(&mut ev);
     ev.settled = settled_from(&ev.heap, &ev.sidecars);
     ev
+}
+
+/// Says that a process's first snapshots were of the program it replaced by exec.
+fn replaced_note(process: &ProcessEntry, exec: &ExecEntry, replaced: usize) -> String {
+    let who = if process.role == crate::bundle::ROLE_MAIN {
+        format!("the program (pid {})", process.pid)
+    } else {
+        format!("process {}", process.pid)
+    };
+    format!(
+        "{who} ran `{}` and exec'd `{}` {:.1} s into the run: its {replaced} snapshot(s) before \
+         round {} are of the program it replaced; they stay in the bundle and are not compared \
+         with the later ones",
+        exec.before.join(" "),
+        process.command.join(" "),
+        exec.t,
+        exec.first_round
+    )
 }
 
 /// A file the manifest names, as a path in the bundle. Only a plain file name inside the bundle

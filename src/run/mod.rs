@@ -206,6 +206,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         links: BTreeMap::new(),
         unseen: BTreeMap::new(),
         hello_at: None,
+        main_exec: false,
         rounds: 0,
         round: None,
         ending: false,
@@ -364,6 +365,9 @@ struct Session<'a> {
     unseen: BTreeMap<u32, crate::platform::GroupMember>,
     /// When the main process said hello: the program's start for `--after`.
     hello_at: Option<Instant>,
+    /// The main process exec'd its real program (`bundle exec`): `--after` and `--snapshots`
+    /// count again from the new program's hello.
+    main_exec: bool,
     /// The last round number given out.
     rounds: u32,
     /// The round under way, while one is.
@@ -448,6 +452,10 @@ impl Session<'_> {
             self.answer_exits();
             self.rounds_on_demand();
             self.save_if_due();
+            if std::mem::take(&mut self.main_exec) {
+                interval_rounds = 0;
+                next_due = None;
+            }
             if let Some(hello) = self.hello_at {
                 let due = *next_due.get_or_insert(hello + self.config.after);
                 if interval_rounds < self.config.snapshots
@@ -589,6 +597,9 @@ impl Session<'_> {
         // The same pid again: the process exec'd another Ruby program (`bundle exec`).
         let at = match self.processes.iter().position(|p| p.pid == hello.pid) {
             Some(at) => {
+                if !hello.forked {
+                    self.on_exec(at, &hello);
+                }
                 let p = &mut self.processes[at];
                 p.link = Some(link);
                 p.gone = false;
@@ -627,6 +638,45 @@ impl Session<'_> {
         // Saved with the next round, or within a second: a pool forking a child per job must
         // not rewrite the manifest for every one.
         self.dirty = true;
+    }
+
+    /// Process `at` replaced its program by exec (its pid said hello again, as a started
+    /// process): its later snapshots are of the new program, and the backend sets aside the
+    /// native log the new program's runtime would overwrite; earlier snapshots follow it there.
+    fn on_exec(&mut self, at: usize, hello: &agent::Hello) {
+        let first_round = self.rounds + 1;
+        let t = self.started.elapsed().as_secs_f64();
+        let pid = hello.pid;
+        let set_aside = self.backend.set_aside(pid, first_round);
+        if let Some((from, to)) = &set_aside {
+            for s in self
+                .manifest
+                .snapshots
+                .iter_mut()
+                .filter(|s| s.pid == Some(pid))
+            {
+                if let Some(native) = s.native.as_mut().filter(|n| &n.file == from) {
+                    native.file = to.clone();
+                }
+            }
+        }
+        let p = &mut self.processes[at];
+        let before = p.command.clone();
+        let exec = p.exec.get_or_insert_with(|| bundle::ExecEntry {
+            before,
+            ..bundle::ExecEntry::default()
+        });
+        exec.t = t;
+        exec.first_round = first_round;
+        exec.logs.extend(set_aside.map(|(_, to)| to));
+        if p.is_main() {
+            self.hello_at = Some(Instant::now());
+            self.main_exec = true;
+        }
+        self.show(&format!(
+            "process {pid} exec'd {}: its snapshots from round {first_round} on are of that program",
+            hello.command.join(" ")
+        ));
     }
 
     fn on_closed(&mut self, link: LinkId) {

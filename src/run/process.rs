@@ -6,7 +6,7 @@
 //! at the end both become the manifest's `processes`.
 
 use super::agent::{Hello, LinkId};
-use crate::bundle::{self, ProcessEntry, ProcessFiles, ProcessOutcome};
+use crate::bundle::{self, ExecEntry, ProcessEntry, ProcessFiles, ProcessOutcome};
 use std::time::Instant;
 
 /// One process with an agent.
@@ -33,6 +33,8 @@ pub struct Tracked {
     pub owes: Option<u32>,
     /// Its connection closed.
     pub gone: bool,
+    /// It replaced its program by exec while the run watched.
+    pub exec: Option<ExecEntry>,
 }
 
 impl Tracked {
@@ -64,6 +66,7 @@ impl Tracked {
             exit_detail: None,
             owes: None,
             gone: false,
+            exec: None,
         }
     }
 
@@ -113,6 +116,7 @@ impl Tracked {
             role: self.role.to_owned(),
             ruby: (!self.ruby.is_empty()).then(|| self.ruby.clone()),
             outcome: self.outcome(),
+            exec: self.exec.clone(),
             ..ProcessEntry::default()
         }
     }

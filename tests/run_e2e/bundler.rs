@@ -6,12 +6,12 @@
 //! runs at every snapshot and the program's streams stay its own, on this machine's Ruby and on
 //! Ruby 3.3 in the root.
 //!
-//! The runs start Ruby as that exec does (RUBYOPT with `-rbundler/setup`, BUNDLE_GEMFILE), not
-//! through `bundle exec` itself: the `bundle` processes before the exec load the agent too, and
-//! following a run across them is another matter than what is tested here.
+//! Those runs start Ruby as that exec does (RUBYOPT with `-rbundler/setup`, BUNDLE_GEMFILE).
+//! The last one goes through `bundle exec` itself: the `bundle` process loads the agent, is
+//! snapshotted, then execs Ruby with the same pid, whose snapshots alone are the program's.
 
-use super::{Run, lsan_ready, one_run_at_a_time, ruby_ready, run};
-use crate::common::{have, require};
+use super::{Run, json_report, line_of, lsan_ready, one_run_at_a_time, ruby_ready, run};
+use crate::common::{build_widget, have, require, widget_fixture};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -123,4 +123,114 @@ fn under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
         ],
     );
     assert_checked_and_quiet(&r);
+}
+
+/// `leakhunt run -- bundle exec ruby widget-leak.rb` with a Gemfile listing ffi (resolved from
+/// the installed gems, no network): the `bundle` process says hello first and is snapshotted,
+/// then execs Ruby under the same pid. Its snapshots and its LeakSanitizer log are set aside
+/// (the new runtime would truncate the log), so the report is the program's own: the unclosed
+/// widgets, and no growth of Bundler's objects between the two programs.
+#[test]
+fn bundle_exec_is_followed_into_the_program_it_execs() {
+    if !ruby_ready() || !lsan_ready() || !bundler_ready() || !have("bundle") {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let gemfile = dir.path().join("Gemfile");
+    std::fs::write(&gemfile, "source \"https://rubygems.org\"\ngem \"ffi\"\n").unwrap();
+    let locked = Command::new("bundle")
+        .args(["lock", "--local"])
+        .current_dir(dir.path())
+        .env("BUNDLE_GEMFILE", &gemfile)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require(
+        "ffi as a gem Bundler resolves locally (Debian ruby-ffi)",
+        locked,
+    ) {
+        return;
+    }
+    let lib = build_widget(dir.path());
+    let report = dir.path().join("report.json");
+    let program = widget_fixture("widget-leak.rb");
+    let r = run(
+        &[
+            "--backend",
+            "lsan",
+            "--after",
+            "0.5s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "2",
+            "--fail-on",
+            "never",
+            "--format",
+            "json",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[
+            "bundle",
+            "exec",
+            "ruby",
+            program.to_str().unwrap(),
+            "3000",
+            "4",
+        ],
+        &[
+            ("BUNDLE_GEMFILE", gemfile.to_str().unwrap()),
+            ("WIDGET_LIB", lib.to_str().unwrap()),
+        ],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    assert!(!r.stderr.contains("shrank"), "{ctx}");
+    let main = r.manifest.main_process().expect("a main process");
+    let exec = main.exec.as_ref().expect("the exec is recorded");
+    assert!(
+        exec.before.iter().any(|w| w.ends_with("bundle")),
+        "{exec:?}\n{ctx}"
+    );
+    assert!(
+        exec.first_round >= 2,
+        "the bundle process had a round: {ctx}"
+    );
+    for log in &exec.logs {
+        assert!(r.bundle.join(log).is_file(), "{log} is kept\n{ctx}");
+    }
+    let after: Vec<_> = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter(|s| s.taken() && exec.covers(s.index))
+        .collect();
+    assert!(after.len() >= 2, "two rounds of the program itself: {ctx}");
+    let report = json_report(&report, &r);
+    let findings = report["findings"].as_array().unwrap();
+    let leaks: Vec<_> = findings
+        .iter()
+        .filter(|f| f["kind"] != "runtime_noise")
+        .collect();
+    assert_eq!(leaks.len(), 1, "only the widgets leak: {report:#}\n{ctx}");
+    let top = leaks[0];
+    assert_eq!(top["kind"], "missing_release", "{top:#}");
+    assert_eq!(top["suggestion"]["method"], "Widget#close", "{top:#}");
+    assert_eq!(top["native"]["function"], "widget_create", "{top:#}");
+    let created = &top["suggestion"]["locations"][0];
+    assert_eq!(
+        created["file"].as_str(),
+        program.to_str(),
+        "the program's own file: {top:#}"
+    );
+    assert_eq!(
+        created["line"],
+        line_of(
+            "widget/widget-leak.rb",
+            "WidgetProgram.spread(count, seconds) { Widget.new(size) }"
+        ),
+        "{top:#}"
+    );
 }

@@ -110,7 +110,7 @@ impl NativeBackend for Lsan {
 
     fn before_snapshot(&self, pid: u32) -> Mark {
         // LSan writes nothing when a check finds no leak: an empty log says "none" better than
-        // a missing one. LSan opens it without truncating, so creating it first is safe. (Not
+        // a missing one. Creating it first is safe: LSan truncates it when it opens it. (Not
         // at hello: a short-lived fork is never checked and needs no log.)
         let (name, size) = self.log_of(pid);
         let path = self.dirs.bundle.join(name);
@@ -146,6 +146,17 @@ impl NativeBackend for Lsan {
             end: Some(end),
         });
         capture
+    }
+
+    fn set_aside(&self, pid: u32, round: u32) -> Option<(String, String)> {
+        // The runtime of the program exec'd opens the same `lsan.PID.log` afresh at its first
+        // check and truncates it (`bundle exec ruby app.rb`: the log shrank mid-round): what the
+        // replaced program's checks wrote moves aside first.
+        let (name, _) = self.log_of(pid);
+        let to = format!("{LOG_PREFIX}.{pid}.before-round-{round}.log");
+        std::fs::rename(self.dirs.bundle.join(&name), self.dirs.bundle.join(&to))
+            .ok()
+            .map(|()| (name, to))
     }
 
     fn finish(&self, pid: u32, files: &ProcessFiles) -> Finish {

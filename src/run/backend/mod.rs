@@ -82,6 +82,11 @@ pub trait NativeBackend: Send + Sync {
         before: Mark,
         deadline: Duration,
     ) -> NativeCapture;
+    /// Process `pid` replaced its program by exec, before round `round`: set aside the native
+    /// log the new program's runtime would overwrite. (old, new) names when one was renamed.
+    fn set_aside(&self, _pid: u32, _round: u32) -> Option<(String, String)> {
+        None
+    }
     /// Process `pid` has ended: put its logs in their final place, named by `files`.
     fn finish(&self, _pid: u32, _files: &ProcessFiles) -> Finish {
         Finish::default()
