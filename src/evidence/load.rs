@@ -256,12 +256,19 @@ fn read_maps(dir: &Path, name: Option<&str>, warnings: &mut Vec<String>) -> Vec<
 
 /// Places frames of unloaded libraries with the module maps and names `module+offset` frames
 /// from the modules' own symbols, with one symbolizer so every snapshot names a frame alike.
+/// The modules are the bundle's capture of them when it has one (the files on this machine may
+/// be other builds, or gone), else the files here; what was taken from them is kept in
+/// [`Evidence::module_symbols`] for the capture.
 fn symbolize(ev: &mut Evidence, maps: &[Vec<ModuleMap>]) {
-    let mut symbolizer = Symbolizer::new();
+    let mut symbolizer = match ev.captured.as_ref().and_then(|c| c.symbols.as_ref()) {
+        Some(modules) => Symbolizer::from_capture(modules),
+        None => Symbolizer::new(),
+    };
     for (i, snap) in ev.native.iter_mut().enumerate() {
         let maps = maps.get(i).map(Vec::as_slice).unwrap_or_default();
         symbolizer.resolve(&mut snap.report, maps);
     }
+    ev.module_symbols = symbolizer.capture();
 }
 
 fn read_sidecar(path: &Path) -> Result<Sidecar> {
