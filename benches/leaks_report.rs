@@ -35,7 +35,11 @@ fn main() {
 
     let wc = support::wc_l(&path, RUNS);
     let mut parsed = None;
-    let parse = support::best_of(RUNS, || parsed = Some(native::parse_file(&path)));
+    let parse = support::best_of(RUNS, || {
+        parsed = Some(
+            leakhunt::detect::detect_path(&path).and_then(|kind| native::parse_file(&path, kind)),
+        )
+    });
     let rss_after = support::proc_status_kib("VmHWM:");
 
     let reports = match parsed {

@@ -82,8 +82,9 @@ impl Deref for Input {
 
 /// The most a gzip input may inflate to in memory. A plain file is mapped, so its size costs no
 /// heap; compressed content is inflated whole for the parsers, and without a cap a small file
-/// could ask for any amount (a 10 MB report inflating to 1.5 GB took 1.5 GB of RSS). With the
-/// parsers' own records on top, 64 MiB keeps a run well under 256 MB of resident memory.
+/// could ask for any amount (gzip inflates up to about 1,000 times: 10 MB can become 10 GB).
+/// With the parsers' own records on top, 64 MiB keeps a run well under 256 MB of resident
+/// memory.
 pub const MAX_INFLATED: u64 = 64 << 20;
 
 /// The whole decompressed content of the gzip file at `path`, refused past `limit` bytes with

@@ -13,7 +13,7 @@ use std::process::Stdio;
 
 /// Inflated size of every bomb.
 const BOMB_BYTES: u64 = 1536 << 20;
-/// The bound on leakhunt's peak resident set for any input size (issue 12, item 4).
+/// The bound on leakhunt's peak resident set for any input size.
 const MAX_RSS_BYTES: u64 = 256 << 20;
 
 fn gzip_member(content: &[u8]) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! with many identical stacks.
 
 use crate::common::fixture;
+use leakhunt::detect::detect_path;
 use leakhunt::native::leaks::{
     self, CRLF_LINES, CUT_OFF, LeaksFailureKind, NOT_UNDERSTOOD, NOT_UTF8,
 };
@@ -30,7 +31,9 @@ const NOT_DEBUGGABLE_13: &str = "is not debuggable. Due to security restrictions
 
 fn read(name: &str) -> NativeReport {
     let path = fixture(&format!("leaks/{name}"));
-    let mut reports = native::parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut reports = detect_path(&path)
+        .and_then(|kind| native::parse_file(&path, kind))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reports.len(), 1, "{name}");
     reports.remove(0)
 }
@@ -608,7 +611,10 @@ fn synthetic_root_cycle_with_cycle_back_to() {
 #[test]
 fn synthetic_cannot_examine_process_is_an_input_error_with_advice() {
     let path = fixture("leaks/synthetic-macos10.13-cannot-examine.txt");
-    let message = native::parse_file(&path).unwrap_err().to_string();
+    let message = detect_path(&path)
+        .and_then(|kind| native::parse_file(&path, kind))
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("line 1: leaks failed: leaks cannot examine process 55555"),
         "{message}"

@@ -85,7 +85,8 @@ pub(crate) fn run_under_lsan(
 }
 
 fn resolved(path: &Path, maps: &[ModuleMap]) -> Vec<NativeReport> {
-    let mut reports = native::parse_file(path).unwrap();
+    let kind = leakhunt::detect::detect_path(path).unwrap();
+    let mut reports = native::parse_file(path, kind).unwrap();
     let mut symbolizer = Symbolizer::new();
     for r in &mut reports {
         symbolizer.resolve(r, maps);

@@ -388,7 +388,9 @@ fn class_counts(r: &Run, class: &str) -> Vec<i64> {
         .iter()
         .filter_map(|s| s.heap.as_ref())
         .map(|heap| {
-            let summary = leakhunt::heap::summarize(&r.bundle.join(heap)).unwrap();
+            let path = r.bundle.join(heap);
+            let kind = leakhunt::detect::detect_path(&path).unwrap();
+            let summary = leakhunt::heap::summarize(&path, kind).unwrap();
             summary.histogram.get(class).map_or(0, |row| row.count)
         })
         .collect()

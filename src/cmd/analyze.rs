@@ -133,4 +133,121 @@ mod tests {
             .expect("load_evidence blocked on a FIFO named by a frame");
         assert_eq!(loaded, Ok(0));
     }
+
+    /// The text report of a bundle, as `analyze` prints it (no colour).
+    fn text_report(bundle: &std::path::Path) -> String {
+        let ev = load_evidence(&[bundle.to_path_buf()]).unwrap();
+        let analysis = correlate(
+            &ev,
+            &Options {
+                include_strings: false,
+            },
+        );
+        let mut out = Vec::new();
+        renderer(
+            ReportFormat::Text,
+            RenderOptions {
+                color: false,
+                paths: PathStyle::current_dir(),
+            },
+        )
+        .render(&analysis, &mut out)
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Frames LSan left as `module+offset` or `<unknown module>` are placed and named from the
+    /// module's file. The run captures what that took into the bundle, so `analyze` of the
+    /// bundle gives the run's report after the file is gone or replaced by another build; a
+    /// capture without it (an older leakhunt's) still names them from this machine's files.
+    #[test]
+    fn native_frames_are_named_as_the_run_named_them_when_the_module_is_gone_or_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle");
+        let libs = dir.path().join("lib");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::create_dir_all(&libs).unwrap();
+        let module = libs.join("libtiny.dylib");
+        let tiny = crate::native::symbolize::tests::tiny_macho();
+        std::fs::write(&module, &tiny).unwrap();
+        // `second` at module offset 0x180; `first` at file offset 0x100, reached through the
+        // map from an address LSan could not place (the library unloaded at exit).
+        let log = format!(
+            "==1==ERROR: LeakSanitizer: detected memory leaks\n\n\
+             Direct leak of 64 byte(s) in 1 object(s) allocated from:\n\
+             \x20   #0 0x7f0000009000  (/usr/lib/liblsan.so.0+0x1000)\n\
+             \x20   #1 0x7f0000000100  (<unknown module>)\n\
+             \x20   #2 0x7f0000000180  ({}+0x180)\n\n\
+             SUMMARY: LeakSanitizer: 64 byte(s) leaked in 1 allocation(s).\n",
+            module.display()
+        );
+        std::fs::write(bundle.join("lsan.log"), &log).unwrap();
+        std::fs::write(
+            bundle.join("maps-001.txt"),
+            format!(
+                "7f0000000000-7f0000001000 r-xp 00000000 fe:01 91 {}\n",
+                module.display()
+            ),
+        )
+        .unwrap();
+        let manifest = crate::bundle::Manifest {
+            leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+            command: vec!["leak.rb".into()],
+            pid: Some(10),
+            snapshots: vec![crate::bundle::Snapshot {
+                index: 1,
+                pid: Some(10),
+                reason: "interval".into(),
+                t: 1.0,
+                native: Some(crate::bundle::NativeRef {
+                    file: "lsan.log".into(),
+                    start: None,
+                    end: None,
+                }),
+                maps: Some("maps-001.txt".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        manifest.save(&bundle).unwrap();
+
+        // What `run` does once the program has ended.
+        let ran = load_evidence(std::slice::from_ref(&bundle)).unwrap();
+        assert_eq!(ran.native.len(), 1, "{:?}", ran.warnings);
+        let names: Vec<Option<&str>> = ran.native[0]
+            .report
+            .frames
+            .iter()
+            .map(|f| f.function.as_deref())
+            .collect();
+        assert!(
+            names.contains(&Some("first")) && names.contains(&Some("second")),
+            "{names:?}"
+        );
+        evidence::resolve::capture(&ran, &bundle).unwrap();
+        let report = text_report(&bundle);
+        assert!(report.contains("second"), "{report}");
+
+        std::fs::remove_file(&module).unwrap();
+        assert_eq!(text_report(&bundle), report, "module gone");
+
+        // Another build of the library: the same layout, other names.
+        let mut other = tiny.clone();
+        let at = other
+            .windows(14)
+            .position(|w| w == b"_first\0_second")
+            .unwrap();
+        other[at..at + 14].copy_from_slice(b"_alpha\0_omega_");
+        std::fs::write(&module, &other).unwrap();
+        assert_eq!(text_report(&bundle), report, "module changed");
+
+        // A capture from before the symbols were kept: this machine's files name the frames.
+        let path = bundle.join(evidence::resolve::FILE);
+        let mut capture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(capture.as_object_mut().unwrap().remove("symbols").is_some());
+        std::fs::write(&path, serde_json::to_vec(&capture).unwrap()).unwrap();
+        let here = text_report(&bundle);
+        assert!(here.contains("omega_"), "{here}");
+    }
 }

@@ -919,7 +919,8 @@ mod tests {
     use crate::evidence::NativeSnapshot;
 
     /// Two sites of one family whose sizes each fill most of the u64 range: their sum
-    /// saturates (it panicked in debug builds and printed `bytes=-2` in release builds).
+    /// saturates instead of overflowing (a panic in debug builds, a negative size in release
+    /// builds).
     #[test]
     fn two_huge_sites_of_one_family_saturate() {
         let stack = |f: &str| {

@@ -117,7 +117,9 @@ fn load_process(
         ev.warnings
             .extend(snap.warning(process.role != crate::bundle::ROLE_MAIN));
         if let Some(name) = &snap.heap {
-            match bundle_file(dir, name).and_then(|p| crate::heap::summarize(&p)) {
+            match bundle_file(dir, name).and_then(|p| {
+                crate::detect::detect_path(&p).and_then(|kind| crate::heap::summarize(&p, kind))
+            }) {
                 Ok(summary) => {
                     diagnostics_into(&mut ev.warnings, &summary.diagnostics);
                     ev.heap.push(HeapSnapshot {
@@ -162,7 +164,9 @@ fn load_process(
         if referenced_logs.contains(&log.as_str()) {
             continue;
         }
-        match bundle_file(dir, log).and_then(|p| crate::native::parse_file(&p)) {
+        match bundle_file(dir, log).and_then(|p| {
+            crate::detect::detect_path(&p).and_then(|kind| crate::native::parse_file(&p, kind))
+        }) {
             Ok(reports) => {
                 if let Some(report) = reports.into_iter().last() {
                     diagnostics_into(&mut ev.warnings, &report.diagnostics);
@@ -256,12 +260,19 @@ fn read_maps(dir: &Path, name: Option<&str>, warnings: &mut Vec<String>) -> Vec<
 
 /// Places frames of unloaded libraries with the module maps and names `module+offset` frames
 /// from the modules' own symbols, with one symbolizer so every snapshot names a frame alike.
+/// The modules are the bundle's capture of them when it has one (the files on this machine may
+/// be other builds, or gone), else the files here; what was taken from them is kept in
+/// [`Evidence::module_symbols`] for the capture.
 fn symbolize(ev: &mut Evidence, maps: &[Vec<ModuleMap>]) {
-    let mut symbolizer = Symbolizer::new();
+    let mut symbolizer = match ev.captured.as_ref().and_then(|c| c.symbols.as_ref()) {
+        Some(modules) => Symbolizer::from_capture(modules),
+        None => Symbolizer::new(),
+    };
     for (i, snap) in ev.native.iter_mut().enumerate() {
         let maps = maps.get(i).map(Vec::as_slice).unwrap_or_default();
         symbolizer.resolve(&mut snap.report, maps);
     }
+    ev.module_symbols = symbolizer.capture();
 }
 
 fn read_sidecar(path: &Path) -> Result<Sidecar> {
@@ -321,7 +332,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
             }
         };
         let loaded: Result<()> = match kind {
-            k if k.is_heap() => crate::heap::summarize(path).map(|summary| {
+            k if k.is_heap() => crate::heap::summarize(path, k).map(|summary| {
                 diagnostics_into(&mut ev.warnings, &summary.diagnostics);
                 ev.heap.push(HeapSnapshot {
                     t: None,
@@ -329,7 +340,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
                     summary,
                 });
             }),
-            k if k.is_native() => crate::native::parse_file(path).map(|reports| {
+            k if k.is_native() => crate::native::parse_file(path, k).map(|reports| {
                 for r in &reports {
                     diagnostics_into(&mut ev.warnings, &r.diagnostics);
                 }
@@ -578,9 +589,9 @@ mod tests {
         );
     }
 
-    /// A manifest naming files outside the bundle (`../../../etc/passwd`, `/etc/shadow`) had
-    /// `analyze` open them. Only plain file names inside the bundle are read; the others are
-    /// warnings naming the entry, and the rest of the bundle still loads.
+    /// A manifest may name files outside the bundle (`../../../etc/passwd`, `/etc/shadow`),
+    /// which `analyze` must not open. Only plain file names inside the bundle are read; the
+    /// others are warnings naming the entry, and the rest of the bundle still loads.
     #[test]
     fn manifest_names_outside_the_bundle_are_refused() {
         let outer = tempfile::tempdir().unwrap();

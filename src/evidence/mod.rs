@@ -15,6 +15,7 @@ pub use load::{load_bundle, load_files, load_inputs};
 use crate::bundle::{FootprintSample, Manifest, ProcessEntry, Sidecar};
 use crate::heap::HeapSummary;
 use crate::native::NativeReport;
+use crate::native::symbolize::ModuleCapture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -135,6 +136,9 @@ pub struct Evidence {
     pub library_exports: Vec<LibraryExports>,
     /// Module paths as the reports named them → their real path, where the two differ.
     pub real_modules: BTreeMap<String, String>,
+    /// What placing and naming the native frames took from each module file, by the path the
+    /// frames or module maps give it (for the bundle's capture).
+    pub module_symbols: BTreeMap<String, ModuleCapture>,
     /// What the run resolved on its machine, when the bundle captured it: resolution reads
     /// this instead of the machine doing the analysis.
     pub captured: Option<resolve::Resolved>,
@@ -160,6 +164,7 @@ impl Evidence {
             sources: BTreeMap::new(),
             library_exports: Vec::new(),
             real_modules: BTreeMap::new(),
+            module_symbols: BTreeMap::new(),
             captured: None,
             warnings: Vec::new(),
             processes: Vec::new(),

@@ -1,6 +1,8 @@
 //! What an analysis needs from the machine that ran the program, beyond the bundle's evidence:
-//! the real paths of native modules, the Ruby source files the hints quote, and the exports of
-//! the libraries native sites name (when no agent sidecar lists the FFI bindings). `run` reads
+//! the real paths of native modules, what naming native frames took from the modules' files
+//! (their layout and the functions found; see [`crate::native::symbolize::ModuleCapture`]), the
+//! Ruby source files the hints quote, and the exports of the libraries native sites name (when
+//! no agent sidecar lists the FFI bindings). `run` reads
 //! them on its machine and captures them into the bundle (`resolved.json`), so `analyze BUNDLE`
 //! gives the same report anywhere; bare files, and bundles without a capture, are resolved on
 //! this machine.
@@ -11,6 +13,7 @@
 use super::{Evidence, LibraryExports, Origin};
 use crate::diag::Position;
 use crate::error::{Error, Result};
+use crate::native::symbolize::ModuleCapture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,11 @@ pub struct Resolved {
     pub library_exports: Vec<LibraryExports>,
     /// Ruby source files by the name the evidence gives them (UTF-8, lossy).
     pub sources: BTreeMap<String, String>,
+    /// What naming the native frames took from each module file, by the path the frames or
+    /// module maps give it. Absent in captures written before it was kept: their frames are
+    /// named from the files on the analysing machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbols: Option<BTreeMap<String, ModuleCapture>>,
 }
 
 /// A library whose exports the correlator wants.
@@ -68,7 +76,15 @@ pub fn capture(ev: &Evidence, dir: &Path) -> Result<()> {
         leakhunt_resolved: SCHEMA,
         ..Resolved::default()
     };
+    let mut symbols: BTreeMap<String, ModuleCapture> = BTreeMap::new();
     for ev in ev.each_process() {
+        for (path, module) in &ev.module_symbols {
+            symbols
+                .entry(path.clone())
+                .or_insert_with(|| module.clone())
+                .functions
+                .extend(module.functions.iter().map(|(k, v)| (*k, v.clone())));
+        }
         resolved
             .modules
             .extend(ev.real_modules.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -87,6 +103,7 @@ pub fn capture(ev: &Evidence, dir: &Path) -> Result<()> {
                 .map(|(name, bytes)| (name.clone(), String::from_utf8_lossy(bytes).into_owned())),
         );
     }
+    resolved.symbols = Some(symbols);
     let bytes = serde_json::to_vec(&resolved)
         .map_err(|e| Error::Run(format!("cannot encode {FILE}: {e}")))?;
     crate::bundle::write_private_atomic(&dir.join(FILE), &bytes)?;

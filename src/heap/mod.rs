@@ -89,9 +89,10 @@ fn not_a_heap_dump(path: &Path, kind: Kind) -> Error {
     )
 }
 
-/// Reads a heap dump of either format into a [`HeapSummary`].
-pub fn summarize(path: &Path) -> Result<HeapSummary> {
-    match crate::detect::detect_path(path)? {
+/// Reads a heap dump of either format into a [`HeapSummary`]; `kind` is what
+/// [`crate::detect`] found the file to be.
+pub fn summarize(path: &Path, kind: Kind) -> Result<HeapSummary> {
+    match kind {
         Kind::CrubyDump => cruby::summarize(path),
         Kind::RubiniusDump => rubinius::summarize(path),
         other => Err(not_a_heap_dump(path, other)),

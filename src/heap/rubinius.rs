@@ -6,7 +6,10 @@
 //! it goes) and, for class-like objects, the three slots that name them (`@module_name`,
 //! `@superclass`, `@attached_instance`). Object ids point forward, so names are resolved once
 //! the whole file is read: a direct class that is a metaclass is followed up `@superclass` to
-//! the first non-metaclass that is a kind of the footer's `Class` (FORMATS.md §1.4).
+//! the first non-metaclass that is a kind of the footer's `Class` (FORMATS.md §1.4). Each
+//! object's answer to both walks is kept, and a walk that comes back to an object it passed is
+//! a loop, so resolving every class costs time linear in the class-like objects read, however
+//! the `@superclass` links of a damaged dump are tangled.
 //!
 //! Damage stops the record stream (a binary stream cannot be resynchronised) but keeps the
 //! histogram of the records read before it, and the problem is reported with its byte offset.
@@ -30,8 +33,6 @@ pub const HEADER_LEN: usize = 16;
 const MIN_OBJECT_RECORD: usize = 1 + 16 + 2 + 2;
 /// Every value takes at least two bytes (`i` and its byte), which bounds any declared count.
 const MIN_VALUE_LEN: usize = 2;
-/// Longest `@superclass` chain followed; a longer one can only be a cycle in a damaged dump.
-const MAX_CHAIN: usize = 10_000;
 /// How often (in bytes read) the progress bar is moved.
 const PROGRESS_STEP: usize = 8 << 20;
 
@@ -631,12 +632,12 @@ impl<'a> Scanner<'a> {
                 .report("missing footers", Position::Offset(end as u64), || detail);
         }
 
-        let resolver = Resolver {
-            modules: &self.modules,
-            symbols: &self.symbols,
-            class: self.footer.map(|f| f.class),
-            stopped_early: stop.is_some(),
-        };
+        let mut resolver = Resolver::new(
+            &self.modules,
+            &self.symbols,
+            self.footer.map(|f| f.class),
+            stop.is_some(),
+        );
         let mut rows: Vec<(usize, ClassRow)> = Vec::new();
         let mut row_of_class: IdMap<usize> = IdMap::default();
         for tally in &self.tallies {
@@ -711,6 +712,19 @@ enum Resolved {
     Unknown(String),
 }
 
+/// Where the `@superclass` walk of a metaclass, from one object up, ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Above {
+    /// The first non-metaclass that is a kind of `Class`.
+    Class(u32),
+    /// A nil or non-object `@superclass` before any.
+    End,
+    /// An object that is not among the class-like objects read.
+    Missing(u32),
+    /// Back to an object already passed.
+    Loop,
+}
+
 /// Class-name resolution of FORMATS.md §1.4 over the naming slots gathered by the scan.
 struct Resolver<'s, 'a> {
     modules: &'s IdMap<ModuleSlots>,
@@ -718,20 +732,47 @@ struct Resolver<'s, 'a> {
     /// The footer's `Class` object.
     class: Option<u32>,
     stopped_early: bool,
+    /// Per object: whether `Class` is on its `@superclass` chain (the object included).
+    reaches_class: IdMap<bool>,
+    /// Per object: where a metaclass's walk that arrives at it ends.
+    above: IdMap<Above>,
+    /// Links followed by both walks: the measure of the work done (each object is passed at
+    /// most once per walk).
+    steps: u64,
 }
 
-impl Resolver<'_, '_> {
-    fn module(&self, id: u32) -> Result<&ModuleSlots, String> {
-        self.modules.get(&id).ok_or_else(|| {
-            if self.stopped_early {
-                format!("class object {id} is not among the records read")
-            } else {
-                format!("class object {id} is not in the dump, or is not a class")
-            }
-        })
+impl<'s, 'a> Resolver<'s, 'a> {
+    fn new(
+        modules: &'s IdMap<ModuleSlots>,
+        symbols: &'s IdMap<&'a [u8]>,
+        class: Option<u32>,
+        stopped_early: bool,
+    ) -> Self {
+        Resolver {
+            modules,
+            symbols,
+            class,
+            stopped_early,
+            reaches_class: IdMap::default(),
+            above: IdMap::default(),
+            steps: 0,
+        }
     }
 
-    fn resolve(&self, direct_class: u32) -> Resolved {
+    fn module(&self, id: u32) -> Result<&'s ModuleSlots, String> {
+        let modules = self.modules;
+        modules.get(&id).ok_or_else(|| self.missing(id))
+    }
+
+    fn missing(&self, id: u32) -> String {
+        if self.stopped_early {
+            format!("class object {id} is not among the records read")
+        } else {
+            format!("class object {id} is not in the dump, or is not a class")
+        }
+    }
+
+    fn resolve(&mut self, direct_class: u32) -> Resolved {
         match self.real_class(direct_class) {
             Ok(class) => match self.name(class) {
                 Ok(Some(name)) => Resolved::Named(class, name),
@@ -744,7 +785,7 @@ impl Resolver<'_, '_> {
 
     /// heap_dump's `class_object`: the direct class, or for a metaclass the first class up its
     /// `@superclass` chain that is not a metaclass and is a kind of `Class`.
-    fn real_class(&self, direct_class: u32) -> Result<u32, String> {
+    fn real_class(&mut self, direct_class: u32) -> Result<u32, String> {
         let direct = self.module(direct_class)?;
         if !direct.is_metaclass() {
             return Ok(direct_class);
@@ -755,36 +796,78 @@ impl Resolver<'_, '_> {
                  its class cannot be found"
             ));
         };
-        let mut next = direct.superclass();
-        for _ in 0..MAX_CHAIN {
-            let Some(candidate) = next else {
-                return Err(format!(
-                    "the @superclass chain of metaclass {direct_class} ends without a class"
-                ));
-            };
-            let module = self.module(candidate)?;
-            if !module.is_metaclass() && self.is_kind_of(module, class_class) {
-                return Ok(candidate);
-            }
-            next = module.superclass();
+        match self.class_above(direct.superclass(), class_class) {
+            Above::Class(class) => Ok(class),
+            Above::End => Err(format!(
+                "the @superclass chain of metaclass {direct_class} ends without a class"
+            )),
+            Above::Missing(id) => Err(self.missing(id)),
+            Above::Loop => Err(format!(
+                "the @superclass chain of metaclass {direct_class} loops"
+            )),
         }
-        Err(format!(
-            "the @superclass chain of metaclass {direct_class} loops"
-        ))
     }
 
-    /// Whether `object` (a class-like object) is a kind of `ancestor`: walks `@superclass` from
-    /// its direct class.
-    fn is_kind_of(&self, object: &ModuleSlots, ancestor: u32) -> bool {
-        let mut next = Some(object.class);
-        for _ in 0..MAX_CHAIN {
-            match next {
-                Some(id) if id == ancestor => return true,
-                Some(id) => next = self.modules.get(&id).and_then(ModuleSlots::superclass),
-                None => return false,
+    /// Walks `@superclass` from `start` to the first non-metaclass that is a kind of `Class`.
+    /// Every object passed shares the walk's end, which is kept for the next walk through it.
+    fn class_above(&mut self, start: Option<u32>, class_class: u32) -> Above {
+        let modules = self.modules;
+        let mut passed: Vec<u32> = Vec::new();
+        let mut on_walk: FastSet<u32> = FastSet::default();
+        let mut next = start;
+        let end = loop {
+            let Some(id) = next else { break Above::End };
+            if let Some(&known) = self.above.get(&id) {
+                break known;
             }
+            if !on_walk.insert(id) {
+                break Above::Loop;
+            }
+            self.steps += 1;
+            passed.push(id);
+            let Some(module) = modules.get(&id) else {
+                break Above::Missing(id);
+            };
+            if !module.is_metaclass() && self.reaches(module.class, class_class) {
+                break Above::Class(id);
+            }
+            next = module.superclass();
+        };
+        for id in passed {
+            self.above.insert(id, end);
         }
-        false
+        end
+    }
+
+    /// Whether `ancestor` (always the footer's `Class`) is on the `@superclass` chain from
+    /// `start`: for an object's direct class, whether the object is a kind of it.
+    fn reaches(&mut self, start: u32, ancestor: u32) -> bool {
+        let modules = self.modules;
+        let mut passed: Vec<u32> = Vec::new();
+        let mut on_walk: FastSet<u32> = FastSet::default();
+        let mut next = Some(start);
+        let found = loop {
+            match next {
+                None => break false,
+                Some(id) if id == ancestor => break true,
+                Some(id) => {
+                    if let Some(&known) = self.reaches_class.get(&id) {
+                        break known;
+                    }
+                    // Back to an object passed, without meeting `ancestor`.
+                    if !on_walk.insert(id) {
+                        break false;
+                    }
+                    self.steps += 1;
+                    passed.push(id);
+                    next = modules.get(&id).and_then(ModuleSlots::superclass);
+                }
+            }
+        };
+        for id in passed {
+            self.reaches_class.insert(id, found);
+        }
+        found
     }
 
     fn name(&self, class: u32) -> Result<Option<String>, String> {
@@ -1065,6 +1148,109 @@ mod tests {
         assert_eq!(
             read.diagnostics.kinds[0].first,
             Position::Offset((obj5 + 26) as u64)
+        );
+    }
+
+    /// A class-like object's record: layout 9 ([@module_name, @superclass, @attached_instance]),
+    /// with each slot an object reference (`r`), a symbol reference (`x`) or nil.
+    fn module_record(
+        id: u32,
+        class: u32,
+        name: Option<u32>,
+        superclass: u32,
+        attached: bool,
+    ) -> Vec<u8> {
+        let mut d = vec![b'o'];
+        for field in [id, 16, 9, class] {
+            d.extend_from_slice(&field.to_be_bytes());
+        }
+        d.extend_from_slice(b"i\x02\0\x03");
+        match name {
+            Some(sym) => {
+                d.push(b'x');
+                d.extend_from_slice(&sym.to_be_bytes());
+            }
+            None => d.extend_from_slice(b"i\x02"),
+        }
+        d.push(b'r');
+        d.extend_from_slice(&superclass.to_be_bytes());
+        if attached {
+            d.push(b'r');
+            d.extend_from_slice(&id.to_be_bytes());
+        } else {
+            d.extend_from_slice(b"i\x02");
+        }
+        d
+    }
+
+    /// Metaclasses whose `@superclass` leads into a loop of classes that are not a kind of
+    /// `Class` (their own class chain loops too), as a damaged dump can have: every walk ends in
+    /// a loop, and the work must stay linear in the objects, not in walks times chain lengths.
+    /// The links followed are counted, so the bound holds whatever the machine's speed.
+    #[test]
+    fn superclass_loops_are_resolved_in_linear_steps() {
+        const METACLASSES: u32 = 50;
+        let mut d = HEADER.to_vec();
+        for (id, name) in [
+            (1u32, &b"@module_name"[..]),
+            (2, b"@superclass"),
+            (3, b"@attached_instance"),
+            (4, b"Foo"),
+        ] {
+            d.push(b's');
+            d.extend_from_slice(&id.to_be_bytes());
+            d.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            d.extend_from_slice(name);
+        }
+        d.extend_from_slice(b"l\0\0\0\x09\0\0\0\x03\0\0\0\x01\0\0\0\x02\0\0\0\x03");
+        d.extend_from_slice(b"l\0\0\0\x08\0\0\0\0");
+        // #100 "Foo" is its own superclass; its class #101 is its own superclass as well.
+        d.extend(module_record(100, 101, Some(4), 100, false));
+        d.extend(module_record(101, 101, None, 101, false));
+        for i in 0..METACLASSES {
+            d.extend(module_record(200 + i, 101, None, 100, true));
+            // One plain object per metaclass: each is a direct class to resolve.
+            d.push(b'o');
+            for field in [1000 + i, 8, 8, 200 + i] {
+                d.extend_from_slice(&field.to_be_bytes());
+            }
+            d.extend_from_slice(b"i\x02\0\0");
+        }
+        // Footer: Class is #500, which no chain reaches.
+        d.extend_from_slice(b"-\0\0\0\0\0\0\x01\xf4\0\0\0\0");
+
+        let path = Path::new("t.dump");
+        let mut scanner = Scanner::new(path, &d);
+        assert!(scanner.scan(&ProgressBar::hidden()).is_none());
+        assert_eq!(scanner.tallies.len(), 1 + METACLASSES as usize);
+        let mut resolver = Resolver::new(&scanner.modules, &scanner.symbols, Some(500), false);
+        for tally in &scanner.tallies[1..] {
+            match resolver.resolve(tally.direct_class) {
+                Resolved::Unknown(why) => assert_eq!(
+                    why,
+                    format!(
+                        "the @superclass chain of metaclass {} loops",
+                        tally.direct_class
+                    )
+                ),
+                _ => panic!("metaclass {} resolved", tally.direct_class),
+            }
+        }
+        // Two walks, each passing an object at most once: at most twice the objects read.
+        let modules = scanner.modules.len() as u64;
+        assert!(
+            resolver.steps <= 2 * modules,
+            "{} links followed for {modules} class-like objects",
+            resolver.steps
+        );
+
+        // Through the reader: nothing can be named (#101 is anonymous), and it says why.
+        assert!(
+            err(&d).ends_with(
+                "the @superclass chain of metaclass 200 loops; no object could be counted"
+            ),
+            "{}",
+            err(&d)
         );
     }
 

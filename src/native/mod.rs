@@ -21,10 +21,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::path::PathBuf;
 
-/// Reads a native report file of any supported kind (detected by content) into its reports,
-/// oldest first (an LSan log or a vgdb session can hold several).
-pub fn parse_file(path: &Path) -> Result<Vec<NativeReport>> {
-    let kind = crate::detect::detect_path(path)?;
+/// Reads a native report file of any supported kind into its reports, oldest first (an LSan
+/// log or a vgdb session can hold several); `kind` is what [`crate::detect`] found it to be.
+pub fn parse_file(path: &Path, kind: Kind) -> Result<Vec<NativeReport>> {
     let input = Input::open(path)?;
     parse_bytes(path, kind, &input)
 }

@@ -18,6 +18,10 @@
 //! into a virtual address through the module's program headers. ELF debug files found by build
 //! id under `/usr/lib/debug/.build-id` add their `.symtab`. Tables are read once per module.
 //!
+//! What naming took from each module (its layout and the function found at each offset looked
+//! up) is kept as a [`ModuleCapture`]: a bundle stores it, and [`Symbolizer::from_capture`] names
+//! the same frames alike on a machine without those files.
+//!
 //! C++ names (Itanium ABI: `_ZN4ring6Buffer4pushEm`, as g++ and clang write them on Linux and
 //! macOS) are demangled when a frame is named, so C++ parts of gems (grpc, nokogiri's, libzmq)
 //! read as `ring::Buffer::push(unsigned long)`; so are mangled names a tool printed as they were.
@@ -27,7 +31,8 @@ use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
 use crate::source::Input;
 use object::{BinaryFormat, Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -163,10 +168,29 @@ pub struct ResolveStats {
     pub named: usize,
 }
 
+/// What naming frames took from one module's file: enough to place and name the same frames
+/// again without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModuleCapture {
+    /// `elf` or `macho`.
+    pub format: String,
+    /// Mach-O `__TEXT` address; 0 for ELF.
+    pub text_base: u64,
+    pub segments: Vec<LoadSegment>,
+    /// Module offset → function, for each offset looked up that a symbol of the module holds
+    /// (offsets that none holds are left out: they stay unnamed).
+    pub functions: BTreeMap<u64, String>,
+}
+
 /// Reads modules' symbol tables on demand and names frames; keeps each module's table.
 pub struct Symbolizer {
     modules: HashMap<String, Option<Rc<ModuleSymbols>>>,
     debug_root: Option<PathBuf>,
+    /// Names come only from a capture: no module file is read.
+    captured_only: bool,
+    /// Per module, the function found at each offset looked up (for [`Symbolizer::capture`]).
+    named: HashMap<String, BTreeMap<u64, String>>,
 }
 
 impl Default for Symbolizer {
@@ -180,15 +204,62 @@ impl Symbolizer {
         Symbolizer {
             modules: HashMap::new(),
             debug_root: Some(PathBuf::from("/usr/lib/debug")),
+            captured_only: false,
+            named: HashMap::new(),
         }
     }
 
     /// A symbolizer that does not look for separate debug files (tests, reproducible output).
     pub fn without_debug_files() -> Self {
         Symbolizer {
-            modules: HashMap::new(),
             debug_root: None,
+            ..Symbolizer::new()
         }
+    }
+
+    /// A symbolizer that reads no file: it knows the modules of `captured` (what another
+    /// symbolizer's [`Symbolizer::capture`] kept) and no other.
+    pub fn from_capture(captured: &BTreeMap<String, ModuleCapture>) -> Self {
+        Symbolizer {
+            modules: captured
+                .iter()
+                .map(|(path, capture)| {
+                    (
+                        path.clone(),
+                        ModuleSymbols::from_capture(capture).map(Rc::new),
+                    )
+                })
+                .collect(),
+            debug_root: None,
+            captured_only: true,
+            named: HashMap::new(),
+        }
+    }
+
+    /// What this symbolizer took from each module it could read: its layout and the functions
+    /// it named. Naming the same frames with [`Symbolizer::from_capture`] of it gives the same
+    /// names and places.
+    pub fn capture(&self) -> BTreeMap<String, ModuleCapture> {
+        self.modules
+            .iter()
+            .filter_map(|(path, symbols)| {
+                let symbols = symbols.as_ref()?;
+                let format = match symbols.format {
+                    BinaryFormat::Elf => "elf",
+                    BinaryFormat::MachO => "macho",
+                    _ => return None,
+                };
+                Some((
+                    path.clone(),
+                    ModuleCapture {
+                        format: format.to_owned(),
+                        text_base: symbols.text_base,
+                        segments: symbols.segments.clone(),
+                        functions: self.named.get(path).cloned().unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Places and names the report's frames (each distinct frame once).
@@ -229,14 +300,27 @@ impl Symbolizer {
     /// The function whose extent holds `module_offset` in `module` (a path), if any.
     pub fn symbol_at(&mut self, module: &str, module_offset: u64) -> Option<String> {
         let symbols = self.module(module)?;
-        let address = symbols.address_of_module_offset(module_offset)?;
-        let name = symbols.index.name_at(address)?;
-        Some(demangle(name).unwrap_or_else(|| name.to_owned()))
+        let name = match &symbols.names {
+            Names::Index(index) => {
+                let address = symbols.address_of_module_offset(module_offset)?;
+                let name = index.name_at(address)?;
+                demangle(name).unwrap_or_else(|| name.to_owned())
+            }
+            Names::Captured(functions) => functions.get(&module_offset)?.clone(),
+        };
+        self.named
+            .entry(module.to_owned())
+            .or_default()
+            .insert(module_offset, name.clone());
+        Some(name)
     }
 
     fn module(&mut self, path: &str) -> Option<Rc<ModuleSymbols>> {
         if let Some(known) = self.modules.get(path) {
             return known.clone();
+        }
+        if self.captured_only {
+            return None;
         }
         let loaded = ModuleSymbols::load(Path::new(path), self.debug_root.as_deref()).map(Rc::new);
         self.modules.insert(path.to_owned(), loaded.clone());
@@ -287,11 +371,19 @@ fn same_file(a: &str, b: &str) -> bool {
 }
 
 /// A loadable segment: where file bytes land in memory.
-#[derive(Debug, Clone, Copy)]
-struct LoadSegment {
-    file_offset: u64,
-    file_size: u64,
-    address: u64,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadSegment {
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub address: u64,
+}
+
+/// Where a module's function names come from.
+enum Names {
+    /// Its symbol tables, read from the file.
+    Index(SymbolIndex),
+    /// A capture: the names found at the offsets looked up when it was taken.
+    Captured(BTreeMap<u64, String>),
 }
 
 /// A module's function symbols and layout.
@@ -300,7 +392,7 @@ struct ModuleSymbols {
     /// Mach-O `__TEXT` address (module offsets count from it); 0 for ELF.
     text_base: u64,
     segments: Vec<LoadSegment>,
-    index: SymbolIndex,
+    names: Names,
 }
 
 impl ModuleSymbols {
@@ -346,7 +438,21 @@ impl ModuleSymbols {
             format,
             text_base,
             segments,
-            index,
+            names: Names::Index(index),
+        })
+    }
+
+    fn from_capture(capture: &ModuleCapture) -> Option<ModuleSymbols> {
+        let format = match capture.format.as_str() {
+            "elf" => BinaryFormat::Elf,
+            "macho" => BinaryFormat::MachO,
+            _ => return None,
+        };
+        Some(ModuleSymbols {
+            format,
+            text_base: capture.text_base,
+            segments: capture.segments.clone(),
+            names: Names::Captured(capture.functions.clone()),
         })
     }
 
@@ -592,7 +698,7 @@ impl SymbolIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MAPS: &[u8] = b"5612e1774000-5612e1775000 r--p 00000000 fe:01 1835 /usr/bin/ruby3.1\n\
@@ -761,7 +867,7 @@ this is not a mapping\n";
 
     /// A minimal Mach-O 64 dylib: `__TEXT` at 0x1000, `__text` at 0x1100..0x1200 holding
     /// `_first` (0x1100) and `_second` (0x1180), and `_data_mark` in no section.
-    fn tiny_macho() -> Vec<u8> {
+    pub(crate) fn tiny_macho() -> Vec<u8> {
         let mut b = Vec::new();
         let u32le = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
         let u64le = |b: &mut Vec<u8>, v: u64| b.extend_from_slice(&v.to_le_bytes());

@@ -625,8 +625,8 @@ fn stub(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// The script hands `--ruby` to `leakhunt run` and `leakhunt doctor` (without it they would pick
-/// the SIP-protected /usr/bin/ruby), and reaps each program it starts (it used to start them
-/// in a `$(…)` subshell, so `wait` found no such child and returned 127 at once).
+/// the SIP-protected /usr/bin/ruby), and reaps each program it starts (started in a `$(…)`
+/// subshell, a program is not the script's child: `wait` would return 127 at once).
 #[test]
 fn capture_fixtures_passes_its_ruby_on_and_waits_for_its_own_children() {
     if !seed_ready() {

@@ -24,10 +24,10 @@ fn report(r: &Run) -> serde_json::Value {
 }
 
 /// The program requires new code while it works, so a round often begins while the agent scans
-/// the classes that code defined, on the program's thread. That thread used to be parked holding
-/// the agent's inventory lock, and the first round's LeakSanitizer setup (which loaded Fiddle
-/// and so ran class bodies through the agent's hooks) then waited for it until the parked thread
-/// gave up, 130 s later: the round had no native evidence.
+/// the classes that code defined, on the program's thread. Were that thread parked holding the
+/// agent's inventory lock, the first round's LeakSanitizer setup (which loads Fiddle and so runs
+/// class bodies through the agent's hooks) would wait for it until the round gave up, and the
+/// round would have no native evidence.
 #[test]
 fn rounds_while_the_program_loads_code_keep_their_native_evidence() {
     if !ruby_ready() || !libarchive_ready() || !lsan_ready() {
@@ -144,8 +144,9 @@ fn a_round_stuck_in_finalizers_resumes_the_program_and_names_the_step() {
 }
 
 /// Worker threads create and release wrappers at new creation sites all the time, during the
-/// rounds too. The agent's counting hooks used to raise into them ("can't add a new key into
-/// hash during iteration") while the sidecar listed the sites after the threads resumed.
+/// rounds too. The agent's counting hooks must never raise into them (a hook adding a site while
+/// the sidecar lists the sites would raise "can't add a new key into hash during iteration"),
+/// so the sites are listed while the threads are parked and every hook rescues.
 #[test]
 fn a_threaded_server_never_sees_an_error_from_the_agent() {
     if !ruby_ready() {
