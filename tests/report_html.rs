@@ -143,6 +143,7 @@ fn evidence() -> Evidence {
         class: HOSTILE.into(),
         snapshot: 3,
         instances: 9_000,
+        new_instances: None,
         reachable: 9_000,
         groups: vec![RetainerGroup {
             count: 9_000,
@@ -155,6 +156,7 @@ fn evidence() -> Evidence {
             container_length: Some(9_000),
             root: "global_tbl".into(),
             path: vec![r#"String "secret-token""#.into()],
+            holders: vec![],
         }],
     });
     ev.footprint = (0..24)

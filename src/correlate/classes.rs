@@ -238,8 +238,8 @@ fn is_binding_namespace(name: &str) -> bool {
             .is_some_and(|c| c.is_ascii_uppercase())
 }
 
-/// Growing classes whose retainer paths are computed (each is a pass over the newest dump).
-const MAX_RETAINER_CLASSES: usize = 4;
+/// Growing classes whose retainer paths are computed (one read of the newest dump for all).
+const MAX_RETAINER_CLASSES: usize = 8;
 
 /// The classes whose retainer paths the retention rule needs, for the evidence to compute once:
 /// the heads of the growing groups (grouped before any retainer path is known).

@@ -66,16 +66,28 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 /// made between the GC and the dump), not retention. `None` when it is retained or unknown.
 fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
-    let first = head.counts.first().copied().unwrap_or(0);
-    let retained = crate::num::saturating_i64(r.reachable).saturating_sub(first);
+    // Over the new instances, every reachable one is retained growth; over all of them, the
+    // first snapshot's population is taken to be the steady part.
+    let (retained, of) = match r.new_instances {
+        Some(new) => (
+            crate::num::saturating_i64(r.reachable),
+            format!("{} new", count(new)),
+        ),
+        None => {
+            let first = head.counts.first().copied().unwrap_or(0);
+            (
+                crate::num::saturating_i64(r.reachable).saturating_sub(first),
+                count(r.instances),
+            )
+        }
+    };
     let needed = (head.delta() / 2).max(super::classes::MIN_GROWTH);
     (retained < needed).then(|| {
         format!(
-            "{} grew by {} between heap snapshots, but only {} of its {} instances are reachable from a root: garbage not yet collected, not retention",
+            "{} grew by {} between heap snapshots, but only {} of its {of} instances are reachable from a root: garbage not yet collected, not retention",
             head.class,
             count(head.delta()),
             count(r.reachable),
-            count(r.instances)
         )
     })
 }
@@ -352,12 +364,11 @@ fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -
     if !details.is_empty() {
         container.push_str(&format!(" ({})", details.join(", ")));
     }
-    let mut chain = vec![format!(
-        "{} of {} {}",
-        count(g.count),
-        count(r.instances),
-        r.class
-    )];
+    let of = match r.new_instances {
+        Some(new) => format!("{} new", count(new)),
+        None => count(r.instances),
+    };
+    let mut chain = vec![format!("{} of {of} {}", count(g.count), r.class)];
     chain.push(container);
     for label in g.path.iter().rev() {
         chain.push(redact(label, include_strings));
@@ -429,6 +440,7 @@ pub(crate) mod tests {
             class: "ZMQ::Message".into(),
             snapshot: 3,
             instances: 70_000,
+            new_instances: None,
             reachable: 70_000,
             groups: vec![RetainerGroup {
                 count: 70_000,
@@ -441,12 +453,14 @@ pub(crate) mod tests {
                 container_length: Some(70_000),
                 root: "machine_context".into(),
                 path: vec![],
+                holders: vec![],
             }],
         });
         ev.retainers.push(ClassRetainers {
             class: "FFI::MemoryPointer".into(),
             snapshot: 3,
             instances: 70_003,
+            new_instances: None,
             reachable: 70_003,
             groups: vec![RetainerGroup {
                 count: 70_000,
@@ -456,6 +470,7 @@ pub(crate) mod tests {
                 container_length: None,
                 root: "machine_context".into(),
                 path: vec!["Array 0x7f0000001000".into()],
+                holders: vec![],
             }],
         });
         ev.sources.insert(
@@ -543,6 +558,7 @@ pub(crate) mod tests {
             class: "ZMQ::PollItem".into(),
             snapshot: 2,
             instances: 371,
+            new_instances: None,
             reachable: 2,
             groups: vec![],
         });
@@ -554,6 +570,55 @@ pub(crate) mod tests {
             notes,
             [
                 "ZMQ::PollItem grew by 229 between heap snapshots, but only 2 of its 371 instances are reachable from a root: garbage not yet collected, not retention"
+            ]
+        );
+    }
+
+    /// Retainers computed over the new instances only: `reachable` counts new ones.
+    fn new_records(reachable: u64) -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [48_000i64, 51_000, 53_800] {
+            ev.heap.push(heap(&[("Record", n)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 3,
+            instances: 53_800,
+            new_instances: Some(5_804),
+            reachable,
+            groups: vec![RetainerGroup {
+                count: reachable,
+                container_class: "Array".into(),
+                container_address: Some(0x7f00_0000_1000),
+                container_site: None,
+                container_length: Some(reachable),
+                root: "vm".into(),
+                path: vec![],
+                holders: vec![],
+            }],
+        });
+        ev
+    }
+
+    #[test]
+    fn new_instances_that_stay_reachable_are_retained_growth() {
+        let f = run(&new_records(5_500));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.text.starts_with("5,500 of 5,804 new Record <- Array")),
+            "{:#?}",
+            f[0].evidence
+        );
+        let mut notes = Vec::new();
+        let ev = new_records(40);
+        let groups = growth_groups(&class_series(&ev.heap), &|_| None);
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "Record grew by 5,800 between heap snapshots, but only 40 of its 5,804 new instances are reachable from a root: garbage not yet collected, not retention"
             ]
         );
     }

@@ -65,6 +65,9 @@ pub struct RetainerGroup {
     pub root: String,
     /// The path from the root down to the container, one label per object.
     pub path: Vec<String>,
+    /// The classes of the objects above the container, nearest first (`Hash`, `AuditEntry`,
+    /// `Array`): which objects hold the container, by class.
+    pub holders: Vec<String>,
 }
 
 /// Why the instances of a class are alive, in one heap snapshot.
@@ -74,8 +77,12 @@ pub struct ClassRetainers {
     /// The heap snapshot the paths were computed on (1-based position in [`Evidence::heap`]).
     pub snapshot: usize,
     pub instances: u64,
-    /// Instances with a path from a root; the rest is garbage the dump caught before a GC
-    /// (or held by references the dump does not record).
+    /// The instances that appeared since the first judged heap snapshot (absent from it by
+    /// address, type, class and allocation generation), when it could be read: the groups and
+    /// `reachable` then count only these.
+    pub new_instances: Option<u64>,
+    /// Instances (the new ones, when known) with a path from a root; the rest is garbage the
+    /// dump caught before a GC (or held by references the dump does not record).
     pub reachable: u64,
     /// Largest group first.
     pub groups: Vec<RetainerGroup>,
