@@ -95,8 +95,51 @@ fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 /// The class that holds most instances of `class`, from the retainer paths.
 pub fn main_container(ev: &Evidence, class: &str) -> Option<String> {
     retainers_of(ev, class)
-        .and_then(|r| r.groups.first())
+        .and_then(program_group)
         .map(|g| g.container_class.clone())
+}
+
+/// The largest retainer group whose container the program can change: not one of the Ruby
+/// runtime's own objects.
+fn program_group(r: &ClassRetainers) -> Option<&RetainerGroup> {
+    r.groups.iter().find(|g| runtime_container(g).is_none())
+}
+
+/// Why a group's container belongs to the Ruby runtime rather than to the program, if it does:
+/// hidden objects and VM internals (`Array (hidden)`, iseqs, IMEMOs), objects allocated by
+/// Ruby's own library code (`<internal:…>`, the standard library, RubyGems' `require`), and
+/// objects the VM marks itself with no allocation site (`$LOADED_FEATURES`, `$LOAD_PATH`).
+/// Telling the user to change one of these would send them into the runtime.
+pub fn runtime_container(g: &RetainerGroup) -> Option<&'static str> {
+    if g.container_class.starts_with("ROOT ") {
+        return (g.container_class == "ROOT vm").then_some("the VM itself");
+    }
+    if class_role(&g.container_class) == ClassRole::Runtime {
+        return Some("an object of the Ruby runtime");
+    }
+    match &g.container_site {
+        Some(site) if is_runtime_file(&site.file) => Some("allocated by Ruby's own code"),
+        Some(_) => None,
+        None if g.root == "vm" && g.path.is_empty() => Some("an object the VM keeps itself"),
+        None => None,
+    }
+}
+
+/// Ruby's own code: `<internal:…>` files, the standard library (`…/lib/ruby/3.1.0/…`) and
+/// RubyGems.
+fn is_runtime_file(file: &str) -> bool {
+    if file.starts_with("<internal:")
+        || file.contains("/rubygems/")
+        || file.ends_with("/rubygems.rb")
+    {
+        return true;
+    }
+    file.match_indices("/lib/ruby/").any(|(at, m)| {
+        file[at + m.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 fn retainers_of<'a>(ev: &'a Evidence, class: &str) -> Option<&'a ClassRetainers> {
@@ -129,7 +172,12 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
 
     let retainers = retainers_of(ev, &head.class);
-    let top = retainers.and_then(|r| r.groups.first());
+    let top = retainers.and_then(program_group);
+    // Paths are known, and every one goes through the runtime's own objects.
+    let runtime_only = retainers
+        .and_then(|r| r.groups.first())
+        .filter(|_| top.is_none())
+        .and_then(|g| Some((g, runtime_container(g)?)));
     let mut locations = Vec::new();
     if let Some(r) = retainers {
         for g in r.groups.iter().take(3) {
@@ -178,8 +226,21 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
 
     let container = top.map(|g| g.container_class.as_str());
-    let confidence = confidence(head, top);
+    let confidence = match runtime_only {
+        Some(_) => Confidence::Low,
+        None => confidence(head, top),
+    };
+    let runtime_holder = runtime_only.map(|(g, why)| match &g.container_site {
+        Some(site) => format!("{} allocated at {site}: {why}", g.container_class),
+        None => format!("{}: {why}", g.container_class),
+    });
     let title = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        _ if runtime_holder.is_some() => format!(
+            "{} instances pile up ({} over {snapshots} heap snapshots), held only by the Ruby runtime's own objects ({})",
+            head.class,
+            signed(head.delta()),
+            runtime_holder.as_deref().unwrap_or_default()
+        ),
         (Some(c), Some(site)) => format!(
             "{} instances pile up ({} over {snapshots} heap snapshots), kept by the {c} allocated at {site}",
             head.class,
@@ -197,6 +258,11 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         ),
     };
     let text = match (container, locations.first()) {
+        _ if runtime_holder.is_some() => format!(
+            "Nothing in the program holds the new {} instances: only the Ruby runtime's own objects do ({}), and those are not for the program to change. Look for what the program makes the runtime keep while it runs: files required, methods or classes defined, strings or symbols interned at run time.",
+            head.class,
+            runtime_holder.as_deref().unwrap_or_default()
+        ),
         (Some(c), Some(alloc)) => {
             let name = variable
                 .as_ref()
@@ -224,6 +290,10 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         ),
     };
     let headline = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        _ if runtime_holder.is_some() => format!(
+            "{} instances pile up, held only by the Ruby runtime's own objects",
+            head.class
+        ),
         (Some(c), Some(site)) => format!(
             "{} instances pile up, kept by the {c} allocated at {site}",
             head.class
@@ -246,11 +316,15 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         text,
         method: None,
         locations,
-        shapes: vec![
-            "count instead of collecting (`received += 1`)".to_owned(),
-            "keep a bounded buffer (drop the oldest past N)".to_owned(),
-            "remove or clear entries once they are used".to_owned(),
-        ],
+        shapes: if runtime_holder.is_some() {
+            Vec::new()
+        } else {
+            vec![
+                "count instead of collecting (`received += 1`)".to_owned(),
+                "keep a bounded buffer (drop the oldest past N)".to_owned(),
+                "remove or clear entries once they are used".to_owned(),
+            ]
+        },
     });
     f
 }
@@ -621,6 +695,105 @@ pub(crate) mod tests {
                 "Record grew by 5,800 between heap snapshots, but only 40 of its 5,804 new instances are reachable from a root: garbage not yet collected, not retention"
             ]
         );
+    }
+
+    fn group(count: u64, class: &str, site: Option<(&str, u32)>, root: &str) -> RetainerGroup {
+        RetainerGroup {
+            count,
+            container_class: class.into(),
+            container_address: Some(0x7f00_0000_2000),
+            container_site: site.map(|(file, line)| SourceLine {
+                file: file.into(),
+                line,
+            }),
+            container_length: None,
+            root: root.into(),
+            path: vec!["Object 0x7f0000003000".into()],
+            holders: vec!["Object".into()],
+        }
+    }
+
+    fn strings_held_by(groups: Vec<RetainerGroup>) -> Vec<Finding> {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [40_000i64, 43_000, 46_000] {
+            ev.heap.push(heap(&[("String", n)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 46_000,
+            new_instances: Some(6_000),
+            reachable: 6_000,
+            groups,
+        });
+        run(&ev)
+    }
+
+    const REQUIRE: &str = "<internal:/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb>";
+
+    #[test]
+    fn the_runtimes_own_objects_are_never_the_thing_to_change() {
+        // Only runtime containers: said so, ranked low, no location to edit.
+        let f = strings_held_by(vec![
+            group(4_000, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            group(
+                1_000,
+                "Hash",
+                Some(("/usr/lib/ruby/3.1.0/set.rb", 12)),
+                "vm",
+            ),
+        ]);
+        assert_eq!(f.len(), 1);
+        let f = &f[0];
+        assert_eq!(f.confidence, Confidence::Low);
+        assert!(
+            f.title
+                .contains("held only by the Ruby runtime's own objects (Array (hidden) allocated at <internal:"),
+            "{}",
+            f.title
+        );
+        let s = f.suggestion.as_ref().unwrap();
+        assert!(s.locations.is_empty() && s.shapes.is_empty());
+        assert!(
+            s.text
+                .starts_with("Nothing in the program holds the new String instances")
+        );
+        // A program's container after the runtime's: the program's is named.
+        let f = strings_held_by(vec![
+            group(4_000, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            group(1_500, "Array", Some(("app.rb", 7)), "global_tbl"),
+        ]);
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:7"),
+            "{}",
+            f[0].title
+        );
+        assert_ne!(f[0].confidence, Confidence::Low);
+    }
+
+    #[test]
+    fn runtime_containers_are_told_from_the_programs() {
+        let g = |class: &str, site: Option<(&str, u32)>, root: &str| {
+            let mut g = group(1, class, site, root);
+            g.path.clear();
+            runtime_container(&g).is_some()
+        };
+        assert!(g("Array (hidden)", None, "vm"));
+        assert!(g("iseq (IMEMO)", None, "vm"));
+        assert!(g("Array", Some((REQUIRE, 85)), "vm"));
+        assert!(g("Hash", Some(("/usr/lib/ruby/3.3.0/set.rb", 3)), "vm"));
+        // `$LOADED_FEATURES`: an Array the VM marks itself, allocated before tracing.
+        assert!(g("Array", None, "vm"));
+        assert!(g("ROOT vm", None, "vm"));
+        assert!(!g("ROOT global_tbl", None, "global_tbl"));
+        assert!(!g("Array", Some(("app.rb", 3)), "vm"));
+        assert!(!g(
+            "Hash",
+            Some(("/usr/lib/ruby/vendor_ruby/action_dispatch/x.rb", 3)),
+            "vm"
+        ));
+        assert!(!g("Array", None, "global_tbl"));
     }
 
     #[test]
