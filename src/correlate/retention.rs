@@ -22,18 +22,35 @@ pub fn findings(
     include_strings: bool,
     notes: &mut Vec<String>,
 ) -> Vec<Finding> {
-    let mut out = Vec::new();
     let mut runtime = Vec::new();
+    let mut kept: Vec<&GrowthGroup> = Vec::new();
     for g in groups {
         if class_role(&g.head.class) == ClassRole::Runtime {
             runtime.push(format!("{} {}", g.head.class, signed(g.head.delta())));
             continue;
         }
-        if let Some(note) = unretained_growth(ev, &g.head).or_else(|| agent_growth(ev, &g.head)) {
+        if let Some(note) = unretained_growth(ev, &g.head)
+            .or_else(|| agent_growth(ev, &g.head))
+            .or_else(|| slow_growth_without_container(ev, &g.head))
+        {
             notes.push(note);
             continue;
         }
-        out.push(finding(ev, g, include_strings));
+        kept.push(g);
+    }
+    // A group whose new instances are mostly held by another group's objects is a symptom of
+    // that group's leak: its evidence, not a finding of its own. Groups come most user-like
+    // first, so a symptom folds into a cause already kept.
+    let mut causes: Vec<(&GrowthGroup, Finding)> = Vec::new();
+    for g in kept {
+        let folded = causes.iter_mut().find_map(|(cause, f)| {
+            let share = held_share(ev, &g.head.class, &cause.head.class)?;
+            Some((f, share))
+        });
+        match folded {
+            Some((f, share)) => fold_symptom(f, g, &share),
+            None => causes.push((g, finding(ev, g, include_strings))),
+        }
     }
     if !runtime.is_empty() {
         notes.push(format!(
@@ -41,7 +58,84 @@ pub fn findings(
             runtime.join(", ")
         ));
     }
-    out
+    causes.into_iter().map(|(_, f)| f).collect()
+}
+
+/// How many of a class's new instances another class's objects hold, when it is most of them.
+struct HeldShare {
+    held: u64,
+    of: u64,
+    /// The containers between the instances and the holder, nearest first (`Hash`).
+    via: Vec<String>,
+}
+
+/// The share of `class`'s new (or, without a baseline, reachable) instances whose retainer path
+/// goes through an object of `holder`, from the retainer groups kept (the largest ones, so a
+/// lower bound); `None` unless it is more than half.
+fn held_share(ev: &Evidence, class: &str, holder: &str) -> Option<HeldShare> {
+    let r = retainers_of(ev, class)?;
+    let of = r.new_instances.unwrap_or(r.reachable);
+    let mut held = 0u64;
+    let mut via: Option<Vec<String>> = None;
+    for g in &r.groups {
+        let chain: Vec<&str> = std::iter::once(g.container_class.as_str())
+            .chain(g.holders.iter().map(String::as_str))
+            .collect();
+        let Some(at) = chain.iter().position(|c| *c == holder) else {
+            continue;
+        };
+        held = held.saturating_add(g.count);
+        via.get_or_insert_with(|| chain[..at].iter().map(|c| (*c).to_owned()).collect());
+    }
+    (of > 0 && held.saturating_mul(2) > of).then(|| HeldShare {
+        held,
+        of,
+        via: via.unwrap_or_default(),
+    })
+}
+
+/// `String +5,804 (...): 94 % of its 5,804 new instances (5,452) are held by AuditEntry objects
+/// via Hash` — as evidence of the cause's finding, whose size grows by what it keeps.
+fn fold_symptom(cause: &mut Finding, symptom: &GrowthGroup, share: &HeldShare) {
+    let holder = cause.class.clone().unwrap_or_default();
+    let via = if share.via.is_empty() {
+        String::new()
+    } else {
+        format!(" via {}", share.via.join(" ← "))
+    };
+    let percent = share.held.saturating_mul(100) / share.of.max(1);
+    cause.evidence.push(EvidenceItem::new(
+        Source::Retainers,
+        format!(
+            "{} grows with it: {} instances, {percent} % of its {} new instances ({}) held by {holder} objects{via}: kept by this leak, not a leak of its own",
+            symptom.head.class,
+            signed(symptom.head.delta()),
+            count(share.of),
+            count(share.held),
+        ),
+    ));
+    cause.bytes = symptom.members.iter().map(|m| m.bytes_delta()).fold(
+        cause.bytes.saturating_add(symptom.head.bytes_delta()),
+        i64::saturating_add,
+    );
+}
+
+/// A small gain on a large steady population (under a twentieth of it) is a leak only when a
+/// container of the program holds the new instances; without one it is the steady population
+/// turning over, and a note.
+fn slow_growth_without_container(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    if !head.is_slow() {
+        return None;
+    }
+    let held = retainers_of(ev, &head.class).and_then(program_group);
+    held.is_none().then(|| {
+        format!(
+            "{} grew by {} at every heap snapshot, a small part of its {} instances, but no container of the program holds the new ones: not reported",
+            head.class,
+            count(head.delta()),
+            count(head.counts.first().copied().unwrap_or(0))
+        )
+    })
 }
 
 /// When allocation sites say most of the growth was allocated by leakhunt's own agent (its
@@ -770,6 +864,104 @@ pub(crate) mod tests {
             f[0].title
         );
         assert_ne!(f[0].confidence, Confidence::Low);
+    }
+
+    /// The Rails application: records holding each request's headers appended to a
+    /// class-level Array; the header Strings grow among a large population of other Strings.
+    fn audit_log() -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for (records, strings) in [(100i64, 48_000i64), (700, 51_000), (1_300, 53_800)] {
+            ev.heap
+                .push(heap(&[("AuditEntry", records), ("String", strings)], &[]));
+        }
+        let mut holder = group(1_200, "Array", Some(("app.rb", 5)), "vm");
+        holder.path = vec!["Class AuditLog".into()];
+        holder.holders = vec!["Class".into()];
+        ev.retainers.push(ClassRetainers {
+            class: "AuditEntry".into(),
+            snapshot: 3,
+            instances: 1_300,
+            new_instances: Some(1_200),
+            reachable: 1_200,
+            groups: vec![holder],
+        });
+        let mut headers = group(5_452, "Hash", Some(("app.rb", 9)), "vm");
+        headers.holders = vec!["AuditEntry".into(), "Array".into(), "Class".into()];
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 53_800,
+            new_instances: Some(5_804),
+            reachable: 5_800,
+            groups: vec![
+                headers,
+                group(300, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            ],
+        });
+        ev
+    }
+
+    #[test]
+    fn a_symptom_held_by_a_leaking_class_is_evidence_of_its_leak() {
+        let f = run(&audit_log());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].class.as_deref(), Some("AuditEntry"));
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:5")
+        );
+        let texts: Vec<&str> = f[0].evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.contains(
+                &"String grows with it: +5,800 instances, 93 % of its 5,804 new instances (5,452) held by AuditEntry objects via Hash: kept by this leak, not a leak of its own"
+            ),
+            "{texts:#?}"
+        );
+        assert_eq!(f[0].bytes, (1_200 + 5_800) * 40);
+        // Held by the records for less than half of its new instances: a finding of its own.
+        let mut ev = audit_log();
+        ev.retainers[1].groups[0].count = 2_000;
+        ev.retainers[1].groups[1].count = 3_700;
+        assert_eq!(run(&ev).len(), 2);
+    }
+
+    #[test]
+    fn a_slow_leak_on_a_big_steady_heap_is_found_when_a_container_holds_it() {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for (records, strings) in [
+            (500_000i64, 1_000_000i64),
+            (508_000, 1_000_300),
+            (516_000, 1_000_700),
+            (524_000, 1_000_900),
+        ] {
+            ev.heap
+                .push(heap(&[("Record", records), ("String", strings)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 4,
+            instances: 524_000,
+            new_instances: Some(24_000),
+            reachable: 24_000,
+            groups: vec![group(24_000, "Array", Some(("slow.rb", 4)), "vm")],
+        });
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|c| main_container(&ev, c));
+        let mut notes = Vec::new();
+        let f = findings(&ev, &groups, false, &mut notes);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].class.as_deref(), Some("Record"));
+        assert_eq!(f[0].confidence, Confidence::High);
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at slow.rb:4")
+        );
+        assert_eq!(
+            notes,
+            [
+                "String grew by 900 at every heap snapshot, a small part of its 1,000,000 instances, but no container of the program holds the new ones: not reported"
+            ]
+        );
     }
 
     #[test]
