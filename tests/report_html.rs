@@ -154,6 +154,7 @@ fn evidence() -> Evidence {
                 line: 12,
             }),
             container_length: Some(9_000),
+            container_growth: None,
             root: "global_tbl".into(),
             path: vec![r#"String "secret-token""#.into()],
             holders: vec![],

@@ -193,10 +193,20 @@ pub fn main_container(ev: &Evidence, class: &str) -> Option<String> {
         .map(|g| g.container_class.clone())
 }
 
-/// The largest retainer group whose container the program can change: not one of the Ruby
-/// runtime's own objects.
+/// The largest retainer group whose container the program can change (not one of the Ruby
+/// runtime's own objects), preferring a container that piles the new instances up over one
+/// that only turns its contents over.
 fn program_group(r: &ClassRetainers) -> Option<&RetainerGroup> {
-    r.groups.iter().find(|g| runtime_container(g).is_none())
+    let mut program = r.groups.iter().filter(|g| runtime_container(g).is_none());
+    let first = program.clone().next();
+    program.find(|g| !turns_over(g)).or(first)
+}
+
+/// A container that was already there and gained fewer elements than half the new instances
+/// it holds: they replaced others (a steady cache, a fixed-size table).
+fn turns_over(g: &RetainerGroup) -> bool {
+    g.container_growth
+        .is_some_and(|grew| grew.saturating_mul(2) < crate::num::saturating_i64(g.count))
 }
 
 /// Why a group's container belongs to the Ruby runtime rather than to the program, if it does:
@@ -529,6 +539,14 @@ fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -
     if let Some(n) = g.container_length {
         details.push(format!("{} elements", count(n)));
     }
+    if let Some(grew) = g.container_growth {
+        let grew = if grew >= 0 {
+            format!("+{}", count(grew))
+        } else {
+            signed(grew)
+        };
+        details.push(format!("{grew} elements since the first judged snapshot"));
+    }
     if !details.is_empty() {
         container.push_str(&format!(" ({})", details.join(", ")));
     }
@@ -619,6 +637,7 @@ pub(crate) mod tests {
                     line: 29,
                 }),
                 container_length: Some(70_000),
+                container_growth: None,
                 root: "machine_context".into(),
                 path: vec![],
                 holders: vec![],
@@ -636,6 +655,7 @@ pub(crate) mod tests {
                 container_address: None,
                 container_site: None,
                 container_length: None,
+                container_growth: None,
                 root: "machine_context".into(),
                 path: vec!["Array 0x7f0000001000".into()],
                 holders: vec![],
@@ -760,6 +780,7 @@ pub(crate) mod tests {
                 container_address: Some(0x7f00_0000_1000),
                 container_site: None,
                 container_length: Some(reachable),
+                container_growth: None,
                 root: "vm".into(),
                 path: vec![],
                 holders: vec![],
@@ -801,6 +822,7 @@ pub(crate) mod tests {
                 line,
             }),
             container_length: None,
+            container_growth: None,
             root: root.into(),
             path: vec!["Object 0x7f0000003000".into()],
             holders: vec!["Object".into()],
@@ -961,6 +983,41 @@ pub(crate) mod tests {
             [
                 "String grew by 900 at every heap snapshot, a small part of its 1,000,000 instances, but no container of the program holds the new ones: not reported"
             ]
+        );
+    }
+
+    #[test]
+    fn a_container_that_piles_up_is_named_before_one_that_turns_over() {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [1_000_000i64, 1_001_000, 1_002_000] {
+            ev.heap.push(heap(&[("Record", n)], &[]));
+        }
+        let mut steady = group(3_025, "Array", Some(("slow.rb", 14)), "vm");
+        steady.container_growth = Some(0);
+        let mut piled = group(2_000, "Array", Some(("slow.rb", 15)), "vm");
+        piled.container_growth = Some(2_000);
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 3,
+            instances: 1_002_000,
+            new_instances: Some(5_025),
+            reachable: 5_025,
+            groups: vec![steady, piled],
+        });
+        let f = run(&ev);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at slow.rb:15"),
+            "{}",
+            f[0].title
+        );
+        let texts: Vec<&str> = f[0].evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.iter().any(|t| t.contains(
+                "(allocated at slow.rb:14, +0 elements since the first judged snapshot)"
+            )),
+            "{texts:#?}"
         );
     }
 

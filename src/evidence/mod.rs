@@ -61,6 +61,9 @@ pub struct RetainerGroup {
     pub container_site: Option<SourceLine>,
     /// Elements of the container (Array length, Hash size), when the dump tells it.
     pub container_length: Option<u64>,
+    /// Elements the container gained since the first judged heap snapshot, when it is an Array
+    /// or Hash that was already there.
+    pub container_growth: Option<i64>,
     /// The root the path starts from (`machine_context`, `vm`, `global_tbl`, …).
     pub root: String,
     /// The path from the root down to the container, one label per object.

@@ -86,6 +86,7 @@ fn retainer_paths(
                         line: s.line,
                     }),
                     container_length: holder.and_then(|s| s.length),
+                    container_growth: g.holder_growth,
                     path: g
                         .steps
                         .iter()

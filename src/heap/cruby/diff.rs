@@ -283,14 +283,32 @@ pub fn object_stamp(class: Option<u64>, generation: Option<u64>) -> u64 {
 #[derive(Debug, Default)]
 pub struct Baseline {
     entries: Vec<(u64, u64)>,
+    /// Arrays' and Hashes' (key, stamp, length): whether a container grew since.
+    lengths: Vec<(u64, u64, u64)>,
 }
 
 impl Baseline {
-    pub fn from_unsorted(mut entries: Vec<(u64, u64)>) -> Baseline {
+    pub fn from_unsorted(
+        mut entries: Vec<(u64, u64)>,
+        mut lengths: Vec<(u64, u64, u64)>,
+    ) -> Baseline {
         entries.sort_unstable();
         entries.dedup();
         entries.shrink_to_fit();
-        Baseline { entries }
+        lengths.sort_unstable();
+        lengths.shrink_to_fit();
+        Baseline { entries, lengths }
+    }
+
+    /// The length the container (packed key, stamp) had in the first dump, if it was there.
+    pub fn length_of(&self, key: u64, stamp: u64) -> Option<u64> {
+        let at = self
+            .lengths
+            .partition_point(|&(k, s, _)| (k, s) < (key, stamp));
+        self.lengths
+            .get(at)
+            .filter(|&&(k, s, _)| (k, s) == (key, stamp))
+            .map(|&(_, _, length)| length)
     }
 
     pub fn len(&self) -> usize {
@@ -310,23 +328,29 @@ impl Baseline {
     /// generation).
     pub fn read(path: &Path, opts: &ReadOptions) -> Result<Baseline> {
         let mut entries: Vec<(u64, u64)> = Vec::new();
+        let mut lengths: Vec<(u64, u64, u64)> = Vec::new();
         let summary = read_lines_in_order(
             path,
             opts,
             |_| CollectStamped {
                 entries: Vec::new(),
+                lengths: Vec::new(),
             },
-            |c| entries.extend_from_slice(&c.visitor.entries),
+            |c| {
+                entries.extend_from_slice(&c.visitor.entries);
+                lengths.extend_from_slice(&c.visitor.lengths);
+            },
         )?;
         if entries.is_empty() {
             return Err(nothing_read(path, &summary.diagnostics));
         }
-        Ok(Baseline::from_unsorted(entries))
+        Ok(Baseline::from_unsorted(entries, lengths))
     }
 }
 
 struct CollectStamped {
     entries: Vec<(u64, u64)>,
+    lengths: Vec<(u64, u64, u64)>,
 }
 
 impl LineVisitor for CollectStamped {
@@ -334,10 +358,14 @@ impl LineVisitor for CollectStamped {
         match parse_line(line.bytes) {
             Ok(rec) if rec.kind() == RecordKind::Object => {
                 if let Some(address) = rec.address {
-                    self.entries.push((
-                        pack_key(address, rec.obj_type()),
-                        object_stamp(rec.class, rec.generation),
-                    ));
+                    let key = pack_key(address, rec.obj_type());
+                    let stamp = object_stamp(rec.class, rec.generation);
+                    self.entries.push((key, stamp));
+                    if matches!(rec.obj_type(), ObjType::Array | ObjType::Hash)
+                        && let Some(length) = rec.length
+                    {
+                        self.lengths.push((key, stamp, length));
+                    }
                 }
             }
             Ok(_) => {}

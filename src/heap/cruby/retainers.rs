@@ -114,6 +114,11 @@ pub struct RetainerGroup {
     pub elided_steps: u64,
     /// The ROOT category the path starts from (`vm`, `machine_context`, `global_tbl`, …).
     pub root: String,
+    /// With a baseline, for an Array or Hash holder that was already in it: the elements it
+    /// gained since. A container that holds new instances without growing is turning its
+    /// contents over (a steady cache), not piling them up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_growth: Option<i64>,
 }
 
 /// Why the instances of one class are alive.
@@ -690,6 +695,7 @@ impl Heap {
             let mut group = self.path_of(example, &distinct);
             group.count = count;
             group.bytes = bytes;
+            group.holder_growth = baseline.and_then(|b| self.growth_since(b, example));
             report.groups.push(group);
         }
         report
@@ -697,6 +703,25 @@ impl Heap {
 
     fn len(&self) -> u32 {
         self.addrs.len() as u32
+    }
+
+    /// Elements the holder of `target` gained since the baseline, if it is an Array or Hash
+    /// the baseline has.
+    fn growth_since(&self, baseline: &Baseline, target: u32) -> Option<i64> {
+        let holder = self.parent[target as usize];
+        if holder >= ROOT_TAG {
+            return None;
+        }
+        let now = match self.lengths[holder as usize] {
+            NONE32 => return None,
+            l => i64::from(l),
+        };
+        let key = pack_key(self.addrs[holder as usize], self.type_of(holder));
+        if !matches!(self.type_of(holder), ObjType::Array | ObjType::Hash) {
+            return None;
+        }
+        let then = baseline.length_of(key, self.stamps[holder as usize])?;
+        Some(now - i64::try_from(then).unwrap_or(i64::MAX))
     }
 
     fn index_addresses(&mut self) {
@@ -957,6 +982,7 @@ impl Heap {
             steps,
             elided_steps: elided,
             root,
+            holder_growth: None,
         }
     }
 }
@@ -1315,6 +1341,50 @@ mod tests {
         let classes: Vec<&str> = r.groups[0].steps.iter().map(|s| s.class.as_str()).collect();
         assert_eq!(classes, ["Hash", "AuditEntry", "Array"]);
         assert_eq!(r.groups[0].count, 4);
+    }
+
+    #[test]
+    fn a_holder_in_the_baseline_tells_how_much_it_grew() {
+        // A steady Array of two Records whose contents are replaced, and a growing one.
+        let dump = |steady: [u64; 2], piled: &[u64]| {
+            let refs = |v: &[u64]| {
+                v.iter()
+                    .map(|a| format!("\"0x{a:x}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut v = vec![
+                r#"{"type":"ROOT", "root":"vm", "references":["0x100", "0x200"]}"#.to_string(),
+                r#"{"address":"0x50", "type":"CLASS", "class":"0x41", "name":"Record"}"#
+                    .to_string(),
+                format!(
+                    r#"{{"address":"0x100", "type":"ARRAY", "class":"0x70", "length":2, "references":[{}], "file":"s.rb", "line":1, "generation":1}}"#,
+                    refs(&steady)
+                ),
+                format!(
+                    r#"{{"address":"0x200", "type":"ARRAY", "class":"0x70", "length":{}, "references":[{}], "file":"s.rb", "line":2, "generation":1}}"#,
+                    piled.len(),
+                    refs(piled)
+                ),
+            ];
+            for a in steady.iter().chain(piled) {
+                v.push(format!(
+                    r#"{{"address":"0x{a:x}", "type":"OBJECT", "class":"0x50", "generation":{}}}"#,
+                    a >> 12
+                ));
+            }
+            v
+        };
+        let (_d1, first) = write(&dump([0x1000, 0x1028], &[0x2000]));
+        let (_d2, last) = write(&dump([0x3000, 0x3028], &[0x2000, 0x4000]));
+        let baseline = Baseline::read(&first, &small()).unwrap();
+        let r = for_classes_with(&last, &["Record".into()], 5, &small(), Some(&baseline)).unwrap();
+        let growth: Vec<(u64, u64, Option<i64>)> = r[0]
+            .groups
+            .iter()
+            .map(|g| (g.steps[0].address, g.count, g.holder_growth))
+            .collect();
+        assert_eq!(growth, [(0x100, 2, Some(0)), (0x200, 1, Some(1))]);
     }
 
     #[test]
