@@ -3,7 +3,8 @@
 //! holding the request's headers in a class-level Array, among all the Strings Rails makes and
 //! drops; and a million steady Records, some replaced every second, with a few hundred more a
 //! second appended to a constant Array (`fixtures/apps/slow-leak.rb`: growth well under 5 %).
-//! Each has a fixed version that must give no leak finding at all.
+//! Each has a fixed version that must give no leak finding at all. And the same FFI leak under
+//! LSan and valgrind must measure the same size.
 //!
 //! The Rails app is loaded over its Unix socket (bounded requests, no TCP port); rounds come on
 //! demand between load phases, the run ends with Ctrl-C.
@@ -248,4 +249,62 @@ fn a_big_steady_heap_without_the_leak_is_clean() {
     assert_eq!(report["verdict"], "no_leak", "{ctx}");
     assert_eq!(r.code, 0, "{ctx}");
     assert_private_and_clean(&r);
+}
+
+/// The bytes leaked at `widget_create` when `widget-leak.rb` has made 300 Widgets of 4 KiB and
+/// closed none, under `backend`: the site's newest total, at exit (the same moment under both
+/// backends, however slow valgrind makes the program; growth between snapshots would depend on
+/// when each backend's rounds fell).
+fn widget_leak_bytes(backend: &str) -> u64 {
+    let (scratch, tmpdir, bundle) = scratch();
+    let lib = crate::common::build_widget(scratch.path());
+    let report_path = scratch.path().join("report.json");
+    let out = leakhunt()
+        .arg("run")
+        .arg("-o")
+        .arg(&bundle)
+        .args(["--format", "json", "--report"])
+        .arg(&report_path)
+        .args(["--backend", backend, "--snapshots", "0"])
+        .arg("--")
+        .arg(crate::common::widget_fixture("widget-leak.rb"))
+        .args(["300", "0", "4096"])
+        .env("TMPDIR", &tmpdir)
+        .env("WIDGET_LIB", &lib)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let r = super::finish(scratch, tmpdir, bundle, out);
+    let report = json_report(&report_path, &r);
+    let ctx = format!("{report:#}\n{}", r.context());
+    let site = report["native_sites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["function"] == "widget_create")
+        .unwrap_or_else(|| panic!("no widget_create site under {backend}: {ctx}"));
+    site["bytes"]
+        .as_array()
+        .and_then(|b| b.last())
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{site:#}\n{ctx}"))
+}
+
+/// A leak's size counts what it keeps alive under every backend: each Widget's 16-byte handle
+/// is lost directly and its 4 KiB payload through it (LSan: an indirect leak; valgrind: the
+/// indirect part of the handle's loss record).
+#[test]
+fn lsan_and_valgrind_agree_on_a_leaks_size() {
+    if !ruby_ready() || !lsan_ready() || !require("valgrind", have("valgrind")) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let lsan = widget_leak_bytes("lsan");
+    let valgrind = widget_leak_bytes("valgrind");
+    eprintln!("widget_create: lsan {lsan} bytes, valgrind {valgrind} bytes");
+    assert!(lsan >= 300 * 4096, "{lsan}");
+    assert!(
+        lsan.abs_diff(valgrind) * 10 <= lsan.max(valgrind),
+        "lsan {lsan} vs valgrind {valgrind}"
+    );
 }
