@@ -184,7 +184,7 @@ pub fn for_class_with(
     top: usize,
     opts: &ReadOptions,
 ) -> Result<ClassRetainers> {
-    let mut heap = Heap::read(path, opts)?;
+    let mut heap = Heap::read(path, opts, false)?;
     heap.search();
     let diagnostics = std::mem::take(&mut heap.diagnostics);
     let mut marks = vec![0u32; heap.len() as usize];
@@ -204,7 +204,7 @@ pub fn for_classes_with(
     opts: &ReadOptions,
     baseline: Option<&Baseline>,
 ) -> Result<Vec<ClassRetainers>> {
-    let mut heap = Heap::read(path, opts)?;
+    let mut heap = Heap::read(path, opts, baseline.is_some())?;
     heap.search();
     let diagnostics = std::mem::take(&mut heap.diagnostics);
     let mut marks = vec![0u32; heap.len() as usize];
@@ -223,7 +223,7 @@ pub fn for_address(path: &Path, address: u64) -> Result<AddressRetainers> {
 }
 
 pub fn for_address_with(path: &Path, address: u64, opts: &ReadOptions) -> Result<AddressRetainers> {
-    let mut heap = Heap::read(path, opts)?;
+    let mut heap = Heap::read(path, opts, false)?;
     heap.search();
     let mut report = AddressRetainers {
         dump: path.to_path_buf(),
@@ -271,8 +271,9 @@ pub fn parse_address(text: &str) -> Option<u64> {
 /// One chunk's objects, in line order, with edges still as addresses.
 struct GraphChunk {
     addrs: Vec<u64>,
-    /// [`object_stamp`] of each object (tells a reused address from the object a baseline saw).
-    stamps: Vec<u64>,
+    /// [`object_stamp`] of each object (tells a reused address from the object a baseline saw);
+    /// kept only when a baseline will be compared (8 bytes per object).
+    stamps: Option<Vec<u64>>,
     labels: Vec<u32>,
     sites: Vec<u32>,
     lengths: Vec<u32>,
@@ -293,10 +294,10 @@ struct GraphChunk {
 }
 
 impl GraphChunk {
-    fn new() -> Self {
+    fn new(stamps: bool) -> Self {
         GraphChunk {
             addrs: Vec::new(),
-            stamps: Vec::new(),
+            stamps: stamps.then(Vec::new),
             labels: Vec::new(),
             sites: Vec::new(),
             lengths: Vec::new(),
@@ -349,7 +350,9 @@ impl LineVisitor for GraphChunk {
         let Some(address) = rec.address else { return };
         let i = self.addrs.len();
         self.addrs.push(address);
-        self.stamps.push(object_stamp(rec.class, rec.generation));
+        if let Some(stamps) = &mut self.stamps {
+            stamps.push(object_stamp(rec.class, rec.generation));
+        }
         let key = LabelKey::of(&rec, &mut self.details);
         let next_label = self.label_keys.len() as u32;
         let label = *self.label_ids.entry(key).or_insert(next_label);
@@ -400,6 +403,7 @@ impl LineVisitor for GraphChunk {
 /// The whole dump as a graph, plus what reports need about each object.
 struct Heap {
     addrs: Vec<u64>,
+    /// Per object, when read for a baseline comparison; empty otherwise.
     stamps: Vec<u64>,
     labels: Vec<u32>,
     sites: Vec<u32>,
@@ -477,7 +481,9 @@ impl Builder {
             })
             .collect();
         h.addrs.extend_from_slice(&g.addrs);
-        h.stamps.extend_from_slice(&g.stamps);
+        if let Some(stamps) = &g.stamps {
+            h.stamps.extend_from_slice(stamps);
+        }
         h.labels
             .extend(g.labels.iter().map(|&l| label_map[l as usize]));
         h.sites.extend(
@@ -507,7 +513,9 @@ impl Builder {
 }
 
 impl Heap {
-    fn read(path: &Path, opts: &ReadOptions) -> Result<Heap> {
+    /// Reads the dump into a graph; `stamps`: also each object's [`object_stamp`], to compare
+    /// with a baseline.
+    fn read(path: &Path, opts: &ReadOptions, stamps: bool) -> Result<Heap> {
         let opts = ReadOptions {
             keep_long_refs: true,
             ..opts.clone()
@@ -546,7 +554,7 @@ impl Heap {
             raw_roots: Vec::new(),
             edge_total: 0,
         };
-        let summary = read_lines_in_order(path, &opts, |_| GraphChunk::new(), |c| b.add(c))?;
+        let summary = read_lines_in_order(path, &opts, |_| GraphChunk::new(stamps), |c| b.add(c))?;
         if b.heap.addrs.is_empty() {
             return Err(nothing_read(path, &summary.diagnostics));
         }
@@ -650,7 +658,7 @@ impl Heap {
             report.instances += 1;
             if let Some(b) = baseline {
                 let key = pack_key(self.addrs[id as usize], self.type_of(id));
-                if b.contains(key, self.stamps[id as usize]) {
+                if b.contains(key, self.stamp(id)) {
                     continue;
                 }
                 new_instances += 1;
@@ -705,6 +713,11 @@ impl Heap {
         self.addrs.len() as u32
     }
 
+    /// The object's stamp (0 when the graph was read without them).
+    fn stamp(&self, id: u32) -> u64 {
+        self.stamps.get(id as usize).copied().unwrap_or(0)
+    }
+
     /// Elements the holder of `target` gained since the baseline, if it is an Array or Hash
     /// the baseline has.
     fn growth_since(&self, baseline: &Baseline, target: u32) -> Option<i64> {
@@ -720,7 +733,7 @@ impl Heap {
         if !matches!(self.type_of(holder), ObjType::Array | ObjType::Hash) {
             return None;
         }
-        let then = baseline.length_of(key, self.stamps[holder as usize])?;
+        let then = baseline.length_of(key, self.stamp(holder))?;
         Some(now - i64::try_from(then).unwrap_or(i64::MAX))
     }
 
