@@ -154,6 +154,11 @@ fn rails_audit_log_is_one_finding_under_lsan() {
     audit_case("lsan", false);
 }
 
+#[test]
+fn rails_audit_log_fixed_is_clean_under_lsan() {
+    audit_case("lsan", true);
+}
+
 /// `ruby slow-leak.rb 12 [fixed]` under `--backend none`, three rounds after the heap is built
 /// plus the exit snapshot.
 fn slow_leak_run(fixed: bool) -> (Run, serde_json::Value) {
