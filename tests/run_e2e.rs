@@ -1157,3 +1157,5 @@ mod leaks_stand_in;
 mod rounds;
 // The agent under `bundle exec`.
 mod bundler;
+// Precision and recall on real applications: a Rails app under puma, a slow leak on a big heap.
+mod apps;
