@@ -11,7 +11,8 @@
 //! `footprint-p4242.tsv`): see [`ProcessFiles`]. `NNN` is the round.
 //! ```text
 //! manifest.json          Manifest (schema MANIFEST_SCHEMA)
-//! heap-001.json          ObjectSpace.dump_all after a full GC (0600)
+//! heap-001.json.zst      ObjectSpace.dump_all after a full GC (0600), compressed after the
+//!                        round (src/zst.rs); older bundles hold the plain heap-001.json
 //! agent-001.json         Sidecar written by the Ruby agent with the dump
 //! native-001.txt         leaks(1) output or vgdb leak_check text for the same moment
 //! maps-001.txt           /proc/PID/maps at the moment of the check (Linux)

@@ -23,3 +23,4 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod source;
+pub mod zst;

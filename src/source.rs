@@ -1,5 +1,5 @@
-//! Getting input bytes off disk: whole files (memory-mapped), gzip-transparent streams, and the
-//! first bytes of a file for content sniffing.
+//! Getting input bytes off disk: whole files (memory-mapped), streams that decompress gzip and
+//! zstd transparently, and the first bytes of a file for content sniffing.
 //!
 //! Parsers never open files themselves; they take `&[u8]` (or a stream from [`open_stream`]),
 //! so they can be tested on byte literals.
@@ -32,14 +32,14 @@ enum Data {
 }
 
 impl Input {
-    /// Reads or maps the whole file; gzip content is decompressed.
+    /// Reads or maps the whole file; gzip and zstd content is decompressed.
     pub fn open(path: impl AsRef<Path>) -> Result<Input> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let mut head = [0u8; 2];
+        let mut head = [0u8; 4];
         let n = read_up_to(&file, &mut head).map_err(|e| Error::io(path, e))?;
-        if is_gzip(&head[..n]) {
+        if is_gzip(&head[..n]) || crate::zst::is_zstd(&head[..n]) {
             return Ok(Input {
                 path: path.to_path_buf(),
                 data: Data::Owned(inflate(path, MAX_INFLATED)?),
@@ -87,19 +87,19 @@ impl Deref for Input {
 /// memory.
 pub const MAX_INFLATED: u64 = 64 << 20;
 
-/// The whole decompressed content of the gzip file at `path`, refused past `limit` bytes with
-/// an error that names the file, the limit and what to do instead.
+/// The whole decompressed content of the gzip or zstd file at `path`, refused past `limit`
+/// bytes with an error that names the file, the limit and what to do instead.
 pub fn inflate(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (stream, format) = open_decoded(path)?;
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(io::BufReader::new(file))
+    stream
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| {
             Error::input(
                 path,
                 Position::Whole,
-                format!("gzip stream is damaged after {} bytes: {e}", out.len()),
+                format!("{format} stream is damaged after {} bytes: {e}", out.len()),
             )
         })?;
     if out.len() as u64 > limit {
@@ -108,8 +108,13 @@ pub fn inflate(path: &Path, limit: u64) -> Result<Vec<u8>> {
             Position::Whole,
             format!(
                 "decompresses to more than {}, the most leakhunt inflates in memory; \
-                 decompress it (gunzip -k) and give the plain file, which is read without that limit",
-                size_label(limit)
+                 decompress it ({}) and give the plain file, which is read without that limit",
+                size_label(limit),
+                if format == "gzip" {
+                    "gunzip -k"
+                } else {
+                    "zstd -d"
+                }
             ),
         ));
     }
@@ -175,28 +180,40 @@ impl Drop for Mapping {
     }
 }
 
-/// A streaming reader over the file's content, decompressing gzip transparently.
+/// A streaming reader over the file's content, decompressing gzip and zstd transparently.
 pub fn open_stream(path: impl AsRef<Path>) -> Result<Box<dyn Read + Send>> {
-    let path = path.as_ref();
+    open_decoded(path.as_ref()).map(|(stream, _)| stream)
+}
+
+/// The file's content as a stream, and the name of the compression it was read through
+/// ("gzip", "zstd", or "plain").
+fn open_decoded(path: &Path) -> Result<(Box<dyn Read + Send>, &'static str)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut head = [0u8; 2];
+    let mut head = [0u8; 4];
     let n = read_up_to(&file, &mut head).map_err(|e| Error::io(path, e))?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     if is_gzip(&head[..n]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(
-            io::BufReader::with_capacity(1 << 20, file),
-        )))
+        Ok((
+            Box::new(flate2::read::MultiGzDecoder::new(
+                io::BufReader::with_capacity(1 << 20, file),
+            )),
+            "gzip",
+        ))
+    } else if crate::zst::is_zstd(&head[..n]) {
+        let stream = crate::zst::file_decoder(file).map_err(|e| Error::io(path, e))?;
+        Ok((stream, "zstd"))
     } else {
-        Ok(Box::new(file))
+        Ok((Box::new(file), "plain"))
     }
 }
 
-/// The first [`SNIFF_LEN`] bytes of the content (decompressed if gzip), for format detection.
+/// The first [`SNIFF_LEN`] bytes of the content (decompressed if gzip or zstd), for format
+/// detection.
 pub fn sniff(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
     let mut out = Vec::with_capacity(SNIFF_LEN);
     let stream = open_stream(path)?;
-    // A damaged gzip stream still yields what it decoded before the damage.
+    // A damaged stream still yields what it decoded before the damage.
     let _ = stream.take(SNIFF_LEN as u64).read_to_end(&mut out);
     Ok(out)
 }
@@ -261,6 +278,19 @@ mod tests {
         );
         assert!(inflate(&gz, 2 << 20).is_ok());
         assert_eq!(size_label(MAX_INFLATED), "64 MiB");
+    }
+
+    #[test]
+    fn zstd_reads_like_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.json");
+        std::fs::write(&plain, b"{\"address\":\"0x1\"}\n{\"address\":\"0x2\"}\n").unwrap();
+        let zst = dir.path().join("a.json.zst");
+        crate::zst::compress_lines(&plain, &zst).unwrap();
+        assert_eq!(&*Input::open(&plain).unwrap(), &*Input::open(&zst).unwrap());
+        assert_eq!(sniff(&zst).unwrap(), std::fs::read(&plain).unwrap());
+        let err = inflate(&zst, 10).err().unwrap().to_string();
+        assert!(err.contains("decompress it (zstd -d)"), "{err}");
     }
 
     #[test]

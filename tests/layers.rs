@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// Each top-level module of `src/` and its layer, lowest first. A module may use its own layer
 /// and the ones below it.
 const LAYERS: &[(&str, u32)] = &[
-    // Shared by every stage: errors, soft-error positions, number formatting, input mapping.
+    // Shared by every stage: errors, soft-error positions, number formatting, input mapping and
+    // decompression.
     ("error", 0),
     ("diag", 0),
     ("fasthash", 0),
@@ -16,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("num", 0),
     ("progress", 0),
     ("source", 0),
+    ("zst", 0),
     // The bundle's on-disk format: written by `run`, read back by the loader.
     ("bundle", 1),
     // Readers: what a file is, then parsers (bytes in, records out).

@@ -143,6 +143,7 @@ fn evidence() -> Evidence {
         class: HOSTILE.into(),
         snapshot: 3,
         instances: 9_000,
+        new_instances: None,
         reachable: 9_000,
         groups: vec![RetainerGroup {
             count: 9_000,
@@ -153,8 +154,10 @@ fn evidence() -> Evidence {
                 line: 12,
             }),
             container_length: Some(9_000),
+            container_growth: None,
             root: "global_tbl".into(),
             path: vec![r#"String "secret-token""#.into()],
+            holders: vec![],
         }],
     });
     ev.footprint = (0..24)

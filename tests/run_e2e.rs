@@ -595,6 +595,83 @@ fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     assert_private_and_clean(&r);
 }
 
+/// Heap dumps are stored compressed (line-aligned zstd frames, `heap-NNN.json.zst`), the plain
+/// dumps the agent wrote are gone, and `analyze` of the bundle prints exactly what the run
+/// printed: the same finding read back from the compressed dumps.
+#[test]
+fn the_bundle_holds_compressed_dumps_and_analyze_repeats_the_run_report() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "500ms",
+            "--every",
+            "700ms",
+            "--snapshots",
+            "2",
+        ],
+        &[fixture("run/grows.rb").to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    // A leak finding: exit code 1.
+    assert_eq!(r.code, 1, "{ctx}");
+    let heaps: Vec<&String> = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.heap.as_ref())
+        .collect();
+    assert!(heaps.len() >= 3, "{ctx}");
+    for name in &heaps {
+        assert!(name.ends_with(".json.zst"), "{name}: {ctx}");
+        let file = std::fs::File::open(r.bundle.join(name)).unwrap();
+        let len = file.metadata().unwrap().len();
+        let frames = leakhunt::zst::walk(&file, len).unwrap();
+        assert!(frames.line_aligned && frames.damage.is_none(), "{name}");
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(
+            &mut leakhunt::source::open_stream(r.bundle.join(name)).unwrap(),
+            &mut content,
+        )
+        .unwrap();
+        assert!(content.starts_with(b"{"), "{name}");
+        assert!(
+            len * 4 < content.len() as u64,
+            "{name}: {len} of {}",
+            content.len()
+        );
+    }
+    let plain: Vec<String> = std::fs::read_dir(&r.bundle)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("heap-") && !n.ends_with(".zst"))
+        .collect();
+    assert!(plain.is_empty(), "plain dumps left: {plain:?}");
+    assert_private_and_clean(&r);
+    let at = r
+        .stdout
+        .find("leakhunt: LEAK")
+        .unwrap_or_else(|| panic!("{ctx}"));
+    let report = &r.stdout[at..];
+    let line = line_of(
+        "run/grows.rb",
+        "@lines = Array.new(4) { |i| \"line #{n}-#{i}\" }",
+    );
+    assert!(
+        report.contains(&format!("grows.rb:{line}")) && report.contains("Invoice grows with it"),
+        "{ctx}"
+    );
+    let again = leakhunt().arg("analyze").arg(&r.bundle).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), report);
+}
+
 /// valgrind follows forks: a forked child is a process of its own, with its own XML document
 /// (its exit-time leak search) in `valgrind-pCHILD.xml`, never inside the program's
 /// `valgrind.xml` (valgrind 3.19 re-opens only the first sink whose `%p` name changes at a fork).
@@ -1232,3 +1309,5 @@ mod leaks_stand_in;
 mod rounds;
 // The agent under `bundle exec`.
 mod bundler;
+// Precision and recall on real applications: a Rails app under puma, a slow leak on a big heap.
+mod apps;

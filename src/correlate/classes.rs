@@ -35,15 +35,26 @@ impl ClassSeries {
         self.counts.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
-    /// Gains at least [`MIN_GROWTH`] instances and 5% of its first count, and never loses more
-    /// than a twentieth of that gain on the way.
+    /// Gains at least [`MIN_GROWTH`] instances and either 5% of its first count, never losing
+    /// more than a twentieth of that gain on the way, or, on a larger steady population, a
+    /// gain at every step over three or more snapshots: new instances that keep surviving
+    /// round after round are growth whatever the heap's size ([`ClassSeries::is_slow`]).
     pub fn is_growing(&self) -> bool {
         let delta = self.delta();
-        let first = self.counts.first().copied().unwrap_or(0);
-        if self.counts.len() < 2 || delta < MIN_GROWTH || delta * 20 < first {
+        if self.counts.len() < 2 || delta < MIN_GROWTH {
             return false;
         }
+        if self.is_slow() {
+            return self.grows_at_every_step();
+        }
         self.steps().iter().all(|&s| s >= -(delta / 20))
+    }
+
+    /// Whether the gain is under a twentieth of the first count: growth on a big steady heap,
+    /// which only survival across rounds (and a container holding it) tells from turnover.
+    pub fn is_slow(&self) -> bool {
+        let first = self.counts.first().copied().unwrap_or(0);
+        self.delta().saturating_mul(20) < first
     }
 
     /// Grew at every step over three or more snapshots.
@@ -238,8 +249,8 @@ fn is_binding_namespace(name: &str) -> bool {
             .is_some_and(|c| c.is_ascii_uppercase())
 }
 
-/// Growing classes whose retainer paths are computed (each is a pass over the newest dump).
-const MAX_RETAINER_CLASSES: usize = 4;
+/// Growing classes whose retainer paths are computed (one read of the newest dump for all).
+const MAX_RETAINER_CLASSES: usize = 8;
 
 /// The classes whose retainer paths the retention rule needs, for the evidence to compute once:
 /// the heads of the growing groups (grouped before any retainer path is known).
@@ -331,8 +342,13 @@ mod tests {
         assert!(series("ZMQ::Message", &[168978, 372088]).is_growing());
         assert!(!series("String", &[15615, 15680]).is_growing());
         assert!(!series("Array", &[3010, 3006]).is_growing());
-        // 5% of a large count: 150 more Strings out of 100,000 is jitter.
+        // Under 5% of a large count between two snapshots: jitter, not growth.
         assert!(!series("String", &[100_000, 100_150]).is_growing());
+        // Nor when it goes back down on the way.
+        assert!(!series("String", &[100_000, 100_400, 100_300, 100_500]).is_growing());
+        // A slow gain that survives every round is growth however big the steady heap.
+        let slow = series("Record", &[500_000, 508_000, 516_000, 524_000]);
+        assert!(slow.is_slow() && slow.is_growing());
         // Up, then back down: not a leak.
         assert!(!series("Foo", &[10, 5000, 20]).is_growing());
         assert!(series("Foo", &[10, 5000, 9000]).grows_at_every_step());

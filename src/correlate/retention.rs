@@ -22,18 +22,35 @@ pub fn findings(
     include_strings: bool,
     notes: &mut Vec<String>,
 ) -> Vec<Finding> {
-    let mut out = Vec::new();
     let mut runtime = Vec::new();
+    let mut kept: Vec<&GrowthGroup> = Vec::new();
     for g in groups {
         if class_role(&g.head.class) == ClassRole::Runtime {
             runtime.push(format!("{} {}", g.head.class, signed(g.head.delta())));
             continue;
         }
-        if let Some(note) = unretained_growth(ev, &g.head).or_else(|| agent_growth(ev, &g.head)) {
+        if let Some(note) = unretained_growth(ev, &g.head)
+            .or_else(|| agent_growth(ev, &g.head))
+            .or_else(|| slow_growth_without_container(ev, &g.head))
+        {
             notes.push(note);
             continue;
         }
-        out.push(finding(ev, g, include_strings));
+        kept.push(g);
+    }
+    // A group whose new instances are mostly held by another group's objects is a symptom of
+    // that group's leak: its evidence, not a finding of its own. Groups come most user-like
+    // first, so a symptom folds into a cause already kept.
+    let mut causes: Vec<(&GrowthGroup, Finding)> = Vec::new();
+    for g in kept {
+        let folded = causes.iter_mut().find_map(|(cause, f)| {
+            let share = held_share(ev, &g.head.class, &cause.head.class)?;
+            Some((f, share))
+        });
+        match folded {
+            Some((f, share)) => fold_symptom(f, g, &share),
+            None => causes.push((g, finding(ev, g, include_strings))),
+        }
     }
     if !runtime.is_empty() {
         notes.push(format!(
@@ -41,7 +58,84 @@ pub fn findings(
             runtime.join(", ")
         ));
     }
-    out
+    causes.into_iter().map(|(_, f)| f).collect()
+}
+
+/// How many of a class's new instances another class's objects hold, when it is most of them.
+struct HeldShare {
+    held: u64,
+    of: u64,
+    /// The containers between the instances and the holder, nearest first (`Hash`).
+    via: Vec<String>,
+}
+
+/// The share of `class`'s new (or, without a baseline, reachable) instances whose retainer path
+/// goes through an object of `holder`, from the retainer groups kept (the largest ones, so a
+/// lower bound); `None` unless it is more than half.
+fn held_share(ev: &Evidence, class: &str, holder: &str) -> Option<HeldShare> {
+    let r = retainers_of(ev, class)?;
+    let of = r.new_instances.unwrap_or(r.reachable);
+    let mut held = 0u64;
+    let mut via: Option<Vec<String>> = None;
+    for g in &r.groups {
+        let chain: Vec<&str> = std::iter::once(g.container_class.as_str())
+            .chain(g.holders.iter().map(String::as_str))
+            .collect();
+        let Some(at) = chain.iter().position(|c| *c == holder) else {
+            continue;
+        };
+        held = held.saturating_add(g.count);
+        via.get_or_insert_with(|| chain[..at].iter().map(|c| (*c).to_owned()).collect());
+    }
+    (of > 0 && held.saturating_mul(2) > of).then(|| HeldShare {
+        held,
+        of,
+        via: via.unwrap_or_default(),
+    })
+}
+
+/// `String +5,804 (...): 94 % of its 5,804 new instances (5,452) are held by AuditEntry objects
+/// via Hash` — as evidence of the cause's finding, whose size grows by what it keeps.
+fn fold_symptom(cause: &mut Finding, symptom: &GrowthGroup, share: &HeldShare) {
+    let holder = cause.class.clone().unwrap_or_default();
+    let via = if share.via.is_empty() {
+        String::new()
+    } else {
+        format!(" via {}", share.via.join(" ← "))
+    };
+    let percent = share.held.saturating_mul(100) / share.of.max(1);
+    cause.evidence.push(EvidenceItem::new(
+        Source::Retainers,
+        format!(
+            "{} grows with it: {} instances, {percent} % of its {} new instances ({}) held by {holder} objects{via}: kept by this leak, not a leak of its own",
+            symptom.head.class,
+            signed(symptom.head.delta()),
+            count(share.of),
+            count(share.held),
+        ),
+    ));
+    cause.bytes = symptom.members.iter().map(|m| m.bytes_delta()).fold(
+        cause.bytes.saturating_add(symptom.head.bytes_delta()),
+        i64::saturating_add,
+    );
+}
+
+/// A small gain on a large steady population (under a twentieth of it) is a leak only when a
+/// container of the program holds the new instances; without one it is the steady population
+/// turning over, and a note.
+fn slow_growth_without_container(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    if !head.is_slow() {
+        return None;
+    }
+    let held = retainers_of(ev, &head.class).and_then(program_group);
+    held.is_none().then(|| {
+        format!(
+            "{} grew by {} at every heap snapshot, a small part of its {} instances, but no container of the program holds the new ones: not reported",
+            head.class,
+            count(head.delta()),
+            count(head.counts.first().copied().unwrap_or(0))
+        )
+    })
 }
 
 /// When allocation sites say most of the growth was allocated by leakhunt's own agent (its
@@ -66,16 +160,28 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 /// made between the GC and the dump), not retention. `None` when it is retained or unknown.
 fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
-    let first = head.counts.first().copied().unwrap_or(0);
-    let retained = crate::num::saturating_i64(r.reachable).saturating_sub(first);
+    // Over the new instances, every reachable one is retained growth; over all of them, the
+    // first snapshot's population is taken to be the steady part.
+    let (retained, of) = match r.new_instances {
+        Some(new) => (
+            crate::num::saturating_i64(r.reachable),
+            format!("{} new", count(new)),
+        ),
+        None => {
+            let first = head.counts.first().copied().unwrap_or(0);
+            (
+                crate::num::saturating_i64(r.reachable).saturating_sub(first),
+                count(r.instances),
+            )
+        }
+    };
     let needed = (head.delta() / 2).max(super::classes::MIN_GROWTH);
     (retained < needed).then(|| {
         format!(
-            "{} grew by {} between heap snapshots, but only {} of its {} instances are reachable from a root: garbage not yet collected, not retention",
+            "{} grew by {} between heap snapshots, but only {} of its {of} instances are reachable from a root: garbage not yet collected, not retention",
             head.class,
             count(head.delta()),
             count(r.reachable),
-            count(r.instances)
         )
     })
 }
@@ -83,8 +189,61 @@ fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 /// The class that holds most instances of `class`, from the retainer paths.
 pub fn main_container(ev: &Evidence, class: &str) -> Option<String> {
     retainers_of(ev, class)
-        .and_then(|r| r.groups.first())
+        .and_then(program_group)
         .map(|g| g.container_class.clone())
+}
+
+/// The largest retainer group whose container the program can change (not one of the Ruby
+/// runtime's own objects), preferring a container that piles the new instances up over one
+/// that only turns its contents over.
+fn program_group(r: &ClassRetainers) -> Option<&RetainerGroup> {
+    let mut program = r.groups.iter().filter(|g| runtime_container(g).is_none());
+    let first = program.clone().next();
+    program.find(|g| !turns_over(g)).or(first)
+}
+
+/// A container that was already there and gained fewer elements than half the new instances
+/// it holds: they replaced others (a steady cache, a fixed-size table).
+fn turns_over(g: &RetainerGroup) -> bool {
+    g.container_growth
+        .is_some_and(|grew| grew.saturating_mul(2) < crate::num::saturating_i64(g.count))
+}
+
+/// Why a group's container belongs to the Ruby runtime rather than to the program, if it does:
+/// hidden objects and VM internals (`Array (hidden)`, iseqs, IMEMOs), objects allocated by
+/// Ruby's own library code (`<internal:…>`, the standard library, RubyGems' `require`), and
+/// objects the VM marks itself with no allocation site (`$LOADED_FEATURES`, `$LOAD_PATH`).
+/// Telling the user to change one of these would send them into the runtime.
+pub fn runtime_container(g: &RetainerGroup) -> Option<&'static str> {
+    if g.container_class.starts_with("ROOT ") {
+        return (g.container_class == "ROOT vm").then_some("the VM itself");
+    }
+    if class_role(&g.container_class) == ClassRole::Runtime {
+        return Some("an object of the Ruby runtime");
+    }
+    match &g.container_site {
+        Some(site) if is_runtime_file(&site.file) => Some("allocated by Ruby's own code"),
+        Some(_) => None,
+        None if g.root == "vm" && g.path.is_empty() => Some("an object the VM keeps itself"),
+        None => None,
+    }
+}
+
+/// Ruby's own code: `<internal:…>` files, the standard library (`…/lib/ruby/3.1.0/…`) and
+/// RubyGems.
+fn is_runtime_file(file: &str) -> bool {
+    if file.starts_with("<internal:")
+        || file.contains("/rubygems/")
+        || file.ends_with("/rubygems.rb")
+    {
+        return true;
+    }
+    file.match_indices("/lib/ruby/").any(|(at, m)| {
+        file[at + m.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 fn retainers_of<'a>(ev: &'a Evidence, class: &str) -> Option<&'a ClassRetainers> {
@@ -117,7 +276,12 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
 
     let retainers = retainers_of(ev, &head.class);
-    let top = retainers.and_then(|r| r.groups.first());
+    let top = retainers.and_then(program_group);
+    // Paths are known, and every one goes through the runtime's own objects.
+    let runtime_only = retainers
+        .and_then(|r| r.groups.first())
+        .filter(|_| top.is_none())
+        .and_then(|g| Some((g, runtime_container(g)?)));
     let mut locations = Vec::new();
     if let Some(r) = retainers {
         for g in r.groups.iter().take(3) {
@@ -166,8 +330,21 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
 
     let container = top.map(|g| g.container_class.as_str());
-    let confidence = confidence(head, top);
+    let confidence = match runtime_only {
+        Some(_) => Confidence::Low,
+        None => confidence(head, top),
+    };
+    let runtime_holder = runtime_only.map(|(g, why)| match &g.container_site {
+        Some(site) => format!("{} allocated at {site}: {why}", g.container_class),
+        None => format!("{}: {why}", g.container_class),
+    });
     let title = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        _ if runtime_holder.is_some() => format!(
+            "{} instances pile up ({} over {snapshots} heap snapshots), held only by the Ruby runtime's own objects ({})",
+            head.class,
+            signed(head.delta()),
+            runtime_holder.as_deref().unwrap_or_default()
+        ),
         (Some(c), Some(site)) => format!(
             "{} instances pile up ({} over {snapshots} heap snapshots), kept by the {c} allocated at {site}",
             head.class,
@@ -185,6 +362,11 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         ),
     };
     let text = match (container, locations.first()) {
+        _ if runtime_holder.is_some() => format!(
+            "Nothing in the program holds the new {} instances: only the Ruby runtime's own objects do ({}), and those are not for the program to change. Look for what the program makes the runtime keep while it runs: files required, methods or classes defined, strings or symbols interned at run time.",
+            head.class,
+            runtime_holder.as_deref().unwrap_or_default()
+        ),
         (Some(c), Some(alloc)) => {
             let name = variable
                 .as_ref()
@@ -212,6 +394,10 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         ),
     };
     let headline = match (container, top.and_then(|g| g.container_site.as_ref())) {
+        _ if runtime_holder.is_some() => format!(
+            "{} instances pile up, held only by the Ruby runtime's own objects",
+            head.class
+        ),
         (Some(c), Some(site)) => format!(
             "{} instances pile up, kept by the {c} allocated at {site}",
             head.class
@@ -234,11 +420,15 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         text,
         method: None,
         locations,
-        shapes: vec![
-            "count instead of collecting (`received += 1`)".to_owned(),
-            "keep a bounded buffer (drop the oldest past N)".to_owned(),
-            "remove or clear entries once they are used".to_owned(),
-        ],
+        shapes: if runtime_holder.is_some() {
+            Vec::new()
+        } else {
+            vec![
+                "count instead of collecting (`received += 1`)".to_owned(),
+                "keep a bounded buffer (drop the oldest past N)".to_owned(),
+                "remove or clear entries once they are used".to_owned(),
+            ]
+        },
     });
     f
 }
@@ -349,15 +539,22 @@ fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -
     if let Some(n) = g.container_length {
         details.push(format!("{} elements", count(n)));
     }
+    if let Some(grew) = g.container_growth {
+        let grew = if grew >= 0 {
+            format!("+{}", count(grew))
+        } else {
+            signed(grew)
+        };
+        details.push(format!("{grew} elements since the first judged snapshot"));
+    }
     if !details.is_empty() {
         container.push_str(&format!(" ({})", details.join(", ")));
     }
-    let mut chain = vec![format!(
-        "{} of {} {}",
-        count(g.count),
-        count(r.instances),
-        r.class
-    )];
+    let of = match r.new_instances {
+        Some(new) => format!("{} new", count(new)),
+        None => count(r.instances),
+    };
+    let mut chain = vec![format!("{} of {of} {}", count(g.count), r.class)];
     chain.push(container);
     for label in g.path.iter().rev() {
         chain.push(redact(label, include_strings));
@@ -429,6 +626,7 @@ pub(crate) mod tests {
             class: "ZMQ::Message".into(),
             snapshot: 3,
             instances: 70_000,
+            new_instances: None,
             reachable: 70_000,
             groups: vec![RetainerGroup {
                 count: 70_000,
@@ -439,14 +637,17 @@ pub(crate) mod tests {
                     line: 29,
                 }),
                 container_length: Some(70_000),
+                container_growth: None,
                 root: "machine_context".into(),
                 path: vec![],
+                holders: vec![],
             }],
         });
         ev.retainers.push(ClassRetainers {
             class: "FFI::MemoryPointer".into(),
             snapshot: 3,
             instances: 70_003,
+            new_instances: None,
             reachable: 70_003,
             groups: vec![RetainerGroup {
                 count: 70_000,
@@ -454,8 +655,10 @@ pub(crate) mod tests {
                 container_address: None,
                 container_site: None,
                 container_length: None,
+                container_growth: None,
                 root: "machine_context".into(),
                 path: vec!["Array 0x7f0000001000".into()],
+                holders: vec![],
             }],
         });
         ev.sources.insert(
@@ -543,6 +746,7 @@ pub(crate) mod tests {
             class: "ZMQ::PollItem".into(),
             snapshot: 2,
             instances: 371,
+            new_instances: None,
             reachable: 2,
             groups: vec![],
         });
@@ -556,6 +760,289 @@ pub(crate) mod tests {
                 "ZMQ::PollItem grew by 229 between heap snapshots, but only 2 of its 371 instances are reachable from a root: garbage not yet collected, not retention"
             ]
         );
+    }
+
+    /// Retainers computed over the new instances only: `reachable` counts new ones.
+    fn new_records(reachable: u64) -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [48_000i64, 51_000, 53_800] {
+            ev.heap.push(heap(&[("Record", n)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 3,
+            instances: 53_800,
+            new_instances: Some(5_804),
+            reachable,
+            groups: vec![RetainerGroup {
+                count: reachable,
+                container_class: "Array".into(),
+                container_address: Some(0x7f00_0000_1000),
+                container_site: None,
+                container_length: Some(reachable),
+                container_growth: None,
+                root: "vm".into(),
+                path: vec![],
+                holders: vec![],
+            }],
+        });
+        ev
+    }
+
+    #[test]
+    fn new_instances_that_stay_reachable_are_retained_growth() {
+        let f = run(&new_records(5_500));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.text.starts_with("5,500 of 5,804 new Record <- Array")),
+            "{:#?}",
+            f[0].evidence
+        );
+        let mut notes = Vec::new();
+        let ev = new_records(40);
+        let groups = growth_groups(&class_series(&ev.heap), &|_| None);
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "Record grew by 5,800 between heap snapshots, but only 40 of its 5,804 new instances are reachable from a root: garbage not yet collected, not retention"
+            ]
+        );
+    }
+
+    fn group(count: u64, class: &str, site: Option<(&str, u32)>, root: &str) -> RetainerGroup {
+        RetainerGroup {
+            count,
+            container_class: class.into(),
+            container_address: Some(0x7f00_0000_2000),
+            container_site: site.map(|(file, line)| SourceLine {
+                file: file.into(),
+                line,
+            }),
+            container_length: None,
+            container_growth: None,
+            root: root.into(),
+            path: vec!["Object 0x7f0000003000".into()],
+            holders: vec!["Object".into()],
+        }
+    }
+
+    fn strings_held_by(groups: Vec<RetainerGroup>) -> Vec<Finding> {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [40_000i64, 43_000, 46_000] {
+            ev.heap.push(heap(&[("String", n)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 46_000,
+            new_instances: Some(6_000),
+            reachable: 6_000,
+            groups,
+        });
+        run(&ev)
+    }
+
+    const REQUIRE: &str = "<internal:/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb>";
+
+    #[test]
+    fn the_runtimes_own_objects_are_never_the_thing_to_change() {
+        // Only runtime containers: said so, ranked low, no location to edit.
+        let f = strings_held_by(vec![
+            group(4_000, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            group(
+                1_000,
+                "Hash",
+                Some(("/usr/lib/ruby/3.1.0/set.rb", 12)),
+                "vm",
+            ),
+        ]);
+        assert_eq!(f.len(), 1);
+        let f = &f[0];
+        assert_eq!(f.confidence, Confidence::Low);
+        assert!(
+            f.title
+                .contains("held only by the Ruby runtime's own objects (Array (hidden) allocated at <internal:"),
+            "{}",
+            f.title
+        );
+        let s = f.suggestion.as_ref().unwrap();
+        assert!(s.locations.is_empty() && s.shapes.is_empty());
+        assert!(
+            s.text
+                .starts_with("Nothing in the program holds the new String instances")
+        );
+        // A program's container after the runtime's: the program's is named.
+        let f = strings_held_by(vec![
+            group(4_000, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            group(1_500, "Array", Some(("app.rb", 7)), "global_tbl"),
+        ]);
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:7"),
+            "{}",
+            f[0].title
+        );
+        assert_ne!(f[0].confidence, Confidence::Low);
+    }
+
+    /// The Rails application: records holding each request's headers appended to a
+    /// class-level Array; the header Strings grow among a large population of other Strings.
+    fn audit_log() -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for (records, strings) in [(100i64, 48_000i64), (700, 51_000), (1_300, 53_800)] {
+            ev.heap
+                .push(heap(&[("AuditEntry", records), ("String", strings)], &[]));
+        }
+        let mut holder = group(1_200, "Array", Some(("app.rb", 5)), "vm");
+        holder.path = vec!["Class AuditLog".into()];
+        holder.holders = vec!["Class".into()];
+        ev.retainers.push(ClassRetainers {
+            class: "AuditEntry".into(),
+            snapshot: 3,
+            instances: 1_300,
+            new_instances: Some(1_200),
+            reachable: 1_200,
+            groups: vec![holder],
+        });
+        let mut headers = group(5_452, "Hash", Some(("app.rb", 9)), "vm");
+        headers.holders = vec!["AuditEntry".into(), "Array".into(), "Class".into()];
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 53_800,
+            new_instances: Some(5_804),
+            reachable: 5_800,
+            groups: vec![
+                headers,
+                group(300, "Array (hidden)", Some((REQUIRE, 85)), "vm"),
+            ],
+        });
+        ev
+    }
+
+    #[test]
+    fn a_symptom_held_by_a_leaking_class_is_evidence_of_its_leak() {
+        let f = run(&audit_log());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].class.as_deref(), Some("AuditEntry"));
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:5")
+        );
+        let texts: Vec<&str> = f[0].evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.contains(
+                &"String grows with it: +5,800 instances, 93 % of its 5,804 new instances (5,452) held by AuditEntry objects via Hash: kept by this leak, not a leak of its own"
+            ),
+            "{texts:#?}"
+        );
+        assert_eq!(f[0].bytes, (1_200 + 5_800) * 40);
+        // Held by the records for less than half of its new instances: a finding of its own.
+        let mut ev = audit_log();
+        ev.retainers[1].groups[0].count = 2_000;
+        ev.retainers[1].groups[1].count = 3_700;
+        assert_eq!(run(&ev).len(), 2);
+    }
+
+    #[test]
+    fn a_slow_leak_on_a_big_steady_heap_is_found_when_a_container_holds_it() {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for (records, strings) in [
+            (500_000i64, 1_000_000i64),
+            (508_000, 1_000_300),
+            (516_000, 1_000_700),
+            (524_000, 1_000_900),
+        ] {
+            ev.heap
+                .push(heap(&[("Record", records), ("String", strings)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 4,
+            instances: 524_000,
+            new_instances: Some(24_000),
+            reachable: 24_000,
+            groups: vec![group(24_000, "Array", Some(("slow.rb", 4)), "vm")],
+        });
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|c| main_container(&ev, c));
+        let mut notes = Vec::new();
+        let f = findings(&ev, &groups, false, &mut notes);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].class.as_deref(), Some("Record"));
+        assert_eq!(f[0].confidence, Confidence::High);
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at slow.rb:4")
+        );
+        assert_eq!(
+            notes,
+            [
+                "String grew by 900 at every heap snapshot, a small part of its 1,000,000 instances, but no container of the program holds the new ones: not reported"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_that_piles_up_is_named_before_one_that_turns_over() {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [1_000_000i64, 1_001_000, 1_002_000] {
+            ev.heap.push(heap(&[("Record", n)], &[]));
+        }
+        let mut steady = group(3_025, "Array", Some(("slow.rb", 14)), "vm");
+        steady.container_growth = Some(0);
+        let mut piled = group(2_000, "Array", Some(("slow.rb", 15)), "vm");
+        piled.container_growth = Some(2_000);
+        ev.retainers.push(ClassRetainers {
+            class: "Record".into(),
+            snapshot: 3,
+            instances: 1_002_000,
+            new_instances: Some(5_025),
+            reachable: 5_025,
+            groups: vec![steady, piled],
+        });
+        let f = run(&ev);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at slow.rb:15"),
+            "{}",
+            f[0].title
+        );
+        let texts: Vec<&str> = f[0].evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.iter().any(|t| t.contains(
+                "(allocated at slow.rb:14, +0 elements since the first judged snapshot)"
+            )),
+            "{texts:#?}"
+        );
+    }
+
+    #[test]
+    fn runtime_containers_are_told_from_the_programs() {
+        let g = |class: &str, site: Option<(&str, u32)>, root: &str| {
+            let mut g = group(1, class, site, root);
+            g.path.clear();
+            runtime_container(&g).is_some()
+        };
+        assert!(g("Array (hidden)", None, "vm"));
+        assert!(g("iseq (IMEMO)", None, "vm"));
+        assert!(g("Array", Some((REQUIRE, 85)), "vm"));
+        assert!(g("Hash", Some(("/usr/lib/ruby/3.3.0/set.rb", 3)), "vm"));
+        // `$LOADED_FEATURES`: an Array the VM marks itself, allocated before tracing.
+        assert!(g("Array", None, "vm"));
+        assert!(g("ROOT vm", None, "vm"));
+        assert!(!g("ROOT global_tbl", None, "global_tbl"));
+        assert!(!g("Array", Some(("app.rb", 3)), "vm"));
+        assert!(!g(
+            "Hash",
+            Some(("/usr/lib/ruby/vendor_ruby/action_dispatch/x.rb", 3)),
+            "vm"
+        ));
+        assert!(!g("Array", None, "global_tbl"));
     }
 
     #[test]

@@ -62,10 +62,16 @@ pub struct RetainerGroup {
     pub container_site: Option<SourceLine>,
     /// Elements of the container (Array length, Hash size), when the dump tells it.
     pub container_length: Option<u64>,
+    /// Elements the container gained since the first judged heap snapshot, when it is an Array
+    /// or Hash that was already there.
+    pub container_growth: Option<i64>,
     /// The root the path starts from (`machine_context`, `vm`, `global_tbl`, …).
     pub root: String,
     /// The path from the root down to the container, one label per object.
     pub path: Vec<String>,
+    /// The classes of the objects above the container, nearest first (`Hash`, `AuditEntry`,
+    /// `Array`): which objects hold the container, by class.
+    pub holders: Vec<String>,
 }
 
 /// Why the instances of a class are alive, in one heap snapshot.
@@ -75,8 +81,12 @@ pub struct ClassRetainers {
     /// The heap snapshot the paths were computed on (1-based position in [`Evidence::heap`]).
     pub snapshot: usize,
     pub instances: u64,
-    /// Instances with a path from a root; the rest is garbage the dump caught before a GC
-    /// (or held by references the dump does not record).
+    /// The instances that appeared since the first judged heap snapshot (absent from it by
+    /// address, type, class and allocation generation), when it could be read: the groups and
+    /// `reachable` then count only these.
+    pub new_instances: Option<u64>,
+    /// Instances (the new ones, when known) with a path from a root; the rest is garbage the
+    /// dump caught before a GC (or held by references the dump does not record).
     pub reachable: u64,
     /// Largest group first.
     pub groups: Vec<RetainerGroup>,

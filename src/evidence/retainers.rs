@@ -6,24 +6,41 @@
 
 use super::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
 use crate::error::Result;
+use crate::heap::HeapFormat;
+use crate::heap::cruby::command_options;
+use crate::heap::cruby::diff::Baseline;
 use std::path::Path;
 
 /// Retainer paths of `classes` (the correlator chooses them: the heads of the growing
-/// groups), on the newest heap snapshot whose format allows it.
+/// groups), on the newest heap snapshot whose format allows it, over the instances that
+/// appeared since the first judged snapshot (when that one is a CRuby dump too).
 pub fn add(ev: &mut Evidence, classes: &[String]) {
     if classes.is_empty() {
         return;
     }
-    let Some((index, newest)) = ev
-        .heap
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, h)| h.summary.format == crate::heap::HeapFormat::Cruby)
-    else {
+    let is_cruby = |h: &crate::evidence::HeapSnapshot| h.summary.format == HeapFormat::Cruby;
+    let Some((index, newest)) = ev.heap.iter().enumerate().rev().find(|(_, h)| is_cruby(h)) else {
         return;
     };
-    match retainer_paths(&newest.summary.path, classes) {
+    let first = ev.settled.min(ev.heap.len());
+    let baseline_dump = ev
+        .heap
+        .get(first)
+        .filter(|h| first < index && is_cruby(h))
+        .map(|h| h.summary.path.clone());
+    let baseline = match baseline_dump {
+        Some(p) => match Baseline::read(&p, &command_options(&p)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                ev.warnings.push(format!(
+                    "retainer paths cover every instance, not only the new ones: {e}"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    match retainer_paths(&newest.summary.path, classes, baseline.as_ref()) {
         Ok(found) => {
             for r in found {
                 ev.retainers.push(ClassRetainers {
@@ -38,11 +55,21 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
     }
 }
 
-/// Retainer paths of `classes` in a CRuby dump, grouped by container (one pass per class).
-fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>> {
+/// Retainer paths of `classes` in a CRuby dump, grouped by container (one read of the dump).
+fn retainer_paths(
+    dump: &Path,
+    classes: &[String],
+    baseline: Option<&Baseline>,
+) -> Result<Vec<ClassRetainers>> {
     let mut out = Vec::new();
-    for class in classes {
-        let found = crate::heap::cruby::retainers::for_class(dump, class, 5)?;
+    let found_all = crate::heap::cruby::retainers::for_classes_with(
+        dump,
+        classes,
+        5,
+        &command_options(dump),
+        baseline,
+    )?;
+    for found in found_all {
         let groups = found
             .groups
             .into_iter()
@@ -59,6 +86,7 @@ fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>
                         line: s.line,
                     }),
                     container_length: holder.and_then(|s| s.length),
+                    container_growth: g.holder_growth,
                     path: g
                         .steps
                         .iter()
@@ -69,6 +97,7 @@ fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>
                             None => format!("{} {:#x}", s.class, s.address),
                         })
                         .collect(),
+                    holders: g.steps.iter().skip(1).map(|s| s.class.clone()).collect(),
                     root: g.root,
                 }
             })
@@ -77,6 +106,7 @@ fn retainer_paths(dump: &Path, classes: &[String]) -> Result<Vec<ClassRetainers>
             class: found.class,
             snapshot: 0,
             instances: found.instances,
+            new_instances: found.new_instances,
             reachable: found.reachable,
             groups,
         });

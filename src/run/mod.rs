@@ -25,6 +25,7 @@ pub mod agent;
 pub mod backend;
 pub mod child;
 pub mod clock;
+pub mod compact;
 pub mod control;
 pub mod footprint;
 pub mod knobs;
@@ -581,6 +582,10 @@ impl Session<'_> {
             s.sidecar = Some(sidecar);
             s.errors
                 .push("the agent answered after the deadline; no native evidence".into());
+            let warnings = compact::compress_heaps(&self.dirs.bundle, &mut [s]);
+            for w in warnings {
+                self.warn(w);
+            }
             self.save();
         }
     }
@@ -796,7 +801,14 @@ impl Session<'_> {
         let why = self.wait_for_round(deadline);
         let round = self.round.take()?;
         let asked = round.asked();
-        let (snapshots, silent) = round.close(&why);
+        let (mut snapshots, silent) = round.close(&why);
+        if snapshots.iter().any(|s| s.taken()) {
+            self.show(&format!("round {index}: compressing the heap dumps"));
+            let mut refs: Vec<&mut Snapshot> = snapshots.iter_mut().collect();
+            for w in compact::compress_heaps(&self.dirs.bundle, &mut refs) {
+                self.warn(w);
+            }
+        }
         for pid in silent {
             if let Some(p) = self.processes.iter_mut().find(|p| p.pid == pid) {
                 p.owes = Some(index);

@@ -44,7 +44,7 @@ impl Serving {
     }
 
     /// [`Serving::start`] with more environment for leakhunt.
-    fn start_with(
+    pub(super) fn start_with(
         options: &[&str],
         env: &[(&str, &str)],
         program: impl FnOnce(&Path) -> Vec<String>,

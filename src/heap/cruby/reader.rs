@@ -5,7 +5,10 @@
 //! worker threads claim chunks, read them with `pread` into a buffer of
 //! [`ReadOptions::buffer_bytes`], and hand every line that *starts* in the chunk to that chunk's
 //! visitor (the last line may run past the chunk's end). Nothing is mapped, so the resident set
-//! stays near `threads × buffer` whatever the dump size. A gzip file is one sequential chunk.
+//! stays near `threads × buffer` whatever the dump size. A zstd file that leakhunt wrote
+//! (line-aligned frames, see [`crate::zst`]) is read the same way with one frame per chunk, each
+//! worker decoding its frame as it scans it. A gzip file, or any other zstd file, is one
+//! sequential chunk.
 //!
 //! A line too long for the buffer is streamed through [`LongLine`], which keeps the keys and
 //! short values, truncates long strings, and lifts the `references` array out into a `Vec<u64>`
@@ -162,10 +165,15 @@ where
 {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut magic = [0u8; 2];
-    let n = file
-        .read_at(&mut magic, 0)
-        .map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 4];
+    let n = crate::source::read_up_to(
+        PreadReader {
+            file: &file,
+            pos: 0,
+        },
+        &mut magic,
+    )
+    .map_err(|e| Error::io(path, e))?;
     let bar = match &opts.progress_label {
         Some(label) => progress::bytes_bar(label, len),
         None => ProgressBar::hidden(),
@@ -181,6 +189,15 @@ where
     };
     if crate::source::is_gzip(&magic[..n]) {
         read_gzip(path, file, opts, &make, &bar, &mut assembler)?;
+    } else if crate::zst::is_zstd(&magic[..n]) {
+        let frames = crate::zst::walk(&file, len).map_err(|e| Error::io(path, e))?;
+        if frames.line_aligned {
+            let shared = Mutex::new(&mut assembler);
+            read_zstd_frames(path, &file, &frames, opts, &make, &bar, &shared);
+        } else {
+            let stream = crate::zst::file_decoder(file).map_err(|e| Error::io(path, e))?;
+            read_stream(path, stream, "zstd", opts, &make, &mut assembler);
+        }
     } else {
         let shared = Mutex::new(&mut assembler);
         read_plain(path, &file, len, opts, &make, &bar, &shared)?;
@@ -383,6 +400,131 @@ where
         },
     );
     Ok(())
+}
+
+/// Reads the line-aligned frames of a zstd file that leakhunt wrote, one chunk per frame, on
+/// every worker. A frame that fails to decode keeps the lines decoded before the failure and is
+/// counted as damaged; the other frames are read all the same.
+fn read_zstd_frames<V, F, S>(
+    path: &Path,
+    file: &File,
+    frames: &crate::zst::FrameList,
+    opts: &ReadOptions,
+    make: &F,
+    bar: &ProgressBar,
+    assembler: &Mutex<&mut Assembler<'_, V, S>>,
+) where
+    V: LineVisitor,
+    F: Fn(u32) -> V + Sync,
+    S: FnMut(ChunkOutcome<V>) + Send,
+{
+    let count = frames.frames.len();
+    let workers = opts.threads.clamp(1, count.max(1));
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut scanner = ChunkScanner::new(opts);
+        let mut compressed = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(frame) = frames.frames.get(index).copied() else {
+                break;
+            };
+            let chunk = u32::try_from(index).unwrap_or(u32::MAX);
+            let mut visitor = make(chunk);
+            let mut diag = Diagnostics::new(path);
+            let mut content = 0u64;
+            compressed.resize(usize::try_from(frame.len).unwrap_or(usize::MAX), 0);
+            let scanned = file
+                .read_exact_at(&mut compressed, frame.offset)
+                .and_then(|()| crate::zst::frame_decoder(&compressed))
+                .and_then(|src| {
+                    scanner.scan(
+                        src,
+                        ChunkSpan {
+                            start: 0,
+                            end: u64::MAX,
+                            chunk,
+                        },
+                        &mut visitor,
+                        &mut diag,
+                        &mut |_, n| content += n as u64,
+                    )
+                });
+            let lines = scanned.unwrap_or_else(|e| {
+                diag.report(
+                    "damaged zstd frames",
+                    Position::Offset(frame.offset),
+                    || format!("decompression stopped after {content} bytes of the frame: {e}"),
+                );
+                scanner.lines_done
+            });
+            bar.inc(frame.len);
+            if let Ok(mut a) = assembler.lock() {
+                a.finished(
+                    index,
+                    RawChunk {
+                        visitor,
+                        diag,
+                        lines,
+                        bytes: content,
+                    },
+                );
+            }
+        }
+    };
+    run_workers(workers, work);
+}
+
+/// Reads a decompressing stream as one sequential chunk (`format` names it in diagnostics).
+/// Damage ends the read; what was decoded before it is kept.
+fn read_stream<V, F, S>(
+    path: &Path,
+    src: Box<dyn Read + Send>,
+    format: &'static str,
+    opts: &ReadOptions,
+    make: &F,
+    assembler: &mut Assembler<'_, V, S>,
+) where
+    V: LineVisitor,
+    F: Fn(u32) -> V,
+    S: FnMut(ChunkOutcome<V>),
+{
+    let mut scanner = ChunkScanner::new(opts);
+    let mut visitor = make(0);
+    let mut diag = Diagnostics::new(path);
+    let mut bytes = 0u64;
+    let lines = scanner.scan(
+        src,
+        ChunkSpan {
+            start: 0,
+            end: u64::MAX,
+            chunk: 0,
+        },
+        &mut visitor,
+        &mut diag,
+        &mut |_, n| bytes += n as u64,
+    );
+    let lines = lines.unwrap_or_else(|e| {
+        diag.report(
+            if format == "gzip" {
+                "damaged gzip streams"
+            } else {
+                "damaged zstd streams"
+            },
+            Position::Whole,
+            || format!("decompression stopped after {bytes} bytes: {e}"),
+        );
+        scanner.lines_done
+    });
+    assembler.finished(
+        0,
+        RawChunk {
+            visitor,
+            diag,
+            lines,
+            bytes,
+        },
+    );
 }
 
 /// Runs `work` on `workers` threads (on this thread when there is one) and waits for all.
@@ -963,6 +1105,97 @@ mod tests {
         assert_eq!(out.chunks.len(), 1);
         assert_eq!(out.lines, 100);
         assert_eq!(out.chunks[0].visitor.lines[99].1, b"line 99");
+    }
+
+    fn zstd_of(content: &[u8], frame: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("d.json");
+        std::fs::write(&plain, content).unwrap();
+        let zst = dir.path().join("d.json.zst");
+        crate::zst::compress_lines_sized(&plain, &zst, frame).unwrap();
+        (dir, zst)
+    }
+
+    fn collected(out: &ReadOutcome<Collect>) -> (Vec<Vec<u8>>, Vec<u64>) {
+        let mut texts = Vec::new();
+        let mut numbers = Vec::new();
+        for c in &out.chunks {
+            for (l, t, _, _) in &c.visitor.lines {
+                numbers.push(c.first_line + l - 1);
+                texts.push(t.clone());
+            }
+        }
+        (texts, numbers)
+    }
+
+    #[test]
+    fn zstd_frames_are_chunks_read_by_every_worker_like_a_plain_file() {
+        let mut content = Vec::new();
+        for i in 0..300 {
+            content.extend_from_slice(format!("line {i} {}\n", "y".repeat(i % 17)).as_bytes());
+        }
+        let (plain, plain_numbers, plain_total) = read_all(&content, &small(1, 1 << 20, 1 << 16));
+        for frame in [1, 50, 700, 1 << 20] {
+            let (_dir, zst) = zstd_of(&content, frame);
+            let out =
+                read_lines(&zst, &small(2, 7, 64), |_| Collect { lines: Vec::new() }).unwrap();
+            let (texts, numbers) = collected(&out);
+            assert_eq!(texts, plain, "frame {frame}");
+            assert_eq!(numbers, plain_numbers);
+            assert_eq!(out.lines, plain_total);
+            assert_eq!(out.bytes, content.len() as u64);
+            assert!(out.diagnostics.kinds.is_empty());
+            let frames = content.len().div_ceil(frame.max(1)).min(300);
+            assert!(out.chunks.len() <= frames && (frame > 1000 || out.chunks.len() > 1));
+        }
+    }
+
+    #[test]
+    fn a_damaged_zstd_frame_is_counted_and_the_other_frames_read() {
+        let mut content = Vec::new();
+        for i in 0..2000 {
+            content.extend_from_slice(format!("{{\"address\":\"0x{i:x}\"}}\n").as_bytes());
+        }
+        let (_dir, zst) = zstd_of(&content, 4000);
+        let file = File::open(&zst).unwrap();
+        let frames = crate::zst::walk(&file, file.metadata().unwrap().len()).unwrap();
+        assert!(frames.frames.len() >= 4);
+        // Damage the content of the second frame (past its header), keeping its size.
+        let second = frames.frames[1];
+        let mut bytes = std::fs::read(&zst).unwrap();
+        let at = (second.offset + second.len / 2) as usize;
+        bytes[at] ^= 0xff;
+        bytes[at + 1] ^= 0xff;
+        std::fs::write(&zst, &bytes).unwrap();
+        let out = read_lines(&zst, &small(2, 7, 256), |_| Collect { lines: Vec::new() }).unwrap();
+        assert_eq!(out.diagnostics.count_of("damaged zstd frames"), 1);
+        assert_eq!(
+            out.diagnostics.kinds[0].first,
+            Position::Offset(second.offset)
+        );
+        let (texts, numbers) = collected(&out);
+        let wanted: Vec<&[u8]> = content
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(texts.len() < wanted.len() && texts.len() > wanted.len() / 2);
+        // Every line read is a line of the dump, and the last frame's are all there.
+        assert_eq!(texts.last().unwrap().as_slice(), *wanted.last().unwrap());
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_zstd_file_without_the_mark_is_read_as_one_stream() {
+        let content = b"{\"a\":1}\n{\"b\":2}\n".repeat(100);
+        let (_dir, zst) = zstd_of(&content, 30);
+        let mut bytes = std::fs::read(&zst).unwrap();
+        let mark = 8 + crate::zst::LINES_MARK.len();
+        bytes.truncate(bytes.len() - mark);
+        std::fs::write(&zst, &bytes).unwrap();
+        let out = read_lines(&zst, &small(2, 7, 64), |_| Collect { lines: Vec::new() }).unwrap();
+        assert_eq!(out.chunks.len(), 1);
+        assert_eq!(out.lines, 200);
+        assert!(out.diagnostics.kinds.is_empty());
     }
 
     #[test]

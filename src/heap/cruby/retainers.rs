@@ -20,6 +20,7 @@ use crate::diag::Diagnostics;
 use crate::error::{Error, Result};
 use crate::heap::cruby::census::report_bad_line;
 use crate::heap::cruby::classes::{ClassRecord, ClassTable, LabelKey};
+use crate::heap::cruby::diff::{Baseline, object_stamp, pack_key};
 use crate::heap::cruby::reader::{
     ChunkOutcome, LineRef, LineVisitor, ReadOptions, read_lines_in_order, run_workers,
 };
@@ -113,6 +114,11 @@ pub struct RetainerGroup {
     pub elided_steps: u64,
     /// The ROOT category the path starts from (`vm`, `machine_context`, `global_tbl`, …).
     pub root: String,
+    /// With a baseline, for an Array or Hash holder that was already in it: the elements it
+    /// gained since. A container that holds new instances without growing is turning its
+    /// contents over (a steady cache), not piling them up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_growth: Option<i64>,
 }
 
 /// Why the instances of one class are alive.
@@ -122,7 +128,11 @@ pub struct ClassRetainers {
     pub class: String,
     /// Instances of the class in the dump.
     pub instances: u64,
-    /// Instances with a path from a root.
+    /// With a baseline: the instances absent from it (new since), the only ones grouped and
+    /// counted as reachable or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_instances: Option<u64>,
+    /// Instances (the new ones, with a baseline) with a path from a root.
     pub reachable: u64,
     /// Instances with no path from a root: garbage not yet collected, or held through
     /// references the dump does not record. Every instance, when the dump has no ROOT lines.
@@ -174,72 +184,37 @@ pub fn for_class_with(
     top: usize,
     opts: &ReadOptions,
 ) -> Result<ClassRetainers> {
-    let mut heap = Heap::read(path, opts)?;
+    let mut heap = Heap::read(path, opts, false)?;
     heap.search();
-    let targets = heap.name_ids(class);
-    let mut report = ClassRetainers {
-        dump: path.to_path_buf(),
-        class: class.to_string(),
-        instances: 0,
-        reachable: 0,
-        unreachable: 0,
-        has_roots: !heap.roots.is_empty(),
-        groups: Vec::new(),
-        groups_total: 0,
-        similar: Vec::new(),
-        diagnostics: std::mem::take(&mut heap.diagnostics),
-    };
-    if targets.is_empty() {
-        report.similar = heap.similar_names(class);
-        return Ok(report);
-    }
-    let mut grouping = Grouping::default();
-    // (group id → count, bytes, first instance)
-    let mut groups: Vec<(u64, u64, u32)> = Vec::new();
-    let mut group_of_target: Vec<(u32, u32)> = Vec::new();
-    for id in 0..heap.len() {
-        if !targets.contains(&heap.name_of(id)) {
-            continue;
-        }
-        report.instances += 1;
-        if heap.parent[id as usize] == UNSEEN {
-            report.unreachable += 1;
-            continue;
-        }
-        report.reachable += 1;
-        let g = heap.group_of(id, &mut grouping);
-        if g as usize == groups.len() {
-            groups.push((0, 0, id));
-        }
-        let e = &mut groups[g as usize];
-        e.0 += 1;
-        e.1 = e.1.saturating_add(heap.memsize[id as usize]);
-        group_of_target.push((g, id));
-    }
-    let mut order: Vec<u32> = (0..groups.len() as u32).collect();
-    order.sort_by(|&x, &y| {
-        let (a, b) = (groups[x as usize], groups[y as usize]);
-        (b.0, b.1).cmp(&(a.0, a.1)).then(a.2.cmp(&b.2))
-    });
-    order.truncate(top);
-    report.groups_total = groups.len();
-    let mut members: HashMap<u32, Vec<u32>> = order.iter().map(|&g| (g, Vec::new())).collect();
-    for (g, id) in group_of_target {
-        if let Some(m) = members.get_mut(&g) {
-            m.push(id);
-        }
-    }
+    let diagnostics = std::mem::take(&mut heap.diagnostics);
     let mut marks = vec![0u32; heap.len() as usize];
-    for (rank, &g) in order.iter().enumerate() {
-        let (count, bytes, example) = groups[g as usize];
-        let instances = members.get(&g).map_or(&[][..], Vec::as_slice);
-        let distinct = heap.distinct_by_depth(instances, &mut marks, rank as u32 + 1);
-        let mut group = heap.path_of(example, &distinct);
-        group.count = count;
-        group.bytes = bytes;
-        report.groups.push(group);
-    }
+    let mut report = heap.class_report(path, class, top, None, &mut marks);
+    report.diagnostics = diagnostics;
     Ok(report)
+}
+
+/// Retainer groups of several classes from one read of the dump. With a `baseline` (the
+/// objects of an earlier dump of the same process), only the instances absent from it are
+/// grouped: the objects that appeared since, which is where a leak's growth is; the instances
+/// that were already there say why the steady population lives, not why it grows.
+pub fn for_classes_with(
+    path: &Path,
+    classes: &[String],
+    top: usize,
+    opts: &ReadOptions,
+    baseline: Option<&Baseline>,
+) -> Result<Vec<ClassRetainers>> {
+    let mut heap = Heap::read(path, opts, baseline.is_some())?;
+    heap.search();
+    let diagnostics = std::mem::take(&mut heap.diagnostics);
+    let mut marks = vec![0u32; heap.len() as usize];
+    let mut out = Vec::new();
+    for class in classes {
+        let mut report = heap.class_report(path, class, top, baseline, &mut marks);
+        report.diagnostics = diagnostics.clone();
+        out.push(report);
+    }
+    Ok(out)
 }
 
 /// The shortest root path of the object at `address`.
@@ -248,7 +223,7 @@ pub fn for_address(path: &Path, address: u64) -> Result<AddressRetainers> {
 }
 
 pub fn for_address_with(path: &Path, address: u64, opts: &ReadOptions) -> Result<AddressRetainers> {
-    let mut heap = Heap::read(path, opts)?;
+    let mut heap = Heap::read(path, opts, false)?;
     heap.search();
     let mut report = AddressRetainers {
         dump: path.to_path_buf(),
@@ -296,6 +271,9 @@ pub fn parse_address(text: &str) -> Option<u64> {
 /// One chunk's objects, in line order, with edges still as addresses.
 struct GraphChunk {
     addrs: Vec<u64>,
+    /// [`object_stamp`] of each object (tells a reused address from the object a baseline saw);
+    /// kept only when a baseline will be compared (8 bytes per object).
+    stamps: Option<Vec<u64>>,
     labels: Vec<u32>,
     sites: Vec<u32>,
     lengths: Vec<u32>,
@@ -316,9 +294,10 @@ struct GraphChunk {
 }
 
 impl GraphChunk {
-    fn new() -> Self {
+    fn new(stamps: bool) -> Self {
         GraphChunk {
             addrs: Vec::new(),
+            stamps: stamps.then(Vec::new),
             labels: Vec::new(),
             sites: Vec::new(),
             lengths: Vec::new(),
@@ -371,6 +350,9 @@ impl LineVisitor for GraphChunk {
         let Some(address) = rec.address else { return };
         let i = self.addrs.len();
         self.addrs.push(address);
+        if let Some(stamps) = &mut self.stamps {
+            stamps.push(object_stamp(rec.class, rec.generation));
+        }
         let key = LabelKey::of(&rec, &mut self.details);
         let next_label = self.label_keys.len() as u32;
         let label = *self.label_ids.entry(key).or_insert(next_label);
@@ -421,6 +403,8 @@ impl LineVisitor for GraphChunk {
 /// The whole dump as a graph, plus what reports need about each object.
 struct Heap {
     addrs: Vec<u64>,
+    /// Per object, when read for a baseline comparison; empty otherwise.
+    stamps: Vec<u64>,
     labels: Vec<u32>,
     sites: Vec<u32>,
     lengths: Vec<u32>,
@@ -497,6 +481,9 @@ impl Builder {
             })
             .collect();
         h.addrs.extend_from_slice(&g.addrs);
+        if let Some(stamps) = &g.stamps {
+            h.stamps.extend_from_slice(stamps);
+        }
         h.labels
             .extend(g.labels.iter().map(|&l| label_map[l as usize]));
         h.sites.extend(
@@ -526,13 +513,16 @@ impl Builder {
 }
 
 impl Heap {
-    fn read(path: &Path, opts: &ReadOptions) -> Result<Heap> {
+    /// Reads the dump into a graph; `stamps`: also each object's [`object_stamp`], to compare
+    /// with a baseline.
+    fn read(path: &Path, opts: &ReadOptions, stamps: bool) -> Result<Heap> {
         let opts = ReadOptions {
             keep_long_refs: true,
             ..opts.clone()
         };
         let heap = Heap {
             addrs: Vec::new(),
+            stamps: Vec::new(),
             labels: Vec::new(),
             sites: Vec::new(),
             lengths: Vec::new(),
@@ -564,7 +554,7 @@ impl Heap {
             raw_roots: Vec::new(),
             edge_total: 0,
         };
-        let summary = read_lines_in_order(path, &opts, |_| GraphChunk::new(), |c| b.add(c))?;
+        let summary = read_lines_in_order(path, &opts, |_| GraphChunk::new(stamps), |c| b.add(c))?;
         if b.heap.addrs.is_empty() {
             return Err(nothing_read(path, &summary.diagnostics));
         }
@@ -628,8 +618,123 @@ impl Heap {
         Ok(heap)
     }
 
+    /// The grouped root paths of the instances of `class` (the new ones, with a baseline).
+    /// `marks` is scratch space of one `u32` per object, shared by the calls on one heap.
+    fn class_report(
+        &self,
+        path: &Path,
+        class: &str,
+        top: usize,
+        baseline: Option<&Baseline>,
+        marks: &mut [u32],
+    ) -> ClassRetainers {
+        let targets = self.name_ids(class);
+        let mut report = ClassRetainers {
+            dump: path.to_path_buf(),
+            class: class.to_string(),
+            instances: 0,
+            new_instances: None,
+            reachable: 0,
+            unreachable: 0,
+            has_roots: !self.roots.is_empty(),
+            groups: Vec::new(),
+            groups_total: 0,
+            similar: Vec::new(),
+            diagnostics: Diagnostics::default(),
+        };
+        if targets.is_empty() {
+            report.similar = self.similar_names(class);
+            return report;
+        }
+        let mut new_instances = 0u64;
+        let mut grouping = Grouping::default();
+        // (group id → count, bytes, first instance)
+        let mut groups: Vec<(u64, u64, u32)> = Vec::new();
+        let mut group_of_target: Vec<(u32, u32)> = Vec::new();
+        for id in 0..self.len() {
+            if !targets.contains(&self.name_of(id)) {
+                continue;
+            }
+            report.instances += 1;
+            if let Some(b) = baseline {
+                let key = pack_key(self.addrs[id as usize], self.type_of(id));
+                if b.contains(key, self.stamp(id)) {
+                    continue;
+                }
+                new_instances += 1;
+            }
+            if self.parent[id as usize] == UNSEEN {
+                report.unreachable += 1;
+                continue;
+            }
+            report.reachable += 1;
+            let g = self.group_of(id, &mut grouping);
+            if g as usize == groups.len() {
+                groups.push((0, 0, id));
+            }
+            let e = &mut groups[g as usize];
+            e.0 += 1;
+            e.1 = e.1.saturating_add(self.memsize[id as usize]);
+            group_of_target.push((g, id));
+        }
+        if baseline.is_some() {
+            report.new_instances = Some(new_instances);
+        }
+        let mut order: Vec<u32> = (0..groups.len() as u32).collect();
+        order.sort_by(|&x, &y| {
+            let (a, b) = (groups[x as usize], groups[y as usize]);
+            (b.0, b.1).cmp(&(a.0, a.1)).then(a.2.cmp(&b.2))
+        });
+        order.truncate(top);
+        report.groups_total = groups.len();
+        let mut members: HashMap<u32, Vec<u32>> = order.iter().map(|&g| (g, Vec::new())).collect();
+        for (g, id) in group_of_target {
+            if let Some(m) = members.get_mut(&g) {
+                m.push(id);
+            }
+        }
+        // Marks are told apart per group; a fresh run of values per call keeps them apart
+        // from an earlier class's.
+        let base = marks.iter().copied().max().unwrap_or(0);
+        for (rank, &g) in order.iter().enumerate() {
+            let (count, bytes, example) = groups[g as usize];
+            let instances = members.get(&g).map_or(&[][..], Vec::as_slice);
+            let distinct = self.distinct_by_depth(instances, marks, base + rank as u32 + 1);
+            let mut group = self.path_of(example, &distinct);
+            group.count = count;
+            group.bytes = bytes;
+            group.holder_growth = baseline.and_then(|b| self.growth_since(b, example));
+            report.groups.push(group);
+        }
+        report
+    }
+
     fn len(&self) -> u32 {
         self.addrs.len() as u32
+    }
+
+    /// The object's stamp (0 when the graph was read without them).
+    fn stamp(&self, id: u32) -> u64 {
+        self.stamps.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Elements the holder of `target` gained since the baseline, if it is an Array or Hash
+    /// the baseline has.
+    fn growth_since(&self, baseline: &Baseline, target: u32) -> Option<i64> {
+        let holder = self.parent[target as usize];
+        if holder >= ROOT_TAG {
+            return None;
+        }
+        let now = match self.lengths[holder as usize] {
+            NONE32 => return None,
+            l => i64::from(l),
+        };
+        let key = pack_key(self.addrs[holder as usize], self.type_of(holder));
+        if !matches!(self.type_of(holder), ObjType::Array | ObjType::Hash) {
+            return None;
+        }
+        let then = baseline.length_of(key, self.stamp(holder))?;
+        Some(now - i64::try_from(then).unwrap_or(i64::MAX))
     }
 
     fn index_addresses(&mut self) {
@@ -890,6 +995,7 @@ impl Heap {
             steps,
             elided_steps: elided,
             root,
+            holder_growth: None,
         }
     }
 }
@@ -1170,6 +1276,128 @@ mod tests {
         assert_eq!(r.instances, 0);
         let r = for_class_with(&p, "node", 10, &small()).unwrap();
         assert_eq!(r.similar, ["Node"]);
+    }
+
+    /// The runtime's hidden Array holds many Strings from the start; later, a Hash held by a
+    /// record holds a few new ones. One new String sits at the address of an old one (a freed
+    /// slot reused): its later allocation generation tells it apart.
+    fn strings_old_and_new(with_new: bool) -> Vec<String> {
+        let string = |a: u64, generation: u64| {
+            format!(
+                r#"{{"address":"0x{a:x}", "type":"STRING", "class":"0x40", "bytesize":3, "value":"abc", "file":"x.rb", "line":1, "generation":{generation}, "memsize":40}}"#
+            )
+        };
+        let old: Vec<u64> = (0..6).map(|i| 0x1000 + i * 40).collect();
+        // 0x1000 held the old String of generation 1 that was freed; generation 9 reuses it.
+        let new: Vec<u64> = vec![0x1000, 0x2000, 0x2028, 0x2050];
+        let held_by_hidden: Vec<u64> = if with_new {
+            old[1..].to_vec()
+        } else {
+            old.clone()
+        };
+        let refs = |v: &[u64]| {
+            v.iter()
+                .map(|a| format!("\"0x{a:x}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut v = vec![
+            r#"{"type":"ROOT", "root":"vm", "references":["0x100", "0x300"]}"#.to_string(),
+            r#"{"address":"0x40", "type":"CLASS", "class":"0x41", "name":"String"}"#.to_string(),
+            r#"{"address":"0x50", "type":"CLASS", "class":"0x41", "name":"AuditEntry"}"#
+                .to_string(),
+            r#"{"address":"0x60", "type":"CLASS", "class":"0x41", "name":"Hash"}"#.to_string(),
+            r#"{"address":"0x70", "type":"CLASS", "class":"0x41", "name":"Array"}"#.to_string(),
+            format!(
+                r#"{{"address":"0x100", "type":"ARRAY", "length":{}, "references":[{}]}}"#,
+                held_by_hidden.len(),
+                refs(&held_by_hidden)
+            ),
+        ];
+        for (i, &a) in old.iter().enumerate() {
+            if !(with_new && i == 0) {
+                v.push(string(a, 1));
+            }
+        }
+        if with_new {
+            v.push(r#"{"address":"0x300", "type":"ARRAY", "class":"0x70", "length":1, "references":["0x310"], "file":"app.rb", "line":5}"#.to_string());
+            v.push(r#"{"address":"0x310", "type":"OBJECT", "class":"0x50", "references":["0x320"], "file":"app.rb", "line":9}"#.to_string());
+            v.push(format!(
+                r#"{{"address":"0x320", "type":"HASH", "class":"0x60", "size":4, "references":[{}], "file":"app.rb", "line":9}}"#,
+                refs(&new)
+            ));
+            for &a in &new {
+                v.push(string(a, 9));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn with_a_baseline_only_the_new_instances_are_grouped() {
+        let (_d1, first) = write(&strings_old_and_new(false));
+        let (_d2, last) = write(&strings_old_and_new(true));
+        let classes = ["String".to_string()];
+        // Over every instance, the runtime's hidden Array leads.
+        let all = for_classes_with(&last, &classes, 5, &small(), None).unwrap();
+        assert_eq!(all[0].instances, 9);
+        assert_eq!(all[0].new_instances, None);
+        assert_eq!(all[0].groups[0].steps[0].class, "Array (hidden)");
+        // Over the new ones, the Hash the record holds is the only group, and the String at a
+        // reused address counts as new.
+        let baseline = Baseline::read(&first, &small()).unwrap();
+        assert_eq!(baseline.len(), 11);
+        let new = for_classes_with(&last, &classes, 5, &small(), Some(&baseline)).unwrap();
+        let r = &new[0];
+        assert_eq!((r.instances, r.new_instances, r.reachable), (9, Some(4), 4));
+        assert_eq!(r.groups.len(), 1);
+        let classes: Vec<&str> = r.groups[0].steps.iter().map(|s| s.class.as_str()).collect();
+        assert_eq!(classes, ["Hash", "AuditEntry", "Array"]);
+        assert_eq!(r.groups[0].count, 4);
+    }
+
+    #[test]
+    fn a_holder_in_the_baseline_tells_how_much_it_grew() {
+        // A steady Array of two Records whose contents are replaced, and a growing one.
+        let dump = |steady: [u64; 2], piled: &[u64]| {
+            let refs = |v: &[u64]| {
+                v.iter()
+                    .map(|a| format!("\"0x{a:x}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut v = vec![
+                r#"{"type":"ROOT", "root":"vm", "references":["0x100", "0x200"]}"#.to_string(),
+                r#"{"address":"0x50", "type":"CLASS", "class":"0x41", "name":"Record"}"#
+                    .to_string(),
+                format!(
+                    r#"{{"address":"0x100", "type":"ARRAY", "class":"0x70", "length":2, "references":[{}], "file":"s.rb", "line":1, "generation":1}}"#,
+                    refs(&steady)
+                ),
+                format!(
+                    r#"{{"address":"0x200", "type":"ARRAY", "class":"0x70", "length":{}, "references":[{}], "file":"s.rb", "line":2, "generation":1}}"#,
+                    piled.len(),
+                    refs(piled)
+                ),
+            ];
+            for a in steady.iter().chain(piled) {
+                v.push(format!(
+                    r#"{{"address":"0x{a:x}", "type":"OBJECT", "class":"0x50", "generation":{}}}"#,
+                    a >> 12
+                ));
+            }
+            v
+        };
+        let (_d1, first) = write(&dump([0x1000, 0x1028], &[0x2000]));
+        let (_d2, last) = write(&dump([0x3000, 0x3028], &[0x2000, 0x4000]));
+        let baseline = Baseline::read(&first, &small()).unwrap();
+        let r = for_classes_with(&last, &["Record".into()], 5, &small(), Some(&baseline)).unwrap();
+        let growth: Vec<(u64, u64, Option<i64>)> = r[0]
+            .groups
+            .iter()
+            .map(|g| (g.steps[0].address, g.count, g.holder_growth))
+            .collect();
+        assert_eq!(growth, [(0x100, 2, Some(0)), (0x200, 1, Some(1))]);
     }
 
     #[test]

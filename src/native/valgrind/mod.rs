@@ -7,10 +7,12 @@
 //! over (`in loss record 1 of 12` after `… 12 of 12`) or its total changes.
 //!
 //! A loss record such as `6,800 (+5,440) (400 (+320) direct, 6,400 (+5,120) indirect) bytes in
-//! 25 (+20) blocks are definitely lost` counts its *direct* bytes (400): the indirect ones are
-//! blocks allocated elsewhere and reachable only through these, listed under their own stacks
-//! as `indirectly lost` when asked for, and counted by the LEAK SUMMARY on their own line. That
-//! keeps valgrind's numbers comparable with LSan's Direct/Indirect split.
+//! 25 (+20) blocks are definitely lost` keeps 6,800 bytes alive: 400 directly, and 6,400 in
+//! blocks allocated elsewhere and reachable only through these. When the search also lists the
+//! `indirectly lost` records (under their own stacks), the record counts its direct bytes and the
+//! indirect ones count where they were allocated, as LSan's Direct/Indirect split does; when it
+//! does not (`vgdb … leak_check full definiteleak any`, how `leakhunt run` asks), the record
+//! counts its total, or the indirect memory would be missing from the leak's size.
 //!
 //! Records printed with `(+N)` deltas (vgdb `increased`/`changed`) list only what changed since
 //! the previous search; such reports carry [`CHANGES_ONLY`] among their notices, and growth over
@@ -187,6 +189,10 @@ struct Reports<'p> {
     header: ReportHeader,
     last_record: Option<(u64, u64)>,
     has_deltas: bool,
+    /// The open report's definite records' indirect parts, counted at close unless the report
+    /// lists indirect records of its own.
+    indirect: Vec<(Option<super::StackId>, LeakKind, u64)>,
+    lists_indirect: bool,
 }
 
 impl<'p> Reports<'p> {
@@ -202,6 +208,8 @@ impl<'p> Reports<'p> {
             },
             last_record: None,
             has_deltas: false,
+            indirect: Vec::new(),
+            lists_indirect: false,
         }
     }
 
@@ -238,10 +246,23 @@ impl<'p> Reports<'p> {
             record.own_bytes(),
             None,
         );
+        if record.kind == LeakKind::IndirectlyLost {
+            self.lists_indirect = true;
+        }
+        let indirect = record.bytes.saturating_sub(record.own_bytes());
+        if indirect > 0 {
+            self.indirect.push((stack, record.kind, indirect));
+        }
     }
 
     fn close(&mut self) {
-        if let Some(builder) = self.open.take() {
+        let indirect = std::mem::take(&mut self.indirect);
+        if let Some(mut builder) = self.open.take() {
+            if !self.lists_indirect {
+                for (stack, kind, bytes) in indirect {
+                    builder.add_leak(stack, kind, None, 0, bytes, None);
+                }
+            }
             let mut report = builder.finish();
             let notices = std::mem::take(&mut report.header.notices);
             report.header = self.header.clone();
@@ -253,6 +274,7 @@ impl<'p> Reports<'p> {
         }
         self.last_record = None;
         self.has_deltas = false;
+        self.lists_indirect = false;
     }
 
     fn finish(mut self, diagnostics: Diagnostics) -> Vec<NativeReport> {

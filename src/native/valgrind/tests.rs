@@ -80,7 +80,8 @@ fn vgdb_session_is_one_report_per_search() {
     let (a, b) = (&reports[0], &reports[1]);
     assert_eq!((a.sequence, b.sequence), (0, 1));
     assert_eq!(a.header.pid, Some(13045));
-    assert_eq!((a.total_blocks(), a.total_bytes()), (6, 112));
+    // The search lists no indirect records: each definite record counts what it keeps alive.
+    assert_eq!((a.total_blocks(), a.total_bytes()), (6, 112 + 1280));
     assert_eq!(
         a.summary.map(|s| (s.leaks, s.bytes)),
         Some((6 + 5 + 2, 112 + 1280 + 4608))
@@ -89,7 +90,7 @@ fn vgdb_session_is_one_report_per_search() {
     assert!(a.diagnostics.is_empty(), "{:?}", a.diagnostics);
     let site = &sites(a)[0];
     assert_eq!(site.key.function, "widget_create");
-    assert_eq!((site.blocks, site.bytes), (5, 80));
+    assert_eq!((site.blocks, site.bytes), (5, 1360));
     assert_eq!(site.frame.file.as_deref(), Some("widget.c"));
     assert_eq!(site.frame.line, Some(23));
     let labels: Vec<String> = site.stack.iter().map(Frame::label).collect();
@@ -98,7 +99,24 @@ fn vgdb_session_is_one_report_per_search() {
     assert_eq!(noise.key.function, "libruby-3.1.so.3.1.2@0x4934483");
     let g = growth(&sites(a), &sites(b));
     assert_eq!(g[0].key.function, "widget_create");
-    assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20, 320));
+    assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20, 5440));
+}
+
+/// A search that also lists the indirectly lost blocks counts them where they were allocated,
+/// and each definite record its direct bytes only: nothing twice.
+#[test]
+fn indirect_records_listed_are_not_counted_twice() {
+    let log = b"==1== 1,360 (80 direct, 1,280 indirect) bytes in 5 blocks are definitely lost in loss record 2 of 3\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D14E: widget_create (widget.c:23)\n\
+        ==1== \n\
+        ==1== 1,280 bytes in 5 blocks are indirectly lost in loss record 3 of 3\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D160: widget_create (widget.c:25)\n\
+        ==1== \n";
+    let reports = parse_text(Path::new("v.txt"), log).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].total_bytes(), 80 + 1280);
 }
 
 /// LEAK SUMMARY lines whose sizes add past `u64::MAX`: the summary saturates.
@@ -235,7 +253,7 @@ fn xml_leak_errors_become_one_report() {
     assert_eq!(r.header.tool_version.as_deref(), Some("3.19.0"));
     assert_eq!(r.header.process.as_deref(), Some("ruby"));
     assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
-    assert_eq!((r.total_blocks(), r.total_bytes()), (7, 80 + 4608));
+    assert_eq!((r.total_blocks(), r.total_bytes()), (7, 1360 + 4608));
     assert_eq!(
         r.header.notices,
         ["1 memcheck errors that are not leaks (uninitialised values, invalid accesses) left out"]
