@@ -482,6 +482,81 @@ fn ruby_ready() -> bool {
     require("ruby", have("ruby"))
 }
 
+/// With `symbolize=0` LSan prints every frame as `(module+offset)`, so leakhunt names the
+/// widget library's frames from its file. The run keeps what that took in the bundle: `analyze`
+/// of the bundle after the library is deleted prints the run's report, `widget_create` and all.
+#[test]
+fn analyze_names_native_frames_as_the_run_did_after_the_library_is_gone() {
+    if !ruby_ready() || !lsan_ready() || !require("gcc", have("gcc")) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = crate::common::build_widget(dir.path());
+    let report = dir.path().join("report.json");
+    let r = run(
+        &[
+            "--backend",
+            "lsan",
+            "--after",
+            "0.5s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "2",
+            "--fail-on",
+            "never",
+            "--format",
+            "json",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[
+            "ruby",
+            crate::common::widget_fixture("widget-leak.rb")
+                .to_str()
+                .unwrap(),
+            "3000",
+            "3",
+        ],
+        &[
+            ("WIDGET_LIB", lib.to_str().unwrap()),
+            ("LSAN_OPTIONS", "symbolize=0"),
+        ],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    let ran = json_report(&report, &r);
+    let named = ran["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["native"]["function"] == "widget_create");
+    assert!(named, "leakhunt named widget_create: {ran:#}\n{ctx}");
+
+    std::fs::remove_file(&lib).unwrap();
+    let again = dir.path().join("again.json");
+    let out = leakhunt()
+        .args([
+            "analyze",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "--output",
+        ])
+        .arg(&again)
+        .arg(&r.bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_report(&again, &r), ran, "{ctx}");
+}
+
 #[test]
 fn early_exit_keeps_the_exit_snapshot_and_the_status() {
     if !ruby_ready() {
