@@ -182,11 +182,6 @@ pub struct RunArgs {
     /// Turn off allocation tracing (faster, but findings lose their file:line).
     #[arg(long)]
     pub no_alloc_sites: bool,
-    /// Trace every allocation for the whole run, not only while the program starts, in short
-    /// windows and during snapshots (every object's file:line; several times slower on
-    /// allocation-heavy programs).
-    #[arg(long, conflicts_with = "no_alloc_sites")]
-    pub all_alloc_sites: bool,
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,

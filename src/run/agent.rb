@@ -115,16 +115,12 @@ module LeakhuntAgent
     end
   end
 
-  # Instances created and release calls made for one wrapper class, by creation site. A release
-  # is put to the site where the released instance was created: the counter keeps each live
-  # instance's site by object id (allocation tracing is sampled, so Ruby's own allocation record
-  # is missing for most instances). Ids of instances the GC took without a release are dropped
-  # now and then (`prune`); ids are never reused, so a stale one is only memory.
+  # Instances created and release calls made for one wrapper class, by creation site. Releases
+  # are put to the site of the released instance through the allocation record Ruby keeps when
+  # allocation tracing is on (the immediate site, mapped to the user's site seen at creation).
   class Counter
     attr_reader :klass, :release_methods, :since
     attr_reader :created, :released
-
-    PRUNE_FLOOR = 10_000
 
     def initialize(klass, release_methods, since, per_site_releases)
       @klass = klass
@@ -135,9 +131,7 @@ module LeakhuntAgent
       @per_site_releases = per_site_releases
       @sites = Hash.new { |h, path| h[path] = Hash.new(0) }
       @released_at = Hash.new { |h, path| h[path] = Hash.new(0) }
-      @site_keys = Hash.new { |h, path| h[path] = {} } # path => { line => [path, line] }
-      @born_at = {}                                    # object id => [path, line]
-      @prune_at = PRUNE_FLOOR
+      @user_site_for = {} # "immediate path:line" => [user path, user line], when they differ
     end
 
     # Counts start again in a forked child: what its parent created is its parent's.
@@ -147,43 +141,28 @@ module LeakhuntAgent
       @released = 0
       @sites.clear
       @released_at.clear
-      @born_at.clear
-      @prune_at = PRUNE_FLOOR
     end
 
-    def count_creation(instance, site)
+    def count_creation(site)
       @created += 1
       return unless site
 
-      _, user = site
+      first, user = site
       path = user.path.to_s
-      line = user.lineno
-      @sites[path][line] += 1
-      return unless @per_site_releases
-
-      @born_at[instance.__id__] = (@site_keys[path][line] ||= [path, line].freeze)
+      @sites[path][user.lineno] += 1
+      @user_site_for["#{first.path}:#{first.lineno}"] ||= [path, user.lineno] unless first.equal?(user)
     end
 
     def count_release(instance)
       @released += 1
       return unless @per_site_releases
 
-      path, line = @born_at.delete(instance.__id__)
-      @released_at[path][line] += 1 if path
-    end
+      path = ObjectSpace.allocation_sourcefile(instance)
+      return unless path
 
-    # Forgets the ids of instances that are gone (collected without a release), once the table
-    # has doubled since the last time: a walk over the heap, while the program is parked.
-    def prune
-      return if @born_at.size < @prune_at
-
-      live = {}
-      ObjectSpace.each_object(@klass) do |o|
-        id = o.__id__
-        live[id] = true if @born_at.key?(id)
-      end
-      @born_at.select! { |id, _| live.key?(id) }
-      @prune_at = [@born_at.size * 2, PRUNE_FLOOR].max
+      line = ObjectSpace.allocation_sourceline(instance)
+      path, line = @user_site_for["#{path}:#{line}"] || [path, line] unless @user_site_for.empty?
+      @released_at[path][line] += 1
     end
 
     def to_h
@@ -392,10 +371,8 @@ module LeakhuntAgent
     end
 
     # The lifecycle counts as they are now, copied while the program's threads are parked: the
-    # sidecar is written after they resume, when their hooks may add creation sites. (Parked,
-    # no hook is adding an instance's site while a counter prunes them.)
+    # sidecar is written after they resume, when their hooks may add creation sites.
     def copy_counts
-      @counters.each_value(&:prune)
       @counts = @counters.values.map(&:to_h)
     end
 
@@ -556,7 +533,7 @@ module LeakhuntAgent
           define_method(:initialize) do |*args, &block|
             result = super(*args, &block)
             begin
-              counter.count_creation(self, sites.creation_site)
+              counter.count_creation(sites.creation_site)
             rescue StandardError => e
               LeakhuntAgent.note_error("counting #{counter.klass} creation: #{e.class}: #{e.message}")
             end
@@ -601,107 +578,6 @@ module LeakhuntAgent
       counts = @counts || []
       @counts = nil
       { ffi: ffi, wrappers: @wrappers.values, lifecycle: counts }
-    end
-  end
-
-  # Allocation sites (ObjectSpace.trace_object_allocations: the file:line a heap dump gives each
-  # object) at a cost a real application can run under. Tracing every allocation costs Ruby a
-  # malloc'ed record and a hash entry per object: 8-10x the CPU of an allocation-heavy program,
-  # 50x and more under LSan, where every malloc pays a full unwind. So tracing is on
-  # - from the start for the first WARMUP_OBJECTS allocations: what a program makes while it
-  #   loads and sets up lives long, containers included;
-  # - then in short windows (WINDOW seconds every PERIOD; the agent's thread needs the GVL to end
-  #   one, so a window lasts up to a thread time slice longer): objects made at a steady rate, as
-  #   the ones that pile up are, get sites in proportion;
-  # - during each snapshot round, until the command that took it returns, so that what the agent
-  #   itself allocates is known as its own.
-  # A phase ends with a minor GC while tracing is still on, so what the phase made and dropped
-  # is freed with its record: a record that outlives its object (freed while tracing is off)
-  # would give its site to the next object in the same slot.
-  # LEAKHUNT_ALLOC_SITES=all traces every allocation for the whole run.
-  class AllocationSites
-    WARMUP_OBJECTS = 100_000
-    WINDOW = 0.02
-    PERIOD = 4.0
-    TICK = 0.05
-
-    def initialize(all)
-      @all = all
-      @lock = Mutex.new
-      @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
-      @tracing = false
-    end
-
-    def start
-      if @all
-        want(:all, true)
-        return
-      end
-      @warmup_until = GC.stat(:total_allocated_objects) + WARMUP_OBJECTS
-      want(:warmup, true)
-      start_thread
-    end
-
-    # In a forked child: the sampling thread did not survive the fork; the tracing state did
-    # (a round under way in the parent is the parent's).
-    def after_fork
-      @lock = Mutex.new
-      want(:round, false)
-      start_thread unless @all
-    end
-
-    # A snapshot round begins: tracing is on until `round_over`.
-    def round_started
-      want(:round, true)
-    end
-
-    # Called once the command that took the round has returned: the round's own objects are
-    # off the agent thread's stack, and the minor GC frees them with their records.
-    def round_over
-      finish(:round) if @reasons.key?(:round)
-    end
-
-    private
-
-    def start_thread
-      @thread = Thread.new { sample }
-      @thread.name = 'leakhunt-sites' if @thread.respond_to?(:name=)
-      @thread.report_on_exception = false
-      @thread.thread_variable_set(:fork_safe, true)
-    end
-
-    def sample
-      sleep TICK while GC.stat(:total_allocated_objects) < @warmup_until
-      finish(:warmup)
-      window_at = LeakhuntAgent.clock + PERIOD
-      loop do
-        sleep TICK
-        next if LeakhuntAgent.clock < window_at
-
-        want(:window, true)
-        sleep WINDOW
-        finish(:window)
-        window_at = LeakhuntAgent.clock + PERIOD
-      end
-    rescue StandardError => e
-      LeakhuntAgent.note_error("allocation sites: #{e.class}: #{e.message}")
-    end
-
-    # Ends a phase: the minor GC frees what it made and dropped while the records can still go.
-    def finish(reason)
-      GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
-      want(reason, false)
-    end
-
-    def want(reason, on)
-      @lock.synchronize do
-        on ? @reasons[reason] = true : @reasons.delete(reason)
-        wanted = !@reasons.empty?
-        next if wanted == @tracing
-
-        wanted ? ObjectSpace.trace_object_allocations_start : ObjectSpace.trace_object_allocations_stop
-        @tracing = wanted
-      end
     end
   end
 
@@ -1271,11 +1147,8 @@ module LeakhuntAgent
       @command = Json.dump([$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)])
       return unless arm(Process.ppid, false)
 
-      @alloc_sites = %w[1 all].include?(ENV['LEAKHUNT_ALLOC_SITES'])
-      if @alloc_sites
-        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'all')
-        @allocation_sites.start
-      end
+      @alloc_sites = ENV['LEAKHUNT_ALLOC_SITES'] == '1'
+      ObjectSpace.trace_object_allocations_start if @alloc_sites
       @sites = Sites.new
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
@@ -1346,7 +1219,6 @@ module LeakhuntAgent
 
       @inventory.restart_counts(clock)
       @extensions&.restart_counts
-      @allocation_sites&.after_fork
       start_serving
     rescue Exception # rubocop:disable Lint/RescueException -- never break the program's fork
       nil
@@ -1394,7 +1266,6 @@ module LeakhuntAgent
     def serve(conn)
       while (line = conn.gets)
         handle(line.chomp)
-        @allocation_sites&.round_over
       end
     rescue Exception # rubocop:disable Lint/RescueException -- the thread ends with the process
       nil
@@ -1448,7 +1319,6 @@ module LeakhuntAgent
     # whole round, so no program thread is parked inside the agent's own scanning; the round
     # loads no code and runs no program code but the finalizers its GC releases.
     def snapshot(index, reason, budget, heap, sidecar)
-      @allocation_sites&.round_started
       round = Round.new(self, index, budget)
       errors = []
       started = round.started

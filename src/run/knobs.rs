@@ -45,8 +45,7 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: ALLOC_SITES,
         reader: Reader::Agent,
-        meaning: "1: trace object allocations (file:line in dumps) while the program starts, in \
-                  short windows and during snapshots; all: every allocation; 0: off",
+        meaning: "1: trace object allocations from the start (file:line in dumps); 0: off",
     },
     Knob {
         name: BACKEND,

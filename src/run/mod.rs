@@ -61,16 +61,7 @@ pub struct RunConfig {
     /// End the run this long after the program started (a last round, then SIGTERM).
     pub duration: Option<Duration>,
     pub output: Option<PathBuf>,
-    pub alloc_sites: AllocSites,
-}
-
-/// How much of the program's allocation the agent traces for file:line sites.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllocSites {
-    Off,
-    /// While the program starts, in short windows, and during snapshots (the default).
-    Sampled,
-    All,
+    pub alloc_sites: bool,
 }
 
 impl RunConfig {
@@ -84,13 +75,7 @@ impl RunConfig {
             after: args.after,
             duration: args.duration,
             output: args.output.clone(),
-            alloc_sites: if args.no_alloc_sites {
-                AllocSites::Off
-            } else if args.all_alloc_sites {
-                AllocSites::All
-            } else {
-                AllocSites::Sampled
-            },
+            alloc_sites: !args.no_alloc_sites,
         }
     }
 }
@@ -154,11 +139,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     launch.set_env(knobs::BUNDLE, &bundle_dir.display().to_string(), None);
     launch.set_env(
         knobs::ALLOC_SITES,
-        match config.alloc_sites {
-            AllocSites::Off => "0",
-            AllocSites::Sampled => "1",
-            AllocSites::All => "all",
-        },
+        if config.alloc_sites { "1" } else { "0" },
         None,
     );
     launch.set_env(knobs::BACKEND, backend.name(), None);
