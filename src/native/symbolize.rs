@@ -327,20 +327,36 @@ impl Symbolizer {
         loaded
     }
 
-    /// Gives an address-only frame its module, and a module without offset its offset.
+    /// Gives an address-only frame its module, and a module without offset its offset; a frame
+    /// whose module the maps contradict is placed again from the maps.
     fn place(&mut self, frame: &mut Frame, maps: &[ModuleMap]) -> bool {
         let Some(address) = frame.address else {
             return false;
         };
-        if frame.module.is_some() && frame.module_offset.is_some() {
-            return false;
-        }
         let Some((map, region)) = maps
             .iter()
             .find_map(|m| m.region_at(address).map(|r| (m, r)))
         else {
             return false;
         };
+        if let (Some(module), Some(_)) = (&frame.module, frame.module_offset) {
+            if same_file(module, &region.path)
+                || !map.regions.iter().any(|r| same_file(module, &r.path))
+            {
+                return false;
+            }
+            // The tool names modules from the process as it is at report time. LSan's exit
+            // report comes after FFI has unloaded the library, and LSan can then name another
+            // module for the freed range (it printed `libm.so.6+0xe18c` for `widget_create`,
+            // with libm mapped elsewhere). When the maps show the named module mapped elsewhere (a library
+            // is loaded once), the tool's module, offset and names are wrong; when they do not
+            // list it at all, it may have been loaded after the maps were taken, so it stands.
+            frame.module = None;
+            frame.module_offset = None;
+            frame.function = None;
+            frame.file = None;
+            frame.line = None;
+        }
         if let Some(module) = &frame.module
             && !same_file(module, &region.path)
         {
@@ -749,6 +765,57 @@ this is not a mapping\n";
         assert_eq!(symbolizer.resolve_frame(&mut frame, &[map]), (true, false));
         assert_eq!(frame.label(), "libwidget.so+0x114e");
         assert!(frame.function.is_none());
+    }
+
+    #[test]
+    fn a_module_the_maps_show_elsewhere_gives_way_to_the_maps() {
+        let mut text = MAPS.to_vec();
+        text.extend_from_slice(
+            b"7fb62d520000-7fb62d530000 r--p 00000000 fe:01 77 /usr/lib/x86_64-linux-gnu/libm.so.6\n",
+        );
+        let map = ModuleMap::parse(&text);
+        let maps = [map];
+        let mut symbolizer = Symbolizer::without_debug_files();
+        // LSan's exit report, libwidget already unloaded: the frame named under libm, whose
+        // own mapping is elsewhere.
+        let mut misnamed = Frame {
+            address: Some(0x7fb62c19414e),
+            module: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
+            module_offset: Some(0xe14e),
+            function: Some("cosf".into()),
+            ..Frame::default()
+        };
+        assert_eq!(
+            symbolizer.resolve_frame(&mut misnamed, &maps),
+            (true, false)
+        );
+        assert_eq!(misnamed.module.as_deref(), Some("/tmp/w dir/libwidget.so"));
+        assert_eq!(misnamed.label(), "libwidget.so+0x114e");
+        assert!(misnamed.function.is_none());
+
+        // A module the maps do not list may have been loaded after they were taken: it stands.
+        let mut later = Frame {
+            address: Some(0x7fb62c19414e),
+            module: Some("/opt/plugin.so".into()),
+            module_offset: Some(0x14e),
+            ..Frame::default()
+        };
+        assert_eq!(symbolizer.resolve_frame(&mut later, &maps), (false, false));
+        assert_eq!(later.label(), "plugin.so+0x14e");
+
+        // A module that agrees with the maps is kept as printed.
+        let mut agreeing = Frame {
+            address: Some(0x7fb62c19414e),
+            module: Some("/tmp/w dir/libwidget.so".into()),
+            module_offset: Some(0x114e),
+            function: Some("widget_create".into()),
+            ..Frame::default()
+        };
+        assert_eq!(
+            symbolizer.resolve_frame(&mut agreeing, &maps),
+            (false, false)
+        );
+        assert_eq!(agreeing.function.as_deref(), Some("widget_create"));
     }
 
     #[test]
