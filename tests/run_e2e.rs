@@ -672,6 +672,60 @@ fn the_bundle_holds_compressed_dumps_and_analyze_repeats_the_run_report() {
     assert_eq!(String::from_utf8_lossy(&again.stdout), report);
 }
 
+/// A round that would not fit on the bundle's disk is skipped with a warning and the run goes
+/// on: here the disk is said to have 1,000 bytes free (the test-only knob), so every round is
+/// skipped, the program still runs to its end and nothing half-written is left.
+#[test]
+fn rounds_that_would_not_fit_on_the_disk_are_skipped_and_the_run_goes_on() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "500ms",
+            "--every",
+            "700ms",
+            "--snapshots",
+            "2",
+        ],
+        &[fixture("run/grows.rb").to_str().unwrap()],
+        &[("LEAKHUNT_TEST_DISK_FREE", "1000")],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 0, "{ctx}");
+    assert!(
+        r.stdout.contains("kept "),
+        "the program ran to its end: {ctx}"
+    );
+    assert_eq!(r.manifest.outcome.kind, "exited", "{ctx}");
+    assert!(r.manifest.snapshots.is_empty(), "{ctx}");
+    let skipped: Vec<&String> = r
+        .manifest
+        .warnings
+        .iter()
+        .filter(|w| w.contains(") was skipped: the bundle's disk has 1000 B free"))
+        .collect();
+    // Two interval rounds and the exit round.
+    assert_eq!(skipped.len(), 3, "{ctx}");
+    assert!(
+        skipped[0].starts_with("a round (interval) was skipped"),
+        "{ctx}"
+    );
+    assert!(
+        skipped[2].starts_with("a round (exit) was skipped"),
+        "{ctx}"
+    );
+    assert!(
+        r.manifest.warnings[0].starts_with("LEAKHUNT_TEST_DISK_FREE is set"),
+        "{ctx}"
+    );
+    assert_private_and_clean(&r);
+}
+
 /// valgrind follows forks: a forked child is a process of its own, with its own XML document
 /// (its exit-time leak search) in `valgrind-pCHILD.xml`, never inside the program's
 /// `valgrind.xml` (valgrind 3.19 re-opens only the first sink whose `%p` name changes at a fork).

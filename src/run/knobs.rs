@@ -30,6 +30,7 @@ pub const LSAN_RUNTIME: &str = "LEAKHUNT_LSAN_RUNTIME";
 pub const NO_PROGRESS: &str = "LEAKHUNT_NO_PROGRESS";
 pub const LEAKS_DEADLINE: &str = "LEAKHUNT_LEAKS_DEADLINE";
 pub const TEST_LEAKS_STAND_IN: &str = "LEAKHUNT_TEST_LEAKS_STAND_IN";
+pub const TEST_DISK_FREE: &str = "LEAKHUNT_TEST_DISK_FREE";
 
 pub const KNOBS: &[Knob] = &[
     Knob {
@@ -91,6 +92,12 @@ pub const KNOBS: &[Knob] = &[
         meaning: "TEST ONLY: an executable run instead of leaks(1) (tests/support/leaks-stand-in), \
                   which makes `--backend leaks` usable where leaks(1) does not exist; leakhunt \
                   warns whenever it is set",
+    },
+    Knob {
+        name: TEST_DISK_FREE,
+        reader: Reader::Leakhunt,
+        meaning: "TEST ONLY: bytes taken as free on the bundle's disk instead of what statvfs \
+                  says, so that a test can make a round not fit; leakhunt warns whenever it is set",
     },
 ];
 

@@ -221,7 +221,14 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         snapshot_deadline: knobs::seconds(knobs::SNAPSHOT_DEADLINE),
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
         refused: None,
+        room: compact::RoomCheck::default(),
     };
+    if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
+        session.warn(format!(
+            "{} is set: the free space of the bundle's disk is taken from it (a test setting)",
+            knobs::TEST_DISK_FREE
+        ));
+    }
     let result = session.drive();
     let refused = session.refused.take();
     let recorded = session.finish(result);
@@ -391,6 +398,8 @@ struct Session<'a> {
     /// Why the backend's tool may not examine the program, found when it said hello: the run
     /// stops (exit 3) rather than fail every snapshot.
     refused: Option<String>,
+    /// What the last dumps of each process took, to tell whether the next round fits.
+    room: compact::RoomCheck,
 }
 
 /// Which processes a round asks.
@@ -762,6 +771,14 @@ impl Session<'_> {
         if targets.is_empty() {
             return None;
         }
+        let pids: Vec<u32> = targets.iter().map(|&at| self.processes[at].pid).collect();
+        let needs = self.room.needs(&pids, crate::platform::footprint_bytes);
+        if let Some(free) = compact::disk_free(&self.dirs.bundle)
+            && let Some(skipped) = compact::RoomCheck::refusal(reason, free, needs)
+        {
+            self.warn(skipped);
+            return None;
+        }
         self.rounds += 1;
         let index = self.rounds;
         self.show(&format!(
@@ -802,6 +819,7 @@ impl Session<'_> {
         let round = self.round.take()?;
         let asked = round.asked();
         let (mut snapshots, silent) = round.close(&why);
+        self.room.note_dumps(&self.dirs.bundle, &snapshots);
         if snapshots.iter().any(|s| s.taken()) {
             self.show(&format!("round {index}: compressing the heap dumps"));
             let mut refs: Vec<&mut Snapshot> = snapshots.iter_mut().collect();
