@@ -188,7 +188,7 @@ where
         sink,
     };
     if crate::source::is_gzip(&magic[..n]) {
-        read_gzip(path, file, opts, &make, &bar, &mut assembler)?;
+        read_gzip(path, file, opts, &make, &bar, &mut assembler);
     } else if crate::zst::is_zstd(&magic[..n]) {
         let frames = crate::zst::walk(&file, len).map_err(|e| Error::io(path, e))?;
         if frames.line_aligned {
@@ -196,7 +196,15 @@ where
             read_zstd_frames(path, &file, &frames, opts, &make, &bar, &shared);
         } else {
             let stream = crate::zst::file_decoder(file).map_err(|e| Error::io(path, e))?;
-            read_stream(path, stream, "zstd", opts, &make, &mut assembler);
+            read_stream(
+                path,
+                stream,
+                "damaged zstd streams",
+                opts,
+                &make,
+                &mut || {},
+                &mut assembler,
+            );
         }
     } else {
         let shared = Mutex::new(&mut assembler);
@@ -350,56 +358,28 @@ fn read_gzip<V, F, S>(
     make: &F,
     bar: &ProgressBar,
     assembler: &mut Assembler<'_, V, S>,
-) -> Result<()>
-where
+) where
     V: LineVisitor,
     F: Fn(u32) -> V,
     S: FnMut(ChunkOutcome<V>),
 {
+    // The bar counts compressed bytes, the only size known in advance.
     let compressed = Arc::new(AtomicU64::new(0));
     let counting = CountingReader {
         inner: file,
         count: Arc::clone(&compressed),
     };
     let src = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, counting));
-    let mut scanner = ChunkScanner::new(opts);
-    let mut visitor = make(0);
-    let mut diag = Diagnostics::new(path);
-    let mut bytes = 0u64;
-    let lines = scanner.scan(
-        src,
-        ChunkSpan {
-            start: 0,
-            end: u64::MAX,
-            chunk: 0,
-        },
-        &mut visitor,
-        &mut diag,
-        &mut |_, n| {
-            bytes += n as u64;
-            bar.set_position(compressed.load(Ordering::Relaxed));
-        },
+    let mut progress = || bar.set_position(compressed.load(Ordering::Relaxed));
+    read_stream(
+        path,
+        Box::new(src),
+        "damaged gzip streams",
+        opts,
+        make,
+        &mut progress,
+        assembler,
     );
-    let lines = match lines {
-        Ok(l) => l,
-        // A damaged or cut gzip stream: keep what was decoded before the damage.
-        Err(e) => {
-            diag.report("damaged gzip streams", Position::Whole, || {
-                format!("decompression stopped after {bytes} bytes: {e}")
-            });
-            scanner.lines_done
-        }
-    };
-    assembler.finished(
-        0,
-        RawChunk {
-            visitor,
-            diag,
-            lines,
-            bytes,
-        },
-    );
-    Ok(())
 }
 
 /// Reads the line-aligned frames of a zstd file that leakhunt wrote, one chunk per frame, on
@@ -475,14 +455,16 @@ fn read_zstd_frames<V, F, S>(
     run_workers(workers, work);
 }
 
-/// Reads a decompressing stream as one sequential chunk (`format` names it in diagnostics).
-/// Damage ends the read; what was decoded before it is kept.
+/// Reads a decompressing stream as one sequential chunk (`damage` names what a decoding error
+/// is counted as; `progress` runs after each block). Damage ends the read; what was decoded
+/// before it is kept.
 fn read_stream<V, F, S>(
     path: &Path,
     src: Box<dyn Read + Send>,
-    format: &'static str,
+    damage: &'static str,
     opts: &ReadOptions,
     make: &F,
+    progress: &mut dyn FnMut(),
     assembler: &mut Assembler<'_, V, S>,
 ) where
     V: LineVisitor,
@@ -502,18 +484,15 @@ fn read_stream<V, F, S>(
         },
         &mut visitor,
         &mut diag,
-        &mut |_, n| bytes += n as u64,
+        &mut |_, n| {
+            bytes += n as u64;
+            progress();
+        },
     );
     let lines = lines.unwrap_or_else(|e| {
-        diag.report(
-            if format == "gzip" {
-                "damaged gzip streams"
-            } else {
-                "damaged zstd streams"
-            },
-            Position::Whole,
-            || format!("decompression stopped after {bytes} bytes: {e}"),
-        );
+        diag.report(damage, Position::Whole, || {
+            format!("decompression stopped after {bytes} bytes: {e}")
+        });
         scanner.lines_done
     });
     assembler.finished(

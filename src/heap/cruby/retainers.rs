@@ -1161,6 +1161,15 @@ impl Grouping {
 mod tests {
     use super::*;
 
+    /// A dump's `references` list of these addresses.
+    fn refs(addresses: &[u64]) -> String {
+        addresses
+            .iter()
+            .map(|a| format!("\"0x{a:x}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn write(lines: &[String]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("heap.json");
@@ -1295,12 +1304,6 @@ mod tests {
         } else {
             old.clone()
         };
-        let refs = |v: &[u64]| {
-            v.iter()
-                .map(|a| format!("\"0x{a:x}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut v = vec![
             r#"{"type":"ROOT", "root":"vm", "references":["0x100", "0x300"]}"#.to_string(),
             r#"{"address":"0x40", "type":"CLASS", "class":"0x41", "name":"String"}"#.to_string(),
@@ -1360,12 +1363,6 @@ mod tests {
     fn a_holder_in_the_baseline_tells_how_much_it_grew() {
         // A steady Array of two Records whose contents are replaced, and a growing one.
         let dump = |steady: [u64; 2], piled: &[u64]| {
-            let refs = |v: &[u64]| {
-                v.iter()
-                    .map(|a| format!("\"0x{a:x}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             let mut v = vec![
                 r#"{"type":"ROOT", "root":"vm", "references":["0x100", "0x200"]}"#.to_string(),
                 r#"{"address":"0x50", "type":"CLASS", "class":"0x41", "name":"Record"}"#
