@@ -182,6 +182,11 @@ pub struct RunArgs {
     /// Turn off allocation tracing (faster, but findings lose their file:line).
     #[arg(long)]
     pub no_alloc_sites: bool,
+    /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged
+    /// from) and remove the others once each round's summary is written; every round still
+    /// counts in the report.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_dumps: Option<u32>,
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
