@@ -32,6 +32,7 @@ macro_rules! by_name {
 pub const TARGETS: &[(&str, Target)] = by_name![
     detect,
     cruby,
+    zst,
     rubinius,
     diff,
     retainers,

@@ -44,6 +44,23 @@ pub fn for_target(target: &str) -> Vec<(String, Vec<u8>)> {
             );
             seeds.add("since10.json.gz", knobbed(0x00, &gzip(&dump)));
         }
+        "zst" => {
+            // Line-aligned frames as a run writes them (small frames, so there are several),
+            // the same cut short, and without the closing mark (any other zstd file).
+            for (i, file) in cruby_fixtures().iter().take(3).enumerate() {
+                let frames = zst_lines(&head(&read(file), MAX_SEED / 2), 1024 << i);
+                let mark = leakhunt::zst::LINES_MARK.len() + 8;
+                seeds.add(&format!("{file}.zst"), frames.clone());
+                seeds.add(
+                    &format!("{file}.cut.zst"),
+                    frames[..frames.len() / 2].to_vec(),
+                );
+                seeds.add(
+                    &format!("{file}.unmarked.zst"),
+                    frames[..frames.len() - mark].to_vec(),
+                );
+            }
+        }
         "rubinius" => {
             for n in [0, 1, 5, 40] {
                 seeds.add(&format!("widgets-{n}.dump"), rubinius_dump(n));
@@ -248,6 +265,18 @@ fn head(bytes: &[u8], max: usize) -> Vec<u8> {
         .rposition(|&b| b == b'\n')
         .map_or(max, |i| i + 1);
     bytes[..cut].to_vec()
+}
+
+/// `bytes` as leakhunt stores a heap dump: line-aligned zstd frames of about `frame` bytes.
+fn zst_lines(bytes: &[u8], frame: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("a directory for zstd seeds");
+    let (src, dst) = (
+        dir.path().join("heap.json"),
+        dir.path().join("heap.json.zst"),
+    );
+    std::fs::write(&src, bytes).expect("a plain seed dump");
+    leakhunt::zst::compress_lines_sized(&src, &dst, frame).expect("zstd seed");
+    std::fs::read(&dst).expect("zstd seed")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

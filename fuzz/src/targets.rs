@@ -19,6 +19,7 @@ use leakhunt::heap::{cruby, rubinius};
 use leakhunt::native::symbolize::{ModuleMap, Symbolizer};
 use leakhunt::native::{self, Frame, NativeFormat, NativeReport, ReportBuilder};
 use leakhunt::report::{RenderOptions, paths::PathStyle, renderer};
+use leakhunt::zst;
 use std::path::Path;
 
 /// Format detection on the bytes, and on a file (which also sniffs gzip content).
@@ -40,6 +41,67 @@ pub fn cruby(data: &[u8]) {
     if let Ok(summary) = cruby::summarize_with(&path, &opts) {
         let _ = serde_json::to_vec(&summary);
     }
+}
+
+/// Content decoded past this is not read on: a small frame may claim gigabytes (a run of
+/// RLE blocks), which is the format's right, not a bug.
+const ZST_CONTENT_CAP: u64 = 8 << 20;
+
+/// The zstd piece finder (`zst::walk`, which the parallel readers trust for where frames are)
+/// on any bytes as a bundle's `heap-NNN.json.zst`; then what the readers do with what it found:
+/// every frame decoded on its own, the file as one stream, and, when the content is small, the
+/// CRuby reader on the file.
+pub fn zst(data: &[u8]) {
+    let path = scratch::file("heap-001.json.zst", data);
+    let Ok(file) = std::fs::File::open(&path) else {
+        return;
+    };
+    let len = data.len() as u64;
+    let Ok(list) = zst::walk(&file, len) else {
+        return;
+    };
+    // The frames it found lie inside the file, in order, apart.
+    let mut end = 0u64;
+    for f in &list.frames {
+        assert!(
+            f.offset >= end && f.offset.checked_add(f.len).is_some_and(|e| e <= len),
+            "frame {f:?} after byte {end} of a {len}-byte file"
+        );
+        end = f.offset + f.len;
+    }
+    if let Some((at, _)) = &list.damage {
+        assert!(*at <= len, "damage at {at} past the end ({len})");
+    }
+    let mut content = 0u64;
+    for f in &list.frames {
+        let bytes = &data[f.offset as usize..(f.offset + f.len) as usize];
+        if let Ok(decoder) = zst::frame_decoder(bytes) {
+            content += drain(decoder, ZST_CONTENT_CAP - content.min(ZST_CONTENT_CAP));
+        }
+    }
+    let streamed = std::fs::File::open(&path)
+        .and_then(zst::file_decoder)
+        .map_or(0, |d| drain(d, ZST_CONTENT_CAP));
+    if content < ZST_CONTENT_CAP
+        && streamed < ZST_CONTENT_CAP
+        && let Ok(read) = cruby::histogram(&path)
+    {
+        let mut out = Vec::new();
+        let _ = read.histogram.write_histo_rb(&mut out);
+    }
+}
+
+/// Reads `r` to its end, an error or `cap` bytes; returns the bytes read.
+fn drain(mut r: impl std::io::Read, cap: u64) -> u64 {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    while total < cap {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+    }
+    total
 }
 
 /// Rubinius dumps: from bytes, and from a file (gzip-transparent) as `analyze` reads them.
