@@ -256,11 +256,11 @@ fn a_big_steady_heap_without_the_leak_is_clean() {
     assert_private_and_clean(&r);
 }
 
-/// The bytes leaked at `widget_create` when `widget-leak.rb` has made 300 Widgets of 4 KiB and
-/// closed none, under `backend`: the site's newest total, at exit (the same moment under both
-/// backends, however slow valgrind makes the program; growth between snapshots would depend on
-/// when each backend's rounds fell).
-fn widget_leak_bytes(backend: &str) -> u64 {
+/// The (blocks, bytes) leaked at `widget_create` when `widget-leak.rb` has made 300 Widgets of
+/// 4 KiB and closed none, under `backend`: the site's newest totals, at exit (the same moment
+/// under both backends, however slow valgrind makes the program; growth between snapshots would
+/// depend on when each backend's rounds fell).
+fn widget_leak_size(backend: &str) -> (u64, u64) {
     let (scratch, tmpdir, bundle) = scratch();
     let lib = crate::common::build_widget(scratch.path());
     let report_path = scratch.path().join("report.json");
@@ -288,28 +288,40 @@ fn widget_leak_bytes(backend: &str) -> u64 {
         .flatten()
         .find(|s| s["function"] == "widget_create")
         .unwrap_or_else(|| panic!("no widget_create site under {backend}: {ctx}"));
-    site["bytes"]
-        .as_array()
-        .and_then(|b| b.last())
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or_else(|| panic!("{site:#}\n{ctx}"))
+    let last = |field: &str| {
+        site[field]
+            .as_array()
+            .and_then(|b| b.last())
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| panic!("{site:#}\n{ctx}"))
+    };
+    (last("blocks"), last("bytes"))
 }
 
-/// A leak's size counts what it keeps alive under every backend: each Widget's 16-byte handle
-/// is lost directly and its 4 KiB payload through it (LSan: an indirect leak; valgrind: the
-/// indirect part of the handle's loss record).
+/// A leak's size counts what it keeps alive under every backend, in bytes and in blocks: each
+/// Widget's 16-byte handle is lost directly and its 4 KiB payload through it (LSan: an indirect
+/// leak; valgrind: the indirect part of the handle's loss record, whose blocks the indirectly
+/// lost records give).
 #[test]
 fn lsan_and_valgrind_agree_on_a_leaks_size() {
     if !ruby_ready() || !lsan_ready() || !require("valgrind", have("valgrind")) {
         return;
     }
     let _one = one_run_at_a_time();
-    let lsan = widget_leak_bytes("lsan");
-    let valgrind = widget_leak_bytes("valgrind");
-    eprintln!("widget_create: lsan {lsan} bytes, valgrind {valgrind} bytes");
+    let (lsan_blocks, lsan) = widget_leak_size("lsan");
+    let (valgrind_blocks, valgrind) = widget_leak_size("valgrind");
+    eprintln!(
+        "widget_create: lsan {lsan_blocks} blocks / {lsan} bytes, valgrind {valgrind_blocks} blocks / {valgrind} bytes"
+    );
     assert!(lsan >= 300 * 4096, "{lsan}");
     assert!(
         lsan.abs_diff(valgrind) * 10 <= lsan.max(valgrind),
         "lsan {lsan} vs valgrind {valgrind}"
+    );
+    // Two blocks per Widget.
+    assert!(lsan_blocks >= 2 * 300, "{lsan_blocks}");
+    assert!(
+        lsan_blocks.abs_diff(valgrind_blocks) * 10 <= lsan_blocks.max(valgrind_blocks),
+        "lsan {lsan_blocks} blocks vs valgrind {valgrind_blocks} blocks"
     );
 }
