@@ -311,6 +311,14 @@ impl ReportBuilder {
         id
     }
 
+    /// The frames of a stack interned here, outermost first.
+    pub fn stack_frames(&self, id: StackId) -> &[FrameId] {
+        self.report
+            .stacks
+            .get(id as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Adds `blocks` leaked blocks totalling `bytes`, merged with earlier identical leaks.
     pub fn add_leak(
         &mut self,

@@ -159,13 +159,18 @@ fn rails_audit_log_fixed_is_clean_under_lsan() {
     audit_case("lsan", true);
 }
 
-/// `ruby slow-leak.rb 12 [fixed]` under `--backend none`, three rounds after the heap is built
-/// plus the exit snapshot.
-fn slow_leak_run(fixed: bool) -> (Run, serde_json::Value) {
+/// `ruby slow-leak.rb SECONDS [fixed]` under `backend`, two rounds after the heap is built plus
+/// the exit snapshot. Under LSan the million Records take longer to build and each round longer
+/// to take, so the first round waits longer and the program runs longer.
+fn slow_leak_run(backend: &str, fixed: bool) -> (Run, serde_json::Value) {
     let (scratch, tmpdir, bundle) = scratch();
     let report_path = scratch.path().join("report.json");
     let program = fixture("apps/slow-leak.rb").display().to_string();
-    let mut args = vec![program.as_str(), "12"];
+    let (seconds, after, every) = match backend {
+        "none" => ("12", "4s", "3s"),
+        _ => ("16", "8s", "4s"),
+    };
+    let mut args = vec![program.as_str(), seconds];
     if fixed {
         args.push("fixed");
     }
@@ -175,16 +180,8 @@ fn slow_leak_run(fixed: bool) -> (Run, serde_json::Value) {
         .arg(&bundle)
         .args(["--format", "json", "--report"])
         .arg(&report_path)
-        .args([
-            "--backend",
-            "none",
-            "--after",
-            "4s",
-            "--every",
-            "3s",
-            "--snapshots",
-            "2",
-        ])
+        .args(["--backend", backend, "--after", after, "--every", every])
+        .args(["--snapshots", "2"])
         .arg("--")
         .arg("ruby")
         .args(&args)
@@ -197,15 +194,17 @@ fn slow_leak_run(fixed: bool) -> (Run, serde_json::Value) {
     (r, report)
 }
 
-#[test]
-fn a_slow_leak_on_a_million_steady_objects_is_one_finding() {
-    if !ruby_ready() {
+fn slow_leak_case(backend: &str) {
+    if !ruby_ready() || (backend == "lsan" && !lsan_ready()) {
         return;
     }
     let _one = one_run_at_a_time();
     let started = Instant::now();
-    let (r, report) = slow_leak_run(false);
-    eprintln!("slow leak: {:.1} s", started.elapsed().as_secs_f64());
+    let (r, report) = slow_leak_run(backend, false);
+    eprintln!(
+        "slow leak under {backend}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let ctx = format!("{report:#}\n{}", r.context());
     assert_eq!(r.code, 1, "{ctx}");
     assert!(
@@ -242,12 +241,21 @@ fn a_slow_leak_on_a_million_steady_objects_is_one_finding() {
 }
 
 #[test]
-fn a_big_steady_heap_without_the_leak_is_clean() {
-    if !ruby_ready() {
+fn a_slow_leak_on_a_million_steady_objects_is_one_finding() {
+    slow_leak_case("none");
+}
+
+#[test]
+fn a_slow_leak_on_a_million_steady_objects_is_one_finding_under_lsan() {
+    slow_leak_case("lsan");
+}
+
+fn steady_heap_case(backend: &str) {
+    if !ruby_ready() || (backend == "lsan" && !lsan_ready()) {
         return;
     }
     let _one = one_run_at_a_time();
-    let (r, report) = slow_leak_run(true);
+    let (r, report) = slow_leak_run(backend, true);
     let ctx = format!("{report:#}\n{}", r.context());
     assert!(r.stdout.contains("slow-leak: 0 leaked"), "{ctx}");
     assert!(leak_kinds(&report).is_empty(), "{ctx}");
@@ -256,11 +264,21 @@ fn a_big_steady_heap_without_the_leak_is_clean() {
     assert_private_and_clean(&r);
 }
 
-/// The bytes leaked at `widget_create` when `widget-leak.rb` has made 300 Widgets of 4 KiB and
-/// closed none, under `backend`: the site's newest total, at exit (the same moment under both
-/// backends, however slow valgrind makes the program; growth between snapshots would depend on
-/// when each backend's rounds fell).
-fn widget_leak_bytes(backend: &str) -> u64 {
+#[test]
+fn a_big_steady_heap_without_the_leak_is_clean() {
+    steady_heap_case("none");
+}
+
+#[test]
+fn a_big_steady_heap_without_the_leak_is_clean_under_lsan() {
+    steady_heap_case("lsan");
+}
+
+/// The (blocks, bytes) leaked at `widget_create` when `widget-leak.rb` has made 300 Widgets of
+/// 4 KiB and closed none, under `backend`: the site's newest totals, at exit (the same moment
+/// under both backends, however slow valgrind makes the program; growth between snapshots would
+/// depend on when each backend's rounds fell).
+fn widget_leak_size(backend: &str) -> (u64, u64) {
     let (scratch, tmpdir, bundle) = scratch();
     let lib = crate::common::build_widget(scratch.path());
     let report_path = scratch.path().join("report.json");
@@ -288,28 +306,40 @@ fn widget_leak_bytes(backend: &str) -> u64 {
         .flatten()
         .find(|s| s["function"] == "widget_create")
         .unwrap_or_else(|| panic!("no widget_create site under {backend}: {ctx}"));
-    site["bytes"]
-        .as_array()
-        .and_then(|b| b.last())
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or_else(|| panic!("{site:#}\n{ctx}"))
+    let last = |field: &str| {
+        site[field]
+            .as_array()
+            .and_then(|b| b.last())
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| panic!("{site:#}\n{ctx}"))
+    };
+    (last("blocks"), last("bytes"))
 }
 
-/// A leak's size counts what it keeps alive under every backend: each Widget's 16-byte handle
-/// is lost directly and its 4 KiB payload through it (LSan: an indirect leak; valgrind: the
-/// indirect part of the handle's loss record).
+/// A leak's size counts what it keeps alive under every backend, in bytes and in blocks: each
+/// Widget's 16-byte handle is lost directly and its 4 KiB payload through it (LSan: an indirect
+/// leak; valgrind: the indirect part of the handle's loss record, whose blocks the indirectly
+/// lost records give).
 #[test]
 fn lsan_and_valgrind_agree_on_a_leaks_size() {
     if !ruby_ready() || !lsan_ready() || !require("valgrind", have("valgrind")) {
         return;
     }
     let _one = one_run_at_a_time();
-    let lsan = widget_leak_bytes("lsan");
-    let valgrind = widget_leak_bytes("valgrind");
-    eprintln!("widget_create: lsan {lsan} bytes, valgrind {valgrind} bytes");
+    let (lsan_blocks, lsan) = widget_leak_size("lsan");
+    let (valgrind_blocks, valgrind) = widget_leak_size("valgrind");
+    eprintln!(
+        "widget_create: lsan {lsan_blocks} blocks / {lsan} bytes, valgrind {valgrind_blocks} blocks / {valgrind} bytes"
+    );
     assert!(lsan >= 300 * 4096, "{lsan}");
     assert!(
         lsan.abs_diff(valgrind) * 10 <= lsan.max(valgrind),
         "lsan {lsan} vs valgrind {valgrind}"
+    );
+    // Two blocks per Widget.
+    assert!(lsan_blocks >= 2 * 300, "{lsan_blocks}");
+    assert!(
+        lsan_blocks.abs_diff(valgrind_blocks) * 10 <= lsan_blocks.max(valgrind_blocks),
+        "lsan {lsan_blocks} blocks vs valgrind {valgrind_blocks} blocks"
     );
 }

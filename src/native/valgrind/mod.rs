@@ -8,11 +8,15 @@
 //!
 //! A loss record such as `6,800 (+5,440) (400 (+320) direct, 6,400 (+5,120) indirect) bytes in
 //! 25 (+20) blocks are definitely lost` keeps 6,800 bytes alive: 400 directly, and 6,400 in
-//! blocks allocated elsewhere and reachable only through these. When the search also lists the
-//! `indirectly lost` records (under their own stacks), the record counts its direct bytes and the
-//! indirect ones count where they were allocated, as LSan's Direct/Indirect split does; when it
-//! does not (`vgdb … leak_check full definiteleak any`, how `leakhunt run` asks), the record
-//! counts its total, or the indirect memory would be missing from the leak's size.
+//! blocks allocated elsewhere and reachable only through these. The record counts its total, or
+//! the indirect memory would be missing from the leak's size, and its blocks with the indirect
+//! ones, as LSan counts a leak's Direct and Indirect blocks: the record line gives only the direct
+//! block count, so the indirect blocks come from the search's totals — the `indirectly lost`
+//! records when it lists them (memcheck's XML at exit, `--show-leak-kinds` with `indirect`), else
+//! the `LEAK SUMMARY` (`vgdb … leak_check full definiteleak any`, how `leakhunt run` asks) — in
+//! proportion to each record's indirect bytes. The listed indirect records themselves are not
+//! counted again at their own stacks: every search then measures a leak at the same site, whether
+//! it listed them or not (the snapshots' vgdb text does not, the exit XML does).
 //!
 //! Records printed with `(+N)` deltas (vgdb `increased`/`changed`) list only what changed since
 //! the previous search; such reports carry [`CHANGES_ONLY`] among their notices, and growth over
@@ -189,10 +193,13 @@ struct Reports<'p> {
     header: ReportHeader,
     last_record: Option<(u64, u64)>,
     has_deltas: bool,
-    /// The open report's definite records' indirect parts, counted at close unless the report
-    /// lists indirect records of its own.
+    /// The open report's definite records' indirect parts, counted at close.
     indirect: Vec<(Option<super::StackId>, LeakKind, u64)>,
-    lists_indirect: bool,
+    /// The open report's `indirectly lost` records, counted at their own stacks only when no
+    /// record says it holds indirect bytes.
+    listed_indirect: Vec<(Option<super::StackId>, u64, u64)>,
+    /// The open report's LEAK SUMMARY `indirectly lost` (bytes, blocks), in the text.
+    pub(super) summary_indirect: Option<(u64, u64)>,
 }
 
 impl<'p> Reports<'p> {
@@ -209,7 +216,8 @@ impl<'p> Reports<'p> {
             last_record: None,
             has_deltas: false,
             indirect: Vec::new(),
-            lists_indirect: false,
+            listed_indirect: Vec::new(),
+            summary_indirect: None,
         }
     }
 
@@ -238,6 +246,11 @@ impl<'p> Reports<'p> {
         } else {
             Some(builder.intern_stack(stack))
         };
+        if record.kind == LeakKind::IndirectlyLost {
+            self.listed_indirect
+                .push((stack, record.blocks, record.bytes));
+            return;
+        }
         builder.add_leak(
             stack,
             record.kind,
@@ -246,9 +259,6 @@ impl<'p> Reports<'p> {
             record.own_bytes(),
             None,
         );
-        if record.kind == LeakKind::IndirectlyLost {
-            self.lists_indirect = true;
-        }
         let indirect = record.bytes.saturating_sub(record.own_bytes());
         if indirect > 0 {
             self.indirect.push((stack, record.kind, indirect));
@@ -257,11 +267,15 @@ impl<'p> Reports<'p> {
 
     fn close(&mut self) {
         let indirect = std::mem::take(&mut self.indirect);
+        let listed = std::mem::take(&mut self.listed_indirect);
+        let summary = self.summary_indirect.take();
         if let Some(mut builder) = self.open.take() {
-            if !self.lists_indirect {
-                for (stack, kind, bytes) in indirect {
-                    builder.add_leak(stack, kind, None, 0, bytes, None);
+            if indirect.is_empty() {
+                for (stack, blocks, bytes) in listed {
+                    builder.add_leak(stack, LeakKind::IndirectlyLost, None, blocks, bytes, None);
                 }
+            } else {
+                add_indirect_blocks(&mut builder, indirect, &listed, summary);
             }
             let mut report = builder.finish();
             let notices = std::mem::take(&mut report.header.notices);
@@ -274,7 +288,6 @@ impl<'p> Reports<'p> {
         }
         self.last_record = None;
         self.has_deltas = false;
-        self.lists_indirect = false;
     }
 
     fn finish(mut self, diagnostics: Diagnostics) -> Vec<NativeReport> {
@@ -284,6 +297,71 @@ impl<'p> Reports<'p> {
         }
         self.done
     }
+}
+
+/// Adds each record's indirect part with its blocks. A listed indirect record whose call path
+/// is the record's own (the same callers; only the allocating frame and the allocator differ,
+/// as when one function mallocs a handle and its payload) gives that record its blocks exactly;
+/// what no listed record accounts for is measured at the bytes per block of the listed records
+/// left over, or of the LEAK SUMMARY when none are listed. Shared at the search's average, a
+/// record of 4 KiB payloads in a heap of small indirect blocks would count dozens per payload.
+fn add_indirect_blocks(
+    builder: &mut ReportBuilder,
+    indirect: Vec<(Option<super::StackId>, LeakKind, u64)>,
+    listed: &[(Option<super::StackId>, u64, u64)],
+    summary: Option<(u64, u64)>,
+) {
+    let callers = |builder: &ReportBuilder, stack: Option<super::StackId>| {
+        let frames = stack.map_or(&[][..], |id| builder.stack_frames(id));
+        frames[..frames.len().saturating_sub(2)].to_vec()
+    };
+    // (bytes not yet accounted for, blocks found) per record.
+    let mut found: Vec<(u64, u64)> = indirect.iter().map(|i| (i.2, 0)).collect();
+    let mut by_callers: std::collections::HashMap<Vec<FrameId>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, (stack, _, _)) in indirect.iter().enumerate() {
+        let key = callers(builder, *stack);
+        if !key.is_empty() {
+            by_callers.entry(key).or_default().push(i);
+        }
+    }
+    let mut left_over = (0u64, 0u64);
+    for &(stack, blocks, bytes) in listed {
+        let owner = by_callers
+            .get(&callers(builder, stack))
+            .and_then(|owners| owners.iter().find(|&&i| found[i].0 >= bytes));
+        match owner {
+            Some(&i) => {
+                found[i].0 -= bytes;
+                found[i].1 = found[i].1.saturating_add(blocks);
+            }
+            None => {
+                left_over.0 = left_over.0.saturating_add(bytes);
+                left_over.1 = left_over.1.saturating_add(blocks);
+            }
+        }
+    }
+    let totals = if listed.is_empty() {
+        summary.unwrap_or((0, 0))
+    } else {
+        left_over
+    };
+    for ((stack, kind, bytes), (unexplained, blocks)) in indirect.into_iter().zip(found) {
+        let blocks = blocks.saturating_add(indirect_blocks(unexplained, totals));
+        builder.add_leak(stack, kind, None, blocks, bytes, None);
+    }
+}
+
+/// The blocks behind `bytes` of a record's indirect part, given the search's indirect
+/// (bytes, blocks): the search's bytes per block, at least one block for any byte. Zero when the
+/// search does not say (an XML without indirect records).
+fn indirect_blocks(bytes: u64, (total_bytes, total_blocks): (u64, u64)) -> u64 {
+    if bytes == 0 || total_bytes == 0 || total_blocks == 0 {
+        return 0;
+    }
+    let scaled = (u128::from(bytes) * u128::from(total_blocks) + u128::from(total_bytes / 2))
+        / u128::from(total_bytes);
+    u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
 }
 
 /// The preamble: tool, version, command.

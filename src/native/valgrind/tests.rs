@@ -80,8 +80,9 @@ fn vgdb_session_is_one_report_per_search() {
     let (a, b) = (&reports[0], &reports[1]);
     assert_eq!((a.sequence, b.sequence), (0, 1));
     assert_eq!(a.header.pid, Some(13045));
-    // The search lists no indirect records: each definite record counts what it keeps alive.
-    assert_eq!((a.total_blocks(), a.total_bytes()), (6, 112 + 1280));
+    // The search lists no indirect records: each definite record counts what it keeps alive,
+    // its indirect blocks from the LEAK SUMMARY's.
+    assert_eq!((a.total_blocks(), a.total_bytes()), (6 + 5, 112 + 1280));
     assert_eq!(
         a.summary.map(|s| (s.leaks, s.bytes)),
         Some((6 + 5 + 2, 112 + 1280 + 4608))
@@ -90,7 +91,7 @@ fn vgdb_session_is_one_report_per_search() {
     assert!(a.diagnostics.is_empty(), "{:?}", a.diagnostics);
     let site = &sites(a)[0];
     assert_eq!(site.key.function, "widget_create");
-    assert_eq!((site.blocks, site.bytes), (5, 1360));
+    assert_eq!((site.blocks, site.bytes), (5 + 5, 1360));
     assert_eq!(site.frame.file.as_deref(), Some("widget.c"));
     assert_eq!(site.frame.line, Some(23));
     let labels: Vec<String> = site.stack.iter().map(Frame::label).collect();
@@ -99,11 +100,11 @@ fn vgdb_session_is_one_report_per_search() {
     assert_eq!(noise.key.function, "libruby-3.1.so.3.1.2@0x4934483");
     let g = growth(&sites(a), &sites(b));
     assert_eq!(g[0].key.function, "widget_create");
-    assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20, 5440));
+    assert_eq!((g[0].delta_blocks(), g[0].delta_bytes()), (20 + 20, 5440));
 }
 
-/// A search that also lists the indirectly lost blocks counts them where they were allocated,
-/// and each definite record its direct bytes only: nothing twice.
+/// A search that also lists the indirectly lost blocks counts them with the record that keeps
+/// them, as one that does not list them would: nothing twice, nothing at a second site.
 #[test]
 fn indirect_records_listed_are_not_counted_twice() {
     let log = b"==1== 1,360 (80 direct, 1,280 indirect) bytes in 5 blocks are definitely lost in loss record 2 of 3\n\
@@ -117,6 +118,42 @@ fn indirect_records_listed_are_not_counted_twice() {
     let reports = parse_text(Path::new("v.txt"), log).unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].total_bytes(), 80 + 1280);
+    assert_eq!(reports[0].total_blocks(), 5 + 5);
+    let sites = sites(&reports[0]);
+    assert_eq!(sites.len(), 1);
+    assert_eq!(sites[0].frame.line, Some(23));
+    assert_eq!((sites[0].blocks, sites[0].bytes), (10, 1360));
+}
+
+/// The search's indirect blocks are shared in proportion to each record's indirect bytes: a
+/// record holding 4 KiB payloads gets the blocks of 4 KiB, one holding 16-byte ones the rest.
+#[test]
+fn indirect_blocks_follow_indirect_bytes() {
+    let log = b"==1== 16 (8 direct, 8 indirect) bytes in 1 blocks are definitely lost in loss record 1 of 2\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D100: label_create (label.c:3)\n\
+        ==1== \n\
+        ==1== 41,120 (160 direct, 40,960 indirect) bytes in 10 blocks are definitely lost in loss record 2 of 2\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D14E: widget_create (widget.c:23)\n\
+        ==1== \n\
+        ==1== LEAK SUMMARY:\n\
+        ==1==    definitely lost: 168 bytes in 11 blocks\n\
+        ==1==    indirectly lost: 40,968 bytes in 11 blocks\n\
+";
+    let reports = parse_text(Path::new("v.txt"), log).unwrap();
+    let sites = sites(&reports[0]);
+    let blocks = |f: &str| {
+        let s = sites.iter().find(|s| s.key.function == f);
+        let s = s.unwrap_or_else(|| panic!("{f}: {sites:?}"));
+        (s.blocks, s.bytes)
+    };
+    assert_eq!(blocks("widget_create"), (10 + 11, 41_120));
+    // 8 bytes of 40,968 round to no block; any indirect byte is at least one.
+    assert_eq!(blocks("label_create"), (1 + 1, 16));
+    // A search that says nothing of its indirect blocks adds none.
+    assert_eq!(indirect_blocks(4096, (0, 0)), 0);
+    assert_eq!(indirect_blocks(u64::MAX, (u64::MAX, u64::MAX)), u64::MAX);
 }
 
 /// LEAK SUMMARY lines whose sizes add past `u64::MAX`: the summary saturates.
@@ -319,4 +356,51 @@ fn entities() {
         decode_entities(b"a &lt;b&gt; &amp;&amp; &#65;&#x42; &bogus; &"),
         "a <b> && AB &bogus; &"
     );
+}
+
+/// memcheck's XML at exit with `--show-leak-kinds=definite,indirect,possible` (how `leakhunt
+/// run` launches it): the indirect record's blocks join the record that keeps them, its bytes
+/// are not counted twice and its own stack is no second site.
+#[test]
+fn xml_indirect_records_give_the_blocks() {
+    let at = memmem::find(XML, b"<error>\n  <unique>0x16c48").unwrap();
+    let indirect = b"<error>\n  <unique>0x16c50</unique>\n  <tid>1</tid>\n  <kind>Leak_IndirectlyLost</kind>\n  <xwhat>\n<text>1,280 bytes in 5 blocks are indirectly lost in loss record 10,950 of 11,282</text>\n<leakedbytes>1280</leakedbytes>\n<leakedblocks>5</leakedblocks>\n  </xwhat>\n  <stack>\n<frame>\n  <ip>0x48417B4</ip>\n  <fn>malloc</fn>\n</frame>\n<frame>\n  <ip>0x9E3D160</ip>\n  <obj>/tmp/w/libwidget.so</obj>\n  <fn>widget_payload</fn>\n</frame>\n  </stack>\n</error>\n\n";
+    let mut xml = XML[..at].to_vec();
+    xml.extend_from_slice(indirect);
+    xml.extend_from_slice(&XML[at..]);
+    let reports = parse_xml(Path::new("vg.xml"), &xml).unwrap();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!((r.total_blocks(), r.total_bytes()), (7 + 5, 1360 + 4608));
+    let all = sites(r);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let widget = all
+        .iter()
+        .find(|s| s.key.function == "widget_create")
+        .unwrap();
+    assert_eq!((widget.blocks, widget.bytes), (5 + 5, 1360));
+}
+
+/// A listed indirect record on the record's own call path (same callers, another malloc in the
+/// same function) gives that record its exact blocks, whatever the other indirect blocks weigh.
+#[test]
+fn indirect_records_on_the_same_path_give_their_blocks() {
+    let log = b"==1== 41,120 (160 direct, 40,960 indirect) bytes in 10 blocks are definitely lost in loss record 1 of 3\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D14E: widget_create (widget.c:30)\n\
+        ==1==    by 0x9E47B0C: ffi_call (in /usr/lib/x86_64-linux-gnu/libffi.so.8.1.2)\n\
+        ==1== \n\
+        ==1== 40,960 bytes in 10 blocks are indirectly lost in loss record 2 of 3\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x9E3D160: widget_create (widget.c:34)\n\
+        ==1==    by 0x9E47B0C: ffi_call (in /usr/lib/x86_64-linux-gnu/libffi.so.8.1.2)\n\
+        ==1== \n\
+        ==1== 4,000 bytes in 500 blocks are indirectly lost in loss record 3 of 3\n\
+        ==1==    at 0x48417B4: malloc (vg_replace_malloc.c:381)\n\
+        ==1==    by 0x4934483: ??? (in /usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1.2)\n\
+        ==1== \n";
+    let reports = parse_text(Path::new("v.txt"), log).unwrap();
+    let sites = sites(&reports[0]);
+    assert_eq!(sites.len(), 1, "{sites:?}");
+    assert_eq!((sites[0].blocks, sites[0].bytes), (10 + 10, 41_120));
 }

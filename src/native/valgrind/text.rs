@@ -74,6 +74,9 @@ pub fn parse_text(path: &Path, bytes: &[u8]) -> Result<Vec<NativeReport>> {
                         label,
                         b"definitely lost" | b"indirectly lost" | b"possibly lost"
                     );
+                    if label == b"indirectly lost" {
+                        reports.summary_indirect = Some((bytes, blocks));
+                    }
                     if counts && let Some(summary) = reports.builder().summary_mut() {
                         summary.leaks = summary.leaks.saturating_add(blocks);
                         summary.bytes = summary.bytes.saturating_add(bytes);

@@ -59,6 +59,9 @@ impl Valgrind {
         let options = vec![
             "--tool=memcheck".to_owned(),
             "--leak-check=full".to_owned(),
+            // The exit XML then lists the indirectly lost records: their blocks are how a leak's
+            // record, which gives only its direct block count, is measured in blocks.
+            "--show-leak-kinds=definite,indirect,possible".to_owned(),
             "--vgdb=yes".to_owned(),
             format!("--vgdb-prefix={}", dirs.private.join("vgdb").display()),
             // Leak searches do not need definedness tracking; without it memcheck is faster and
