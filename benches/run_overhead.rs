@@ -1,13 +1,17 @@
-//! What `leakhunt run` costs the program: the seed's leak (messages received and never closed)
-//! in `fixtures/run/roundtrips.rb`, which makes a fixed number of blocking round trips so every
-//! line does the same work, run natively, under each backend alone, and under `leakhunt run`
-//! with the same backend (allocation tracing on and off). Prints the program's own time for its
+//! What `leakhunt run` costs the program, on two workloads: the seed's leak (messages received
+//! and never closed) in `fixtures/run/roundtrips.rb`, which makes a fixed number of blocking round
+//! trips, and an allocation-heavy program (`fixtures/run/allocs.rb`: small objects with a String
+//! and an Array each, 1 % kept, the shape of a web request path). Each makes a fixed amount of
+//! work so every line does the same; each runs natively, under each backend alone, and under
+//! `leakhunt run` with the same backend (allocation sites: every allocation, the default;
+//! `--alloc-sites sampled`; off). Prints the program's own time for its
 //! round trips (snapshot pauses included), the whole wall time and the CPU time of everything it
 //! ran (the fairest figure on a shared machine), best of `LEAKHUNT_BENCH_RUNS` (default 3) rounds
 //! by CPU time, each leakhunt line's CPU ratio to the backend alone, and how long a snapshot froze the program (the agent's GC, LSan check and dump, from
 //! the sidecars). Needs ruby, ffi-rzmq, liblsan and valgrind (.ci/packages).
 //!
-//! `cargo bench --bench run_overhead` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group)
+//! `cargo bench --bench run_overhead` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group,
+//! `LEAKHUNT_BENCH_WORKLOAD=roundtrips|allocs` for one workload)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +19,7 @@ use std::time::Instant;
 
 struct Figures {
     wall: f64,
-    /// The program's own time for its round trips.
+    /// The program's own time for its work.
     program: f64,
     /// CPU seconds (user + system) of everything the scenario ran: the program, its threads,
     /// the backend, leakhunt.
@@ -25,18 +29,52 @@ struct Figures {
     frozen: f64,
 }
 
-/// Builds the command for (endpoint, bundle dir).
-type Build = Box<dyn Fn(&str, &Path) -> Command>;
+/// A program and the amount of work it does under each group of lines (a backend slows the
+/// program down, so the slower groups do less of the same work).
+struct Workload {
+    name: &'static str,
+    program: &'static str,
+    /// What the counts count.
+    unit: &'static str,
+    /// Work for the native, lsan and valgrind groups.
+    counts: [&'static str; 3],
+    /// The program's arguments for (endpoint, count).
+    args: fn(&str, &str) -> Vec<String>,
+}
 
-/// One way of running the program.
+const WORKLOADS: [Workload; 2] = [
+    Workload {
+        name: "roundtrips",
+        program: "fixtures/run/roundtrips.rb",
+        unit: "round trips",
+        counts: ["100000", "20000", "4000"],
+        args: |endpoint, n| vec![endpoint.to_owned(), "1024".to_owned(), n.to_owned()],
+    },
+    Workload {
+        name: "allocs",
+        program: "fixtures/run/allocs.rb",
+        unit: "objects",
+        counts: ["3000000", "1000000", "200000"],
+        args: |_, n| vec![n.to_owned()],
+    },
+];
+
+const GROUPS: [&str; 3] = ["native", "lsan", "valgrind"];
+
+/// One way of running a program.
 struct Scenario {
+    workload: &'static str,
     /// "native", "lsan" or "valgrind": `LEAKHUNT_BENCH_ONLY=GROUP` runs one group.
     group: &'static str,
-    name: &'static str,
-    iterations: &'static str,
+    name: String,
+    count: &'static str,
     /// The backend alone: later lines of the same group compare against it.
     baseline: bool,
-    command: Build,
+    /// Program and arguments (the endpoint is made fresh for each run).
+    program: PathBuf,
+    args: fn(&str, &str) -> Vec<String>,
+    /// How to run it: alone (None: the backend's own way), or `leakhunt run` with these options.
+    leakhunt: Option<&'static [&'static str]>,
 }
 
 const SNAPSHOTS: [&str; 6] = ["--after", "1s", "--every", "1.5s", "--snapshots", "2"];
@@ -47,158 +85,152 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/run/roundtrips.rb");
+    let only = std::env::var("LEAKHUNT_BENCH_ONLY").ok();
+    let only_workload = std::env::var("LEAKHUNT_BENCH_WORKLOAD").ok();
     let scratch = tempfile::tempdir().unwrap();
     let lsan = leakhunt::platform::lsan_runtime().expect("liblsan.so.0 (apt-get install liblsan0)");
 
-    let ruby = |iterations: &'static str, env: Vec<(&'static str, String)>| {
-        let program = program.clone();
-        Box::new(move |endpoint: &str, _: &Path| {
-            let mut c = Command::new("ruby");
-            c.arg(&program).args([endpoint, "1024", iterations]);
-            c.envs(env.iter().map(|(k, v)| (k, v)));
-            c
-        }) as Build
-    };
-    let under_leakhunt = |iterations: &'static str, options: &'static [&'static str]| {
-        let program = program.clone();
-        Box::new(move |endpoint: &str, bundle: &Path| {
+    let mut scenarios = Vec::new();
+    for w in &WORKLOADS {
+        if only_workload.as_deref().is_some_and(|o| o != w.name) {
+            continue;
+        }
+        for (g, group) in GROUPS.iter().enumerate() {
+            if only.as_deref().is_some_and(|o| o != *group) {
+                continue;
+            }
+            let alone = match *group {
+                "native" => "ruby".to_owned(),
+                "lsan" => "ruby with LSan preloaded (full stacks)".to_owned(),
+                _ => "ruby under valgrind memcheck".to_owned(),
+            };
+            let backend: &'static [&'static str] = match *group {
+                "native" => &["--backend", "none"],
+                "lsan" => &["--backend", "lsan"],
+                _ => &["--backend", "valgrind"],
+            };
+            let sampled: &'static [&'static str] = match *group {
+                "native" => &["--backend", "none", "--alloc-sites", "sampled"],
+                "lsan" => &["--backend", "lsan", "--alloc-sites", "sampled"],
+                _ => &["--backend", "valgrind", "--alloc-sites", "sampled"],
+            };
+            let no_sites: &'static [&'static str] = match *group {
+                "native" => &["--backend", "none", "--no-alloc-sites"],
+                "lsan" => &["--backend", "lsan", "--no-alloc-sites"],
+                _ => &["--backend", "valgrind", "--no-alloc-sites"],
+            };
+            for (name, baseline, leakhunt) in [
+                (alone, true, None),
+                (
+                    format!("leakhunt run {}", backend.join(" ")),
+                    false,
+                    Some(backend),
+                ),
+                (
+                    format!("leakhunt run {}", sampled.join(" ")),
+                    false,
+                    Some(sampled),
+                ),
+                (
+                    format!("leakhunt run {}", no_sites.join(" ")),
+                    false,
+                    Some(no_sites),
+                ),
+            ] {
+                scenarios.push(Scenario {
+                    workload: w.name,
+                    group,
+                    name,
+                    count: w.counts[g],
+                    baseline,
+                    program: Path::new(env!("CARGO_MANIFEST_DIR")).join(w.program),
+                    args: w.args,
+                    leakhunt,
+                });
+            }
+        }
+    }
+
+    let command = |s: &Scenario, bundle: &Path| -> Command {
+        let args = (s.args)(&endpoint(), s.count);
+        if let Some(options) = s.leakhunt {
             let mut c = Command::new(env!("CARGO_BIN_EXE_leakhunt"));
             c.arg("run")
                 .arg("-o")
                 .arg(bundle)
                 .args(options)
-                .args(SNAPSHOTS);
-            c.arg("--")
-                .arg(&program)
-                .args([endpoint, "1024", iterations]);
+                .args(SNAPSHOTS)
+                .arg("--")
+                .arg(&s.program)
+                .args(&args);
             c.env("LEAKHUNT_NO_PROGRESS", "1");
-            c
-        }) as Build
+            return c;
+        }
+        match s.group {
+            "lsan" => {
+                let mut c = Command::new("ruby");
+                c.arg(&s.program).args(&args);
+                c.env("LD_PRELOAD", &lsan).env("LSAN_OPTIONS", LSAN_OPTIONS);
+                c
+            }
+            "valgrind" => {
+                let dir = scratch.path();
+                let mut c = Command::new("valgrind");
+                c.args([
+                    "--tool=memcheck",
+                    "--leak-check=full",
+                    "--vgdb=yes",
+                    "--undef-value-errors=no",
+                    "--fair-sched=yes",
+                    "--num-callers=40",
+                    "--xml=yes",
+                ])
+                .arg(format!("--xml-file={}", dir.join("vg.%p.xml").display()))
+                .arg(format!("--log-file={}", dir.join("vg.%p.log").display()))
+                .arg(format!("--vgdb-prefix={}", dir.join("vgdb").display()))
+                .arg("ruby")
+                .arg(&s.program)
+                .args(&args);
+                c
+            }
+            _ => {
+                let mut c = Command::new("ruby");
+                c.arg(&s.program).args(&args);
+                c
+            }
+        }
     };
-    let valgrind_alone = {
-        let program = program.clone();
-        let dir: PathBuf = scratch.path().to_path_buf();
-        Box::new(move |endpoint: &str, _: &Path| {
-            let mut c = Command::new("valgrind");
-            c.args([
-                "--tool=memcheck",
-                "--leak-check=full",
-                "--vgdb=yes",
-                "--undef-value-errors=no",
-                "--fair-sched=yes",
-                "--num-callers=40",
-                "--xml=yes",
-            ])
-            .arg(format!("--xml-file={}", dir.join("vg.%p.xml").display()))
-            .arg(format!("--log-file={}", dir.join("vg.%p.log").display()))
-            .arg(format!("--vgdb-prefix={}", dir.join("vgdb").display()))
-            .arg("ruby")
-            .arg(&program)
-            .args([endpoint, "1024", "4000"]);
-            c
-        }) as Build
-    };
-
-    let scenarios = [
-        Scenario {
-            group: "native",
-            name: "ruby",
-            iterations: "100000",
-            baseline: true,
-            command: ruby("100000", vec![]),
-        },
-        Scenario {
-            group: "native",
-            name: "leakhunt run --backend none",
-            iterations: "100000",
-            baseline: false,
-            command: under_leakhunt("100000", &["--backend", "none"]),
-        },
-        Scenario {
-            group: "native",
-            name: "leakhunt run --backend none --no-alloc-sites",
-            iterations: "100000",
-            baseline: false,
-            command: under_leakhunt("100000", &["--backend", "none", "--no-alloc-sites"]),
-        },
-        Scenario {
-            group: "lsan",
-            name: "ruby with LSan preloaded (full stacks)",
-            iterations: "20000",
-            baseline: true,
-            command: ruby(
-                "20000",
-                vec![
-                    ("LD_PRELOAD", lsan.display().to_string()),
-                    ("LSAN_OPTIONS", LSAN_OPTIONS.to_owned()),
-                ],
-            ),
-        },
-        Scenario {
-            group: "lsan",
-            name: "leakhunt run --backend lsan",
-            iterations: "20000",
-            baseline: false,
-            command: under_leakhunt("20000", &["--backend", "lsan"]),
-        },
-        Scenario {
-            group: "lsan",
-            name: "leakhunt run --backend lsan --no-alloc-sites",
-            iterations: "20000",
-            baseline: false,
-            command: under_leakhunt("20000", &["--backend", "lsan", "--no-alloc-sites"]),
-        },
-        Scenario {
-            group: "valgrind",
-            name: "ruby under valgrind memcheck",
-            iterations: "4000",
-            baseline: true,
-            command: valgrind_alone,
-        },
-        Scenario {
-            group: "valgrind",
-            name: "leakhunt run --backend valgrind",
-            iterations: "4000",
-            baseline: false,
-            command: under_leakhunt("4000", &["--backend", "valgrind"]),
-        },
-        Scenario {
-            group: "valgrind",
-            name: "leakhunt run --backend valgrind --no-alloc-sites",
-            iterations: "4000",
-            baseline: false,
-            command: under_leakhunt("4000", &["--backend", "valgrind", "--no-alloc-sites"]),
-        },
-    ];
 
     println!(
-        "roundtrips.rb, 1 KiB messages, snapshots `{}`; best of {runs}",
+        "snapshots `{}`; best of {runs}; roundtrips.rb with 1 KiB messages",
         SNAPSHOTS.join(" ")
-    );
-    println!(
-        "{:<50} {:>7} {:>7} {:>9} {:>7} {:>9} {:>9}  CPU ratio",
-        "how", "trips", "CPU s", "program s", "wall s", "snapshots", "frozen s"
     );
     // Rounds go through every scenario in turn, so a burst of load from other work on the
     // machine hits one run of each rather than all runs of one; the best run of each is kept.
-    let only = std::env::var("LEAKHUNT_BENCH_ONLY").ok();
-    let scenarios: Vec<Scenario> = scenarios
-        .into_iter()
-        .filter(|s| only.as_deref().is_none_or(|g| g == s.group))
-        .collect();
     let mut best: Vec<Option<Figures>> = scenarios.iter().map(|_| None).collect();
     for round in 0..runs.max(1) {
         for (n, s) in scenarios.iter().enumerate() {
             let bundle = scratch.path().join(format!("bundle-{round}-{n}"));
-            let f = measure(&mut (s.command)(&endpoint(), &bundle), &bundle);
+            let f = measure(&mut command(s, &bundle), &bundle);
             if best[n].as_ref().is_none_or(|b| f.cpu < b.cpu) {
                 best[n] = Some(f);
             }
         }
     }
     let mut baseline = 0.0;
+    let mut workload = "";
     for (s, best) in scenarios.iter().zip(best.iter().flatten()) {
+        if s.workload != workload {
+            workload = s.workload;
+            let unit = WORKLOADS
+                .iter()
+                .find(|w| w.name == workload)
+                .map_or("", |w| w.unit);
+            println!(
+                "\n{workload}\n{:<64} {:>8} {:>7} {:>9} {:>7} {:>9} {:>9}  CPU ratio",
+                "how", unit, "CPU s", "program s", "wall s", "snapshots", "frozen s"
+            );
+        }
         let ratio = if s.baseline {
             baseline = best.cpu;
             "(baseline)".to_owned()
@@ -211,13 +243,13 @@ fn main() {
             format!("{:.2}", best.frozen)
         };
         println!(
-            "{:<50} {:>7} {:>7.2} {:>9.2} {:>7.2} {:>9} {:>9}  {ratio}",
-            s.name, s.iterations, best.cpu, best.program, best.wall, best.snapshots, frozen
+            "{:<64} {:>8} {:>7.2} {:>9.2} {:>7.2} {:>9} {:>9}  {ratio}",
+            s.name, s.count, best.cpu, best.program, best.wall, best.snapshots, frozen
         );
     }
 }
 
-/// Runs one scenario; the program's last line is "received N messages in S seconds".
+/// Runs one scenario; the program's last line ends "in S seconds" (its own time for its work).
 fn measure(cmd: &mut Command, bundle: &Path) -> Figures {
     let cpu_before = children_cpu();
     let start = Instant::now();
@@ -231,11 +263,11 @@ fn measure(cmd: &mut Command, bundle: &Path) -> Figures {
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text
         .lines()
-        .find(|l| l.starts_with("received "))
-        .unwrap_or_else(|| panic!("no 'received' line in:\n{text}"))
+        .rfind(|l| l.ends_with(" seconds"))
+        .unwrap_or_else(|| panic!("no '… in S seconds' line in:\n{text}"))
         .split_whitespace()
         .collect();
-    let program: f64 = words[4].parse().unwrap();
+    let program: f64 = words[words.len() - 2].parse().unwrap();
     let sidecars: Vec<leakhunt::bundle::Sidecar> = leakhunt::bundle::Manifest::load(bundle)
         .map(|m| {
             m.snapshots

@@ -60,6 +60,16 @@ pub enum BackendChoice {
     None,
 }
 
+/// Which allocations the agent traces for file:line sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AllocSites {
+    /// Every allocation, for the whole run.
+    #[default]
+    All,
+    /// Until the first snapshot, then in short windows and during snapshots.
+    Sampled,
+}
+
 pub use crate::report::{FailOn, ReportFormat};
 
 // The report's own choices, offered on the command line (the report layer knows no clap).
@@ -180,13 +190,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub ruby: Option<PathBuf>,
     /// Turn off allocation tracing (faster, but findings lose their file:line).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "alloc_sites")]
     pub no_alloc_sites: bool,
     /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged
     /// from) and remove the others once each round's summary is written; every round still
     /// counts in the report.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_dumps: Option<u32>,
+    /// Which allocations get a file:line: every one (the default), or those made until the
+    /// first snapshot, in short windows afterwards and during snapshots (`sampled`: cheaper on
+    /// allocation-heavy programs; objects made outside them have no site).
+    #[arg(long, value_enum, default_value_t)]
+    pub alloc_sites: AllocSites,
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,

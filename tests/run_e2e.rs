@@ -1503,3 +1503,74 @@ mod rounds;
 mod bundler;
 // Precision and recall on real applications: a Rails app under puma, a slow leak on a big heap.
 mod apps;
+
+/// With sampled allocation sites, a container made after warm-up (the first request's
+/// `@cache ||= {}`, after the first snapshot) has no allocation site in the dumps: the finding
+/// still names its line, read from the source from the line that keeps the new instances (the
+/// heap gives that one from a sampled window or a round), and says it was read from the source.
+#[test]
+fn a_container_made_after_warm_up_is_named_under_sampled_sites() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let program = fixture("run/late-cache.rb");
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--alloc-sites",
+            "sampled",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "4",
+            "--format",
+            "json",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 1, "{ctx}");
+    let report = json_report(&report_path, &r);
+    let leaks: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] != "runtime_noise")
+        .collect();
+    assert_eq!(leaks.len(), 1, "{report:#}\n{ctx}");
+    let top = leaks[0];
+    assert_eq!(top["class"], "Entry", "{top:#}");
+    let locations = top["suggestion"]["locations"].as_array().unwrap();
+    let at = |role: &str| {
+        locations
+            .iter()
+            .find(|l| l["role"] == role)
+            .unwrap_or_else(|| panic!("no {role} location: {top:#}"))
+    };
+    let container = at("container_allocated");
+    assert_eq!(container["file"].as_str(), program.to_str(), "{top:#}");
+    assert_eq!(
+        container["line"],
+        line_of("run/late-cache.rb", "@cache ||= {}"),
+        "{top:#}"
+    );
+    assert_eq!(
+        at("container_filled")["line"],
+        line_of("run/late-cache.rb", "@cache[key] = Entry.new(key)"),
+        "{top:#}"
+    );
+    let said = top["evidence"].to_string();
+    assert!(
+        said.contains("read from the source; the Hash has no allocation site"),
+        "the Hash was made outside every traced phase, and the report says how its line was found: {top:#}"
+    );
+}

@@ -328,6 +328,51 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
         locations.push(allocated);
         locations.extend(filled_at.iter().cloned());
     }
+    // The container has no allocation site (made while allocations were not traced): the line
+    // that keeps a new instance names the variable, and its assignment the container.
+    let mut read_from_source = false;
+    if let Some(g) = top.filter(|g| g.container_site.is_none()) {
+        let found = site_growth(ev, &head.class)
+            .into_iter()
+            .filter(|(_, (delta, _))| *delta > 0)
+            .max_by_key(|(_, (delta, _))| *delta)
+            .and_then(|((file, line), _)| {
+                let src = ev.sources.get(&file)?;
+                let (assigned, var, fill, code) =
+                    super::source_hint::container_of_appended(src, line)?;
+                Some((file, src, assigned, var, fill, code))
+            });
+        if let Some((file, src, assigned, var, fill, code)) = found {
+            let site = SourceLine {
+                file: file.clone(),
+                line: assigned,
+            };
+            let at = SourceLine { file, line: fill };
+            let mut allocated = Location::new(&site, LocationRole::ContainerAllocated);
+            allocated.count = Some(g.count);
+            allocated.code = super::source_hint::line_text(src, assigned);
+            evidence.push(
+                EvidenceItem::new(
+                    Source::RubySource,
+                    format!(
+                        "{at}: `{code}` keeps the new {} in `{var}`, assigned at {site}: `{}` (read from the source; the {} has no allocation site)",
+                        head.class,
+                        allocated.code.as_deref().unwrap_or_default(),
+                        g.container_class
+                    ),
+                )
+                .at(site)
+                .heuristic(),
+            );
+            let mut filled = Location::new(&at, LocationRole::ContainerFilled);
+            filled.code = Some(code);
+            filled_at.push(filled.clone());
+            locations.push(allocated);
+            locations.push(filled);
+            variable = Some(var);
+            read_from_source = true;
+        }
+    }
 
     let container = top.map(|g| g.container_class.as_str());
     let confidence = match runtime_only {
@@ -378,8 +423,13 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
                 let sites: Vec<String> = filled_at.iter().map(Location::site).collect();
                 format!(", filled at {}", sites.join(", "))
             };
+            let made = if read_from_source {
+                "assigned (read from the source) at"
+            } else {
+                "allocated at"
+            };
             format!(
-                "Stop keeping every {} in the {c} allocated at {}{name}{filled}: keep a count or only the few you need, or remove each one when you are done with it.",
+                "Stop keeping every {} in the {c} {made} {}{name}{filled}: keep a count or only the few you need, or remove each one when you are done with it.",
                 head.class,
                 alloc.site()
             )

@@ -55,6 +55,37 @@ pub fn appending_lines(source: &[u8], var: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// How many lines after an instance's allocation site the line that keeps it may be
+/// (`message = socket.recv` … `messages << message`).
+const KEEP_WINDOW: u32 = 3;
+
+/// The heuristic in reverse, for a container that has no allocation site (made while
+/// allocations were not traced): from the line that allocates a growing instance, the first
+/// line at or shortly after it that adds to a variable (`messages << message`), and the line
+/// that assigns that variable (`messages = []`). Returns (assignment line, variable, appending
+/// line, its trimmed text); `None` when either is missing or the variable is assigned only on
+/// the appending line itself.
+pub fn container_of_appended(source: &[u8], line: u32) -> Option<(u32, String, u32, String)> {
+    let re = Regex::new(
+        r"(?:^|[^A-Za-z0-9_@$.])((?:@@|@|\$)?[A-Za-z_][A-Za-z0-9_]*)\s*(?:<<|\.(?:push|append|unshift|prepend|insert|concat|store|add|merge!|update)\b|\[[^\]]*\]\s*(?:\|\|=|=[^=~>]))",
+    )
+    .ok()?;
+    let (fill_line, var, code) = (line..=line.saturating_add(KEEP_WINDOW)).find_map(|l| {
+        let text = line_text(source, l)?;
+        if text.starts_with('#') {
+            return None;
+        }
+        let caps = re.captures(text.as_bytes())?;
+        let var = String::from_utf8_lossy(caps.get(1)?.as_bytes()).into_owned();
+        Some((l, var, text))
+    })?;
+    let lines = source.split(|&b| b == b'\n').count() as u32;
+    let assigned = (1..=lines).find(|&l| {
+        l != fill_line && assigned_variable(source, l).as_deref() == Some(var.as_str())
+    })?;
+    Some((assigned, var, fill_line, code))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +99,43 @@ mod tests {
         assert_eq!(
             appending_lines(SEED, "messages"),
             vec![(39, "messages << message".to_owned())]
+        );
+    }
+
+    #[test]
+    fn seed_container_is_found_from_the_messages_line() {
+        assert_eq!(
+            container_of_appended(SEED, 37),
+            Some((
+                29,
+                "messages".to_owned(),
+                39,
+                "messages << message".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_late_cache_is_found_from_the_line_that_stores_into_it() {
+        let src = b"class Store\n  def put(k)\n    @cache ||= {}\n    @cache[k] = Entry.new(k)\n  end\nend\n";
+        assert_eq!(
+            container_of_appended(src, 4),
+            Some((
+                3,
+                "@cache".to_owned(),
+                4,
+                "@cache[k] = Entry.new(k)".to_owned()
+            ))
+        );
+        // Nothing adds to a variable near the allocation, or the variable is never assigned.
+        assert_eq!(
+            container_of_appended(b"x = Entry.new\n\n\n\n\nlist << x\n", 1),
+            None
+        );
+        assert_eq!(container_of_appended(b"list << Entry.new\n", 1), None);
+        assert_eq!(
+            container_of_appended(b"# list << Entry.new\nlist = []\n", 1),
+            None
         );
     }
 

@@ -116,22 +116,31 @@ module LeakhuntAgent
   end
 
   # Instances created and release calls made for one wrapper class, by creation site. Releases
-  # are put to the site of the released instance through the allocation record Ruby keeps when
-  # allocation tracing is on (the immediate site, mapped to the user's site seen at creation).
+  # are put to the site of the released instance: with every allocation traced, through the
+  # allocation record Ruby keeps (the immediate site, mapped to the user's site seen at
+  # creation); with sampled tracing (`by_id`), Ruby has no record for most instances, so the
+  # counter keeps each live instance's site by object id. Ids of instances the GC took without a
+  # release are dropped now and then (`prune`); ids are never reused, so a stale one is only memory.
   class Counter
     attr_reader :klass, :release_methods, :since
     attr_reader :created, :released
 
-    def initialize(klass, release_methods, since, per_site_releases)
+    PRUNE_FLOOR = 10_000
+
+    def initialize(klass, release_methods, since, per_site_releases, by_id)
       @klass = klass
       @release_methods = release_methods
       @since = since
       @created = 0
       @released = 0
       @per_site_releases = per_site_releases
+      @by_id = by_id
       @sites = Hash.new { |h, path| h[path] = Hash.new(0) }
       @released_at = Hash.new { |h, path| h[path] = Hash.new(0) }
       @user_site_for = {} # "immediate path:line" => [user path, user line], when they differ
+      @site_keys = Hash.new { |h, path| h[path] = {} } # path => { line => [path, line] }
+      @born_at = {}                                    # object id => [path, line]
+      @prune_at = PRUNE_FLOOR
     end
 
     # Counts start again in a forked child: what its parent created is its parent's.
@@ -141,21 +150,36 @@ module LeakhuntAgent
       @released = 0
       @sites.clear
       @released_at.clear
+      @born_at.clear
+      @prune_at = PRUNE_FLOOR
     end
 
-    def count_creation(site)
+    def count_creation(instance, site)
       @created += 1
       return unless site
 
       first, user = site
       path = user.path.to_s
-      @sites[path][user.lineno] += 1
-      @user_site_for["#{first.path}:#{first.lineno}"] ||= [path, user.lineno] unless first.equal?(user)
+      line = user.lineno
+      @sites[path][line] += 1
+      return unless @per_site_releases
+
+      if @by_id
+        @born_at[instance.__id__] = (@site_keys[path][line] ||= [path, line].freeze)
+      elsif !first.equal?(user)
+        @user_site_for["#{first.path}:#{first.lineno}"] ||= [path, line]
+      end
     end
 
     def count_release(instance)
       @released += 1
       return unless @per_site_releases
+
+      if @by_id
+        path, line = @born_at.delete(instance.__id__)
+        @released_at[path][line] += 1 if path
+        return
+      end
 
       path = ObjectSpace.allocation_sourcefile(instance)
       return unless path
@@ -163,6 +187,21 @@ module LeakhuntAgent
       line = ObjectSpace.allocation_sourceline(instance)
       path, line = @user_site_for["#{path}:#{line}"] || [path, line] unless @user_site_for.empty?
       @released_at[path][line] += 1
+    end
+
+    # Forgets the ids of instances that are gone (collected without a release), once the table
+    # has doubled since the last time: a walk over the class's instances, while the program is
+    # parked (no hook adds a site meanwhile).
+    def prune
+      return if @born_at.size < @prune_at
+
+      live = {}
+      ObjectSpace.each_object(@klass) do |o|
+        id = o.__id__
+        live[id] = true if @born_at.key?(id)
+      end
+      @born_at.select! { |id, _| live.key?(id) }
+      @prune_at = [@born_at.size * 2, PRUNE_FLOOR].max
     end
 
     def to_h
@@ -373,6 +412,7 @@ module LeakhuntAgent
     # The lifecycle counts as they are now, copied while the program's threads are parked: the
     # sidecar is written after they resume, when their hooks may add creation sites.
     def copy_counts
+      @counters.each_value(&:prune)
       @counts = @counters.values.map(&:to_h)
     end
 
@@ -527,13 +567,13 @@ module LeakhuntAgent
     # Release methods found by a later scan are added to the same module.
     def instrument(klass, methods)
       counter = @counters[klass] ||= begin
-        counter = Counter.new(klass, [], @agent.clock, @agent.alloc_sites?)
+        counter = Counter.new(klass, [], @agent.clock, @agent.alloc_sites?, @agent.sampled_sites?)
         sites = @agent.sites
         hook = Module.new do
           define_method(:initialize) do |*args, &block|
             result = super(*args, &block)
             begin
-              counter.count_creation(sites.creation_site)
+              counter.count_creation(self, sites.creation_site)
             rescue StandardError => e
               LeakhuntAgent.note_error("counting #{counter.klass} creation: #{e.class}: #{e.message}")
             end
@@ -578,6 +618,120 @@ module LeakhuntAgent
       counts = @counts || []
       @counts = nil
       { ffi: ffi, wrappers: @wrappers.values, lifecycle: counts }
+    end
+  end
+
+  # Allocation sites (ObjectSpace.trace_object_allocations: the file:line a heap dump gives each
+  # object). Tracing every allocation costs Ruby a malloc'ed record and a hash entry per object:
+  # several times the CPU of an allocation-heavy program, more under LSan, where every malloc
+  # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` traces
+  # - from the start until the first snapshot round begins: what a program makes while it loads
+  #   and sets up (class bodies, top-level containers, a framework's boot) lives long;
+  # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up; the agent's thread needs the GVL to end
+  #   one, so a window lasts up to a thread time slice longer): objects made at a steady rate, as
+  #   the ones that pile up are, get sites in proportion;
+  # - during each snapshot round, until the command that took it returns, so that what the agent
+  #   itself allocates is known as its own.
+  # A phase ends with a minor GC while tracing is still on, so what the phase made and dropped
+  # is freed with its record: a record that outlives its object (freed while tracing is off)
+  # would give its site to the next object in the same slot.
+  # `1` (the default) traces every allocation for the whole run.
+  class AllocationSites
+    WINDOW = 0.02
+    PERIOD = 4.0
+    FIRST_WINDOW = 1.0
+    TICK = 0.05
+
+    def initialize(sampled)
+      @sampled = sampled
+      @lock = Mutex.new
+      @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
+      @tracing = false
+    end
+
+    def sampled?
+      @sampled
+    end
+
+    def start
+      unless @sampled
+        want(:all, true)
+        return
+      end
+      want(:warmup, true)
+      start_thread
+    end
+
+    # In a forked child: the sampling thread did not survive the fork; the tracing state did
+    # (a child forked during warm-up keeps tracing until its own first round; a round under way
+    # in the parent is the parent's).
+    def after_fork
+      return unless @sampled
+
+      @lock = Mutex.new
+      want(:round, false)
+      start_thread
+    end
+
+    # A snapshot round begins: tracing is on until `round_over`, and warm-up is over (the round's
+    # full GC, traced, frees what warm-up made and dropped with its records).
+    def round_started
+      return unless @sampled
+
+      want(:round, true)
+      want(:warmup, false)
+    end
+
+    # Called once the command that took the round has returned: the round's own objects are
+    # off the agent thread's stack, and the minor GC frees them with their records.
+    def round_over
+      finish(:round) if @sampled && @reasons.key?(:round)
+    end
+
+    private
+
+    def start_thread
+      @thread = Thread.new { sample }
+      @thread.name = 'leakhunt-sites' if @thread.respond_to?(:name=)
+      @thread.report_on_exception = false
+      @thread.thread_variable_set(:fork_safe, true)
+    end
+
+    def sample
+      window_at = nil
+      loop do
+        sleep TICK
+        next if @reasons.key?(:warmup)
+
+        # The first window soon after warm-up: what the program starts doing then is often
+        # what it goes on doing.
+        window_at ||= LeakhuntAgent.clock + FIRST_WINDOW
+        next if LeakhuntAgent.clock < window_at
+
+        want(:window, true)
+        sleep WINDOW
+        finish(:window)
+        window_at = LeakhuntAgent.clock + PERIOD
+      end
+    rescue StandardError => e
+      LeakhuntAgent.note_error("allocation sites: #{e.class}: #{e.message}")
+    end
+
+    # Ends a phase: the minor GC frees what it made and dropped while the records can still go.
+    def finish(reason)
+      GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
+      want(reason, false)
+    end
+
+    def want(reason, on)
+      @lock.synchronize do
+        on ? @reasons[reason] = true : @reasons.delete(reason)
+        wanted = !@reasons.empty?
+        next if wanted == @tracing
+
+        wanted ? ObjectSpace.trace_object_allocations_start : ObjectSpace.trace_object_allocations_stop
+        @tracing = wanted
+      end
     end
   end
 
@@ -1096,6 +1250,10 @@ module LeakhuntAgent
       @alloc_sites
     end
 
+    def sampled_sites?
+      @allocation_sites&.sampled? || false
+    end
+
     # Defines `name` in `hook` (a module the agent prepends to `target`) to run `before` with
     # the receiver, then the method it covers, with the same arguments, block and visibility.
     def wrap(hook, target, name, &before)
@@ -1147,8 +1305,11 @@ module LeakhuntAgent
       @command = Json.dump([$PROGRAM_NAME.to_s, *ARGV.map(&:to_s)])
       return unless arm(Process.ppid, false)
 
-      @alloc_sites = ENV['LEAKHUNT_ALLOC_SITES'] == '1'
-      ObjectSpace.trace_object_allocations_start if @alloc_sites
+      @alloc_sites = %w[1 sampled].include?(ENV['LEAKHUNT_ALLOC_SITES'])
+      if @alloc_sites
+        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled')
+        @allocation_sites.start
+      end
       @sites = Sites.new
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
@@ -1219,6 +1380,7 @@ module LeakhuntAgent
 
       @inventory.restart_counts(clock)
       @extensions&.restart_counts
+      @allocation_sites&.after_fork
       start_serving
     rescue Exception # rubocop:disable Lint/RescueException -- never break the program's fork
       nil
@@ -1266,6 +1428,7 @@ module LeakhuntAgent
     def serve(conn)
       while (line = conn.gets)
         handle(line.chomp)
+        @allocation_sites&.round_over
       end
     rescue Exception # rubocop:disable Lint/RescueException -- the thread ends with the process
       nil
@@ -1319,6 +1482,7 @@ module LeakhuntAgent
     # whole round, so no program thread is parked inside the agent's own scanning; the round
     # loads no code and runs no program code but the finalizers its GC releases.
     def snapshot(index, reason, budget, heap, sidecar)
+      @allocation_sites&.round_started
       round = Round.new(self, index, budget)
       errors = []
       started = round.started

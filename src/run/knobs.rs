@@ -46,7 +46,8 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: ALLOC_SITES,
         reader: Reader::Agent,
-        meaning: "1: trace object allocations from the start (file:line in dumps); 0: off",
+        meaning: "1: trace every object allocation (file:line in dumps); sampled: until the first \
+                  snapshot, in short windows and during snapshots; 0: off",
     },
     Knob {
         name: BACKEND,

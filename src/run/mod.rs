@@ -34,7 +34,7 @@ pub mod round;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
-use crate::cli::{BackendChoice, RunArgs};
+use crate::cli::{AllocSites, BackendChoice, RunArgs};
 use crate::error::{Error, Result};
 use agent::{AgentEvent, AgentHub, HubEvent, LinkId};
 use backend::{Dirs, NativeBackend};
@@ -61,7 +61,8 @@ pub struct RunConfig {
     /// End the run this long after the program started (a last round, then SIGTERM).
     pub duration: Option<Duration>,
     pub output: Option<PathBuf>,
-    pub alloc_sites: bool,
+    /// None: no allocation tracing.
+    pub alloc_sites: Option<AllocSites>,
     /// Keep the dumps of this many newest rounds (besides the ones growth is judged from);
     /// every round keeps a summary (`--keep-dumps`).
     pub keep_dumps: Option<u32>,
@@ -78,7 +79,7 @@ impl RunConfig {
             after: args.after,
             duration: args.duration,
             output: args.output.clone(),
-            alloc_sites: !args.no_alloc_sites,
+            alloc_sites: (!args.no_alloc_sites).then_some(args.alloc_sites),
             keep_dumps: args.keep_dumps,
         }
     }
@@ -143,7 +144,11 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     launch.set_env(knobs::BUNDLE, &bundle_dir.display().to_string(), None);
     launch.set_env(
         knobs::ALLOC_SITES,
-        if config.alloc_sites { "1" } else { "0" },
+        match config.alloc_sites {
+            None => "0",
+            Some(AllocSites::All) => "1",
+            Some(AllocSites::Sampled) => "sampled",
+        },
         None,
     );
     launch.set_env(knobs::BACKEND, backend.name(), None);
