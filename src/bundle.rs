@@ -14,8 +14,6 @@
 //! heap-001.json.zst      ObjectSpace.dump_all after a full GC (0600), compressed after the
 //!                        round (src/zst.rs); older bundles hold the plain heap-001.json
 //! agent-001.json         Sidecar written by the Ruby agent with the dump
-//! summary-001.json       The dump reduced to what the analysis reads from it (RoundSummary),
-//!                        written with --keep-dumps before a dump may be removed
 //! native-001.txt         leaks(1) output or vgdb leak_check text for the same moment
 //! maps-001.txt           /proc/PID/maps at the moment of the check (Linux)
 //! lsan.log               every LeakSanitizer check of the process (byte ranges per snapshot)
@@ -37,7 +35,6 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SCHEMA: u32 = 2;
 pub const SIDECAR_SCHEMA: u32 = 1;
 pub const FOOTPRINT_HEADER: &str = "# leakhunt footprint 1";
-pub const SUMMARY_SCHEMA: u32 = 1;
 
 /// `manifest.json`: what was run, how, and where each piece of evidence is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -199,12 +196,6 @@ pub struct Snapshot {
     /// Seconds since the target started.
     pub t: f64,
     pub heap: Option<String>,
-    /// The round's [`RoundSummary`] (`--keep-dumps`), written before the dump may be removed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// The dump named by `heap` was removed (`--keep-dumps`): its summary stands in for it.
-    #[serde(skip_serializing_if = "is_false")]
-    pub heap_removed: bool,
     pub sidecar: Option<String>,
     pub native: Option<NativeRef>,
     pub maps: Option<String>,
@@ -231,15 +222,9 @@ impl Snapshot {
         })
     }
 
-    /// Whether the heap dump was written: the snapshot counts as taken (even once the dump
-    /// was removed for its summary).
+    /// Whether the heap dump was written: the snapshot counts as taken.
     pub fn taken(&self) -> bool {
         self.heap.is_some()
-    }
-
-    /// Whether the heap dump is still in the bundle.
-    pub fn has_dump(&self) -> bool {
-        self.heap.is_some() && !self.heap_removed
     }
 }
 
@@ -542,104 +527,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// `summary-NNN.json`: one round's heap dump reduced to what the analysis reads from a round
-/// (the class histogram with counts and bytes, allocation sites, typed C structs, the problems
-/// met reading it), so that a long run can remove dumps growth analysis no longer needs
-/// (`--keep-dumps`) and still judge every round.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RoundSummary {
-    /// Always [`SUMMARY_SCHEMA`]; first key of the file.
-    pub leakhunt_summary: u32,
-    /// The dump it was computed from, as the snapshot names it.
-    pub heap_dump: String,
-    pub format: Option<crate::heap::HeapFormat>,
-    pub ruby_version: Option<String>,
-    pub objects: u64,
-    pub histogram: crate::heap::histogram::Histogram,
-    pub alloc_sites: Vec<crate::heap::AllocSite>,
-    pub data_types: Vec<crate::heap::DataType>,
-    /// The reader's soft problems with the dump, one line each, as a reading of the dump
-    /// would report them after the file's name (`1 invalid line at line 12 (…)`): the
-    /// loader names the dump where the bundle is now.
-    pub problems: Vec<String>,
-}
-
-impl RoundSummary {
-    /// The summary of dump `heap_dump`, as read into `summary`.
-    pub fn of(heap_dump: &str, summary: &crate::heap::HeapSummary) -> RoundSummary {
-        RoundSummary {
-            leakhunt_summary: SUMMARY_SCHEMA,
-            heap_dump: heap_dump.to_owned(),
-            format: Some(summary.format),
-            ruby_version: summary.ruby_version.clone(),
-            objects: summary.objects,
-            histogram: summary.histogram.clone(),
-            alloc_sites: summary.alloc_sites.clone(),
-            data_types: summary.data_types.clone(),
-            problems: {
-                let name = format!("{}: ", crate::diag::display_name(&summary.diagnostics.file));
-                let lines = summary.diagnostics.lines();
-                lines
-                    .into_iter()
-                    .map(|l| l.strip_prefix(&name).map(str::to_owned).unwrap_or(l))
-                    .collect()
-            },
-        }
-    }
-
-    /// Reads a summary file; a newer schema is refused with advice.
-    pub fn load(path: &Path) -> Result<RoundSummary> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let s: RoundSummary = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::input(path, Position::Line(e.line() as u64), e.to_string()))?;
-        if s.leakhunt_summary > SUMMARY_SCHEMA || s.leakhunt_summary == 0 {
-            return Err(Error::input(
-                path,
-                Position::Whole,
-                format!(
-                    "heap summary schema {} is not one this leakhunt understands ({SUMMARY_SCHEMA}); upgrade leakhunt",
-                    s.leakhunt_summary
-                ),
-            ));
-        }
-        Ok(s)
-    }
-
-    /// The heap summary it stands for, as if `dump` (the removed dump's path) had been read,
-    /// with the reader's problems as lines.
-    pub fn into_heap_summary(self, dump: PathBuf) -> (crate::heap::HeapSummary, Vec<String>) {
-        let name = crate::diag::display_name(&dump);
-        let problems = self
-            .problems
-            .into_iter()
-            .map(|p| format!("{name}: {p}"))
-            .collect();
-        let summary = crate::heap::HeapSummary {
-            diagnostics: crate::diag::Diagnostics::new(&dump),
-            path: dump,
-            format: self.format.unwrap_or(crate::heap::HeapFormat::Cruby),
-            ruby_version: self.ruby_version,
-            histogram: self.histogram,
-            alloc_sites: self.alloc_sites,
-            data_types: self.data_types,
-            objects: self.objects,
-        };
-        (summary, problems)
-    }
-
-    /// Writes it privately and atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self)
-            .map_err(|e| Error::Run(format!("cannot encode a heap summary: {e}")))?;
-        write_private_atomic(path, &bytes)
-    }
-}
-
 /// The names of one process's files in the bundle: the main process keeps the names a
 /// one-process bundle always had; every other one carries its pid, so that names stay plain
 /// and never clash.
@@ -663,11 +550,6 @@ impl ProcessFiles {
     /// `heap-003.json` / `heap-p4242-003.json` for round 3.
     pub fn heap(&self, round: u32) -> String {
         self.per_round("heap", round, "json")
-    }
-
-    /// The heap dump of `round` reduced to a [`RoundSummary`].
-    pub fn summary(&self, round: u32) -> String {
-        self.per_round("summary", round, "json")
     }
 
     /// The agent's sidecar written with the heap dump of `round`.

@@ -192,11 +192,6 @@ pub struct RunArgs {
     /// Turn off allocation tracing (faster, but findings lose their file:line).
     #[arg(long, conflicts_with = "alloc_sites")]
     pub no_alloc_sites: bool,
-    /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged
-    /// from) and remove the others once each round's summary is written; every round still
-    /// counts in the report.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep_dumps: Option<u32>,
     /// Which allocations get a file:line: every one (the default), or those made until the
     /// first snapshot, in short windows afterwards and during snapshots (`sampled`: cheaper on
     /// allocation-heavy programs; objects made outside them have no site).

@@ -12,10 +12,10 @@ use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
 use histogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeapFormat {
     Cruby,
@@ -23,7 +23,7 @@ pub enum HeapFormat {
 }
 
 /// Where instances of a class were allocated (CRuby dumps made with allocation tracing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AllocSite {
     pub class: String,
     pub file: String,
@@ -34,7 +34,7 @@ pub struct AllocSite {
 
 /// Instances of a class that wrap a C struct (CRuby `T_DATA` objects with a typed
 /// `rb_data_type_t`): the struct's name as the C extension gave it (`"struct":"ringbuf"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataType {
     pub class: String,
     pub struct_name: String,
