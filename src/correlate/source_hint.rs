@@ -21,8 +21,16 @@ pub fn line_text(source: &[u8], line: u32) -> Option<String> {
 /// `LIST = Array.new` → `LIST`. `None` when the line assigns nothing (`foo([])`, `a == []`).
 pub fn assigned_variable(source: &[u8], line: u32) -> Option<String> {
     let text = line_text(source, line)?;
-    let re = Regex::new(r"^((?:@@|@|\$)?[A-Za-z_][A-Za-z0-9_]*)\s*(\|\|=|=)(.?)").ok()?;
-    let caps = re.captures(text.as_bytes())?;
+    assignment(&assignment_regex()?, text.as_bytes())
+}
+
+fn assignment_regex() -> Option<Regex> {
+    Regex::new(r"^((?:@@|@|\$)?[A-Za-z_][A-Za-z0-9_]*)\s*(\|\|=|=)(.?)").ok()
+}
+
+/// The variable a trimmed line assigns, with `re` from `assignment_regex`.
+fn assignment(re: &Regex, text: &[u8]) -> Option<String> {
+    let caps = re.captures(text)?;
     let next = caps.get(3).map(|m| m.as_bytes()).unwrap_or_default();
     if caps.get(2)?.as_bytes() == b"=" && (next == b"=" || next == b"~" || next == b">") {
         return None;
@@ -30,14 +38,14 @@ pub fn assigned_variable(source: &[u8], line: u32) -> Option<String> {
     Some(String::from_utf8_lossy(caps.get(1)?.as_bytes()).into_owned())
 }
 
+/// What follows a variable on a line that adds to it: `<<`, `.push(`, `[k] = `, `[k] ||= `…
+const APPENDS: &str = r"\s*(?:<<|\.(?:push|append|unshift|prepend|insert|concat|store|add|merge!|update)\b|\[[^\]]*\]\s*(?:\|\|=|=[^=~>]))";
+
 /// Lines (1-based, with their trimmed text) that add to `var`: `var << x`, `var.push(x)`,
 /// `var.append`, `var.unshift`, `var.insert`, `var.concat`, `var.store`, `var.add`,
 /// `var[k] = v`, `var[k] ||= v`. Comment lines are skipped.
 pub fn appending_lines(source: &[u8], var: &str) -> Vec<(u32, String)> {
-    let pattern = format!(
-        r"(?:^|[^A-Za-z0-9_@$.]){}\s*(?:<<|\.(?:push|append|unshift|prepend|insert|concat|store|add|merge!|update)\b|\[[^\]]*\]\s*(?:\|\|=|=[^=~>]))",
-        regex::escape(var)
-    );
+    let pattern = format!(r"(?:^|[^A-Za-z0-9_@$.]){}{APPENDS}", regex::escape(var));
     let Ok(re) = Regex::new(&pattern) else {
         return Vec::new();
     };
@@ -66,9 +74,9 @@ const KEEP_WINDOW: u32 = 3;
 /// line, its trimmed text); `None` when either is missing or the variable is assigned only on
 /// the appending line itself.
 pub fn container_of_appended(source: &[u8], line: u32) -> Option<(u32, String, u32, String)> {
-    let re = Regex::new(
-        r"(?:^|[^A-Za-z0-9_@$.])((?:@@|@|\$)?[A-Za-z_][A-Za-z0-9_]*)\s*(?:<<|\.(?:push|append|unshift|prepend|insert|concat|store|add|merge!|update)\b|\[[^\]]*\]\s*(?:\|\|=|=[^=~>]))",
-    )
+    let re = Regex::new(&format!(
+        r"(?:^|[^A-Za-z0-9_@$.])((?:@@|@|\$)?[A-Za-z_][A-Za-z0-9_]*){APPENDS}"
+    ))
     .ok()?;
     let (fill_line, var, code) = (line..=line.saturating_add(KEEP_WINDOW)).find_map(|l| {
         let text = line_text(source, l)?;
@@ -79,10 +87,15 @@ pub fn container_of_appended(source: &[u8], line: u32) -> Option<(u32, String, u
         let var = String::from_utf8_lossy(caps.get(1)?.as_bytes()).into_owned();
         Some((l, var, text))
     })?;
-    let lines = source.split(|&b| b == b'\n').count() as u32;
-    let assigned = (1..=lines).find(|&l| {
-        l != fill_line && assigned_variable(source, l).as_deref() == Some(var.as_str())
-    })?;
+    let assign = assignment_regex()?;
+    let assigned = source
+        .split(|&b| b == b'\n')
+        .zip(1u32..)
+        .find(|&(text, l)| {
+            l != fill_line
+                && assignment(&assign, text.trim_ascii()).as_deref() == Some(var.as_str())
+        })?
+        .1;
     Some((assigned, var, fill_line, code))
 }
 

@@ -627,9 +627,10 @@ module LeakhuntAgent
   # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` traces
   # - from the start until the first snapshot round begins: what a program makes while it loads
   #   and sets up (class bodies, top-level containers, a framework's boot) lives long;
-  # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up; the agent's thread needs the GVL to end
-  #   one, so a window lasts up to a thread time slice longer): objects made at a steady rate, as
-  #   the ones that pile up are, get sites in proportion;
+  # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up;
+  #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
+  #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
+  #   proportion;
   # - during each snapshot round, until the command that took it returns, so that what the agent
   #   itself allocates is known as its own.
   # A phase ends with a minor GC while tracing is still on, so what the phase made and dropped
