@@ -30,6 +30,7 @@ pub fn findings(
             continue;
         }
         if let Some(note) = unretained_growth(ev, &g.head)
+            .or_else(|| scattered_growth(ev, &g.head))
             .or_else(|| agent_growth(ev, &g.head))
             .or_else(|| slow_growth_without_container(ev, &g.head))
         {
@@ -182,6 +183,29 @@ fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
             head.class,
             count(head.delta()),
             count(r.reachable),
+        )
+    })
+}
+
+/// When the new instances are reachable but no one way of holding them keeps
+/// [`MIN_GROWTH`](super::classes::MIN_GROWTH) of them: a pile-up has one holder (a container,
+/// or many made at one site, along one path), so growth spread thinly over unrelated holders —
+/// specs RubyGems fills in lazily, the request a server thread is serving — is turnover and
+/// warm-up, not retention. Judged only over the new instances (a baseline), where a group's
+/// count is growth and not the steady population.
+fn scattered_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let r = retainers_of(ev, &head.class)?;
+    let new = r.new_instances?;
+    let largest = r.groups.iter().max_by_key(|g| g.count)?;
+    let needed = crate::num::non_negative(super::classes::MIN_GROWTH);
+    (largest.count < needed).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, but no one holder keeps {needed} of its {} new instances (the most, {}, through {}): scattered, not a pile-up; not reported",
+            head.class,
+            count(head.delta()),
+            count(new),
+            count(largest.count),
+            largest.container_class,
         )
     })
 }
@@ -1093,6 +1117,70 @@ pub(crate) mod tests {
             "vm"
         ));
         assert!(!g("Array", None, "global_tbl"));
+    }
+
+    /// A Puma worker between a round before its first request and two after: RubyGems filled in
+    /// gem specs lazily and a thread was serving a request at the dump; String grew past the
+    /// threshold, spread over holders none of which keeps as many.
+    fn scattered_strings(program_array: u64) -> Evidence {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [17_921i64, 18_016, 18_023 + program_array as i64] {
+            ev.heap.push(heap(&[("String", n)], &[]));
+        }
+        let mut specs = group(63, "Gem::Specification", None, "vm");
+        specs.path = vec!["Module Gem".into(), "Hash 0x7f5ee81e6308".into()];
+        let env = group(
+            15,
+            "Hash",
+            Some(("/gems/puma-5.6.5/lib/puma/client.rb", 78)),
+            "vm",
+        );
+        let spec_strings = group(
+            11,
+            "String",
+            Some((
+                "/usr/lib/ruby/vendor_ruby/rubygems/basic_specification.rb",
+                112,
+            )),
+            "vm",
+        );
+        let mut groups = vec![specs, env, spec_strings];
+        if program_array > 0 {
+            groups.insert(0, group(program_array, "Array", Some(("app.rb", 4)), "vm"));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 18_023 + program_array,
+            new_instances: Some(120 + program_array),
+            reachable: 120 + program_array,
+            groups,
+        });
+        ev
+    }
+
+    #[test]
+    fn growth_no_one_holder_keeps_is_a_note() {
+        let ev = scattered_strings(0);
+        let groups = growth_groups(&class_series(&ev.heap), &|c| main_container(&ev, c));
+        let mut notes = Vec::new();
+        let f = findings(&ev, &groups, false, &mut notes);
+        assert!(f.is_empty(), "{f:#?}");
+        assert_eq!(
+            notes,
+            [
+                "String grew by 102 between heap snapshots, but no one holder keeps 100 of its 120 new instances (the most, 63, through Gem::Specification): scattered, not a pile-up; not reported"
+            ]
+        );
+        // The same heap with a program Array keeping 100 more: that one is a pile-up.
+        let f = run(&scattered_strings(100));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:4"),
+            "{}",
+            f[0].title
+        );
     }
 
     #[test]

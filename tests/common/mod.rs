@@ -133,6 +133,25 @@ pub fn locations(finding: &serde_json::Value) -> Vec<(String, u64, String)> {
         .collect()
 }
 
+/// One line per finding of a JSON report (kind, confidence, title), put first in a failing
+/// assertion's message: CI keeps the head and tail of a long failure and drops its middle.
+pub fn findings_brief(report: &serde_json::Value) -> String {
+    let lines: Vec<String> = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            format!(
+                "finding: {} [{}] {}",
+                f["kind"].as_str().unwrap_or_default(),
+                f["confidence"].as_str().unwrap_or_default(),
+                f["title"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// The kinds of a JSON report's findings, runtime noise left out.
 pub fn leak_kinds(report: &serde_json::Value) -> Vec<String> {
     report["findings"]

@@ -12,7 +12,7 @@
 use super::servers::{Serving, assert_clean, assert_tree_gone};
 use super::{Run, assert_private_and_clean, json_report, line_of, lsan_ready, one_run_at_a_time};
 use super::{ruby_ready, scratch};
-use crate::common::{fixture, have, leak_kinds, leakhunt, locations, require};
+use crate::common::{findings_brief, fixture, have, leak_kinds, leakhunt, locations, require};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ fn assert_one_leak(
     allocated: u32,
     filled: u32,
 ) {
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(report), r.context());
     assert_eq!(report["verdict"], "leak", "{ctx}");
     assert_eq!(leak_kinds(report), ["ruby_retention"], "{ctx}");
     let f = &report["findings"][0];
@@ -205,7 +205,7 @@ fn slow_leak_case(backend: &str) {
         "slow leak under {backend}: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
     assert_eq!(r.code, 1, "{ctx}");
     assert!(
         r.stdout.contains("slow-leak: 1000000 records built"),
@@ -256,7 +256,7 @@ fn steady_heap_case(backend: &str) {
     }
     let _one = one_run_at_a_time();
     let (r, report) = slow_leak_run(backend, true);
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
     assert!(r.stdout.contains("slow-leak: 0 leaked"), "{ctx}");
     assert!(leak_kinds(&report).is_empty(), "{ctx}");
     assert_eq!(report["verdict"], "no_leak", "{ctx}");
@@ -299,7 +299,7 @@ fn widget_leak_size(backend: &str) -> (u64, u64) {
         .unwrap();
     let r = super::finish(scratch, tmpdir, bundle, out);
     let report = json_report(&report_path, &r);
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
     let site = report["native_sites"]
         .as_array()
         .into_iter()

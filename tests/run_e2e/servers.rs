@@ -11,7 +11,9 @@
 //! be left running afterwards.
 
 use super::{Run, assert_private_and_clean, finish, lsan_ready, one_run_at_a_time, scratch};
-use crate::common::{build_widget, fixture, have, leak_kinds, leakhunt, locations, require};
+use crate::common::{
+    build_widget, findings_brief, fixture, have, leak_kinds, leakhunt, locations, require,
+};
 use leakhunt::bundle::Manifest;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -329,7 +331,7 @@ pub(super) fn assert_leak_in_every_worker(
     file: &str,
     line: u32,
 ) {
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(report), r.context());
     assert_eq!(r.code, 1, "{ctx}");
     assert_eq!(report["verdict"], "leak", "{ctx}");
     assert_eq!(leak_kinds(report), ["missing_release"], "{ctx}");
@@ -381,7 +383,7 @@ pub(super) fn assert_leak_in_every_worker(
 
 /// The fixed variants: no leak finding, leakhunt exits 0.
 pub(super) fn assert_clean(r: &Run, report: &serde_json::Value) {
-    let ctx = format!("{report:#}\n{}", r.context());
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(report), r.context());
     assert!(leak_kinds(report).is_empty(), "{ctx}");
     assert_eq!(report["verdict"], "no_leak", "{ctx}");
     assert_eq!(r.code, 0, "{ctx}");
