@@ -751,6 +751,8 @@ module LeakhuntAgent
       before = enabled_trace_points if first && @sampled
       ObjectSpace.trace_object_allocations_start
       @free_hook = find_free_hook(enabled_trace_points - before) if before
+      # Only the first start enables the hooks when the program traces allocations too.
+      @free_hook.enable if @free_hook && !@free_hook.enabled?
     end
 
     def stop_tracing
