@@ -11,7 +11,8 @@
 //! the sidecars). Needs ruby, ffi-rzmq, liblsan and valgrind (.ci/packages).
 //!
 //! `cargo bench --bench run_overhead` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group,
-//! `LEAKHUNT_BENCH_WORKLOAD=roundtrips|allocs` for one workload)
+//! `LEAKHUNT_BENCH_WORKLOAD=roundtrips|allocs` for one workload, `LEAKHUNT_BENCH_SCALE=N` for N
+//! times the work)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,7 +68,7 @@ struct Scenario {
     /// "native", "lsan" or "valgrind": `LEAKHUNT_BENCH_ONLY=GROUP` runs one group.
     group: &'static str,
     name: String,
-    count: &'static str,
+    count: String,
     /// The backend alone: later lines of the same group compare against it.
     baseline: bool,
     /// Program and arguments (the endpoint is made fresh for each run).
@@ -87,6 +88,11 @@ fn main() {
         .unwrap_or(3);
     let only = std::env::var("LEAKHUNT_BENCH_ONLY").ok();
     let only_workload = std::env::var("LEAKHUNT_BENCH_WORKLOAD").ok();
+    // A longer run of the same work: what a program pays per second once warm-up is over.
+    let scale: u64 = std::env::var("LEAKHUNT_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let scratch = tempfile::tempdir().unwrap();
     let lsan = leakhunt::platform::lsan_runtime().expect("liblsan.so.0 (apt-get install liblsan0)");
 
@@ -141,7 +147,7 @@ fn main() {
                     workload: w.name,
                     group,
                     name,
-                    count: w.counts[g],
+                    count: scaled(w.counts[g], scale),
                     baseline,
                     program: Path::new(env!("CARGO_MANIFEST_DIR")).join(w.program),
                     args: w.args,
@@ -152,7 +158,7 @@ fn main() {
     }
 
     let command = |s: &Scenario, bundle: &Path| -> Command {
-        let args = (s.args)(&endpoint(), s.count);
+        let args = (s.args)(&endpoint(), &s.count);
         if let Some(options) = s.leakhunt {
             let mut c = Command::new(env!("CARGO_BIN_EXE_leakhunt"));
             c.arg("run")
@@ -306,6 +312,11 @@ fn children_cpu() -> f64 {
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// `count` times `scale`.
+fn scaled(count: &str, scale: u64) -> String {
+    (count.parse::<u64>().unwrap() * scale).to_string()
 }
 
 fn endpoint() -> String {

@@ -699,17 +699,25 @@ fn the_bundle_holds_compressed_dumps_and_analyze_repeats_the_run_report() {
         .find("leakhunt: LEAK")
         .unwrap_or_else(|| panic!("{ctx}"));
     let report = &r.stdout[at..];
-    let line = line_of(
-        "run/grows.rb",
-        "@lines = Array.new(4) { |i| \"line #{n}-#{i}\" }",
-    );
-    assert!(
-        report.contains(&format!("grows.rb:{line}")) && report.contains("Invoice grows with it"),
-        "{ctx}"
-    );
+    assert_grows_rb_finding(report, &ctx);
     let again = leakhunt().arg("analyze").arg(&r.bundle).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&again.stdout), report);
+}
+
+/// grows.rb's diagnosis: one finding, Invoice instances kept by KEPT, filled at its append; the
+/// Arrays and Strings each Invoice holds grow with it.
+fn assert_grows_rb_finding(report: &str, ctx: &str) {
+    let filled = line_of("run/grows.rb", "200.times { KEPT << Invoice.new(n += 1) }");
+    assert!(report.contains("— 1 leak finding"), "{ctx}");
+    assert!(
+        report.contains("Ruby retention — Invoice instances pile up") && !report.contains("\n2. ["),
+        "{ctx}"
+    );
+    assert!(
+        report.contains(&format!("grows.rb:{filled}")) && report.contains("Array grows with it"),
+        "{ctx}"
+    );
 }
 
 /// A round that would not fit on the bundle's disk is skipped with a warning and the run goes
@@ -1405,6 +1413,71 @@ mod rounds;
 mod bundler;
 // Precision and recall on real applications: a Rails app under puma, a slow leak on a big heap.
 mod apps;
+
+/// Under sampled allocation sites (the default), objects made during warm-up and freed after
+/// it, while tracing is off, must take their allocation records with them: otherwise the next
+/// object in the same slot (here a `Late`, made after warm-up without a site) is given the
+/// warm-up object's file:line in every later dump.
+#[test]
+fn a_slot_freed_after_warm_up_does_not_give_its_site_to_the_next_object() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let program = fixture("run/reused-slots.rb");
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "3",
+        ],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert!(r.stdout.contains("50000 Late made after warm-up"), "{ctx}");
+    let boot_line = line_of(
+        "run/reused-slots.rb",
+        "boot = Array.new(50_000) { Boot.new }",
+    );
+    let sites: Vec<Vec<leakhunt::heap::AllocSite>> = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.heap.as_ref())
+        .map(|heap| {
+            let path = r.bundle.join(heap);
+            let kind = leakhunt::detect::detect_path(&path).unwrap();
+            leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites
+        })
+        .collect();
+    assert!(sites.len() >= 2, "{ctx}");
+    // Warm-up was traced: the first round saw every Boot at its line.
+    let boots: u64 = sites[0]
+        .iter()
+        .filter(|s| s.class == "Boot" && s.line == boot_line)
+        .map(|s| s.count)
+        .sum();
+    assert_eq!(boots, 50_000, "{:?}\n{ctx}", sites[0]);
+    let last = sites.last().unwrap();
+    assert!(
+        class_counts(&r, "Late").last() == Some(&50_000),
+        "the Lates are in the last dump: {ctx}"
+    );
+    let misattributed: Vec<_> = last
+        .iter()
+        .filter(|s| s.class == "Late" && s.line == boot_line)
+        .collect();
+    assert!(
+        misattributed.is_empty(),
+        "Lates given the Boots' site: {misattributed:?}\n{ctx}"
+    );
+}
 
 /// With sampled allocation sites, a container made after warm-up (the first request's
 /// `@cache ||= {}`, after the first snapshot) has no allocation site in the dumps: the finding

@@ -253,15 +253,22 @@ fn is_binding_namespace(name: &str) -> bool {
 const MAX_RETAINER_CLASSES: usize = 8;
 
 /// The classes whose retainer paths the retention rule needs, for the evidence to compute once:
-/// the heads of the growing groups (grouped before any retainer path is known).
+/// the heads of the growing groups (grouped before any retainer path is known), then the
+/// classes that grow in lockstep with them. The members need paths too: the final grouping
+/// follows which class holds which, and a member without paths holds nothing. Without them a
+/// lockstep that holds only by chance (`Invoice` and the `Array` each of them keeps, within
+/// 1 % per step) decided whether the user's class or `Array` headed the finding.
 pub fn retainer_classes(ev: &Evidence) -> Vec<String> {
     if ev.heap.len() < 2 {
         return Vec::new();
     }
     let series = class_series(ev.judged_heap());
-    growth_groups(&series, &|_| None)
-        .iter()
-        .map(|g| g.head.class.clone())
+    let groups = growth_groups(&series, &|_| None);
+    let heads = groups.iter().map(|g| &g.head);
+    let members = groups.iter().flat_map(|g| &g.members);
+    heads
+        .chain(members)
+        .map(|s| s.class.clone())
         .take(MAX_RETAINER_CLASSES)
         .collect()
 }
@@ -407,5 +414,48 @@ mod tests {
         let heads: Vec<&str> = groups.iter().map(|g| g.head.class.as_str()).collect();
         assert_eq!(heads, ["ZMQ::Message", "Session"]);
         assert_eq!(groups[0].members[0].class, "FFI::MemoryPointer");
+    }
+
+    /// grows.rb: every Invoice keeps an Array of four Strings, and KEPT (an Array) keeps every
+    /// Invoice. Invoice and Array gain the same count per step (within 1 %), so Array is a
+    /// lockstep member before any path is known; it needs paths of its own all the same.
+    #[test]
+    fn lockstep_members_get_retainer_paths_and_the_user_class_heads_whatever_the_lockstep() {
+        use crate::correlate::retention::tests::heap;
+        let rounds = [(5_000i64, 5_003i64), (14_000, 14_003), (23_000, 23_004)];
+        let mut ev = Evidence::empty(crate::evidence::Origin::Bundle("b".into()));
+        for (invoices, arrays) in rounds {
+            ev.heap.push(heap(
+                &[
+                    ("Invoice", invoices),
+                    ("Array", arrays),
+                    ("String", invoices * 4),
+                ],
+                &[],
+            ));
+        }
+        let classes = retainer_classes(&ev);
+        assert_eq!(classes, ["Invoice", "String", "Array"]);
+        // What the paths say: the Invoices are in an Array (KEPT), each Array in an Invoice,
+        // each String in an Array. With every class's holder known, the user's class heads.
+        let series = class_series(&ev.heap);
+        let holder = |c: &str| match c {
+            "Invoice" => Some("Array".to_owned()),
+            "Array" => Some("Invoice".to_owned()),
+            "String" => Some("Array".to_owned()),
+            _ => None,
+        };
+        // (String, placed before Array joined a group, heads its own; the retention rule folds
+        // it into Invoice's finding by the share Invoices hold.)
+        let heads = |groups: Vec<GrowthGroup>| -> Vec<String> {
+            groups.into_iter().map(|g| g.head.class).collect()
+        };
+        assert_eq!(
+            heads(growth_groups(&series, &holder)),
+            ["Invoice", "String"]
+        );
+        // Had Array no paths (a head-only choice), Array would have headed the finding.
+        let without_array = |c: &str| holder(c).filter(|_| c != "Array");
+        assert_eq!(heads(growth_groups(&series, &without_array)), ["Array"]);
     }
 }
