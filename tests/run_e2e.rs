@@ -1429,6 +1429,8 @@ fn a_slot_freed_after_warm_up_does_not_give_its_site_to_the_next_object() {
         &[
             "--backend",
             "none",
+            "--alloc-sites",
+            "sampled",
             "--after",
             "1s",
             "--every",
