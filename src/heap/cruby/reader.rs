@@ -7,8 +7,9 @@
 //! visitor (the last line may run past the chunk's end). Nothing is mapped, so the resident set
 //! stays near `threads × buffer` whatever the dump size. A zstd file that leakhunt wrote
 //! (line-aligned frames, see [`crate::zst`]) is read the same way with one frame per chunk, each
-//! worker decoding its frame as it scans it. A gzip file, or any other zstd file, is one
-//! sequential chunk.
+//! worker decoding its frame as it scans it. A gzip file, or any other zstd file, is decompressed
+//! on the calling thread and cut at line ends into chunks that the workers scan meanwhile (one
+//! sequential chunk when there is one thread).
 //!
 //! A line too long for the buffer is streamed through [`LongLine`], which keeps the keys and
 //! short values, truncates long strings, and lifts the `references` array out into a `Vec<u64>`
@@ -35,7 +36,8 @@ use std::sync::{Arc, Mutex};
 /// exercise chunk seams and the long-line path on small inputs.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
-    /// Worker threads for plain files (gzip is always sequential).
+    /// Worker threads (a compressed stream other than leakhunt's zstd frames is decompressed on
+    /// the calling thread while they scan it).
     pub threads: usize,
     /// Bytes of the file per chunk (a unit of work and of line numbering).
     pub chunk_bytes: u64,
@@ -196,7 +198,7 @@ where
             read_zstd_frames(path, &file, &frames, opts, &make, &bar, &shared);
         } else {
             let stream = crate::zst::file_decoder(file).map_err(|e| Error::io(path, e))?;
-            read_stream(
+            read_decoded(
                 path,
                 stream,
                 "damaged zstd streams",
@@ -360,8 +362,8 @@ fn read_gzip<V, F, S>(
     assembler: &mut Assembler<'_, V, S>,
 ) where
     V: LineVisitor,
-    F: Fn(u32) -> V,
-    S: FnMut(ChunkOutcome<V>),
+    F: Fn(u32) -> V + Sync,
+    S: FnMut(ChunkOutcome<V>) + Send,
 {
     // The bar counts compressed bytes, the only size known in advance.
     let compressed = Arc::new(AtomicU64::new(0));
@@ -371,7 +373,7 @@ fn read_gzip<V, F, S>(
     };
     let src = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, counting));
     let mut progress = || bar.set_position(compressed.load(Ordering::Relaxed));
-    read_stream(
+    read_decoded(
         path,
         Box::new(src),
         "damaged gzip streams",
@@ -453,6 +455,212 @@ fn read_zstd_frames<V, F, S>(
         }
     };
     run_workers(workers, work);
+}
+
+/// Content bytes per chunk when a decompressed stream is cut for the workers. Smaller than a
+/// plain file's chunks: those are only positions, while a stream's chunks are in memory (one
+/// being filled, `threads` queued, one per worker being scanned).
+const STREAM_CHUNK_BYTES: u64 = 4 << 20;
+
+/// Reads a decompressing stream: sequentially with one thread, else cut into chunks for the
+/// workers ([`read_stream_parallel`]).
+fn read_decoded<V, F, S>(
+    path: &Path,
+    src: Box<dyn Read + Send>,
+    damage: &'static str,
+    opts: &ReadOptions,
+    make: &F,
+    progress: &mut dyn FnMut(),
+    assembler: &mut Assembler<'_, V, S>,
+) where
+    V: LineVisitor,
+    F: Fn(u32) -> V + Sync,
+    S: FnMut(ChunkOutcome<V>) + Send,
+{
+    if opts.threads <= 1 {
+        read_stream(path, src, damage, opts, make, progress, assembler);
+    } else {
+        read_stream_parallel(path, src, damage, opts, make, progress, assembler);
+    }
+}
+
+/// Reads a decompressing stream on every worker: this thread decompresses and cuts the content
+/// at line ends into chunks of about [`STREAM_CHUNK_BYTES`], which the workers scan while it
+/// decompresses the next ones. A line longer than a chunk is scanned here as a chunk of its own,
+/// streamed through the scanner's long-line path, so it is never whole in memory. Damage ends
+/// the read; what was decoded before it is kept, as in [`read_stream`].
+fn read_stream_parallel<V, F, S>(
+    path: &Path,
+    mut src: Box<dyn Read + Send>,
+    damage: &'static str,
+    opts: &ReadOptions,
+    make: &F,
+    progress: &mut dyn FnMut(),
+    assembler: &mut Assembler<'_, V, S>,
+) where
+    V: LineVisitor,
+    F: Fn(u32) -> V + Sync,
+    S: FnMut(ChunkOutcome<V>) + Send,
+{
+    let chunk_bytes =
+        usize::try_from(opts.chunk_bytes.clamp(1, STREAM_CHUNK_BYTES)).unwrap_or(1 << 20);
+    let workers = opts.threads.max(1);
+    let (queue, pieces) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers);
+    let pieces = Mutex::new(pieces);
+    let shared = Mutex::new(assembler);
+    let mut decoded = 0u64;
+    let mut failure: Option<io::Error> = None;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut scanner = ChunkScanner::new(opts);
+                loop {
+                    // The lock is held only while waiting for the next piece.
+                    let next = pieces.lock().ok().and_then(|r| r.recv().ok());
+                    let Some((index, bytes)) = next else {
+                        break;
+                    };
+                    let chunk = u32::try_from(index).unwrap_or(u32::MAX);
+                    let mut visitor = make(chunk);
+                    let mut diag = Diagnostics::new(path);
+                    let span = ChunkSpan {
+                        start: 0,
+                        end: u64::MAX,
+                        chunk,
+                    };
+                    // Reading from memory cannot fail.
+                    let lines = scanner
+                        .scan(&bytes[..], span, &mut visitor, &mut diag, &mut |_, _| {})
+                        .unwrap_or(scanner.lines_done);
+                    let raw = RawChunk {
+                        visitor,
+                        diag,
+                        lines,
+                        bytes: bytes.len() as u64,
+                    };
+                    if let Ok(mut a) = shared.lock() {
+                        a.finished(index, raw);
+                    }
+                }
+            });
+        }
+        let mut long = ChunkScanner::new(opts);
+        let mut carry = Vec::new();
+        for index in 0usize.. {
+            let mut buf = std::mem::take(&mut carry);
+            let mut filled = buf.len();
+            buf.resize(chunk_bytes.max(filled + 1), 0);
+            let mut eof = false;
+            while filled < buf.len() {
+                match src.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        filled += n;
+                        decoded += n as u64;
+                        progress();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            buf.truncate(filled);
+            if eof {
+                if !buf.is_empty() {
+                    let _ = queue.send((index, buf));
+                }
+                break;
+            }
+            if let Some(end) = memchr::memrchr(b'\n', &buf) {
+                carry.extend_from_slice(&buf[end + 1..]);
+                buf.truncate(end + 1);
+                let _ = queue.send((index, buf));
+                continue;
+            }
+            // No line ends in a whole chunk: scan this line here, streaming the rest of it.
+            let chunk = u32::try_from(index).unwrap_or(u32::MAX);
+            let mut visitor = make(chunk);
+            let mut diag = Diagnostics::new(path);
+            let before = decoded;
+            let mut tail = LineTail {
+                src: &mut src,
+                rest: &mut carry,
+                ended: false,
+                decoded: &mut decoded,
+            };
+            let span = ChunkSpan {
+                start: 0,
+                end: u64::MAX,
+                chunk,
+            };
+            let scanned = long.scan(
+                (&buf[..]).chain(&mut tail),
+                span,
+                &mut visitor,
+                &mut diag,
+                &mut |_, _| {},
+            );
+            let ended = tail.ended;
+            progress();
+            let lines = scanned.unwrap_or_else(|e| {
+                failure = Some(e);
+                long.lines_done
+            });
+            let raw = RawChunk {
+                visitor,
+                diag,
+                lines,
+                bytes: buf.len() as u64 + (decoded - before) - carry.len() as u64,
+            };
+            if let Ok(mut a) = shared.lock() {
+                a.finished(index, raw);
+            }
+            if !ended {
+                break;
+            }
+        }
+        drop(queue);
+    });
+    if let Some(e) = failure {
+        if let Ok(mut a) = shared.lock() {
+            a.diagnostics.report(damage, Position::Whole, || {
+                format!("decompression stopped after {decoded} bytes: {e}")
+            });
+        }
+    }
+}
+
+/// The rest of a line from a stream: reads stop after its `\n`, and what was read past it is
+/// kept in `rest` for the next chunk.
+struct LineTail<'a> {
+    src: &'a mut Box<dyn Read + Send>,
+    rest: &'a mut Vec<u8>,
+    ended: bool,
+    decoded: &'a mut u64,
+}
+
+impl Read for LineTail<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        let n = self.src.read(buf)?;
+        *self.decoded += n as u64;
+        match memchr(b'\n', &buf[..n]) {
+            Some(i) => {
+                self.rest.extend_from_slice(&buf[i + 1..n]);
+                self.ended = true;
+                Ok(i + 1)
+            }
+            None => Ok(n),
+        }
+    }
 }
 
 /// Reads a decompressing stream as one sequential chunk (`damage` names what a decoding error
@@ -1069,21 +1277,108 @@ mod tests {
         assert_eq!(all[1].1, b"{\"addr");
     }
 
-    #[test]
-    fn gzip_is_read_sequentially() {
+    fn gzip_of(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.gz");
         let mut enc =
             flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
-        for i in 0..100 {
-            writeln!(enc, "line {i}").unwrap();
-        }
+        enc.write_all(content).unwrap();
         enc.finish().unwrap();
-        let out = read_lines(&p, &small(2, 10, 32), |_| Collect { lines: Vec::new() }).unwrap();
-        assert_eq!(out.chunks.len(), 1);
-        assert_eq!(out.lines, 100);
-        assert_eq!(out.chunks[0].visitor.lines[99].1, b"line 99");
+        (dir, p)
+    }
+
+    /// Short lines, lines longer than the small chunks and buffers below (an Array whose
+    /// references are lifted, a long string), and no newline at the end.
+    fn mixed_dump() -> Vec<u8> {
+        let refs: Vec<String> = (1..=300).map(|i| format!("\"0x{:x}\"", i * 40)).collect();
+        let mut content = Vec::new();
+        for i in 0..120 {
+            content.extend_from_slice(format!("{{\"address\":\"0x{i:x}\"}}\n").as_bytes());
+            if i % 40 == 7 {
+                content.extend_from_slice(
+                    format!(
+                        "{{\"address\":\"0x1{i}\", \"type\":\"ARRAY\", \"references\":[{}]}}\n",
+                        refs.join(", ")
+                    )
+                    .as_bytes(),
+                );
+            }
+            if i % 40 == 21 {
+                let value = "v".repeat(3000);
+                content.extend_from_slice(
+                    format!("{{\"type\":\"STRING\", \"value\":\"{value}\"}}\n").as_bytes(),
+                );
+            }
+        }
+        content.extend_from_slice(b"{\"address\":\"0xend\"");
+        content
+    }
+
+    fn all_lines(out: &ReadOutcome<Collect>) -> Vec<Collected> {
+        out.chunks
+            .iter()
+            .flat_map(|c| {
+                c.visitor
+                    .lines
+                    .iter()
+                    .map(|(l, t, r, u)| (c.first_line + l - 1, t.clone(), r.clone(), *u))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gzip_is_cut_at_line_ends_for_the_workers_and_reads_like_the_plain_file() {
+        let content = mixed_dump();
+        let (dir, gz) = gzip_of(&content);
+        let plain = dir.path().join("d.json");
+        std::fs::write(&plain, &content).unwrap();
+        for (threads, chunk, buffer) in [(1, 64, 256), (2, 64, 256), (3, 1, 64), (2, 5000, 512)] {
+            let opts = small(threads, chunk, buffer);
+            let want = read_lines(&plain, &opts, |_| Collect { lines: Vec::new() }).unwrap();
+            let got = read_lines(&gz, &opts, |_| Collect { lines: Vec::new() }).unwrap();
+            let what = format!("threads {threads} chunk {chunk} buffer {buffer}");
+            assert_eq!(all_lines(&got), all_lines(&want), "{what}");
+            assert_eq!(
+                (got.lines, got.bytes),
+                (want.lines, content.len() as u64),
+                "{what}"
+            );
+            assert!(got.diagnostics.kinds.is_empty(), "{what}");
+            if threads == 1 {
+                assert_eq!(got.chunks.len(), 1);
+            } else {
+                // Cut into pieces of whole lines, the long ones alone in theirs.
+                assert!(got.chunks.len() > 5, "{what}");
+            }
+        }
+        let lines = all_lines(
+            &read_lines(&gz, &small(2, 64, 256), |_| Collect { lines: Vec::new() }).unwrap(),
+        );
+        let array = lines.iter().find(|l| l.2.is_some()).unwrap();
+        assert_eq!(array.2.as_ref().unwrap().len(), 300);
+        assert!(lines.last().unwrap().3, "the last line has no newline");
+    }
+
+    #[test]
+    fn a_damaged_gzip_stream_keeps_what_was_decoded_before_the_damage() {
+        let content = mixed_dump();
+        let (_dir, gz) = gzip_of(&content);
+        let mut bytes = std::fs::read(&gz).unwrap();
+        bytes.truncate(bytes.len() * 2 / 3);
+        std::fs::write(&gz, &bytes).unwrap();
+        for threads in [1, 2] {
+            let out = read_lines(&gz, &small(threads, 64, 256), |_| Collect {
+                lines: Vec::new(),
+            })
+            .unwrap();
+            assert_eq!(out.diagnostics.count_of("damaged gzip streams"), 1);
+            let lines = all_lines(&out);
+            assert!(lines.len() > 20, "threads {threads}: {}", lines.len());
+            assert_eq!(lines[0].1, b"{\"address\":\"0x0\"}");
+            // In order, each once.
+            assert!(lines.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+        }
     }
 
     fn zstd_of(content: &[u8], frame: usize) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -1172,7 +1467,8 @@ mod tests {
         bytes.truncate(bytes.len() - mark);
         std::fs::write(&zst, &bytes).unwrap();
         let out = read_lines(&zst, &small(2, 7, 64), |_| Collect { lines: Vec::new() }).unwrap();
-        assert_eq!(out.chunks.len(), 1);
+        // One stream, cut at line ends for the workers.
+        assert!(out.chunks.len() > 1);
         assert_eq!(out.lines, 200);
         assert!(out.diagnostics.kinds.is_empty());
     }
