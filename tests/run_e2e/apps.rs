@@ -13,8 +13,8 @@ use super::servers::{Serving, assert_clean, assert_tree_gone};
 use super::{Run, assert_private_and_clean, json_report, line_of, lsan_ready, one_run_at_a_time};
 use super::{ruby_ready, scratch};
 use crate::common::{findings_brief, fixture, have, leak_kinds, leakhunt, locations, require};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn rails_ready() -> bool {
     let ok = have("ruby")
@@ -162,33 +162,78 @@ fn rails_audit_log_fixed_is_clean_under_lsan() {
 /// `ruby slow-leak.rb SECONDS [fixed]` under `backend`, two rounds after the heap is built plus
 /// the exit snapshot. Under LSan the million Records take longer to build and each round longer
 /// to take, so the first round waits longer and the program runs longer.
+/// Runs slow-leak.rb with its rounds on demand (`--snapshots 0`, `leakhunt snapshot`): the first
+/// once the program says its million Records are built, the second `every` later, the last when
+/// it exits. A timed first round could fall while the heap is still being built on a loaded
+/// machine, and the rest of the build would then look like growth.
 fn slow_leak_run(backend: &str, fixed: bool) -> (Run, serde_json::Value) {
     let (scratch, tmpdir, bundle) = scratch();
     let report_path = scratch.path().join("report.json");
+    let stdout_path = scratch.path().join("stdout");
+    let stderr_path = scratch.path().join("stderr");
     let program = fixture("apps/slow-leak.rb").display().to_string();
-    let (seconds, after, every) = match backend {
-        "none" => ("12", "4s", "3s"),
-        _ => ("16", "8s", "4s"),
+    let (seconds, every) = match backend {
+        "none" => ("12", 3),
+        _ => ("16", 4),
     };
     let mut args = vec![program.as_str(), seconds];
     if fixed {
         args.push("fixed");
     }
-    let out = leakhunt()
+    let mut child = leakhunt()
         .arg("run")
         .arg("-o")
         .arg(&bundle)
         .args(["--format", "json", "--report"])
         .arg(&report_path)
-        .args(["--backend", backend, "--after", after, "--every", every])
-        .args(["--snapshots", "2"])
+        .args(["--backend", backend, "--snapshots", "0"])
         .arg("--")
         .arg("ruby")
         .args(&args)
         .env("TMPDIR", &tmpdir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
         .unwrap();
+    let built = |path: &std::path::Path| {
+        std::fs::read_to_string(path).is_ok_and(|s| s.contains("records built"))
+    };
+    let until = Instant::now() + Duration::from_secs(180);
+    while !built(&stdout_path) && Instant::now() < until && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if built(&stdout_path) {
+        for round in 0..2 {
+            if round > 0 {
+                std::thread::sleep(Duration::from_secs(every));
+            }
+            let out = leakhunt().arg("snapshot").arg(&bundle).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "leakhunt snapshot: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read(&stderr_path).unwrap_or_default(),
+    };
     let r = super::finish(scratch, tmpdir, bundle, out);
     let report = json_report(&report_path, &r);
     (r, report)
