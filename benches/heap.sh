@@ -75,6 +75,9 @@ row "histo $(basename "$big")" "$bytes" "$histo_big" "$rss" "$wc_t"
 read -r wc_t _ < <(measure sh -c "gzip -dc '$big.gz' | wc -l")
 read -r t rss < <(measure "$BIN" histo "$big.gz")
 row "histo $(basename "$big").gz" "$bytes" "$t" "$rss" "$wc_t"
+# The same on one core: decompression and scanning take turns instead of overlapping.
+read -r t rss < <(measure taskset -c 0 "$BIN" histo "$big.gz")
+row "histo $(basename "$big").gz, 1 core" "$bytes" "$t" "$rss" "$wc_t"
 
 # Retainers on the big dump (the time target is relative to the histogram's).
 bytes=$(size_of "$big")
