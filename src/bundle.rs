@@ -14,6 +14,9 @@
 //! heap-001.json.zst      ObjectSpace.dump_all after a full GC (0600), compressed after the
 //!                        round (src/zst.rs); older bundles hold the plain heap-001.json
 //! agent-001.json         Sidecar written by the Ruby agent with the dump
+//! summary-001.json       The dump reduced to what the analysis reads from it (its format is
+//!                        the heap reader's: src/heap/round_summary.rs), written with
+//!                        --keep-dumps before a dump may be removed
 //! native-001.txt         leaks(1) output or vgdb leak_check text for the same moment
 //! maps-001.txt           /proc/PID/maps at the moment of the check (Linux)
 //! lsan.log               every LeakSanitizer check of the process (byte ranges per snapshot)
@@ -196,6 +199,13 @@ pub struct Snapshot {
     /// Seconds since the target started.
     pub t: f64,
     pub heap: Option<String>,
+    /// The round's heap summary file (`summary-NNN.json`, `--keep-dumps`), written before the
+    /// dump may be removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The dump named by `heap` was removed (`--keep-dumps`): its summary stands in for it.
+    #[serde(skip_serializing_if = "is_false")]
+    pub heap_removed: bool,
     pub sidecar: Option<String>,
     pub native: Option<NativeRef>,
     pub maps: Option<String>,
@@ -222,9 +232,15 @@ impl Snapshot {
         })
     }
 
-    /// Whether the heap dump was written: the snapshot counts as taken.
+    /// Whether the heap dump was written: the snapshot counts as taken (even once the dump
+    /// was removed for its summary).
     pub fn taken(&self) -> bool {
         self.heap.is_some()
+    }
+
+    /// Whether the heap dump is still in the bundle.
+    pub fn has_dump(&self) -> bool {
+        self.heap.is_some() && !self.heap_removed
     }
 }
 
@@ -527,6 +543,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// The names of one process's files in the bundle: the main process keeps the names a
 /// one-process bundle always had; every other one carries its pid, so that names stay plain
 /// and never clash.
@@ -550,6 +570,11 @@ impl ProcessFiles {
     /// `heap-003.json` / `heap-p4242-003.json` for round 3.
     pub fn heap(&self, round: u32) -> String {
         self.per_round("heap", round, "json")
+    }
+
+    /// The heap dump of `round` reduced to its summary (`--keep-dumps`).
+    pub fn summary(&self, round: u32) -> String {
+        self.per_round("summary", round, "json")
     }
 
     /// The agent's sidecar written with the heap dump of `round`.

@@ -197,6 +197,11 @@ pub struct RunArgs {
     /// allocation-heavy programs; objects made outside them have no site).
     #[arg(long, value_enum, default_value_t)]
     pub alloc_sites: AllocSites,
+    /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged
+    /// from) and remove the others once each round's summary is written; every round still
+    /// counts in the report.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_dumps: Option<u32>,
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,

@@ -36,6 +36,7 @@ fn evidence() -> Evidence {
         ev.heap.push(HeapSnapshot {
             t: Some(t),
             snapshot: Some(i as u32 + 1),
+            dump: None,
             summary: HeapSummary {
                 path: format!("heap-00{}.json", i + 1).into(),
                 format: HeapFormat::Cruby,

@@ -214,9 +214,18 @@ fn assert_private_and_clean(r: &Run) {
             assert!(r.bundle.join(name).is_file(), "{name} missing");
         }
     }
-    // Every file the manifest names exists.
+    // Every file the manifest names exists (a dump `--keep-dumps` removed is marked so).
     for s in &r.manifest.snapshots {
-        for name in [&s.heap, &s.sidecar, &s.maps].into_iter().flatten() {
+        let heap = s.heap.as_ref().filter(|_| !s.heap_removed);
+        for name in [
+            heap,
+            s.summary.as_ref(),
+            s.sidecar.as_ref(),
+            s.maps.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             assert!(r.bundle.join(name).is_file(), "{name} missing");
         }
         if let Some(n) = &s.native {
@@ -717,6 +726,84 @@ fn assert_grows_rb_finding(report: &str, ctx: &str) {
     assert!(
         report.contains(&format!("grows.rb:{filled}")) && report.contains("Array grows with it"),
         "{ctx}"
+    );
+}
+
+/// `--keep-dumps 1`: every round leaves a summary, the dumps growth analysis no longer needs are
+/// removed (the first, judged-from one and the newest stay), every round still counts, the
+/// finding is the one a full bundle gives (Invoice kept by KEPT, filled at grows.rb:14, its
+/// Arrays growing with it: retainer paths from the dumps kept), and `analyze` of the pruned
+/// bundle prints exactly what the run printed. grows.rb runs 6 s here, so that the four interval
+/// rounds all fall while it grows, however slow the machine.
+#[test]
+fn keep_dumps_removes_old_dumps_keeps_every_round_s_summary_and_analyze_repeats_the_run() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "300ms",
+            "--every",
+            "450ms",
+            "--snapshots",
+            "4",
+            "--keep-dumps",
+            "1",
+        ],
+        &[fixture("run/grows.rb").to_str().unwrap()],
+        &[("GROWS_SECONDS", "6")],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 1, "{ctx}");
+    let taken: Vec<&leakhunt::bundle::Snapshot> =
+        r.manifest.snapshots.iter().filter(|s| s.taken()).collect();
+    // Four interval rounds and the exit round (which a slow machine may miss).
+    assert!(taken.len() >= 4, "{ctx}");
+    for s in &taken {
+        let summary = s.summary.as_ref().unwrap_or_else(|| panic!("{ctx}"));
+        assert!(r.bundle.join(summary).is_file(), "{summary}: {ctx}");
+        let dump = r.bundle.join(s.heap.as_ref().unwrap());
+        assert_eq!(dump.exists(), !s.heap_removed, "{}: {ctx}", dump.display());
+    }
+    let kept: Vec<u32> = taken
+        .iter()
+        .filter(|s| !s.heap_removed)
+        .map(|s| s.index)
+        .collect();
+    // The first round and the newest keep their dumps; at most the one growth is judged from
+    // besides (the program loads nothing after it starts, so that is the first round, unless
+    // the agent saw a feature load late): the others are gone.
+    assert_eq!(kept.first(), taken.first().map(|s| &s.index), "{ctx}");
+    assert_eq!(kept.last(), taken.last().map(|s| &s.index), "{ctx}");
+    assert!(
+        kept.len() <= 3 && kept.len() < taken.len(),
+        "kept {kept:?}: {ctx}"
+    );
+    assert_private_and_clean(&r);
+    let at = r
+        .stdout
+        .find("leakhunt: LEAK")
+        .unwrap_or_else(|| panic!("{ctx}"));
+    let report = &r.stdout[at..];
+    assert_grows_rb_finding(report, &ctx);
+    let again = leakhunt().arg("analyze").arg(&r.bundle).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), report);
+    // Every round counts, the removed ones through their summaries.
+    let json = leakhunt()
+        .args(["analyze", "--format", "json"])
+        .arg(&r.bundle)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        json["heap_snapshots"].as_u64(),
+        Some(taken.len() as u64),
+        "{json}"
     );
 }
 

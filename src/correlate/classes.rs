@@ -283,7 +283,9 @@ pub struct GrowthGroup {
 
 /// Groups the growing classes. `container_of` names the class that holds most instances of a
 /// class (from retainer paths), when known: a class held by another growing class joins that
-/// class's group; otherwise classes in lockstep join the group of the most user-like of them.
+/// class's group, wherever its holder ends up (held itself, or held around a cycle of holders,
+/// whose most user-like class heads their group); otherwise classes in lockstep join the group
+/// of the most user-like of them. The groups do not depend on the order the classes come in.
 pub fn growth_groups(
     series: &[ClassSeries],
     container_of: &dyn Fn(&str) -> Option<String>,
@@ -297,13 +299,15 @@ pub fn growth_groups(
     });
     let names: Vec<&str> = growing.iter().map(|s| s.class.as_str()).collect();
     let mut groups: Vec<GrowthGroup> = Vec::new();
-    let mut deferred: Vec<(&ClassSeries, String)> = Vec::new();
+    // Classes held by another growing class, and their holders: they join once every class
+    // that is not held has its group.
+    let mut held: Vec<(&ClassSeries, String)> = Vec::new();
     for s in &growing {
         if let Some(holder) = container_of(&s.class)
             && holder != s.class
             && names.contains(&holder.as_str())
         {
-            deferred.push((s, holder));
+            held.push((s, holder));
             continue;
         }
         let lockstep = groups.iter_mut().find(|g| g.head.in_lockstep_with(s));
@@ -317,19 +321,73 @@ pub fn growth_groups(
             }),
         }
     }
-    for (s, holder) in deferred {
-        match groups
+    let holder_of: HashMap<&str, &str> = held
+        .iter()
+        .map(|(s, h)| (s.class.as_str(), h.as_str()))
+        .collect();
+    let by_name: HashMap<&str, &ClassSeries> =
+        growing.iter().map(|s| (s.class.as_str(), *s)).collect();
+    let ends: Vec<&str> = held
+        .iter()
+        .map(|(s, _)| holders_end(&s.class, &holder_of, &by_name))
+        .collect();
+    for ((s, _), end) in held.iter().zip(&ends) {
+        // The class a cycle of holders ends at heads a group of its own.
+        if s.class == *end {
+            groups.push(GrowthGroup {
+                head: (*s).clone(),
+                members: Vec::new(),
+            });
+        }
+    }
+    for ((s, _), end) in held.iter().zip(&ends) {
+        if s.class == *end {
+            continue;
+        }
+        let group = groups
             .iter_mut()
-            .find(|g| g.head.class == holder || g.members.iter().any(|m| m.class == holder))
-        {
-            Some(g) => g.members.push(s.clone()),
+            .find(|g| g.head.class == *end || g.members.iter().any(|m| m.class == *end));
+        match group {
+            Some(g) => g.members.push((*s).clone()),
             None => groups.push(GrowthGroup {
-                head: s.clone(),
+                head: (*s).clone(),
                 members: Vec::new(),
             }),
         }
     }
     groups
+}
+
+/// Where following a held class's holders ends: at the first class no growing class holds (it
+/// has a group already), or, around a cycle of holders, at the cycle's most user-like class
+/// (then the largest growth, then the name: whatever order the classes came in).
+fn holders_end<'a>(
+    class: &'a str,
+    holder_of: &HashMap<&'a str, &'a str>,
+    by_name: &HashMap<&str, &ClassSeries>,
+) -> &'a str {
+    let mut path = vec![class];
+    let mut at = class;
+    while let Some(&holder) = holder_of.get(at) {
+        if let Some(from) = path.iter().position(|c| *c == holder) {
+            let key = |c: &&'a str| {
+                let delta = by_name.get(*c).map_or(0, |s| s.delta());
+                (
+                    std::cmp::Reverse(class_role(c)),
+                    std::cmp::Reverse(delta),
+                    *c,
+                )
+            };
+            return path[from..]
+                .iter()
+                .copied()
+                .min_by_key(key)
+                .unwrap_or(holder);
+        }
+        path.push(holder);
+        at = holder;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -445,17 +503,126 @@ mod tests {
             "String" => Some("Array".to_owned()),
             _ => None,
         };
-        // (String, placed before Array joined a group, heads its own; the retention rule folds
-        // it into Invoice's finding by the share Invoices hold.)
+        // String, held by Array, joins Invoice's group too, though it comes before Array.
         let heads = |groups: Vec<GrowthGroup>| -> Vec<String> {
             groups.into_iter().map(|g| g.head.class).collect()
         };
-        assert_eq!(
-            heads(growth_groups(&series, &holder)),
-            ["Invoice", "String"]
-        );
+        let groups = growth_groups(&series, &holder);
+        let members: Vec<&str> = groups[0].members.iter().map(|m| m.class.as_str()).collect();
+        assert_eq!(members, ["String", "Array"]);
+        assert_eq!(heads(groups), ["Invoice"]);
         // Had Array no paths (a head-only choice), Array would have headed the finding.
         let without_array = |c: &str| holder(c).filter(|_| c != "Array");
         assert_eq!(heads(growth_groups(&series, &without_array)), ["Array"]);
+    }
+
+    /// Every order of `all`, for checking that the grouping does not follow it.
+    fn orders(all: &[ClassSeries]) -> Vec<Vec<ClassSeries>> {
+        if all.len() <= 1 {
+            return vec![all.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..all.len() {
+            let mut rest = all.to_vec();
+            let first = rest.remove(i);
+            for mut tail in orders(&rest) {
+                tail.insert(0, first.clone());
+                out.push(tail);
+            }
+        }
+        out
+    }
+
+    /// Each group as its head and its members' names, sorted.
+    fn shape(groups: &[GrowthGroup]) -> Vec<(String, Vec<String>)> {
+        groups
+            .iter()
+            .map(|g| {
+                let mut members: Vec<String> = g.members.iter().map(|m| m.class.clone()).collect();
+                members.sort();
+                (g.head.class.clone(), members)
+            })
+            .collect()
+    }
+
+    /// Orders of carts: each LineItem is held by its Order, each Order by an Array (the cart
+    /// list) that each Order holds back, and the Strings by the Arrays. LineItem and Order
+    /// grow alike, so the order they come in decides which is seen first: seen before Order
+    /// had a group, LineItem used to head a group of its own (and String one too, seen before
+    /// Array joined Order's).
+    #[test]
+    fn a_held_class_joins_its_holder_s_group_whatever_order_the_classes_come_in() {
+        let all = vec![
+            series("LineItem", &[10, 1010, 2010]),
+            series("Order", &[20, 1020, 2020]),
+            series("String", &[50, 4050, 8050]),
+            series("Array", &[30, 1030, 2030]),
+        ];
+        let holder = |c: &str| {
+            let h = match c {
+                "LineItem" => "Order",
+                "Order" => "Array",
+                "Array" => "Order",
+                "String" => "Array",
+                _ => return None,
+            };
+            Some(h.to_owned())
+        };
+        let want = vec![(
+            "Order".to_owned(),
+            vec![
+                "Array".to_owned(),
+                "LineItem".to_owned(),
+                "String".to_owned(),
+            ],
+        )];
+        for order in orders(&all) {
+            let names: Vec<&str> = order.iter().map(|s| s.class.as_str()).collect();
+            assert_eq!(shape(&growth_groups(&order, &holder)), want, "{names:?}");
+        }
+    }
+
+    /// A cycle of holders is headed by its most user-like class, whatever grows most and
+    /// whichever comes first; among classes alike, by growth, then by name.
+    #[test]
+    fn a_cycle_of_holders_is_headed_by_its_most_user_like_class() {
+        let all = vec![
+            series("Hash", &[10, 5010, 10010]),
+            series("Session", &[10, 1010, 2010]),
+            series("Symbol", &[10, 3010, 6010]),
+        ];
+        let holder = |c: &str| {
+            let h = match c {
+                "Hash" => "Session",
+                "Session" => "Hash",
+                "Symbol" => "Hash",
+                _ => return None,
+            };
+            Some(h.to_owned())
+        };
+        let want = vec![(
+            "Session".to_owned(),
+            vec!["Hash".to_owned(), "Symbol".to_owned()],
+        )];
+        for order in orders(&all) {
+            assert_eq!(shape(&growth_groups(&order, &holder)), want);
+        }
+        // Core classes only, growing alike: the name decides, not the order.
+        let core = vec![
+            series("Hash", &[10, 1010, 2010]),
+            series("Array", &[10, 1010, 2010]),
+        ];
+        let holder = |c: &str| match c {
+            "Hash" => Some("Array".to_owned()),
+            "Array" => Some("Hash".to_owned()),
+            _ => None,
+        };
+        for order in orders(&core) {
+            let groups = growth_groups(&order, &holder);
+            assert_eq!(
+                shape(&groups),
+                [("Array".to_owned(), vec!["Hash".to_owned()])]
+            );
+        }
     }
 }

@@ -649,6 +649,7 @@ pub(crate) mod tests {
         HeapSnapshot {
             t: None,
             snapshot: None,
+            dump: None,
             summary: HeapSummary {
                 path: "heap.json".into(),
                 format: HeapFormat::Cruby,

@@ -10,6 +10,7 @@ use crate::bundle::{ExecEntry, Manifest, NativeRef, ProcessEntry, Sidecar, parse
 use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
+use crate::heap::round_summary::RoundSummary;
 use crate::native::NativeReport;
 use crate::native::symbolize::{ModuleMap, Symbolizer};
 use std::path::{Path, PathBuf};
@@ -117,15 +118,14 @@ fn load_process(
         ev.warnings
             .extend(snap.warning(process.role != crate::bundle::ROLE_MAIN));
         if let Some(name) = &snap.heap {
-            match bundle_file(dir, name).and_then(|p| {
-                crate::detect::detect_path(&p).and_then(|kind| crate::heap::summarize(&p, kind))
-            }) {
-                Ok(summary) => {
-                    diagnostics_into(&mut ev.warnings, &summary.diagnostics);
+            match read_heap(dir, name, snap) {
+                Ok((summary, warnings, dump)) => {
+                    ev.warnings.extend(warnings);
                     ev.heap.push(HeapSnapshot {
                         t: Some(snap.t),
                         snapshot: Some(snap.index),
                         summary,
+                        dump,
                     });
                 }
                 Err(e) => ev.warnings.push(e.to_string()),
@@ -200,6 +200,35 @@ fn load_process(
     super::resolve::real_modules(&mut ev);
     ev.settled = settled_from(&ev.heap, &ev.sidecars);
     ev
+}
+
+/// One snapshot's heap summary: read from its dump, or from its [`RoundSummary`] once the dump
+/// was removed (`--keep-dumps`). Returns the summary, the reader's problems as lines, and the
+/// dump's path when the dump is there.
+fn read_heap(
+    dir: &Path,
+    name: &str,
+    snap: &crate::bundle::Snapshot,
+) -> Result<(crate::heap::HeapSummary, Vec<String>, Option<PathBuf>)> {
+    let path = bundle_file(dir, name)?;
+    match (&snap.summary, snap.heap_removed) {
+        (Some(summary), true) => {
+            let saved = RoundSummary::load(&bundle_file(dir, summary)?)?;
+            let (summary, warnings) = saved.into_heap_summary(path);
+            Ok((summary, warnings, None))
+        }
+        (None, true) => Err(Error::input(
+            &path,
+            Position::Whole,
+            "removed from the bundle, and no summary stands in for it",
+        )),
+        (_, false) => {
+            let kind = crate::detect::detect_path(&path)?;
+            let summary = crate::heap::summarize(&path, kind)?;
+            let warnings = summary.diagnostics.lines();
+            Ok((summary, warnings, Some(path)))
+        }
+    }
 }
 
 /// Says that a process's first snapshots were of the program it replaced by exec.
@@ -338,6 +367,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
                     t: None,
                     snapshot: None,
                     summary,
+                    dump: Some(path.clone()),
                 });
             }),
             k if k.is_native() => crate::native::parse_file(path, k).map(|reports| {

@@ -36,6 +36,9 @@ pub struct HeapSnapshot {
     pub t: Option<f64>,
     pub snapshot: Option<u32>,
     pub summary: HeapSummary,
+    /// The dump the summary was read from, when it is still there to read again (retainer
+    /// paths); `None` once `--keep-dumps` removed it and its saved summary stands in.
+    pub dump: Option<PathBuf>,
 }
 
 /// A line of Ruby source, as the dump or the agent names it (`leak.rb`, `/app/lib/x.rb`).

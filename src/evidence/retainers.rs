@@ -18,8 +18,14 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
     if classes.is_empty() {
         return;
     }
-    let is_cruby = |h: &crate::evidence::HeapSnapshot| h.summary.format == HeapFormat::Cruby;
+    // Only a dump still in the bundle can be read again (`--keep-dumps` removes the others).
+    let is_cruby = |h: &crate::evidence::HeapSnapshot| {
+        h.summary.format == HeapFormat::Cruby && h.dump.is_some()
+    };
     let Some((index, newest)) = ev.heap.iter().enumerate().rev().find(|(_, h)| is_cruby(h)) else {
+        return;
+    };
+    let Some(newest_dump) = newest.dump.clone() else {
         return;
     };
     let first = ev.settled.min(ev.heap.len());
@@ -27,7 +33,7 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
         .heap
         .get(first)
         .filter(|h| first < index && is_cruby(h))
-        .map(|h| h.summary.path.clone());
+        .and_then(|h| h.dump.clone());
     let baseline = match baseline_dump {
         Some(p) => match Baseline::read(&p, &command_options(&p)) {
             Ok(b) => Some(b),
@@ -40,7 +46,7 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
         },
         None => None,
     };
-    match retainer_paths(&newest.summary.path, classes, baseline.as_ref()) {
+    match retainer_paths(&newest_dump, classes, baseline.as_ref()) {
         Ok(found) => {
             for r in found {
                 ev.retainers.push(ClassRetainers {

@@ -5,11 +5,11 @@
 //! this module sorts, diffs and prints it. Ties in count keep first-seen order, which makes the
 //! output deterministic where histo.rb's unstable sort was not.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassRow {
     pub name: String,
     pub count: i64,
@@ -18,7 +18,7 @@ pub struct ClassRow {
 
 /// Rows in first-seen order. A name may appear twice when two distinct class objects share it
 /// (Rubinius histograms are keyed by class object, like histo.rb's single-file mode).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Histogram {
     pub rows: Vec<ClassRow>,
 }

@@ -6,16 +6,17 @@
 
 pub mod cruby;
 pub mod histogram;
+pub mod round_summary;
 pub mod rubinius;
 
 use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
 use histogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeapFormat {
     Cruby,
@@ -23,7 +24,7 @@ pub enum HeapFormat {
 }
 
 /// Where instances of a class were allocated (CRuby dumps made with allocation tracing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocSite {
     pub class: String,
     pub file: String,
@@ -34,7 +35,7 @@ pub struct AllocSite {
 
 /// Instances of a class that wrap a C struct (CRuby `T_DATA` objects with a typed
 /// `rb_data_type_t`): the struct's name as the C extension gave it (`"struct":"ringbuf"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataType {
     pub class: String,
     pub struct_name: String,

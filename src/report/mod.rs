@@ -94,6 +94,7 @@ pub(crate) mod tests {
             ev.heap.push(HeapSnapshot {
                 t: Some(i as f64 * 2.0),
                 snapshot: Some(i as u32 + 1),
+                dump: None,
                 summary: HeapSummary {
                     path: "heap.json".into(),
                     format: HeapFormat::Cruby,

@@ -63,6 +63,9 @@ pub struct RunConfig {
     pub output: Option<PathBuf>,
     /// None: no allocation tracing.
     pub alloc_sites: Option<AllocSites>,
+    /// Keep the dumps of this many newest rounds (besides the ones growth is judged from);
+    /// every round keeps a summary (`--keep-dumps`).
+    pub keep_dumps: Option<u32>,
 }
 
 impl RunConfig {
@@ -77,6 +80,7 @@ impl RunConfig {
             duration: args.duration,
             output: args.output.clone(),
             alloc_sites: (!args.no_alloc_sites).then_some(args.alloc_sites),
+            keep_dumps: args.keep_dumps,
         }
     }
 }
@@ -227,6 +231,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         exit_deadline: knobs::seconds(knobs::EXIT_DEADLINE),
         refused: None,
         room: compact::RoomCheck::default(),
+        keeper: config.keep_dumps.map(compact::DumpKeeper::new),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(
@@ -405,6 +410,8 @@ struct Session<'a> {
     refused: Option<String>,
     /// What the last dumps of each process took, to tell whether the next round fits.
     room: compact::RoomCheck,
+    /// `--keep-dumps`: which dumps stay once each round's summary is written.
+    keeper: Option<compact::DumpKeeper>,
 }
 
 /// Which processes a round asks.
@@ -596,7 +603,18 @@ impl Session<'_> {
             s.sidecar = Some(sidecar);
             s.errors
                 .push("the agent answered after the deadline; no native evidence".into());
-            let warnings = compact::compress_heaps(&self.dirs.bundle, &mut [s]);
+            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut [s]);
+            if let Some(keeper) = self.keeper.as_mut() {
+                let files = self
+                    .processes
+                    .iter()
+                    .find(|p| p.pid == pid)
+                    .map(|p| p.files.clone());
+                warnings.extend(compact::write_summaries(&self.dirs.bundle, &mut [s], |s| {
+                    files.as_ref().map(|f| f.summary(s.index))
+                }));
+                keeper.note(&self.dirs.bundle, s);
+            }
             for w in warnings {
                 self.warn(w);
             }
@@ -828,7 +846,23 @@ impl Session<'_> {
         if snapshots.iter().any(|s| s.taken()) {
             self.show(&format!("round {index}: compressing the heap dumps"));
             let mut refs: Vec<&mut Snapshot> = snapshots.iter_mut().collect();
-            for w in compact::compress_heaps(&self.dirs.bundle, &mut refs) {
+            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut refs);
+            if let Some(keeper) = self.keeper.as_mut() {
+                let files: BTreeMap<u32, bundle::ProcessFiles> = self
+                    .processes
+                    .iter()
+                    .map(|p| (p.pid, p.files.clone()))
+                    .collect();
+                warnings.extend(compact::write_summaries(
+                    &self.dirs.bundle,
+                    &mut refs,
+                    |s| Some(files.get(&s.pid?)?.summary(s.index)),
+                ));
+                for s in &refs {
+                    keeper.note(&self.dirs.bundle, s);
+                }
+            }
+            for w in warnings {
                 self.warn(w);
             }
         }
@@ -855,9 +889,36 @@ impl Session<'_> {
             }
             self.manifest.snapshots.push(snapshot);
         }
+        self.prune_dumps(&pids);
         self.update_processes();
         self.save();
         Some((index, asked, taken))
+    }
+
+    /// `--keep-dumps`: removes the dumps of processes `pids` that growth analysis no longer
+    /// needs (their summaries stand in for them).
+    fn prune_dumps(&mut self, pids: &[u32]) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let mut warnings = Vec::new();
+        for &pid in pids {
+            let from_round = self
+                .processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .and_then(|p| p.exec.as_ref())
+                .map_or(0, |e| e.first_round);
+            warnings.extend(keeper.prune(
+                &self.dirs.bundle,
+                &mut self.manifest.snapshots,
+                pid,
+                from_round,
+            ));
+        }
+        for w in warnings {
+            self.warn(w);
+        }
     }
 
     /// Waits for the round under way until every process answered and its capture is done,
