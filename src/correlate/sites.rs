@@ -19,6 +19,8 @@ pub struct SiteSeries {
     pub kinds: BTreeSet<LeakKind>,
     pub blocks: Vec<u64>,
     pub bytes: Vec<u64>,
+    /// Leaked blocks only in snapshots taken as the program exited, none before.
+    pub only_at_exit: bool,
 }
 
 impl SiteSeries {
@@ -103,16 +105,38 @@ impl SiteSeries {
     /// Allocations of the Ruby runtime itself: the site is in libruby or the ruby binary
     /// (or is an `rb_*`/`ruby_*` function of an unnamed image) and no FFI call is on the stack.
     pub fn is_runtime(&self) -> bool {
-        let in_runtime = match self.frame.library() {
-            Some(lib) => is_runtime_library(lib),
-            None => self
-                .frame
-                .function
-                .as_deref()
-                .is_some_and(is_runtime_function),
-        };
-        in_runtime && !self.stack.iter().any(is_ffi_frame)
+        is_runtime_frame(&self.frame) && !self.stack.iter().any(is_ffi_frame)
     }
+
+    /// The data blocks of Ruby objects that the program kept until it exited: allocated by the
+    /// runtime for a new object (`rb_data_object_*`, `rb_data_typed_object_*`: an FFI pointer,
+    /// a C extension's struct), whoever asked for the object, and lost only in the reports
+    /// taken at exit. The garbage collector frees such a block with its object; it is lost at
+    /// exit because Ruby before 3.4 leaves its heap unfreed, so the tool finds nothing pointing
+    /// at the block any more. A block the collector failed to free (a `dfree` that forgets it)
+    /// is lost while the program runs, and is judged like any other site.
+    pub fn is_object_data_at_exit(&self) -> bool {
+        self.only_at_exit
+            && is_runtime_frame(&self.frame)
+            && self
+                .outward()
+                .take_while(|f| is_runtime_frame(f))
+                .any(|f| f.function.as_deref().is_some_and(is_object_data_allocator))
+    }
+}
+
+/// A frame in libruby or the ruby binary, or an `rb_*`/`ruby_*` function of an unnamed image.
+fn is_runtime_frame(frame: &Frame) -> bool {
+    match frame.library() {
+        Some(lib) => is_runtime_library(lib),
+        None => frame.function.as_deref().is_some_and(is_runtime_function),
+    }
+}
+
+/// The runtime functions that allocate a new object's data block (`Data_Make_Struct`,
+/// `TypedData_Make_Struct`).
+fn is_object_data_allocator(name: &str) -> bool {
+    name.starts_with("rb_data_object_") || name.starts_with("rb_data_typed_object_")
 }
 
 /// (bytes, blocks) of several sites together ([`SiteSeries::measure`]), saturating.
@@ -170,6 +194,7 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
                     kinds: BTreeSet::new(),
                     blocks: vec![0; n],
                     bytes: vec![0; n],
+                    only_at_exit: false,
                 });
                 out.len() - 1
             });
@@ -182,6 +207,10 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
                 s.frame = site.frame;
             }
         }
+    }
+    for s in &mut out {
+        let mut leaked = s.blocks.iter().zip(native).filter(|(b, _)| **b > 0);
+        s.only_at_exit = leaked.all(|(_, snap)| snap.at_exit) && native.iter().any(|n| n.at_exit);
     }
     out.sort_by(|a, b| {
         b.delta_bytes()
@@ -274,6 +303,7 @@ pub(crate) mod tests {
             .map(|(i, &(blocks, bytes))| NativeSnapshot {
                 t: Some(i as f64),
                 snapshot: Some(i as u32 + 1),
+                at_exit: false,
                 report: report(
                     i as u32,
                     &[(ffi_stack(), blocks, bytes), (ruby_stack(), 3, 96)],
