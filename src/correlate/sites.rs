@@ -19,8 +19,9 @@ pub struct SiteSeries {
     pub kinds: BTreeSet<LeakKind>,
     pub blocks: Vec<u64>,
     pub bytes: Vec<u64>,
-    /// Leaked blocks only in snapshots taken as the program exited, none before.
-    pub only_at_exit: bool,
+    /// Its leaked blocks stayed the same across the snapshots taken before exit (there were
+    /// some) and grew in the ones taken as the program exited.
+    pub grew_only_at_exit: bool,
 }
 
 impl SiteSeries {
@@ -108,20 +109,17 @@ impl SiteSeries {
         is_runtime_frame(&self.frame) && !self.stack.iter().any(is_ffi_frame)
     }
 
-    /// The data blocks of Ruby objects that the program kept until it exited: allocated by the
-    /// runtime for a new object (`rb_data_object_*`, `rb_data_typed_object_*`: an FFI pointer,
-    /// a C extension's struct), whoever asked for the object, and lost only in the reports
-    /// taken at exit. The garbage collector frees such a block with its object; it is lost at
-    /// exit because Ruby before 3.4 leaves its heap unfreed, so the tool finds nothing pointing
-    /// at the block any more. A block the collector failed to free (a `dfree` that forgets it)
-    /// is lost while the program runs, and is judged like any other site.
-    pub fn is_object_data_at_exit(&self) -> bool {
-        self.only_at_exit
-            && is_runtime_frame(&self.frame)
-            && self
-                .outward()
-                .take_while(|f| is_runtime_frame(f))
-                .any(|f| f.function.as_deref().is_some_and(is_object_data_allocator))
+    /// Blocks the runtime allocated (the site is in libruby or the ruby binary) that the checks
+    /// before exit did not find lost (the site did not grow while the program ran) and the
+    /// reports taken at exit did, whoever asked the runtime for the memory. Such a block belongs to a Ruby object or a runtime structure
+    /// that lived until the end (an object's data made by `rb_data_object_zalloc` for ffi_c.so,
+    /// a buffer from `ruby_xmalloc`), and is lost because the runtime drops its heap at exit
+    /// without freeing everything. A runtime site is every allocation of one allocator function
+    /// of the runtime, so its representative stack is one stack of many: an FFI frame on it
+    /// says nothing about the rest. A block lost while the program runs is judged like any
+    /// other site.
+    pub fn is_runtime_at_exit(&self) -> bool {
+        self.grew_only_at_exit && is_runtime_frame(&self.frame)
     }
 }
 
@@ -131,12 +129,6 @@ fn is_runtime_frame(frame: &Frame) -> bool {
         Some(lib) => is_runtime_library(lib),
         None => frame.function.as_deref().is_some_and(is_runtime_function),
     }
-}
-
-/// The runtime functions that allocate a new object's data block (`Data_Make_Struct`,
-/// `TypedData_Make_Struct`).
-fn is_object_data_allocator(name: &str) -> bool {
-    name.starts_with("rb_data_object_") || name.starts_with("rb_data_typed_object_")
 }
 
 /// (bytes, blocks) of several sites together ([`SiteSeries::measure`]), saturating.
@@ -194,7 +186,7 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
                     kinds: BTreeSet::new(),
                     blocks: vec![0; n],
                     bytes: vec![0; n],
-                    only_at_exit: false,
+                    grew_only_at_exit: false,
                 });
                 out.len() - 1
             });
@@ -209,8 +201,14 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
         }
     }
     for s in &mut out {
-        let mut leaked = s.blocks.iter().zip(native).filter(|(b, _)| **b > 0);
-        s.only_at_exit = leaked.all(|(_, snap)| snap.at_exit) && native.iter().any(|n| n.at_exit);
+        let before: Vec<u64> = (s.blocks.iter().zip(native))
+            .filter(|(_, snap)| !snap.at_exit)
+            .map(|(&b, _)| b)
+            .collect();
+        s.grew_only_at_exit = before.first().is_some_and(|&first| {
+            before.iter().all(|&b| b == first)
+                && (s.blocks.iter().zip(native)).any(|(&b, snap)| snap.at_exit && b > first)
+        });
     }
     out.sort_by(|a, b| {
         b.delta_bytes()
