@@ -318,6 +318,12 @@ fn widget_line(program: &str, needle: &str) -> u64 {
 fn leaking_widgets_name_widget_close_and_where_widgets_are_made() {
     let (code, report, stderr) = run_widget("widget-leak.rb");
     assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        leak_kinds(&report),
+        ["missing_release"],
+        "{}\n{report:#}",
+        crate::common::findings_brief(&report)
+    );
     let top = &report["findings"][0];
     assert_eq!(top["kind"], "missing_release", "{report:#}");
     assert_eq!(top["class"], "Widget");
@@ -348,6 +354,7 @@ fn a_wrapper_script_program_gets_the_agent_through_rubyopt() {
     let out = lsan_run(&bundle, ["0.5s", "1s"], "json", &wrapper, &args, &env);
     let report = json_report(&out);
     assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(leak_kinds(&report), ["missing_release"], "{report:#}");
     let top = &report["findings"][0];
     assert_eq!(top["suggestion"]["method"], "Widget#close", "{report:#}");
     let created = widget_line("widget-leak.rb", "Widget.new");

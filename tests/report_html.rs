@@ -87,6 +87,7 @@ fn evidence() -> Evidence {
         ev.native.push(NativeSnapshot {
             t: Some(t),
             snapshot: Some(i as u32 + 1),
+            at_exit: false,
             report: b.finish(),
         });
         ev.sidecars.push(Sidecar {

@@ -637,6 +637,7 @@ mod tests {
             .map(|(i, l)| NativeSnapshot {
                 t: Some(i as f64),
                 snapshot: Some(i as u32 + 1),
+                at_exit: false,
                 report: report(i as u32, l),
             })
             .collect();

@@ -34,7 +34,8 @@ pub fn native_findings(
     // cycle (its objects pointing at each other), not blocks hanging from another leak.
     let with_direct: Vec<&str> = sites
         .iter()
-        .filter(|s| !s.is_runtime() && s.kinds.iter().any(|k| k.is_primary()))
+        .filter(|s| !s.is_runtime() && !s.is_runtime_at_exit())
+        .filter(|s| s.kinds.iter().any(|k| k.is_primary()))
         .filter(|s| !over_time || s.is_growing())
         .filter_map(|s| extension::entered_path(ev, s))
         .collect();
@@ -42,7 +43,7 @@ pub fn native_findings(
         over_time && extension::entered_path(ev, site).is_some_and(|p| !with_direct.contains(&p))
     };
     for (i, site) in sites.iter().enumerate() {
-        let status = if site.is_runtime() {
+        let status = if site.is_runtime() || site.is_runtime_at_exit() {
             SiteStatus::Runtime
         } else if over_time && !site.is_growing() {
             SiteStatus::Static

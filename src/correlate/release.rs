@@ -934,6 +934,7 @@ mod tests {
         let native = vec![NativeSnapshot {
             t: None,
             snapshot: None,
+            at_exit: false,
             report: report(
                 1,
                 &[

@@ -19,6 +19,9 @@ pub struct SiteSeries {
     pub kinds: BTreeSet<LeakKind>,
     pub blocks: Vec<u64>,
     pub bytes: Vec<u64>,
+    /// Its leaked blocks stayed the same across the snapshots taken before exit (there were
+    /// some) and grew in the ones taken as the program exited.
+    pub grew_only_at_exit: bool,
 }
 
 impl SiteSeries {
@@ -103,15 +106,28 @@ impl SiteSeries {
     /// Allocations of the Ruby runtime itself: the site is in libruby or the ruby binary
     /// (or is an `rb_*`/`ruby_*` function of an unnamed image) and no FFI call is on the stack.
     pub fn is_runtime(&self) -> bool {
-        let in_runtime = match self.frame.library() {
-            Some(lib) => is_runtime_library(lib),
-            None => self
-                .frame
-                .function
-                .as_deref()
-                .is_some_and(is_runtime_function),
-        };
-        in_runtime && !self.stack.iter().any(is_ffi_frame)
+        is_runtime_frame(&self.frame) && !self.stack.iter().any(is_ffi_frame)
+    }
+
+    /// Blocks the runtime allocated (the site is in libruby or the ruby binary) that the checks
+    /// before exit did not find lost (the site did not grow while the program ran) and the
+    /// reports taken at exit did, whoever asked the runtime for the memory. Such a block belongs to a Ruby object or a runtime structure
+    /// that lived until the end (an object's data made by `rb_data_object_zalloc` for ffi_c.so,
+    /// a buffer from `ruby_xmalloc`), and is lost because the runtime drops its heap at exit
+    /// without freeing everything. A runtime site is every allocation of one allocator function
+    /// of the runtime, so its representative stack is one stack of many: an FFI frame on it
+    /// says nothing about the rest. A block lost while the program runs is judged like any
+    /// other site.
+    pub fn is_runtime_at_exit(&self) -> bool {
+        self.grew_only_at_exit && is_runtime_frame(&self.frame)
+    }
+}
+
+/// A frame in libruby or the ruby binary, or an `rb_*`/`ruby_*` function of an unnamed image.
+fn is_runtime_frame(frame: &Frame) -> bool {
+    match frame.library() {
+        Some(lib) => is_runtime_library(lib),
+        None => frame.function.as_deref().is_some_and(is_runtime_function),
     }
 }
 
@@ -170,6 +186,7 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
                     kinds: BTreeSet::new(),
                     blocks: vec![0; n],
                     bytes: vec![0; n],
+                    grew_only_at_exit: false,
                 });
                 out.len() - 1
             });
@@ -182,6 +199,16 @@ pub fn site_series(native: &[NativeSnapshot]) -> Vec<SiteSeries> {
                 s.frame = site.frame;
             }
         }
+    }
+    for s in &mut out {
+        let before: Vec<u64> = (s.blocks.iter().zip(native))
+            .filter(|(_, snap)| !snap.at_exit)
+            .map(|(&b, _)| b)
+            .collect();
+        s.grew_only_at_exit = before.first().is_some_and(|&first| {
+            before.iter().all(|&b| b == first)
+                && (s.blocks.iter().zip(native)).any(|(&b, snap)| snap.at_exit && b > first)
+        });
     }
     out.sort_by(|a, b| {
         b.delta_bytes()
@@ -274,6 +301,7 @@ pub(crate) mod tests {
             .map(|(i, &(blocks, bytes))| NativeSnapshot {
                 t: Some(i as f64),
                 snapshot: Some(i as u32 + 1),
+                at_exit: false,
                 report: report(
                     i as u32,
                     &[(ffi_stack(), blocks, bytes), (ruby_stack(), 3, 96)],

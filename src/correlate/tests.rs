@@ -216,6 +216,7 @@ fn snapshots(per_snapshot: &[Vec<(Vec<Frame>, u64, u64)>]) -> Vec<NativeSnapshot
         .map(|(i, leaks)| NativeSnapshot {
             t: Some(1.0 + 2.0 * i as f64),
             snapshot: Some(i as u32 + 1),
+            at_exit: false,
             report: report(i as u32, leaks),
         })
         .collect()
@@ -663,6 +664,7 @@ fn seed_offline(with_library: bool) -> Evidence {
     ev.native = vec![NativeSnapshot {
         t: None,
         snapshot: None,
+        at_exit: false,
         report: report(0, &[(stack, 171_502, 263_427_072)]),
     }];
     for rows in [

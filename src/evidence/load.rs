@@ -150,6 +150,7 @@ fn load_process(
                         ev.native.push(NativeSnapshot {
                             t: Some(snap.t),
                             snapshot: Some(snap.index),
+                            at_exit: snap.reason == "exit",
                             report,
                         });
                         maps.push(read_maps(dir, snap.maps.as_deref(), &mut ev.warnings));
@@ -173,6 +174,7 @@ fn load_process(
                     ev.native.push(NativeSnapshot {
                         t: Some(manifest.duration_seconds),
                         snapshot: None,
+                        at_exit: true,
                         report,
                     });
                     // Written at exit: the newest map is the closest.
@@ -405,6 +407,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
         .map(|report| NativeSnapshot {
             t: None,
             snapshot: None,
+            at_exit: false,
             report,
         })
         .collect();

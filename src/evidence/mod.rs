@@ -27,6 +27,9 @@ pub struct NativeSnapshot {
     pub t: Option<f64>,
     /// The bundle snapshot it belongs to (1-based), when known.
     pub snapshot: Option<u32>,
+    /// Taken as the program exited: the bundle's exit snapshot, or a log the tool wrote at exit
+    /// (valgrind's final leak check). Unknown for bare files (false).
+    pub at_exit: bool,
     pub report: NativeReport,
 }
 

@@ -373,6 +373,7 @@ mod tests {
                 NativeSnapshot {
                     t: None,
                     snapshot: None,
+                    at_exit: false,
                     report: b.finish(),
                 }
             })
@@ -454,6 +455,7 @@ mod tests {
         ev.native.push(NativeSnapshot {
             t: None,
             snapshot: None,
+            at_exit: false,
             report: b.finish(),
         });
         real_modules(&mut ev);

@@ -14,7 +14,7 @@
 
 use super::{Run, lsan_ready, one_run_at_a_time, other_ruby::run_in_root, run};
 use crate::common::{
-    CBUFS_BUILD, build_cbufs, copy_cbufs, fixture, leak_kinds, locations, require,
+    CBUFS_BUILD, build_cbufs, copy_cbufs, findings_brief, fixture, leak_kinds, locations, require,
 };
 
 /// How each backend runs a program: its arguments (count, seconds) and `run` options.
@@ -118,6 +118,13 @@ fn top(r: &Run, report: &serde_json::Value) -> serde_json::Value {
 /// line that creates them — what an FFI wrapper's leak gets.
 fn assert_ringbuf_close_is_missing(r: &Run, report: &serde_json::Value) {
     let top = top(r, report);
+    assert_eq!(
+        leak_kinds(report),
+        ["missing_release"],
+        "{}\n{report:#}\n{}",
+        findings_brief(report),
+        r.context()
+    );
     assert_eq!(top["kind"], "missing_release", "{top:#}\n{}", r.context());
     assert_eq!(top["class"], "RingBuf");
     assert_eq!(top["suggestion"]["method"], "RingBuf#close");
@@ -135,6 +142,13 @@ fn assert_ringbuf_close_is_missing(r: &Run, report: &serde_json::Value) {
 /// line that calls it.
 fn assert_scanner_leaks_on_its_own(r: &Run, report: &serde_json::Value) {
     let top = top(r, report);
+    assert_eq!(
+        leak_kinds(report),
+        ["extension_leak"],
+        "{}\n{report:#}\n{}",
+        findings_brief(report),
+        r.context()
+    );
     assert_eq!(top["kind"], "extension_leak", "{top:#}\n{}", r.context());
     assert_eq!(top["class"], "Scanner");
     assert_eq!(top["native"]["function"], "scanner_copy_token");

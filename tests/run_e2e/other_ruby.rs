@@ -6,7 +6,9 @@
 //! and the test's scratch directory are mounted into the root there, and vanish with it.
 
 use super::{Run, assert_seed_run, finish, scratch, seed_plan};
-use crate::common::{assert_seed_a_top_finding, fixture, leak_kinds, locations, require};
+use crate::common::{
+    assert_seed_a_top_finding, findings_brief, fixture, leak_kinds, locations, require,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -151,6 +153,13 @@ fn ruby_3_3_seed_array_is_retention_by_the_array() {
     };
     assert_seed_run(&r, "leak.rb");
     let top = top(&r, &report);
+    assert_eq!(
+        leak_kinds(&report),
+        ["ruby_retention"],
+        "{}\n{report:#}\n{}",
+        findings_brief(&report),
+        r.context()
+    );
     assert_seed_a_top_finding(&top);
 }
 
@@ -161,7 +170,13 @@ fn ruby_3_3_seed_counter_is_the_missing_message_close() {
     };
     assert_seed_run(&r, "leak-counter.rb");
     let top = top(&r, &report);
-    assert_eq!(top["kind"], "missing_release", "{top:#}");
+    assert_eq!(
+        leak_kinds(&report),
+        ["missing_release"],
+        "{}\n{report:#}\n{}",
+        findings_brief(&report),
+        r.context()
+    );
     assert_eq!(top["suggestion"]["method"], "ZMQ::Message#close");
     assert_eq!(
         locations(&top)[0],
@@ -218,6 +233,12 @@ fn ruby_3_3_unclosed_widgets_are_blamed_and_finalized_gadgets_are_not() {
         };
         if leaks {
             let top = top(&r, &report);
+            assert_eq!(
+                leak_kinds(&report),
+                ["missing_release"],
+                "{}\n{report:#}",
+                findings_brief(&report)
+            );
             assert_eq!(top["kind"], "missing_release", "{top:#}");
             assert_eq!(top["suggestion"]["method"], "Widget#close");
             assert_eq!(top["native"]["function"], "widget_create");
