@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Bundle size at scale (issue 16): `leakhunt run --backend none` (allocation tracing on, the
-# default) on benches/steady_heap.rb, a program holding about OBJECTS live objects, with three
+# Bundle size and round cost at scale (issue 16): `leakhunt run --backend BACKEND` (default
+# none; allocation tracing as the run's default) on benches/steady_heap.rb, a program holding about OBJECTS live objects, with three
 # rounds (two interval rounds and the exit one). Prints each dump's plain and compressed size,
 # the bundle's size, what the agent's rounds cost (sidecar timings) and whether `leakhunt
 # analyze BUNDLE` prints exactly what the run printed. Not a test: nothing is asserted.
 #
+# The program prints its own view of the rounds: the longest gap of a 10 ms heartbeat thread.
+#
 #   benches/bundle_size.sh                 # OBJECTS=1500000 ALIVE=40 AFTER=15s EVERY=10s
+#   BACKEND=lsan benches/bundle_size.sh
 #   OBJECTS=300000 AFTER=4s EVERY=3s ALIVE=12 benches/bundle_size.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +17,10 @@ OBJECTS=${OBJECTS:-1500000}
 ALIVE=${ALIVE:-40}
 AFTER=${AFTER:-15s}
 EVERY=${EVERY:-10s}
+BACKEND=${BACKEND:-none}
 OUT=${LEAKHUNT_BENCH_DIR:-$(mktemp -d)}
 BIN=target/release/leakhunt
+mkdir -p "$OUT"
 
 command -v ruby >/dev/null || { echo "benches/bundle_size.sh needs ruby" >&2; exit 1; }
 command -v zstd >/dev/null || { echo "benches/bundle_size.sh needs zstd (apt-get install zstd)" >&2; exit 1; }
@@ -26,7 +31,7 @@ bundle="$OUT/bundle"
 rm -rf "$bundle"
 start=$(date +%s%N)
 set +e
-"$BIN" run --backend none --after "$AFTER" --every "$EVERY" --snapshots 2 -o "$bundle" \
+"$BIN" run --backend "$BACKEND" --after "$AFTER" --every "$EVERY" --snapshots 2 -o "$bundle" \
   -- ruby benches/steady_heap.rb "$OBJECTS" "$ALIVE" >"$OUT/run.out" 2>"$OUT/run.err"
 code=$?
 set -e
@@ -45,6 +50,7 @@ bundle_bytes=$(du -sb "$bundle" | cut -f1)
 awk -v b="$bundle_bytes" -v p="$plain_total" \
   'BEGIN { printf "bundle: %.1f MB (%.1f MB of dumps uncompressed)\n", b/1e6, p/1e6 }'
 echo "run: exit $code, $(( (end - start) / 1000000 )) ms wall; program said: $(tr '\n' ' ' <"$OUT/run.out" | grep -o 'built [^.]*slots' || true)"
+grep '^heartbeat:' "$OUT/run.out" || echo "heartbeat: not printed (the program did not end normally)"
 
 # The agent's own steps per round (seconds; the program's threads are parked from gc to counts).
 for s in "$bundle"/agent-*.json; do

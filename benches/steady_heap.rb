@@ -29,6 +29,19 @@ end
 $stdout.puts "built #{KEPT.size} roots, #{ObjectSpace.count_objects[:TOTAL] - ObjectSpace.count_objects[:FREE]} live slots"
 $stdout.flush
 
+# The program's own view of leakhunt's rounds: a thread that wakes every 10 ms records the
+# longest time between two of its wake-ups (a round parks every thread while it works).
+gaps = []
+heartbeat = Thread.new do
+  last = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  loop do
+    sleep 0.01
+    now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    gaps << now - last if now - last > 0.1
+    last = now
+  end
+end
+
 deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
 served = 0
 while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
@@ -37,3 +50,6 @@ while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
   sleep 0.002
 end
 $stdout.puts "served #{served} requests"
+heartbeat.kill
+$stdout.puts format('heartbeat: longest gap %.2f s; gaps over 0.1 s: %s', gaps.max || 0,
+                    gaps.map { |g| format('%.2f', g) }.join(' ').then { |t| t.empty? ? 'none' : t })
