@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Bundle size and round cost at scale (issue 16): `leakhunt run --backend BACKEND` (default
-# none; allocation tracing as the run's default) on benches/steady_heap.rb, a program holding about OBJECTS live objects, with three
+# Bundle size and round cost at scale (issue 16): `leakhunt run --backend BACKEND --alloc-sites
+# all` (default none; every allocation traced, the default when BENCHMARKS.md's figures were
+# taken: every object of a dump has its site) on benches/steady_heap.rb, a program holding about
+# OBJECTS live objects, with three
 # rounds (two interval rounds and the exit one). Prints each dump's plain and compressed size,
 # the bundle's size, what the agent's rounds cost (sidecar timings) and whether `leakhunt
 # analyze BUNDLE` prints exactly what the run printed. Not a test: nothing is asserted.
@@ -31,7 +33,7 @@ bundle="$OUT/bundle"
 rm -rf "$bundle"
 start=$(date +%s%N)
 set +e
-"$BIN" run --backend "$BACKEND" --after "$AFTER" --every "$EVERY" --snapshots 2 -o "$bundle" \
+"$BIN" run --backend "$BACKEND" --alloc-sites all --after "$AFTER" --every "$EVERY" --snapshots 2 -o "$bundle" \
   -- ruby benches/steady_heap.rb "$OBJECTS" "$ALIVE" >"$OUT/run.out" 2>"$OUT/run.err"
 code=$?
 set -e

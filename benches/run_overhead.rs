@@ -3,8 +3,8 @@
 //! trips, and an allocation-heavy program (`fixtures/run/allocs.rb`: small objects with a String
 //! and an Array each, 1 % kept, the shape of a web request path). Each makes a fixed amount of
 //! work so every line does the same; each runs natively, under each backend alone, and under
-//! `leakhunt run` with the same backend (allocation sites: every allocation, the default;
-//! `--alloc-sites sampled`; off). Prints the program's own time for its
+//! `leakhunt run` with the same backend (allocation sites: sampled, the default;
+//! `--alloc-sites all`; off). Prints the program's own time for its
 //! round trips (snapshot pauses included), the whole wall time and the CPU time of everything it
 //! ran (the fairest figure on a shared machine), best of `LEAKHUNT_BENCH_RUNS` (default 3) rounds
 //! by CPU time, each leakhunt line's CPU ratio to the backend alone, and how long a snapshot froze the program (the agent's GC, LSan check and dump, from
@@ -115,10 +115,10 @@ fn main() {
                 "lsan" => &["--backend", "lsan"],
                 _ => &["--backend", "valgrind"],
             };
-            let sampled: &'static [&'static str] = match *group {
-                "native" => &["--backend", "none", "--alloc-sites", "sampled"],
-                "lsan" => &["--backend", "lsan", "--alloc-sites", "sampled"],
-                _ => &["--backend", "valgrind", "--alloc-sites", "sampled"],
+            let all_sites: &'static [&'static str] = match *group {
+                "native" => &["--backend", "none", "--alloc-sites", "all"],
+                "lsan" => &["--backend", "lsan", "--alloc-sites", "all"],
+                _ => &["--backend", "valgrind", "--alloc-sites", "all"],
             };
             let no_sites: &'static [&'static str] = match *group {
                 "native" => &["--backend", "none", "--no-alloc-sites"],
@@ -133,9 +133,9 @@ fn main() {
                     Some(backend),
                 ),
                 (
-                    format!("leakhunt run {}", sampled.join(" ")),
+                    format!("leakhunt run {}", all_sites.join(" ")),
                     false,
-                    Some(sampled),
+                    Some(all_sites),
                 ),
                 (
                     format!("leakhunt run {}", no_sites.join(" ")),

@@ -63,11 +63,11 @@ pub enum BackendChoice {
 /// Which allocations the agent traces for file:line sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum AllocSites {
-    /// Every allocation, for the whole run.
-    #[default]
-    All,
     /// Until the first snapshot, then in short windows and during snapshots.
+    #[default]
     Sampled,
+    /// Every allocation, for the whole run.
+    All,
 }
 
 pub use crate::report::{FailOn, ReportFormat};
@@ -192,9 +192,9 @@ pub struct RunArgs {
     /// Turn off allocation tracing (faster, but findings lose their file:line).
     #[arg(long, conflicts_with = "alloc_sites")]
     pub no_alloc_sites: bool,
-    /// Which allocations get a file:line: every one (the default), or those made until the
-    /// first snapshot, in short windows afterwards and during snapshots (`sampled`: cheaper on
-    /// allocation-heavy programs; objects made outside them have no site).
+    /// Which allocations get a file:line: those made until the first snapshot, in short windows
+    /// afterwards and during snapshots (`sampled`, the default: objects made outside them have no
+    /// site), or every one (`all`: several times the CPU of allocation-heavy programs).
     #[arg(long, value_enum, default_value_t)]
     pub alloc_sites: AllocSites,
     /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged

@@ -624,7 +624,7 @@ module LeakhuntAgent
   # Allocation sites (ObjectSpace.trace_object_allocations: the file:line a heap dump gives each
   # object). Tracing every allocation costs Ruby a malloc'ed record and a hash entry per object:
   # several times the CPU of an allocation-heavy program, more under LSan, where every malloc
-  # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` traces
+  # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` (leakhunt's default) traces
   # - from the start until the first snapshot round begins: what a program makes while it loads
   #   and sets up (class bodies, top-level containers, a framework's boot) lives long;
   # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up;
@@ -641,7 +641,7 @@ module LeakhuntAgent
   # tracing adds about 8 s). Where the hooks cannot be found (the program traces allocations
   # itself), a phase ends with a minor GC while tracing is still on instead, which frees what
   # the phase made and dropped with its records.
-  # `1` (the default) traces every allocation for the whole run.
+  # `1` (`--alloc-sites all`) traces every allocation for the whole run.
   class AllocationSites
     WINDOW = 0.02
     PERIOD = 4.0

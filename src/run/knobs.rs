@@ -46,8 +46,9 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         name: ALLOC_SITES,
         reader: Reader::Agent,
-        meaning: "1: trace every object allocation (file:line in dumps); sampled: until the first \
-                  snapshot, in short windows and during snapshots; 0: off",
+        meaning: "sampled (leakhunt's default): trace object allocations (file:line in dumps) \
+                  until the first snapshot, in short windows and during snapshots; 1: trace every \
+                  one; 0: off",
     },
     Knob {
         name: BACKEND,
