@@ -477,10 +477,49 @@ fn read_decoded<V, F, S>(
     F: Fn(u32) -> V + Sync,
     S: FnMut(ChunkOutcome<V>) + Send,
 {
+    // Damage ends the stream like its end would, so that both readers visit every byte
+    // decoded before it (the line it cuts as an unterminated last line); it is reported here.
+    let stop = Arc::new(Mutex::new((0u64, None)));
+    let src: Box<dyn Read + Send> = Box::new(StopAtError {
+        inner: src,
+        stop: Arc::clone(&stop),
+    });
     if opts.threads <= 1 {
         read_stream(path, src, damage, opts, make, progress, assembler);
     } else {
         read_stream_parallel(path, src, damage, opts, make, progress, assembler);
+    }
+    let (decoded, error) = std::mem::take(&mut *stop.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(e) = error {
+        assembler.diagnostics.report(damage, Position::Whole, || {
+            format!("decompression stopped after {decoded} bytes: {e}")
+        });
+    }
+}
+
+/// A stream whose first error reads as its end; `stop` holds the bytes read and that error.
+struct StopAtError {
+    inner: Box<dyn Read + Send>,
+    stop: Arc<Mutex<(u64, Option<io::Error>)>>,
+}
+
+impl Read for StopAtError {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if stop.1.is_some() {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                stop.0 += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                stop.1 = Some(e);
+                Ok(0)
+            }
+        }
     }
 }
 
@@ -506,17 +545,23 @@ fn read_stream_parallel<V, F, S>(
         usize::try_from(opts.chunk_bytes.clamp(1, STREAM_CHUNK_BYTES)).unwrap_or(1 << 20);
     let workers = opts.threads.max(1);
     let (queue, pieces) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers);
-    let pieces = Mutex::new(pieces);
+    // `None` once a worker has panicked: the producer's next send fails instead of blocking
+    // forever on a full channel that no live worker drains.
+    let pieces = Mutex::new(Some(pieces));
     let shared = Mutex::new(assembler);
     let mut decoded = 0u64;
     let mut failure: Option<io::Error> = None;
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
+                let _close = CloseOnPanic(&pieces);
                 let mut scanner = ChunkScanner::new(opts);
                 loop {
                     // The lock is held only while waiting for the next piece.
-                    let next = pieces.lock().ok().and_then(|r| r.recv().ok());
+                    let next = pieces
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.as_ref().and_then(|r| r.recv().ok()));
                     let Some((index, bytes)) = next else {
                         break;
                     };
@@ -580,7 +625,9 @@ fn read_stream_parallel<V, F, S>(
             if let Some(end) = memchr::memrchr(b'\n', &buf) {
                 carry.extend_from_slice(&buf[end + 1..]);
                 buf.truncate(end + 1);
-                let _ = queue.send((index, buf));
+                if queue.send((index, buf)).is_err() {
+                    break;
+                }
                 continue;
             }
             // No line ends in a whole chunk: scan this line here, streaming the rest of it.
@@ -632,6 +679,21 @@ fn read_stream_parallel<V, F, S>(
             a.diagnostics.report(damage, Position::Whole, || {
                 format!("decompression stopped after {decoded} bytes: {e}")
             });
+        }
+    }
+}
+
+/// Drops the pieces' receiver when a worker unwinds, so that the producer stops.
+struct CloseOnPanic<'a, T>(&'a Mutex<Option<std::sync::mpsc::Receiver<T>>>);
+
+impl<T> Drop for CloseOnPanic<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut pieces = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pieces.take();
         }
     }
 }
@@ -1489,5 +1551,324 @@ mod tests {
         assert_eq!(out.lines, 3);
         assert_eq!(out.diagnostics.kinds[0].first, Position::Line(2));
         assert_eq!(out.diagnostics.count_of("invalid lines"), 1);
+    }
+
+    // ---- review tests (c7e4ca3) ----
+
+    /// A stream that returns reads of pseudo-random sizes, and fails at `fail_at` if set.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        seed: u64,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            let stop = self.fail_at.unwrap_or(usize::MAX).min(self.data.len());
+            if self.pos >= stop {
+                if self.fail_at.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt"));
+                }
+                return Ok(0);
+            }
+            let want = 1 + (self.seed % 97) as usize;
+            let n = want.min(buf.len()).min(stop - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn read_src<V: LineVisitor>(
+        src: Box<dyn Read + Send>,
+        opts: &ReadOptions,
+        make: impl Fn(u32) -> V + Sync,
+    ) -> (Vec<ChunkOutcome<V>>, Diagnostics, u64, u64) {
+        let path = Path::new("test.gz");
+        let mut chunks = Vec::new();
+        let mut assembler = Assembler {
+            path,
+            next: 0,
+            pending: BTreeMap::new(),
+            next_line: 1,
+            bytes: 0,
+            diagnostics: Diagnostics::new(path),
+            sink: |c| chunks.push(c),
+        };
+        read_decoded(
+            path,
+            src,
+            "damaged",
+            opts,
+            &make,
+            &mut || {},
+            &mut assembler,
+        );
+        assert!(assembler.pending.is_empty());
+        let (d, l, b) = (
+            assembler.diagnostics,
+            assembler.next_line - 1,
+            assembler.bytes,
+        );
+        (chunks, d, l, b)
+    }
+
+    fn random_dump(seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut content = Vec::new();
+        let lines = 5 + next() % 60;
+        for i in 0..lines {
+            let len = match next() % 10 {
+                0 => 0,
+                1..=6 => (next() % 40) as usize,
+                7 | 8 => (next() % 600) as usize,
+                _ => (next() % 3000) as usize,
+            };
+            content.extend_from_slice(format!("{{\"i\":{i},\"v\":\"").as_bytes());
+            content.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len));
+            content.extend_from_slice(b"\"}");
+            if i + 1 < lines || next() % 2 == 0 {
+                content.push(b'\n');
+            }
+        }
+        content
+    }
+
+    #[test]
+    fn review_random_streams_read_like_the_plain_file() {
+        for seed in 1..40u64 {
+            let content = random_dump(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let plain = dir.path().join("d.json");
+            std::fs::write(&plain, &content).unwrap();
+            for (threads, chunk, buffer) in [(2, 1, 16), (2, 50, 64), (3, 300, 128), (2, 4000, 256)]
+            {
+                let opts = small(threads, chunk, buffer);
+                let want = read_lines(&plain, &opts, |_| Collect { lines: Vec::new() }).unwrap();
+                let src = Trickle {
+                    data: content.clone(),
+                    pos: 0,
+                    seed: seed * 7919 + 1,
+                    fail_at: None,
+                };
+                let (chunks, diag, lines, bytes) =
+                    read_src(Box::new(src), &opts, |_| Collect { lines: Vec::new() });
+                let got = ReadOutcome {
+                    chunks,
+                    diagnostics: diag,
+                    lines,
+                    bytes,
+                };
+                let what = format!("seed {seed} threads {threads} chunk {chunk} buffer {buffer}");
+                assert_eq!(all_lines(&got), all_lines(&want), "{what}");
+                assert_eq!((got.lines, got.bytes), (want.lines, want.bytes), "{what}");
+                assert!(got.diagnostics.kinds.is_empty(), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn review_damaged_streams_keep_a_prefix_in_order() {
+        for seed in 1..120u64 {
+            let content = random_dump(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let plain = dir.path().join("d.json");
+            std::fs::write(&plain, &content).unwrap();
+            let fail_at = (seed as usize * 104_729) % (content.len() + 1);
+            for (threads, chunk, buffer) in [(2, 1, 16), (2, 50, 64), (3, 300, 128)] {
+                let full = all_lines(
+                    &read_lines(&plain, &small(1, 1 << 20, buffer), |_| Collect {
+                        lines: Vec::new(),
+                    })
+                    .unwrap(),
+                );
+                let src = Trickle {
+                    data: content.clone(),
+                    pos: 0,
+                    seed: seed * 31 + 5,
+                    fail_at: Some(fail_at),
+                };
+                let opts = small(threads, chunk, buffer);
+                let (chunks, diag, lines, bytes) =
+                    read_src(Box::new(src), &opts, |_| Collect { lines: Vec::new() });
+                let got = ReadOutcome {
+                    chunks,
+                    diagnostics: diag,
+                    lines,
+                    bytes,
+                };
+                let what = format!(
+                    "seed {seed} fail {fail_at} threads {threads} chunk {chunk} buffer {buffer}"
+                );
+                assert_eq!(got.diagnostics.count_of("damaged"), 1, "{what}");
+                let lines = all_lines(&got);
+                for (i, l) in lines.iter().enumerate() {
+                    assert_eq!(l.0, i as u64 + 1, "{what}");
+                    let f = &full[i];
+                    if l.3 && i + 1 == lines.len() {
+                        // The line cut by the damage: a prefix of the real one.
+                        assert!(f.1.starts_with(&l.1) || l.2.is_some(), "{what}");
+                        assert_eq!(i + 1, lines.len(), "{what}");
+                    } else {
+                        assert_eq!(l, f, "{what}");
+                    }
+                }
+                assert!(got.bytes <= fail_at as u64, "{what}: bytes {}", got.bytes);
+            }
+        }
+    }
+
+    struct Panicky;
+
+    impl LineVisitor for Panicky {
+        fn visit(&mut self, _line: LineRef<'_>, _diag: &mut Diagnostics) {
+            panic!("visitor bug");
+        }
+    }
+
+    /// A visitor that panics on every chunk must make the read panic, not hang: with the
+    /// commit as is, both workers die, the receiver stays alive in `pieces`, and the producer
+    /// blocks forever on the full channel.
+    #[test]
+    #[should_panic]
+    fn review_a_panicking_visitor_does_not_hang_the_stream_reader() {
+        let content = b"{\"address\":\"0x1\"}\n".repeat(200);
+        let src = Trickle {
+            data: content,
+            pos: 0,
+            seed: 3,
+            fail_at: None,
+        };
+        let _ = read_src(Box::new(src), &small(2, 40, 64), |_| Panicky);
+    }
+
+    /// A gzip stream cut at 2/3 reads alike with one or two threads.
+    #[test]
+    fn review_damage_reads_the_same_with_one_or_two_threads() {
+        let content = mixed_dump();
+        let (_dir, gz) = gzip_of(&content);
+        let mut bytes = std::fs::read(&gz).unwrap();
+        bytes.truncate(bytes.len() * 2 / 3);
+        std::fs::write(&gz, &bytes).unwrap();
+        let read = |threads| {
+            let out = read_lines(&gz, &small(threads, 64, 256), |_| Collect {
+                lines: Vec::new(),
+            })
+            .unwrap();
+            (all_lines(&out), out.lines)
+        };
+        let (one, two) = (read(1), read(2));
+        let last = two.0.last().unwrap();
+        eprintln!(
+            "one thread: {} lines visited, {} counted; two: {} visited, {} counted, last unterminated {} ({} bytes)",
+            one.0.len(),
+            one.1,
+            two.0.len(),
+            two.1,
+            last.3,
+            last.1.len()
+        );
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn review_damage_same_lines_one_or_two_threads_fake_source() {
+        let content = b"{\"address\":\"0x1\", \"type\":\"HASH\"}\n".repeat(40);
+        let mut differ = Vec::new();
+        for fail_at in (0..content.len()).step_by(37) {
+            let read = |threads| {
+                let src = Trickle {
+                    data: content.clone(),
+                    pos: 0,
+                    seed: 9,
+                    fail_at: Some(fail_at),
+                };
+                let (chunks, diagnostics, lines, bytes) =
+                    read_src(Box::new(src), &small(threads, 64, 256), |_| Collect {
+                        lines: Vec::new(),
+                    });
+                let out = ReadOutcome {
+                    chunks,
+                    diagnostics,
+                    lines,
+                    bytes,
+                };
+                let all = all_lines(&out);
+                (all.len(), all.last().is_some_and(|l| l.3), out.lines)
+            };
+            let (one, two) = (read(1), read(2));
+            if one != two {
+                differ.push((fail_at, one, two));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "(fail_at, (visited, last unterminated, counted) with 1 thread, with 2): {differ:?}"
+        );
+    }
+
+    #[test]
+    fn review_truncated_gzip_same_lines_one_or_two_threads() {
+        let mut content = Vec::new();
+        for i in 0..3000 {
+            content.extend_from_slice(
+                format!(
+                    "{{\"address\":\"0x{i:x}\", \"type\":\"HASH\", \"x\":\"{}\"}}\n",
+                    i * 7919 % 1000003
+                )
+                .as_bytes(),
+            );
+        }
+        let (_dir, gz) = gzip_of(&content);
+        let whole = std::fs::read(&gz).unwrap();
+        let mut differ = Vec::new();
+        for cut in (100..whole.len()).step_by(whole.len() / 9) {
+            std::fs::write(&gz, &whole[..cut]).unwrap();
+            let read = |threads| {
+                let out = read_lines(&gz, &small(threads, 4096, 1 << 16), |_| Collect {
+                    lines: Vec::new(),
+                })
+                .unwrap();
+                let all = all_lines(&out);
+                (
+                    all.len(),
+                    all.last().is_some_and(|l| l.3),
+                    out.lines,
+                    out.diagnostics.kinds.len(),
+                )
+            };
+            let (one, two) = (read(1), read(2));
+            if one != two {
+                differ.push((cut, one, two));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "(cut, (visited, last unterminated, counted, diag kinds) with 1 thread, with 2): {differ:?}"
+        );
+    }
+
+    #[test]
+    #[should_panic]
+    fn review_a_visitor_panicking_on_the_producer_thread_does_not_hang() {
+        let content = b"{\"address\":\"0x1\"}\n".repeat(200);
+        let src = Trickle {
+            data: content,
+            pos: 0,
+            seed: 3,
+            fail_at: None,
+        };
+        // Chunks of one byte: every line is scanned on the decompressing thread.
+        let _ = read_src(Box::new(src), &small(2, 1, 64), |_| Panicky);
     }
 }
