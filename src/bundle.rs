@@ -38,6 +38,11 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SCHEMA: u32 = 2;
 pub const SIDECAR_SCHEMA: u32 = 1;
 pub const FOOTPRINT_HEADER: &str = "# leakhunt footprint 1";
+/// The environment variable that tells the agent when to trace allocation sites (declared
+/// here, where the manifest is read, and listed in `run::knobs`), and its value for tracing in
+/// sampled windows only.
+pub const ALLOC_SITES_ENV: &str = "LEAKHUNT_ALLOC_SITES";
+pub const ALLOC_SITES_SAMPLED: &str = "sampled";
 
 /// `manifest.json`: what was run, how, and where each piece of evidence is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -525,6 +530,13 @@ impl Manifest {
     /// The snapshots of process `pid`, oldest first.
     pub fn snapshots_of(&self, pid: u32) -> impl Iterator<Item = &Snapshot> {
         self.snapshots.iter().filter(move |s| s.pid == Some(pid))
+    }
+
+    /// Whether the run traced allocation sites only in sampled windows (so a dump's per-site
+    /// counts cover only the objects made while tracing was on). False for bundles older than
+    /// sampling: they traced every allocation or none.
+    pub fn alloc_sites_sampled(&self) -> bool {
+        self.env.get(ALLOC_SITES_ENV).map(String::as_str) == Some(ALLOC_SITES_SAMPLED)
     }
 
     /// The processes that have at least one heap snapshot: the ones with evidence to read.

@@ -385,6 +385,7 @@ fn on_its_own(
                     role: LocationRole::Called,
                     count: Some(s.count),
                     released: None,
+                    sampled: false,
                     code: ev
                         .sources
                         .get(&s.file)

@@ -179,6 +179,10 @@ impl LocationRole {
     }
 }
 
+/// Said after the counts of allocation sites when the run traced them only in sampled windows:
+/// those counts are of the traced objects, fewer than the objects made.
+pub const SITES_SAMPLED: &str = "allocation sites sampled";
+
 /// A Ruby source location a suggestion points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
@@ -191,6 +195,9 @@ pub struct Location {
     /// Of those, how many were released, when the agent counted releases per site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub released: Option<u64>,
+    /// `count` is of the objects traced while allocation sites were sampled (fewer than made).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sampled: bool,
     /// The source line itself, when it was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -204,12 +211,24 @@ impl Location {
             role,
             count: None,
             released: None,
+            sampled: false,
             code: None,
         }
     }
 
     pub fn site(&self) -> String {
         format!("{}:{}", self.file, self.line)
+    }
+
+    /// How a report gives `count` after the site: "1,204", or "1,204 traced; allocation sites
+    /// sampled" when the count is of sampled objects. None without a count.
+    pub fn count_text(&self) -> Option<String> {
+        let c = crate::format::count(self.count?);
+        Some(if self.sampled {
+            format!("{c} traced; {SITES_SAMPLED}")
+        } else {
+            c
+        })
     }
 
     /// Whether a renderer shows it under the fix: the sites the change is made at, not the

@@ -452,6 +452,8 @@ pub(super) fn creation_sites(
         released: Option<u64>,
         unreleased: u64,
         grown: u64,
+        /// Counted from a heap dump's sites traced in sampled windows.
+        sampled: bool,
     }
     let unreleased_at = |l: &Lifecycle, file: &str, line: u32| -> u64 {
         l.created_at
@@ -473,6 +475,7 @@ pub(super) fn creation_sites(
                         released: s.released,
                         unreleased,
                         grown: unreleased.saturating_sub(earlier),
+                        sampled: false,
                     }
                 })
                 .collect()
@@ -497,6 +500,7 @@ pub(super) fn creation_sites(
                 released: None,
                 unreleased: s.count,
                 grown: s.count,
+                sampled: ev.alloc_sites_sampled,
             })
             .collect();
     }
@@ -531,6 +535,7 @@ pub(super) fn creation_sites(
             },
             count: Some(s.created),
             released: s.released,
+            sampled: s.sampled,
             code: ev
                 .sources
                 .get(s.file)
@@ -783,7 +788,7 @@ fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
                     count(c),
                     count(c.saturating_sub(r))
                 ),
-                (Some(c), None) => format!(" ({})", count(c)),
+                (Some(_), None) => format!(" ({})", loc.count_text().unwrap_or_default()),
                 (None, _) => String::new(),
             };
             EvidenceItem::new(

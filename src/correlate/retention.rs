@@ -8,7 +8,8 @@
 
 use super::classes::{ClassRole, ClassSeries, GrowthGroup, class_role};
 use super::finding::{
-    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, Source, Suggestion,
+    Confidence, EvidenceItem, Finding, FindingKind, Location, LocationRole, SITES_SAMPLED, Source,
+    Suggestion,
 };
 use crate::evidence::{ClassRetainers, Evidence, RetainerGroup, SourceLine};
 use crate::format::{count, redact, signed};
@@ -568,7 +569,8 @@ fn site_growth(ev: &Evidence, class: &str) -> BTreeMap<(String, u32), (i64, i64)
 }
 
 /// Allocation sites of the class whose counts grew between the first and last heap snapshot
-/// (or, with one snapshot that has sites, its largest sites).
+/// (or, with one snapshot that has sites, its largest sites). When the run sampled sites, the
+/// counts are of the traced objects only, and the text says so.
 fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
     let over_time = ev
         .judged_heap()
@@ -585,14 +587,22 @@ fn allocation_items(ev: &Evidence, class: &str) -> Vec<EvidenceItem> {
         .take(3)
         .map(|((file, line), (delta, now))| {
             let at = SourceLine { file, line };
-            let text = if over_time {
-                format!(
+            let text = match (over_time, ev.alloc_sites_sampled) {
+                (true, false) => format!(
                     "{class} allocated at {at}: {} ({} alive now)",
                     signed(delta),
                     count(now)
-                )
-            } else {
-                format!("{class} allocated at {at}: {} alive", count(now))
+                ),
+                (true, true) => format!(
+                    "{class} allocated at {at}: {} of the traced objects ({} traced alive now; {SITES_SAMPLED})",
+                    signed(delta),
+                    count(now)
+                ),
+                (false, false) => format!("{class} allocated at {at}: {} alive", count(now)),
+                (false, true) => format!(
+                    "{class} allocated at {at}: {} traced objects alive ({SITES_SAMPLED})",
+                    count(now)
+                ),
             };
             EvidenceItem::new(Source::Heap, text).at(at)
         })

@@ -1126,6 +1126,106 @@ fn heap_bytes_near_i64_max_do_not_overflow_the_analysis() {
     }
 }
 
+/// Renders the analysis in `format` to a string.
+fn rendered(a: &Analysis, format: crate::report::ReportFormat) -> String {
+    let mut out = Vec::new();
+    crate::report::renderer(format, Default::default())
+        .render(a, &mut out)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// With sites traced in sampled windows, a site's count is of the traced objects only: the
+/// evidence line says so, in the text report and the JSON alike; with every allocation traced
+/// (or an older bundle), the line reads as before.
+#[test]
+fn sampled_allocation_sites_say_their_counts_are_of_traced_objects() {
+    for sampled in [false, true] {
+        let mut ev = retention::tests::seed_a();
+        ev.alloc_sites_sampled = sampled;
+        let a = correlate(&ev, &Options::default());
+        let expected = if sampled {
+            "ZMQ::Message allocated at leak.rb:37: +60,000 of the traced objects (70,000 traced alive now; allocation sites sampled)"
+        } else {
+            "ZMQ::Message allocated at leak.rb:37: +60,000 (70,000 alive now)"
+        };
+        let texts: Vec<&str> = a.findings[0]
+            .evidence
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert!(texts.contains(&expected), "sampled: {sampled}: {texts:#?}");
+        assert!(rendered(&a, crate::report::ReportFormat::Text).contains(expected));
+        let json = rendered(&a, crate::report::ReportFormat::Json);
+        assert!(json.contains(&format!("\"{expected}\"")), "{json}");
+    }
+}
+
+/// One heap snapshot with sites: the line gives the count alive, of the traced objects when
+/// sampled.
+#[test]
+fn one_sampled_heap_snapshot_says_its_sites_count_traced_objects() {
+    for sampled in [false, true] {
+        let mut ev = retention::tests::seed_a();
+        for h in &mut ev.heap[..2] {
+            h.summary.alloc_sites.clear();
+        }
+        ev.alloc_sites_sampled = sampled;
+        let a = correlate(&ev, &Options::default());
+        let expected = if sampled {
+            "ZMQ::Message allocated at leak.rb:37: 70,000 traced objects alive (allocation sites sampled)"
+        } else {
+            "ZMQ::Message allocated at leak.rb:37: 70,000 alive"
+        };
+        assert!(
+            a.findings[0].evidence.iter().any(|e| e.text == expected),
+            "sampled: {sampled}: {:#?}",
+            a.findings[0].evidence
+        );
+    }
+}
+
+/// Without the agent's lifecycle counts, a missing-release finding gives the heap's allocation
+/// sites as creation sites: their count is of the traced objects when sites were sampled, in
+/// the evidence, the fix's location and the JSON.
+#[test]
+fn creation_sites_from_sampled_heap_sites_say_so() {
+    for sampled in [false, true] {
+        let mut ev = seed_offline(true);
+        let last = ev.heap.len() - 1;
+        ev.heap[last].summary.alloc_sites =
+            retention::tests::heap(&[], &[("ZMQ::Message", "leak.rb", 37, 14)])
+                .summary
+                .alloc_sites;
+        ev.alloc_sites_sampled = sampled;
+        let a = correlate(&ev, &Options::default());
+        let top = &a.findings[0];
+        assert_eq!(top.kind, FindingKind::MissingRelease, "{:#?}", a.findings);
+        let (evidence, fix) = if sampled {
+            (
+                "ZMQ::Message instances created at leak.rb:37 (14 traced; allocation sites sampled)",
+                "     created at leak.rb:37 (14 traced; allocation sites sampled)",
+            )
+        } else {
+            (
+                "ZMQ::Message instances created at leak.rb:37 (14)",
+                "     created at leak.rb:37 (14)",
+            )
+        };
+        assert!(
+            top.evidence.iter().any(|e| e.text == evidence),
+            "sampled: {sampled}: {:#?}",
+            top.evidence
+        );
+        let location = &top.suggestion.as_ref().unwrap().locations[0];
+        assert_eq!(location.sampled, sampled);
+        let text = rendered(&a, crate::report::ReportFormat::Text);
+        assert!(text.lines().any(|l| l == fix), "{text}");
+        let json = rendered(&a, crate::report::ReportFormat::Json);
+        assert_eq!(json.contains("\"sampled\": true"), sampled, "{json}");
+    }
+}
+
 /// Renders the analysis as text, JSON and HTML: none of them may fail or panic.
 fn render_every_format(a: &Analysis) {
     for r in [

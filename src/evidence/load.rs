@@ -100,6 +100,7 @@ fn load_process(
 ) -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle(dir.to_path_buf()));
     ev.captured = captured;
+    ev.alloc_sites_sampled = manifest.alloc_sites_sampled();
     let mut referenced_logs: Vec<&str> = Vec::new();
     // The module map taken with each native snapshot, to place and name its frames.
     let mut maps: Vec<Vec<ModuleMap>> = Vec::new();
@@ -500,6 +501,22 @@ mod tests {
         assert!(ev.footprint.is_empty() && ev.processes[1].evidence.footprint.is_empty());
         assert!(ev.processes.iter().all(|p| p.evidence.manifest.is_none()));
         assert!(ev.warnings.is_empty(), "{:?}", ev.warnings);
+        // No `LEAKHUNT_ALLOC_SITES` (an older bundle): sites were not sampled. Sampled, every
+        // process's evidence says so.
+        assert!(ev.each_process().all(|e| !e.alloc_sites_sampled));
+        for (value, sampled) in [("1", false), ("0", false), ("sampled", true)] {
+            let mut manifest = manifest.clone();
+            manifest
+                .env
+                .insert(crate::bundle::ALLOC_SITES_ENV.into(), value.into());
+            manifest.save(d).unwrap();
+            let ev = load_inputs(&[d.to_path_buf()]).unwrap();
+            assert_eq!(ev.processes.len(), 2);
+            assert!(
+                ev.each_process().all(|e| e.alloc_sites_sampled == sampled),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct Evidence {
     pub sidecars: Vec<Sidecar>,
     pub footprint: Vec<FootprintSample>,
     pub manifest: Option<Manifest>,
+    /// The run traced allocation sites only in sampled windows: a dump's per-site counts are
+    /// those of the traced objects, fewer than the class's growth (bundles only; every
+    /// process of the run alike).
+    pub alloc_sites_sampled: bool,
     /// Retainer paths of the classes that grow, on the newest heap snapshot that allows it.
     pub retainers: Vec<ClassRetainers>,
     /// Ruby source files named by container allocation sites, keyed by the name as the dump
@@ -176,6 +180,7 @@ impl Evidence {
             sidecars: Vec::new(),
             footprint: Vec::new(),
             manifest: None,
+            alloc_sites_sampled: false,
             retainers: Vec::new(),
             sources: BTreeMap::new(),
             library_exports: Vec::new(),

@@ -188,8 +188,8 @@ fn finding_html(out: &mut String, n: usize, f: &Finding) {
                 out,
                 "<li class=\"location\">{role} <code>{}</code>{}{}</li>",
                 escape(&l.site()),
-                l.count
-                    .map(|c| format!(" ({})", count(c)))
+                l.count_text()
+                    .map(|c| format!(" ({})", escape(&c)))
                     .unwrap_or_default(),
                 l.code
                     .as_deref()

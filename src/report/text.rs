@@ -324,8 +324,8 @@ fn write_finding(out: &mut dyn Write, p: &Paint, n: usize, f: &Finding) -> io::R
         for l in s.locations.iter().filter(|l| l.is_fix_site()) {
             let role = l.role.label();
             let mut line = format!("     {role} {}", l.site());
-            if let Some(c) = l.count {
-                line.push_str(&format!(" ({})", count(c)));
+            if let Some(c) = l.count_text() {
+                line.push_str(&format!(" ({c})"));
             }
             if let Some(code) = &l.code {
                 line.push_str(&format!(": {code}"));

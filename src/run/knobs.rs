@@ -21,7 +21,7 @@ pub struct Knob {
 
 pub const SOCKET: &str = "LEAKHUNT_SOCKET";
 pub const BUNDLE: &str = "LEAKHUNT_BUNDLE";
-pub const ALLOC_SITES: &str = "LEAKHUNT_ALLOC_SITES";
+pub const ALLOC_SITES: &str = crate::bundle::ALLOC_SITES_ENV;
 pub const BACKEND: &str = "LEAKHUNT_BACKEND";
 pub const EXIT_WAIT: &str = "LEAKHUNT_EXIT_WAIT";
 pub const SNAPSHOT_DEADLINE: &str = "LEAKHUNT_SNAPSHOT_DEADLINE";

@@ -147,7 +147,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         match config.alloc_sites {
             None => "0",
             Some(AllocSites::All) => "1",
-            Some(AllocSites::Sampled) => "sampled",
+            Some(AllocSites::Sampled) => crate::bundle::ALLOC_SITES_SAMPLED,
         },
         None,
     );
