@@ -164,9 +164,11 @@ fn the_seeds_leak_through_leaks_names_zmq_message_close() {
     let (_endpoint_dir, endpoint) = private_endpoint();
     let mut options = leaks_schedule("1s", "1s", "2");
     options.extend(["--format", "json", "--report", report.to_str().unwrap()]);
+    // 300,000 round trips: the program must outlive two interval rounds (100,000 took 1.7 s
+    // once sampled allocation sites became the default, and the second round never came).
     let r = run_with(
         &options,
-        &[program.to_str().unwrap(), &endpoint, "1024", "100000"],
+        &[program.to_str().unwrap(), &endpoint, "1024", "300000"],
         &env,
     );
     let ctx = r.context();
