@@ -485,9 +485,9 @@ fn read_decoded<V, F, S>(
         stop: Arc::clone(&stop),
     });
     if opts.threads <= 1 {
-        read_stream(path, src, damage, opts, make, progress, assembler);
+        read_stream(path, src, opts, make, progress, assembler);
     } else {
-        read_stream_parallel(path, src, damage, opts, make, progress, assembler);
+        read_stream_parallel(path, src, opts, make, progress, assembler);
     }
     let (decoded, error) = std::mem::take(&mut *stop.lock().unwrap_or_else(|p| p.into_inner()));
     if let Some(e) = error {
@@ -526,12 +526,11 @@ impl Read for StopAtError {
 /// Reads a decompressing stream on every worker: this thread decompresses and cuts the content
 /// at line ends into chunks of about [`STREAM_CHUNK_BYTES`], which the workers scan while it
 /// decompresses the next ones. A line longer than a chunk is scanned here as a chunk of its own,
-/// streamed through the scanner's long-line path, so it is never whole in memory. Damage ends
-/// the read; what was decoded before it is kept, as in [`read_stream`].
+/// streamed through the scanner's long-line path, so it is never whole in memory. `src` ends at
+/// its first error ([`StopAtError`]); a read error here would end the read all the same.
 fn read_stream_parallel<V, F, S>(
     path: &Path,
     mut src: Box<dyn Read + Send>,
-    damage: &'static str,
     opts: &ReadOptions,
     make: &F,
     progress: &mut dyn FnMut(),
@@ -550,7 +549,6 @@ fn read_stream_parallel<V, F, S>(
     let pieces = Mutex::new(Some(pieces));
     let shared = Mutex::new(assembler);
     let mut decoded = 0u64;
-    let mut failure: Option<io::Error> = None;
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -608,8 +606,7 @@ fn read_stream_parallel<V, F, S>(
                         progress();
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        failure = Some(e);
+                    Err(_) => {
                         eof = true;
                         break;
                     }
@@ -655,10 +652,7 @@ fn read_stream_parallel<V, F, S>(
             );
             let ended = tail.ended;
             progress();
-            let lines = scanned.unwrap_or_else(|e| {
-                failure = Some(e);
-                long.lines_done
-            });
+            let lines = scanned.unwrap_or(long.lines_done);
             let raw = RawChunk {
                 visitor,
                 diag,
@@ -674,13 +668,6 @@ fn read_stream_parallel<V, F, S>(
         }
         drop(queue);
     });
-    if let Some(e) = failure {
-        if let Ok(mut a) = shared.lock() {
-            a.diagnostics.report(damage, Position::Whole, || {
-                format!("decompression stopped after {decoded} bytes: {e}")
-            });
-        }
-    }
 }
 
 /// Drops the pieces' receiver when a worker unwinds, so that the producer stops.
@@ -725,13 +712,12 @@ impl Read for LineTail<'_> {
     }
 }
 
-/// Reads a decompressing stream as one sequential chunk (`damage` names what a decoding error
-/// is counted as; `progress` runs after each block). Damage ends the read; what was decoded
-/// before it is kept.
+/// Reads a decompressing stream as one sequential chunk (`progress` runs after each block).
+/// `src` ends at its first error ([`StopAtError`]); a read error here would end the read all
+/// the same.
 fn read_stream<V, F, S>(
     path: &Path,
     src: Box<dyn Read + Send>,
-    damage: &'static str,
     opts: &ReadOptions,
     make: &F,
     progress: &mut dyn FnMut(),
@@ -759,12 +745,7 @@ fn read_stream<V, F, S>(
             progress();
         },
     );
-    let lines = lines.unwrap_or_else(|e| {
-        diag.report(damage, Position::Whole, || {
-            format!("decompression stopped after {bytes} bytes: {e}")
-        });
-        scanner.lines_done
-    });
+    let lines = lines.unwrap_or(scanner.lines_done);
     assembler.finished(
         0,
         RawChunk {
@@ -1553,8 +1534,6 @@ mod tests {
         assert_eq!(out.diagnostics.count_of("invalid lines"), 1);
     }
 
-    // ---- review tests (c7e4ca3) ----
-
     /// A stream that returns reads of pseudo-random sizes, and fails at `fail_at` if set.
     struct Trickle {
         data: Vec<u8>,
@@ -1645,7 +1624,7 @@ mod tests {
     }
 
     #[test]
-    fn review_random_streams_read_like_the_plain_file() {
+    fn random_streams_read_like_the_plain_file() {
         for seed in 1..40u64 {
             let content = random_dump(seed);
             let dir = tempfile::tempdir().unwrap();
@@ -1678,7 +1657,7 @@ mod tests {
     }
 
     #[test]
-    fn review_damaged_streams_keep_a_prefix_in_order() {
+    fn damaged_streams_keep_a_prefix_in_order() {
         for seed in 1..120u64 {
             let content = random_dump(seed);
             let dir = tempfile::tempdir().unwrap();
@@ -1741,7 +1720,7 @@ mod tests {
     /// blocks forever on the full channel.
     #[test]
     #[should_panic]
-    fn review_a_panicking_visitor_does_not_hang_the_stream_reader() {
+    fn a_panicking_visitor_does_not_hang_the_stream_reader() {
         let content = b"{\"address\":\"0x1\"}\n".repeat(200);
         let src = Trickle {
             data: content,
@@ -1754,7 +1733,7 @@ mod tests {
 
     /// A gzip stream cut at 2/3 reads alike with one or two threads.
     #[test]
-    fn review_damage_reads_the_same_with_one_or_two_threads() {
+    fn damage_reads_the_same_with_one_or_two_threads() {
         let content = mixed_dump();
         let (_dir, gz) = gzip_of(&content);
         let mut bytes = std::fs::read(&gz).unwrap();
@@ -1782,7 +1761,7 @@ mod tests {
     }
 
     #[test]
-    fn review_damage_same_lines_one_or_two_threads_fake_source() {
+    fn damage_same_lines_one_or_two_threads_fake_source() {
         let content = b"{\"address\":\"0x1\", \"type\":\"HASH\"}\n".repeat(40);
         let mut differ = Vec::new();
         for fail_at in (0..content.len()).step_by(37) {
@@ -1818,7 +1797,7 @@ mod tests {
     }
 
     #[test]
-    fn review_truncated_gzip_same_lines_one_or_two_threads() {
+    fn truncated_gzip_same_lines_one_or_two_threads() {
         let mut content = Vec::new();
         for i in 0..3000 {
             content.extend_from_slice(
@@ -1860,7 +1839,7 @@ mod tests {
 
     #[test]
     #[should_panic]
-    fn review_a_visitor_panicking_on_the_producer_thread_does_not_hang() {
+    fn a_visitor_panicking_on_the_producer_thread_does_not_hang() {
         let content = b"{\"address\":\"0x1\"}\n".repeat(200);
         let src = Trickle {
             data: content,
