@@ -111,10 +111,10 @@ impl SiteSeries {
 
     /// Blocks the runtime allocated (the site is in libruby or the ruby binary) that the checks
     /// before exit did not find lost (the site did not grow while the program ran) and the
-    /// reports taken at exit did, whoever asked the runtime for the memory. Such a block belongs to a Ruby object or a runtime structure
-    /// that lived until the end (an object's data made by `rb_data_object_zalloc` for ffi_c.so,
-    /// a buffer from `ruby_xmalloc`), and is lost because the runtime drops its heap at exit
-    /// without freeing everything. A runtime site is every allocation of one allocator function
+    /// reports taken at exit did, whoever asked the runtime for the memory. Such a block
+    /// belongs to a Ruby object or a runtime structure that lived until the end (an object's
+    /// data made by `rb_data_object_zalloc` for ffi_c.so, a buffer from `ruby_xmalloc`), and is
+    /// lost because the runtime drops its heap at exit without freeing everything. A runtime site is every allocation of one allocator function
     /// of the runtime, so its representative stack is one stack of many: an FFI frame on it
     /// says nothing about the rest. A block lost while the program runs is judged like any
     /// other site.
