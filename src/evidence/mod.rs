@@ -247,16 +247,28 @@ pub(crate) fn settled_from(heap: &[HeapSnapshot], sidecars: &[crate::bundle::Sid
     let Some(last) = sidecars.last() else {
         return 0;
     };
-    let features = |h: &HeapSnapshot| sidecar_of(sidecars, h).map(|s| &s.loaded_features);
-    let settled = heap
+    let features = heap
         .iter()
-        .position(|h| features(h).is_some_and(|f| *f == last.loaded_features))
-        .unwrap_or(0);
+        .map(|h| sidecar_of(sidecars, h).map(|s| &s.loaded_features));
+    let settled = first_with_final_features(features, &&last.loaded_features).unwrap_or(0);
     if heap.len().saturating_sub(settled) >= 2 {
         settled
     } else {
         0
     }
+}
+
+/// Where loading settles in a series of snapshots: the position of the first whose loaded
+/// features (`None`: not known) are `last`, the newest's. Judging growth (`settled_from`) and
+/// choosing the dumps `--keep-dumps` keeps (`run::compact::DumpKeeper`) both follow this rule;
+/// the keeper compares hashes of the features, so the features are any comparable key.
+pub(crate) fn first_with_final_features<K: PartialEq>(
+    features: impl IntoIterator<Item = Option<K>>,
+    last: &K,
+) -> Option<usize> {
+    features
+        .into_iter()
+        .position(|f| f.is_some_and(|f| f == *last))
 }
 
 #[cfg(test)]
@@ -290,5 +302,11 @@ mod tests {
         assert_eq!(at(&[93, 100, 105, 111]), 0);
         // Without sidecars nothing can be told.
         assert_eq!(settled_from(&heaps, &[]), 0);
+        // The rule itself, as the dump keeper uses it: unknown features never match.
+        assert_eq!(
+            first_with_final_features([None, Some(1), Some(2), Some(2)], &2),
+            Some(2)
+        );
+        assert_eq!(first_with_final_features([None, Some(1)], &2), None);
     }
 }

@@ -176,7 +176,9 @@ impl DumpKeeper {
         let mut keep: Vec<u32> = series.iter().rev().take(self.newest).copied().collect();
         keep.extend(series.first());
         if let Some(last) = series.iter().rev().find_map(features) {
-            keep.extend(series.iter().find(|r| features(r) == Some(last)));
+            let settled =
+                crate::evidence::first_with_final_features(series.iter().map(features), &last);
+            keep.extend(settled.map(|i| series[i]));
         }
         let mut warnings = Vec::new();
         for s in snapshots.iter_mut().filter(|s| {
