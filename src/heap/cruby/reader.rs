@@ -1715,11 +1715,25 @@ mod tests {
         }
     }
 
+    /// Runs `read` on its own thread and asserts that it panics within a minute: a hang
+    /// fails the test instead of stalling the suite (cargo has no per-test timeout), and a
+    /// read that returns fails it too.
+    fn assert_panics_without_hanging(read: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).is_err();
+            let _ = tx.send(panicked);
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(panicked) => assert!(panicked, "the read returned instead of panicking"),
+            Err(_) => panic!("the read hung (no result after 60 s)"),
+        }
+    }
+
     /// A visitor that panics on every chunk must make the read panic, not hang: with the
     /// commit as is, both workers die, the receiver stays alive in `pieces`, and the producer
     /// blocks forever on the full channel.
     #[test]
-    #[should_panic]
     fn a_panicking_visitor_does_not_hang_the_stream_reader() {
         let content = b"{\"address\":\"0x1\"}\n".repeat(200);
         let src = Trickle {
@@ -1728,7 +1742,9 @@ mod tests {
             seed: 3,
             fail_at: None,
         };
-        let _ = read_src(Box::new(src), &small(2, 40, 64), |_| Panicky);
+        assert_panics_without_hanging(move || {
+            let _ = read_src(Box::new(src), &small(2, 40, 64), |_| Panicky);
+        });
     }
 
     /// A gzip stream cut at 2/3 reads alike with one or two threads.
@@ -1838,7 +1854,6 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
     fn a_visitor_panicking_on_the_producer_thread_does_not_hang() {
         let content = b"{\"address\":\"0x1\"}\n".repeat(200);
         let src = Trickle {
@@ -1848,6 +1863,8 @@ mod tests {
             fail_at: None,
         };
         // Chunks of one byte: every line is scanned on the decompressing thread.
-        let _ = read_src(Box::new(src), &small(2, 1, 64), |_| Panicky);
+        assert_panics_without_hanging(move || {
+            let _ = read_src(Box::new(src), &small(2, 1, 64), |_| Panicky);
+        });
     }
 }
