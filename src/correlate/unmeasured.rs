@@ -194,7 +194,7 @@ fn finding(
     evidence.push(EvidenceItem::new(
         Source::Lifecycle,
         format!(
-            "never released per heap snapshot: {} ({} instances)",
+            "never released at each round: {} ({} instances)",
             series
                 .iter()
                 .map(|&n| count(n))
@@ -264,7 +264,7 @@ fn finding(
         ),
     ));
     let headline = format!("{label} is not called: {class} instances are dropped unreleased");
-    let title = format!("{headline} ({} more never released; {why})", count(grown));
+    let title = format!("{headline}, {} more never released — {why}", count(grown));
     let mut f = Finding::new(FindingKind::MissingRelease, confidence, title)
         .headline(headline)
         .identify(&[class]);
