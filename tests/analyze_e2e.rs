@@ -96,9 +96,23 @@ fn lsan_run(
     args: &[String],
     env: &[(&str, &Path)],
 ) -> std::process::Output {
+    backend_run(["lsan", "2"], bundle, timing, format, program, args, env)
+}
+
+/// `leakhunt run` under `backend` with `snapshots` rounds (`[backend, snapshots]`), then as
+/// [`lsan_run`].
+fn backend_run(
+    [backend, snapshots]: [&str; 2],
+    bundle: &Path,
+    timing: [&str; 2],
+    format: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &Path)],
+) -> std::process::Output {
     let _one = crate::common::one_run_at_a_time();
     leakhunt()
-        .args(["run", "--backend", "lsan", "--snapshots", "2"])
+        .args(["run", "--backend", backend, "--snapshots", snapshots])
         .args([
             "--after", timing[0], "--every", timing[1], "--format", format,
         ])
@@ -290,14 +304,27 @@ fn a_bare_lsan_log_of_leaking_widgets_names_widget_create_in_libwidget() {
 
 /// Runs a widget program (3,000 objects over 3 s) under `leakhunt run --backend lsan`.
 fn run_widget(program: &str) -> (i32, serde_json::Value, String) {
+    run_widget_under("lsan", program)
+}
+
+/// Runs a widget program (3,000 objects over 3 s) under `leakhunt run --backend BACKEND`:
+/// two rounds under lsan, three 0.7 s apart without a native backend (the lifecycle must grow
+/// round after round).
+fn run_widget_under(backend: &str, program: &str) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let lib = crate::common::build_widget(dir.path());
     let program = crate::common::widget_fixture(program);
     let args = ["3000".to_owned(), "3".to_owned()];
     let env = [("WIDGET_LIB", lib.as_path())];
-    let out = lsan_run(
+    let (snapshots, every) = if backend == "lsan" {
+        ("2", "1s")
+    } else {
+        ("3", "0.7s")
+    };
+    let out = backend_run(
+        [backend, snapshots],
         &dir.path().join("bundle"),
-        ["0.5s", "1s"],
+        ["0.5s", every],
         "json",
         &program,
         &args,
@@ -372,6 +399,47 @@ fn a_wrapper_script_program_gets_the_agent_through_rubyopt() {
         "{:?}",
         manifest.env
     );
+}
+
+/// Without a native backend the unclosed Widgets are told from their lifecycle alone: one
+/// finding, `Widget#close` at the `Widget.new` line, saying native memory was not measured.
+#[test]
+fn leaking_widgets_without_a_native_backend_name_widget_close() {
+    let (code, report, stderr) = run_widget_under("none", "widget-leak.rb");
+    let ctx = format!(
+        "{}\n{report:#}\n{stderr}",
+        crate::common::findings_brief(&report)
+    );
+    assert_eq!(code, 1, "{ctx}");
+    assert_eq!(leak_kinds(&report), ["missing_release"], "{ctx}");
+    let top = &report["findings"][0];
+    assert_eq!(top["class"], "Widget", "{ctx}");
+    assert_eq!(top["suggestion"]["method"], "Widget#close", "{ctx}");
+    assert!(top["native"].is_null(), "{ctx}");
+    assert!(
+        top["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("native memory was not measured (`--backend none`)")),
+        "{ctx}"
+    );
+    let created = widget_line("widget-leak.rb", "Widget.new");
+    assert_eq!(
+        locations(top)[0],
+        ("widget-leak.rb".to_owned(), created, "created".to_owned()),
+        "{ctx}"
+    );
+}
+
+/// Closed Widgets, and Gadgets whose FFI::AutoPointer frees them, are no finding without a
+/// native backend either.
+#[test]
+fn closed_widgets_and_finalized_gadgets_without_a_native_backend_give_no_finding() {
+    for program in ["widget-fixed.rb", "gadget-finalized.rb"] {
+        let (code, report, stderr) = run_widget_under("none", program);
+        assert_eq!(code, 0, "{program}: {stderr}\n{report:#}");
+        assert!(leak_kinds(&report).is_empty(), "{program}: {report:#}");
+        assert_eq!(report["verdict"], "no_leak", "{program}");
+    }
 }
 
 #[test]

@@ -498,6 +498,16 @@ fn assert_seed_findings(r: &Run, variant: &str) {
                 ("leak-counter.rb".into(), u64::from(line), "created".into()),
                 "{ctx}"
             );
+            if r.manifest.backend.name == "none" {
+                // Told from the lifecycle alone: no native site, and the report says so.
+                assert!(top["native"].is_null(), "{ctx}");
+                let title = top["title"].as_str().unwrap_or_default();
+                assert!(
+                    title.contains("native memory was not measured (`--backend none`)"),
+                    "{ctx}"
+                );
+                assert_ne!(top["confidence"], "high", "{ctx}");
+            }
         }
         _ => {
             assert!(kinds.is_empty(), "{ctx}");
@@ -524,6 +534,14 @@ fn seed_fixed_under_lsan() {
 #[test]
 fn seed_array_without_a_native_backend() {
     seed_case("leak.rb", "none");
+}
+
+/// Without a native backend the unclosed messages are told from their lifecycle alone: the same
+/// finding as under lsan (the method, the line that creates them), saying native memory was not
+/// measured.
+#[test]
+fn seed_counter_without_a_native_backend() {
+    seed_case("leak-counter.rb", "none");
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! the rules live one per file: [`retention`] (Ruby retention), [`release`] (missing release on
 //! an FFI wrapper), [`extension`] (native sites inside C extensions: a missing release on an
 //! extension class, or the extension leaking on its own), [`native`] (native leaks without a
-//! Ruby owner) and [`noise`] (what is left of the native sites); [`timeline`] charts the result.
+//! Ruby owner) and [`noise`] (what is left of the native sites); without native evidence,
+//! [`unmeasured`] tells a missing release from the wrapper lifecycle alone; [`timeline`] charts
+//! the result.
 
 pub mod analysis;
 pub mod classes;
@@ -23,6 +25,7 @@ pub mod retention;
 pub mod sites;
 pub mod source_hint;
 pub mod timeline;
+pub mod unmeasured;
 
 use crate::evidence::{Evidence, Origin};
 use crate::heap::histogram::Histogram;
@@ -44,15 +47,23 @@ pub struct Options {
 /// Runs every rule over the evidence; with several processes, over each one, and merges what
 /// they found ([`processes`]).
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
-    let main = correlate_one(ev, options);
+    // A run that read no native report in any process measured no native memory: the wrapper
+    // lifecycle alone tells a missing release then ([`unmeasured`]).
+    let unmeasured = ev
+        .each_process()
+        .all(|e| e.native.is_empty())
+        .then(|| unmeasured::why_unmeasured(ev.manifest.as_ref().map(|m| m.backend.name.as_str())));
+    let unmeasured = unmeasured.as_deref();
+    let main = correlate_one(ev, options, unmeasured);
     if ev.processes.is_empty() {
         return main;
     }
-    processes::merge(ev, main, &|e| correlate_one(e, options))
+    processes::merge(ev, main, &|e| correlate_one(e, options, unmeasured))
 }
 
-/// Runs every rule over one process's evidence.
-fn correlate_one(ev: &Evidence, options: &Options) -> Analysis {
+/// Runs every rule over one process's evidence; `unmeasured` says why no native memory was
+/// measured, when none was.
+fn correlate_one(ev: &Evidence, options: &Options, unmeasured: Option<&str>) -> Analysis {
     // The agent's own objects are not the program's: out of every table, chart and rule.
     let all_series = classes::class_series(&ev.heap);
     let agent_classes = classes::agent_classes(&ev.heap, &all_series);
@@ -90,7 +101,10 @@ fn correlate_one(ev: &Evidence, options: &Options) -> Analysis {
     }
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
-    let (native_findings, native_rows) = native::native_findings(ev, &sites, &mut notes);
+    let (mut native_findings, native_rows) = native::native_findings(ev, &sites, &mut notes);
+    if let Some(why) = unmeasured {
+        native_findings.extend(unmeasured::findings(ev, why, &mut notes));
+    }
     // In one run (a bundle), native memory of instances that are still retained cannot be lost
     // apart from them: one finding. Loose files may come from different runs (the seed's heap
     // dumps and its `leaks` report do): each finding stands on its own.

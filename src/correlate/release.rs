@@ -75,12 +75,12 @@ fn module_binds(m: &FfiModule, library: &str) -> bool {
     })
 }
 
-fn method_label(w: &WrapperClass, m: &WrapperMethod) -> String {
+pub(super) fn method_label(w: &WrapperClass, m: &WrapperMethod) -> String {
     let sep = if m.singleton { "." } else { "#" };
     format!("{}{sep}{}", w.class, m.name)
 }
 
-fn method_at(m: &WrapperMethod) -> Option<SourceLine> {
+pub(super) fn method_at(m: &WrapperMethod) -> Option<SourceLine> {
     Some(SourceLine {
         file: m.file.clone()?,
         line: m.line?,
@@ -89,7 +89,7 @@ fn method_at(m: &WrapperMethod) -> Option<SourceLine> {
 
 /// The family of an attached symbol within its module and the family's release functions:
 /// the longest `_` prefix under which the module attaches a release (`zmq_msg_` → `zmq_msg_close`).
-fn family_of(m: &FfiModule, symbol: &str) -> Option<(String, Vec<String>)> {
+pub(super) fn family_of(m: &FfiModule, symbol: &str) -> Option<(String, Vec<String>)> {
     names::family_prefixes(symbol)
         .into_iter()
         .find_map(|prefix| {
@@ -103,7 +103,7 @@ fn family_of(m: &FfiModule, symbol: &str) -> Option<(String, Vec<String>)> {
         })
 }
 
-fn calls(m: &WrapperMethod, module: &str, pred: &dyn Fn(&str) -> bool) -> bool {
+pub(super) fn calls(m: &WrapperMethod, module: &str, pred: &dyn Fn(&str) -> bool) -> bool {
     m.calls
         .iter()
         .any(|c| (c.module.is_empty() || c.module == module) && pred(&c.function))
@@ -111,7 +111,7 @@ fn calls(m: &WrapperMethod, module: &str, pred: &dyn Fn(&str) -> bool) -> bool {
 
 /// The wrapper's method that releases: one calling a family release function, else (family
 /// unknown) one the agent marked as release or that calls a release-named function.
-fn release_method<'a>(
+pub(super) fn release_method<'a>(
     w: &'a WrapperClass,
     module: &str,
     releases: &[String],
@@ -771,7 +771,7 @@ const MAX_CREATION_LINES: usize = 6;
 
 /// "W instances created at f.rb:37 (…)" for the leading site, "also created at" for the
 /// others, then a count of those past [`MAX_CREATION_LINES`].
-fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
+pub(super) fn creation_evidence(blame: &Blame) -> Vec<EvidenceItem> {
     let source = if blame.by_name {
         Source::Heap
     } else {
@@ -865,6 +865,21 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
     evidence.extend(unnamed_site_hint(top));
     evidence.extend(blame.evidence.iter().cloned());
     evidence.extend(creation_evidence(blame));
+    let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
+        .headline(headline)
+        .identify(&[blame.class.as_str()]);
+    f.class = Some(blame.class.clone());
+    f.native = Some(top.owner());
+    f.bytes = bytes;
+    f.count = blocks;
+    f.evidence = evidence;
+    f.suggestion = Some(release_suggestion(blame, method));
+    f
+}
+
+/// The fix for a missing release: call the release method after the last use of each instance,
+/// at the leading creation site, and the shapes that call can take.
+pub(super) fn release_suggestion(blame: &Blame, method: Option<String>) -> Suggestion {
     let var = names::instance_variable(&blame.class);
     // The fix names the leading site only; the others are evidence lines.
     let where_created = blame
@@ -872,7 +887,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
         .first()
         .map(|l| format!(" created at {}", l.site()))
         .unwrap_or_default();
-    let text = match (&method, &blame.release_function) {
+    let text = match (method.as_deref(), &blame.release_function) {
         (Some(m), Some(f)) if blame.by_name => format!(
             "Call the method of {} that calls {f} — by its name, `{m}` — after the last use of each instance{where_created}, so the native memory is freed.",
             blame.class
@@ -891,15 +906,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
         ),
     };
     let release_call = blame.release_method.as_deref().unwrap_or("close");
-    let mut f = Finding::new(FindingKind::MissingRelease, blame.confidence, title)
-        .headline(headline)
-        .identify(&[blame.class.as_str()]);
-    f.class = Some(blame.class.clone());
-    f.native = Some(top.owner());
-    f.bytes = bytes;
-    f.count = blocks;
-    f.evidence = evidence;
-    f.suggestion = Some(Suggestion {
+    Suggestion {
         text,
         method,
         locations: blame.created_at.clone(),
@@ -913,8 +920,7 @@ pub fn missing_release(blame: &Blame, sites: &[&SiteSeries], over_time: bool) ->
                 blame.class
             ),
         ],
-    });
-    f
+    }
 }
 
 #[cfg(test)]

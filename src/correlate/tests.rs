@@ -1418,3 +1418,243 @@ fn the_text_and_json_reports_list_the_processes() {
     assert_eq!(json["findings"][0]["processes"][1]["pid"], 12);
     assert_eq!(json["timeline"]["processes"][1]["label"], "pid 11 (worker)");
 }
+
+// ---------------------------------------------------------------------------------------------
+// No native backend: a missing release told from the wrapper lifecycle alone.
+
+/// A `--backend none` bundle: `widgets[i]` Widgets created (none closed unless `closed`) by
+/// sidecar i, and a heap snapshot per sidecar where `alive` Widgets are still live.
+fn unmeasured_widgets(widgets: &[u64], closed: bool, alive: i64) -> Evidence {
+    let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+    ev.manifest = Some(crate::bundle::Manifest {
+        backend: crate::bundle::Backend {
+            name: "none".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    for (i, &n) in widgets.iter().enumerate() {
+        ev.sidecars
+            .push(widget_sidecar(n, if closed { n } else { 0 }, 0));
+        ev.heap.push(crate::evidence::HeapSnapshot {
+            snapshot: Some(i as u32 + 1),
+            ..retention::tests::heap(&[("Widget", alive), ("String", 1000)], &[])
+        });
+    }
+    ev
+}
+
+fn unmeasured_release(a: &Analysis) -> Option<&Finding> {
+    a.findings
+        .iter()
+        .find(|f| f.kind == FindingKind::MissingRelease)
+}
+
+#[test]
+fn widgets_dropped_unclosed_without_a_native_backend_are_a_missing_release() {
+    let a = correlate(
+        &unmeasured_widgets(&[100, 600, 1100], false, 3),
+        &Options::default(),
+    );
+    assert_eq!(a.leak_findings().count(), 1, "{:#?}", a.findings);
+    assert_eq!(a.verdict, Verdict::Leak);
+    let f = unmeasured_release(&a).expect("a missing release");
+    assert_eq!(f.class.as_deref(), Some("Widget"));
+    assert_eq!(f.native, None);
+    assert_eq!(f.count, 1000);
+    assert_eq!(f.confidence, Confidence::Medium);
+    assert!(
+        f.title
+            .contains("native memory was not measured (`--backend none`)"),
+        "{}",
+        f.title
+    );
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.method.as_deref(), Some("Widget#close"));
+    assert_eq!(s.locations[0].site(), "widget-leak.rb:7");
+    assert_eq!(s.locations[0].role, LocationRole::Created);
+    assert!(s.text.contains("widget_destroy"), "{}", s.text);
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text.contains("rerun with `--backend lsan`")),
+        "{:#?}",
+        f.evidence
+    );
+    // The same fingerprint as the finding a native backend gives.
+    let native = correlate(&widget_leak(), &Options::default());
+    assert_eq!(f.fingerprint, native.findings[0].fingerprint);
+    for format in [
+        crate::report::ReportFormat::Text,
+        crate::report::ReportFormat::Json,
+        crate::report::ReportFormat::Html,
+    ] {
+        let out = rendered(&a, format);
+        assert!(out.contains("Widget#close"), "{format:?}: {out}");
+        assert!(out.contains("not measured"), "{format:?}: {out}");
+    }
+}
+
+#[test]
+fn unclosed_widgets_that_stay_alive_rank_low() {
+    let a = correlate(
+        &unmeasured_widgets(&[100, 600, 1100], false, 1000),
+        &Options::default(),
+    );
+    assert_eq!(unmeasured_release(&a).unwrap().confidence, Confidence::Low);
+}
+
+#[test]
+fn unreleased_instances_made_once_at_start_are_not_a_leak() {
+    // All made before the second round, none since: a one-off, not a leak that goes on.
+    let a = correlate(
+        &unmeasured_widgets(&[100, 600, 600, 600], false, 3),
+        &Options::default(),
+    );
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert_eq!(a.verdict, Verdict::NoLeak);
+}
+
+#[test]
+fn closed_widgets_without_a_native_backend_are_no_finding() {
+    let a = correlate(
+        &unmeasured_widgets(&[100, 600, 1100], true, 3),
+        &Options::default(),
+    );
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+}
+
+#[test]
+fn a_wrapper_freed_by_its_finalizer_is_a_note_not_a_finding() {
+    let mut ev = unmeasured_widgets(&[100, 600, 1100], false, 3);
+    for sc in &mut ev.sidecars {
+        sc.wrappers[0].finalizer = true;
+        sc.wrappers[0].finalizer_detail = Some("released by FFI::AutoPointer".into());
+    }
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.starts_with("Widget:") && n.contains("FFI::AutoPointer")),
+        "{:?}",
+        a.notes
+    );
+}
+
+#[test]
+fn a_wrapper_without_a_release_method_is_not_blamed() {
+    // Gadgets pile up unreleased, but Gadget has no method calling gadget_free (its pointer
+    // class frees them).
+    let mut ev = unmeasured_widgets(&[0, 0, 0], false, 0);
+    for (sc, n) in ev.sidecars.iter_mut().zip([100u64, 600, 1100]) {
+        *sc = widget_sidecar(0, 0, n);
+    }
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+}
+
+#[test]
+fn instances_released_at_one_site_and_not_another_are_only_a_note() {
+    // Like leak-fixed.rb: what is received is closed, what is sent is never closed (sending
+    // gives it to the library).
+    let mut ev = unmeasured_widgets(&[100, 600, 1100], false, 3);
+    for sc in &mut ev.sidecars {
+        let l = &mut sc.lifecycle[0];
+        let n = l.created;
+        l.released = n / 2;
+        l.created_at = vec![
+            SiteCount {
+                file: "widget-leak.rb".into(),
+                line: 7,
+                count: n / 2,
+                released: Some(n / 2),
+            },
+            SiteCount {
+                file: "widget-leak.rb".into(),
+                line: 9,
+                count: n / 2,
+                released: Some(0),
+            },
+        ];
+    }
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.contains("created at widget-leak.rb:7") && n.contains("--backend lsan")),
+        "{:?}",
+        a.notes
+    );
+}
+
+#[test]
+fn with_native_evidence_the_lifecycle_alone_blames_nothing() {
+    // A native backend measured, and no site of libwidget grew: the lifecycle is not enough.
+    let mut ev = unmeasured_widgets(&[100, 600, 1100], false, 3);
+    ev.manifest.as_mut().unwrap().backend.name = "lsan".into();
+    ev.native = snapshots(&[
+        vec![(runtime_stack(), 5000, 900_000)],
+        vec![(runtime_stack(), 5000, 900_000)],
+        vec![(runtime_stack(), 5000, 900_000)],
+    ]);
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+}
+
+#[test]
+fn unclosed_messages_kept_in_an_array_are_one_retention_finding_without_native_evidence() {
+    // Seed A under --backend none: the messages are unreleased because the Array keeps them.
+    let mut ev = retention::tests::seed_a();
+    ev.sidecars = vec![
+        zmq_sidecar(1, 20_000),
+        zmq_sidecar(2, 80_000),
+        zmq_sidecar(3, 140_000),
+    ];
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 1, "{:#?}", a.findings);
+    let f = &a.findings[0];
+    assert_eq!(f.kind, FindingKind::RubyRetention);
+    let s = f.suggestion.as_ref().unwrap();
+    assert_eq!(s.locations[0].site(), "leak.rb:29");
+    assert_eq!(s.method.as_deref(), Some("ZMQ::Message#close"));
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text.contains("also hold native memory") && e.text.contains("not measured")),
+        "{:#?}",
+        f.evidence
+    );
+}
+
+#[test]
+fn an_extension_class_left_open_without_a_native_backend_is_a_note() {
+    use crate::bundle::{Extension, ExtensionModule};
+    let mut ev = unmeasured_widgets(&[0, 0, 0], false, 0);
+    for (sc, n) in ev.sidecars.iter_mut().zip([100u64, 600, 1100]) {
+        sc.wrappers.clear();
+        sc.extensions = vec![Extension {
+            path: "/app/ext/cbufs.so".into(),
+            gem: None,
+            modules: vec![ExtensionModule {
+                name: "RingBuf".into(),
+                class: true,
+                methods: vec!["initialize".into(), "close".into()],
+                release_methods: vec!["close".into()],
+                ..ExtensionModule::default()
+            }],
+        }];
+        sc.lifecycle = vec![life("RingBuf", n, 0, &[("ringbuf-leak.rb", 6, n)])];
+    }
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+    assert!(
+        a.notes.iter().any(
+            |n| n.starts_with("RingBuf (C extension cbufs.so): 1,100 created")
+                && n.contains("rerun with `--backend lsan`")
+        ),
+        "{:?}",
+        a.notes
+    );
+}

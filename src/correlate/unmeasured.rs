@@ -1,0 +1,276 @@
+//! Rule 2 without native evidence: a missing release told from the wrapper lifecycle alone,
+//! when the run measured no native memory (`--backend none`). A wrapper class is blamed when
+//! its instances are created far more often than released, the instances never released keep
+//! growing round after round (not a one-off at start), the class has a release method (one
+//! that calls its family's release function) and no finalizer. Instances that a Ruby
+//! container keeps are the retention finding's business: the caller folds this finding into
+//! it ([`super::fold_release_into_retention`]).
+//!
+//! The finding says that native memory was not measured, and ranks below one a native report
+//! backs. C extension classes are only noted: whether their free function releases what an
+//! instance holds (zlib's does, a leaking extension's does not) cannot be told without native
+//! evidence.
+//!
+//! Bare files (heap dumps only) carry no lifecycle: the rule needs a bundle's sidecars.
+//!
+//! Stage: correlator rule. Input: the evidence's sidecars and heap snapshots.
+
+use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source};
+use super::release::{self, Blame};
+use crate::bundle::{Lifecycle, Sidecar, WrapperClass};
+use crate::evidence::Evidence;
+use crate::format::{count, signed};
+
+/// Rounds (sidecar to sidecar) in which the unreleased instances must have grown.
+const GROWING_ROUNDS: usize = 2;
+
+/// Why no native memory was measured, as the findings and notes say it.
+pub fn why_unmeasured(backend: Option<&str>) -> String {
+    match backend {
+        Some("none") => "native memory was not measured (`--backend none`)".to_owned(),
+        _ => "native memory was not measured (no native report was read)".to_owned(),
+    }
+}
+
+/// The unreleased instances of `class` in each sidecar, oldest first (0 before the agent
+/// counted the class).
+fn unreleased_series(ev: &Evidence, class: &str) -> Vec<u64> {
+    ev.sidecars
+        .iter()
+        .map(|sc| release::lifecycle(sc, class).map_or(0, release::unreleased))
+        .collect()
+}
+
+/// Grew from the first sidecar to the last, in at least [`GROWING_ROUNDS`] rounds: a leak
+/// that goes on, not instances made once at start and kept open.
+fn keeps_growing(series: &[u64]) -> bool {
+    let (Some(first), Some(last)) = (series.first(), series.last()) else {
+        return false;
+    };
+    last > first && series.windows(2).filter(|w| w[1] > w[0]).count() >= GROWING_ROUNDS
+}
+
+/// Where the program shows it releases instances of the class: a creation site whose
+/// instances are (nearly) all released, or, without per-site counts, a tenth of all instances
+/// released. Instances left unreleased beside those may be given away rather than dropped (a
+/// message sent through ZeroMQ belongs to it): without native evidence that is no finding.
+fn released_elsewhere(life: &Lifecycle) -> Option<String> {
+    let mostly = |released: u64, of: u64| released.saturating_mul(10) >= of.saturating_mul(9);
+    if let Some(site) = life
+        .created_at
+        .iter()
+        .find(|s| s.count > 0 && s.released.is_some_and(|r| mostly(r, s.count)))
+    {
+        return Some(format!("created at {}:{}", site.file, site.line));
+    }
+    let per_site = life.created_at.iter().any(|s| s.released.is_some());
+    (!per_site && life.released.saturating_mul(10) >= life.created)
+        .then(|| format!("({} of them)", count(life.released)))
+}
+
+/// The release method of a wrapper (and the C function it calls), found as the native rule
+/// finds it: a method calling a release function of a family the wrapper's methods call into.
+fn release_of<'a>(sc: &'a Sidecar, w: &WrapperClass) -> Option<(String, String, &'a str)> {
+    for m in &w.methods {
+        for call in &m.calls {
+            let Some(module) = sc.ffi.iter().find(|f| {
+                (call.module.is_empty() || f.name == call.module)
+                    && f.functions.iter().any(|fun| fun.symbol == call.function)
+            }) else {
+                continue;
+            };
+            let releases = release::family_of(module, &call.function)
+                .map(|(_, r)| r)
+                .unwrap_or_default();
+            if let Some((method, function)) = release::release_method(w, &module.name, &releases) {
+                return Some((method.name.clone(), function, module.name.as_str()));
+            }
+        }
+    }
+    None
+}
+
+/// Missing-release findings from the lifecycle alone, and notes on the classes set aside.
+/// Call only when the run measured no native memory.
+pub fn findings(ev: &Evidence, why: &str, notes: &mut Vec<String>) -> Vec<Finding> {
+    let Some(sc) = ev.latest_sidecar() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for w in &sc.wrappers {
+        let Some(life) = release::lifecycle(sc, &w.class) else {
+            continue;
+        };
+        let series = unreleased_series(ev, &w.class);
+        if !release::unbalanced(life) || !keeps_growing(&series) {
+            continue;
+        }
+        if w.finalizer {
+            notes.push(format!(
+                "{}: {} created, {} never released, but {} ({why})",
+                w.class,
+                count(life.created),
+                count(release::unreleased(life)),
+                w.finalizer_detail
+                    .as_deref()
+                    .unwrap_or("released by a finalizer")
+            ));
+            continue;
+        }
+        let Some((method, function, module)) = release_of(sc, w) else {
+            continue;
+        };
+        if let Some(elsewhere) = released_elsewhere(life) {
+            notes.push(format!(
+                "{}: {} created, {} never released, but the program does call {method} on the instances {elsewhere}: the others may be handed to a function that takes them over (zmq_msg_send frees a message it sends) — {why}, so leakhunt cannot tell whether they leak: rerun with `--backend lsan` (or valgrind)",
+                w.class,
+                count(life.created),
+                count(release::unreleased(life)),
+            ));
+            continue;
+        }
+        out.push(finding(
+            ev,
+            sc,
+            w,
+            life,
+            &series,
+            (method, function, module),
+            why,
+        ));
+    }
+    for ext in &sc.extensions {
+        for class in ext.modules.iter().filter(|m| m.class) {
+            let Some(life) = release::lifecycle(sc, &class.name) else {
+                continue;
+            };
+            if class.release_methods.is_empty()
+                || !release::unbalanced(life)
+                || !keeps_growing(&unreleased_series(ev, &class.name))
+            {
+                continue;
+            }
+            notes.push(format!(
+                "{} (C extension {}): {} created, {} never released by {}; {why}, and whether the extension frees what a collected instance holds cannot be told without it: rerun with `--backend lsan` (or valgrind)",
+                class.name,
+                ext.path.rsplit('/').next().unwrap_or(&ext.path),
+                count(life.created),
+                count(release::unreleased(life)),
+                class
+                    .release_methods
+                    .iter()
+                    .map(|m| format!("#{m}"))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ));
+        }
+    }
+    out
+}
+
+fn finding(
+    ev: &Evidence,
+    sc: &Sidecar,
+    w: &WrapperClass,
+    life: &Lifecycle,
+    series: &[u64],
+    (method, function, module): (String, String, &str),
+    why: &str,
+) -> Finding {
+    let class = w.class.as_str();
+    let label = format!("{class}#{method}");
+    let first = series.first().copied().unwrap_or(0);
+    let last = series.last().copied().unwrap_or(0);
+    let grown = last.saturating_sub(first);
+    let mut evidence = vec![EvidenceItem::new(
+        Source::Lifecycle,
+        format!(
+            "{class}: {} created, {} released by {method} ({} never released)",
+            count(life.created),
+            count(life.released),
+            count(release::unreleased(life))
+        ),
+    )];
+    evidence.push(EvidenceItem::new(
+        Source::Lifecycle,
+        format!(
+            "never released at each round: {} ({} instances)",
+            series
+                .iter()
+                .map(|&n| count(n))
+                .collect::<Vec<_>>()
+                .join(" → "),
+            signed(i64::try_from(grown).unwrap_or(i64::MAX))
+        ),
+    ));
+    // Unreleased instances no longer alive were collected without their release: with no
+    // finalizer, what they held in native memory is lost.
+    let live = ev
+        .heap
+        .last()
+        .map(|h| h.summary.histogram.get(class).map_or(0, |r| r.count));
+    let mut confidence = Confidence::Low;
+    if let Some(live) = live {
+        let live = u64::try_from(live).unwrap_or(0);
+        let dropped = last.saturating_sub(live);
+        evidence.push(EvidenceItem::new(
+            Source::Heap,
+            format!(
+                "{} alive in the last heap snapshot: the other {} unreleased ones were collected by the GC without {method}",
+                count(live),
+                count(dropped)
+            ),
+        ));
+        if dropped.saturating_mul(2) >= last {
+            confidence = Confidence::Medium;
+        }
+    }
+    for m in w
+        .methods
+        .iter()
+        .filter(|m| release::calls(m, module, &|f| f == function))
+    {
+        let mut item = EvidenceItem::new(
+            Source::Wrapper,
+            format!(
+                "{} calls {function}, the release of what an instance holds",
+                release::method_label(w, m)
+            ),
+        );
+        if let Some(at) = release::method_at(m) {
+            item = item.at(at);
+        }
+        evidence.push(item);
+    }
+    evidence.push(EvidenceItem::new(
+        Source::Wrapper,
+        format!("{class} has no finalizer: nothing frees what an instance holds unless {method} is called"),
+    ));
+    let (_, before) = release::first_counts(ev, sc, class);
+    let blame = Blame {
+        class: class.to_owned(),
+        release_method: Some(method.clone()),
+        release_function: Some(function.clone()),
+        evidence: Vec::new(),
+        created_at: release::creation_sites(ev, Some(life), before, class),
+        confidence,
+        by_name: false,
+    };
+    evidence.extend(release::creation_evidence(&blame));
+    evidence.push(EvidenceItem::new(
+        Source::Native,
+        format!(
+            "{why}: how much each unreleased {class} holds is unknown; rerun with `--backend lsan` (or valgrind) to measure it and see the native stack that allocates it"
+        ),
+    ));
+    let headline = format!("{label} is not called: {class} instances are dropped unreleased");
+    let title = format!("{headline}, {} more never released — {why}", count(grown));
+    let mut f = Finding::new(FindingKind::MissingRelease, confidence, title)
+        .headline(headline)
+        .identify(&[class]);
+    f.class = Some(class.to_owned());
+    f.count = i64::try_from(grown).unwrap_or(i64::MAX);
+    f.evidence = evidence;
+    f.suggestion = Some(release::release_suggestion(&blame, Some(label)));
+    f
+}
