@@ -47,13 +47,10 @@ pub struct Options {
 /// Runs every rule over the evidence; with several processes, over each one, and merges what
 /// they found ([`processes`]).
 pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
-    // A run that read no native report in any process measured no native memory: the wrapper
-    // lifecycle alone tells a missing release then ([`unmeasured`]).
-    let unmeasured = ev
-        .each_process()
-        .all(|e| e.native.is_empty())
-        .then(|| unmeasured::why_unmeasured(ev.manifest.as_ref().map(|m| m.backend.name.as_str())));
-    let unmeasured = unmeasured.as_deref();
+    // A run that read no native report in any process: the wrapper lifecycle alone may tell a
+    // missing release then ([`unmeasured`]).
+    let no_native = unmeasured::no_native_evidence(ev);
+    let unmeasured = no_native.as_ref();
     let main = correlate_one(ev, options, unmeasured);
     if ev.processes.is_empty() {
         return main;
@@ -61,9 +58,13 @@ pub fn correlate(ev: &Evidence, options: &Options) -> Analysis {
     processes::merge(ev, main, &|e| correlate_one(e, options, unmeasured))
 }
 
-/// Runs every rule over one process's evidence; `unmeasured` says why no native memory was
-/// measured, when none was.
-fn correlate_one(ev: &Evidence, options: &Options, unmeasured: Option<&str>) -> Analysis {
+/// Runs every rule over one process's evidence; `unmeasured` says why no process of the run
+/// has native evidence, when none has.
+fn correlate_one(
+    ev: &Evidence,
+    options: &Options,
+    unmeasured: Option<&unmeasured::NoNativeEvidence>,
+) -> Analysis {
     // The agent's own objects are not the program's: out of every table, chart and rule.
     let all_series = classes::class_series(&ev.heap);
     let agent_classes = classes::agent_classes(&ev.heap, &all_series);
@@ -102,8 +103,8 @@ fn correlate_one(ev: &Evidence, options: &Options, unmeasured: Option<&str>) -> 
     let mut findings = retention::findings(ev, &groups, options.include_strings, &mut notes);
     let sites = sites::site_series(&ev.native);
     let (mut native_findings, native_rows) = native::native_findings(ev, &sites, &mut notes);
-    if let Some(why) = unmeasured {
-        native_findings.extend(unmeasured::findings(ev, why, &mut notes));
+    if let Some(no_native) = unmeasured {
+        native_findings.extend(unmeasured::findings(ev, no_native, &mut notes));
     }
     // In one run (a bundle), native memory of instances that are still retained cannot be lost
     // apart from them: one finding. Loose files may come from different runs (the seed's heap

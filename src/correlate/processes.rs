@@ -249,11 +249,15 @@ fn merge_bucket(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> Option<Findin
     f.count = blocks;
     f.confidence = bucket.iter().map(|(_, g)| g.confidence).max()?;
     let place = where_text(bucket, roles);
+    let lifecycle_only = super::unmeasured::is_lifecycle_only(rep);
     f.title = format!(
         "{} · {place} · {}",
         rep.headline,
-        measure(f.kind, blocks, bytes)
+        measure(f.kind, lifecycle_only, blocks, bytes)
     );
+    if lifecycle_only {
+        f.title = format!("{} — {}", f.title, super::unmeasured::NOT_MEASURED);
+    }
     f.processes = bucket
         .iter()
         .map(|(j, g)| FindingProcess {
@@ -284,7 +288,7 @@ fn merge_bucket(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> Option<Findin
                 "pid {} ({}): {}",
                 p.pid,
                 p.role,
-                measure(f.kind, p.count, p.bytes).trim_end_matches(" in total")
+                measure(f.kind, lifecycle_only, p.count, p.bytes).trim_end_matches(" in total")
             ),
         )
     }));
@@ -316,8 +320,10 @@ fn where_text(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> String {
     format!("in {}", parts.join(" and "))
 }
 
-/// "+6,974 blocks / +3,679,200 bytes in total", "+1,200 instances in total".
-fn measure(kind: FindingKind, blocks: i64, bytes: i64) -> String {
+/// "+6,974 blocks / +3,679,200 bytes in total", "+1,200 instances in total"; a missing
+/// release told from the lifecycle alone (`lifecycle_only`) measured no bytes: "+1,200
+/// instances never released in total".
+fn measure(kind: FindingKind, lifecycle_only: bool, blocks: i64, bytes: i64) -> String {
     let noun = |n: i64, one: &str, many: &str| {
         if n.abs() == 1 {
             one.to_owned()
@@ -326,6 +332,11 @@ fn measure(kind: FindingKind, blocks: i64, bytes: i64) -> String {
         }
     };
     match kind {
+        FindingKind::MissingRelease if lifecycle_only => format!(
+            "{} {} never released in total",
+            signed(blocks),
+            noun(blocks, "instance", "instances")
+        ),
         FindingKind::RubyRetention => format!(
             "{} {} in total",
             signed(blocks),

@@ -1607,6 +1607,13 @@ fn with_native_evidence_the_lifecycle_alone_blames_nothing() {
 fn unclosed_messages_kept_in_an_array_are_one_retention_finding_without_native_evidence() {
     // Seed A under --backend none: the messages are unreleased because the Array keeps them.
     let mut ev = retention::tests::seed_a();
+    ev.manifest = Some(crate::bundle::Manifest {
+        backend: crate::bundle::Backend {
+            name: "none".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
     ev.sidecars = vec![
         zmq_sidecar(1, 20_000),
         zmq_sidecar(2, 80_000),
@@ -1656,5 +1663,93 @@ fn an_extension_class_left_open_without_a_native_backend_is_a_note() {
         ),
         "{:?}",
         a.notes
+    );
+}
+
+#[test]
+fn a_native_backend_whose_reports_were_not_read_blames_nothing_from_the_lifecycle() {
+    // Made under lsan, but no native report was read: every check found nothing (LSan writes
+    // nothing then), or the logs are missing or damaged. A clean check is no licence to blame
+    // from the lifecycle: say why it stays quiet instead.
+    for backend in ["lsan", "valgrind", "leaks"] {
+        let mut ev = unmeasured_widgets(&[100, 600, 1100], false, 3);
+        ev.manifest.as_mut().unwrap().backend.name = backend.into();
+        let a = correlate(&ev, &Options::default());
+        assert_eq!(a.leak_findings().count(), 0, "{backend}: {:#?}", a.findings);
+        assert_eq!(a.verdict, Verdict::NoLeak);
+        assert!(
+            a.notes
+                .iter()
+                .any(|n| n.starts_with("Widget: 1,100 created")
+                    && n.contains(&format!(
+                        "no native report of `--backend {backend}` was read"
+                    ))),
+            "{backend}: {:?}",
+            a.notes
+        );
+    }
+}
+
+#[test]
+fn a_bundle_without_a_manifest_blames_nothing_from_the_lifecycle() {
+    let mut ev = unmeasured_widgets(&[100, 600, 1100], false, 3);
+    ev.manifest = None;
+    let a = correlate(&ev, &Options::default());
+    assert_eq!(a.leak_findings().count(), 0, "{:#?}", a.findings);
+}
+
+/// A `--backend none` pool: the master closes its Widgets, workers 11 and 12 drop theirs.
+fn unmeasured_pool() -> Evidence {
+    use crate::bundle::{ProcessEntry, ROLE_MAIN, ROLE_WORKER};
+    use crate::evidence::ProcessEvidence;
+    let entry = |pid: u32, role: &str| ProcessEntry {
+        pid,
+        ppid: Some(if pid == 10 { 1 } else { 10 }),
+        command: vec!["pool.rb".into()],
+        role: role.into(),
+        first_round: Some(1),
+        last_round: Some(3),
+        ..ProcessEntry::default()
+    };
+    let mut ev = unmeasured_widgets(&[100, 600, 1100], true, 3);
+    let m = ev.manifest.as_mut().unwrap();
+    m.pid = Some(10);
+    m.processes = vec![
+        entry(10, ROLE_MAIN),
+        entry(11, ROLE_WORKER),
+        entry(12, ROLE_WORKER),
+    ];
+    for pid in [11, 12] {
+        ev.processes.push(ProcessEvidence {
+            entry: entry(pid, ROLE_WORKER),
+            evidence: unmeasured_widgets(&[100, 600, 1100], false, 3),
+        });
+    }
+    ev
+}
+
+#[test]
+fn workers_dropping_widgets_without_a_native_backend_are_one_finding_in_instances() {
+    let a = correlate(&unmeasured_pool(), &Options::default());
+    let leaks: Vec<&Finding> = a.leak_findings().collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", a.findings);
+    let f = leaks[0];
+    assert_eq!(f.native, None);
+    assert_eq!((f.count, f.bytes), (2000, 0));
+    // Instances, not blocks and bytes (none were measured), and the title still says so.
+    assert_eq!(
+        f.title,
+        "Widget#close is not called: Widget instances are dropped unreleased · in 2 of 2 workers · +2,000 instances never released in total — native memory was not measured (`--backend none`)"
+    );
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text == "pid 11 (worker): +1,000 instances never released"),
+        "{:#?}",
+        f.evidence
+    );
+    assert_eq!(
+        f.suggestion.as_ref().unwrap().method.as_deref(),
+        Some("Widget#close")
     );
 }

@@ -24,12 +24,48 @@ use crate::format::{count, signed};
 /// Rounds (sidecar to sidecar) in which the unreleased instances must have grown.
 const GROWING_ROUNDS: usize = 2;
 
-/// Why no native memory was measured, as the findings and notes say it.
-pub fn why_unmeasured(backend: Option<&str>) -> String {
-    match backend {
-        Some("none") => "native memory was not measured (`--backend none`)".to_owned(),
-        _ => "native memory was not measured (no native report was read)".to_owned(),
+/// What a lifecycle-only finding says of native memory: the run chose not to measure it.
+pub const NOT_MEASURED: &str = "native memory was not measured (`--backend none`)";
+
+/// Why a run has no native evidence, which decides what the lifecycle alone may tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoNativeEvidence {
+    /// `--backend none`: native memory was not measured; the lifecycle alone blames.
+    NotMeasured,
+    /// A native backend ran (named) and no report of it was read: its checks found nothing
+    /// (LSan writes nothing then), or its logs are missing or damaged. A clean check is
+    /// evidence of no leak, a damaged one of nothing: the lifecycle only makes notes.
+    Unread(String),
+}
+
+impl NoNativeEvidence {
+    /// Why no native memory backs what the lifecycle tells, as findings and notes say it.
+    fn why(&self) -> String {
+        match self {
+            NoNativeEvidence::NotMeasured => NOT_MEASURED.to_owned(),
+            NoNativeEvidence::Unread(backend) => format!(
+                "no native report of `--backend {backend}` was read (its checks found nothing, or its logs are missing or damaged)"
+            ),
+        }
     }
+}
+
+/// Why no process of a bundle has native evidence, when none has. Bare files carry no
+/// lifecycle, and a bundle without a manifest says nothing of its backend: `None` then.
+pub fn no_native_evidence(ev: &Evidence) -> Option<NoNativeEvidence> {
+    if ev.each_process().any(|e| !e.native.is_empty()) {
+        return None;
+    }
+    let backend = ev.manifest.as_ref()?.backend.name.as_str();
+    Some(match backend {
+        "none" => NoNativeEvidence::NotMeasured,
+        other => NoNativeEvidence::Unread(other.to_owned()),
+    })
+}
+
+/// A missing release told from the lifecycle alone: no native site backs it.
+pub fn is_lifecycle_only(f: &Finding) -> bool {
+    f.kind == FindingKind::MissingRelease && f.native.is_none()
 }
 
 /// The unreleased instances of `class` in each sidecar, oldest first (0 before the agent
@@ -90,12 +126,18 @@ fn release_of<'a>(sc: &'a Sidecar, w: &WrapperClass) -> Option<(String, String, 
     None
 }
 
-/// Missing-release findings from the lifecycle alone, and notes on the classes set aside.
-/// Call only when the run measured no native memory.
-pub fn findings(ev: &Evidence, why: &str, notes: &mut Vec<String>) -> Vec<Finding> {
+/// Missing-release findings from the lifecycle alone, and notes on the classes set aside
+/// (all of them when a native backend ran but nothing of it was read).
+pub fn findings(
+    ev: &Evidence,
+    no_native: &NoNativeEvidence,
+    notes: &mut Vec<String>,
+) -> Vec<Finding> {
     let Some(sc) = ev.latest_sidecar() else {
         return Vec::new();
     };
+    let why = no_native.why();
+    let why = why.as_str();
     let mut out = Vec::new();
     for w in &sc.wrappers {
         let Some(life) = release::lifecycle(sc, &w.class) else {
@@ -120,6 +162,16 @@ pub fn findings(ev: &Evidence, why: &str, notes: &mut Vec<String>) -> Vec<Findin
         let Some((method, function, module)) = release_of(sc, w) else {
             continue;
         };
+        if let NoNativeEvidence::Unread(_) = no_native {
+            notes.push(format!(
+                "{}: {} created, {} never released by {}#{method}, but {why}: no finding from the lifecycle alone",
+                w.class,
+                count(life.created),
+                count(release::unreleased(life)),
+                w.class,
+            ));
+            continue;
+        }
         if let Some(elsewhere) = released_elsewhere(life) {
             notes.push(format!(
                 "{}: {} created, {} never released, but the program does call {method} on the instances {elsewhere}: the others may be handed to a function that takes them over (zmq_msg_send frees a message it sends) — {why}, so leakhunt cannot tell whether they leak: rerun with `--backend lsan` (or valgrind)",
@@ -136,10 +188,14 @@ pub fn findings(ev: &Evidence, why: &str, notes: &mut Vec<String>) -> Vec<Findin
             life,
             &series,
             (method, function, module),
-            why,
         ));
     }
-    for ext in &sc.extensions {
+    // A native backend whose checks found nothing saw no extension leak either.
+    let extensions = match no_native {
+        NoNativeEvidence::NotMeasured => sc.extensions.as_slice(),
+        NoNativeEvidence::Unread(_) => &[],
+    };
+    for ext in extensions {
         for class in ext.modules.iter().filter(|m| m.class) {
             let Some(life) = release::lifecycle(sc, &class.name) else {
                 continue;
@@ -175,7 +231,6 @@ fn finding(
     life: &Lifecycle,
     series: &[u64],
     (method, function, module): (String, String, &str),
-    why: &str,
 ) -> Finding {
     let class = w.class.as_str();
     let label = format!("{class}#{method}");
@@ -260,11 +315,14 @@ fn finding(
     evidence.push(EvidenceItem::new(
         Source::Native,
         format!(
-            "{why}: how much each unreleased {class} holds is unknown; rerun with `--backend lsan` (or valgrind) to measure it and see the native stack that allocates it"
+            "{NOT_MEASURED}: how much each unreleased {class} holds is unknown; rerun with `--backend lsan` (or valgrind) to measure it and see the native stack that allocates it"
         ),
     ));
     let headline = format!("{label} is not called: {class} instances are dropped unreleased");
-    let title = format!("{headline}, {} more never released — {why}", count(grown));
+    let title = format!(
+        "{headline}, {} more never released — {NOT_MEASURED}",
+        count(grown)
+    );
     let mut f = Finding::new(FindingKind::MissingRelease, confidence, title)
         .headline(headline)
         .identify(&[class]);
