@@ -11,7 +11,11 @@
 //! instance holds (zlib's does, a leaking extension's does not) cannot be told without native
 //! evidence.
 //!
-//! Bare files (heap dumps only) carry no lifecycle: the rule needs a bundle's sidecars.
+//! Bare files (heap dumps only) carry no lifecycle: the rule needs a bundle's sidecars and
+//! its manifest. Only `--backend none` blames: a bundle made under a native backend of which
+//! no report was read ([`NoNativeEvidence::Unread`]: LSan writes nothing when a check finds no
+//! leak; a log may be missing or damaged) gets notes, since a clean check says the memory did
+//! not leak.
 //!
 //! Stage: correlator rule. Input: the evidence's sidecars and heap snapshots.
 
