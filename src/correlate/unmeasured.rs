@@ -153,7 +153,7 @@ pub fn findings(
         }
         if w.finalizer {
             notes.push(format!(
-                "{}: {} created, {} never released, but {} ({why})",
+                "{}: {} created, {} never released, but {}; {why}",
                 w.class,
                 count(life.created),
                 count(release::unreleased(life)),
