@@ -11,8 +11,8 @@ use crate::detect::Kind;
 use crate::diag::{Diagnostics, Position};
 use crate::error::{Error, Result};
 use crate::heap::round_summary::RoundSummary;
-use crate::native::NativeReport;
 use crate::native::symbolize::{ModuleMap, Symbolizer};
+use crate::native::{NativeFormat, NativeReport};
 use std::path::{Path, PathBuf};
 
 /// `analyze`'s inputs: one bundle directory, or any mix of dumps and native reports.
@@ -142,7 +142,7 @@ fn load_process(
             if let Some(log) = process.native_logs.iter().find(|l| **l == native.file) {
                 referenced_logs.push(log);
             }
-            match read_native_ref(dir, native) {
+            match read_native_ref(dir, native, &manifest.backend.name) {
                 Ok(reports) => {
                     // A snapshot's byte range holds one check; should it hold more, the last
                     // one is the state at the snapshot.
@@ -324,14 +324,18 @@ fn read_sidecar(path: &Path) -> Result<Sidecar> {
     Ok(sc)
 }
 
-/// The native reports of one snapshot: a whole file or a byte range of a log.
-fn read_native_ref(dir: &Path, native: &NativeRef) -> Result<Vec<NativeReport>> {
+/// The native reports of one snapshot: a whole file or a byte range of a log. An LSan check
+/// that finds no leak writes nothing: its empty range is a report with no leak, not bad input.
+fn read_native_ref(dir: &Path, native: &NativeRef, backend: &str) -> Result<Vec<NativeReport>> {
     let path = bundle_file(dir, &native.file)?;
     let input = crate::source::Input::open(&path)?;
     let len = input.len() as u64;
     let start = native.start.unwrap_or(0).min(len) as usize;
     let end = native.end.unwrap_or(len).clamp(start as u64, len) as usize;
     let bytes = &input[start..end];
+    if backend == "lsan" && native.start.is_some() && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(vec![NativeReport::empty(path, NativeFormat::Lsan)]);
+    }
     let head = &bytes[..bytes.len().min(crate::source::SNIFF_LEN)];
     let kind = crate::detect::detect_bytes(head)
         .filter(|k| k.is_native())
@@ -422,6 +426,63 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Evidence> {
 mod tests {
     use super::*;
     use crate::bundle::{Manifest, Outcome, Snapshot};
+
+    /// Round 1's LSan check found a leak; round 2's found none and wrote nothing. Round 2 is a
+    /// native snapshot with no leak, not a damaged report. An empty range of another backend
+    /// (none writes ranges) is still named as bad input.
+    #[test]
+    fn an_lsan_check_that_wrote_nothing_is_a_report_without_leaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let report = "=================================================================\n\
+            ==77==ERROR: LeakSanitizer: detected memory leaks\n\n\
+            Direct leak of 16 byte(s) in 1 object(s) allocated from:\n\
+            \x20   #0 0x7f0000001000 in malloc (/usr/lib/x86_64-linux-gnu/liblsan.so.0+0x1000)\n\
+            \x20   #1 0x7f0000002000 in make_widget (/usr/lib/libwidget.so+0x2000)\n\n\
+            SUMMARY: LeakSanitizer: 16 byte(s) leaked in 1 allocation(s).\n";
+        std::fs::write(d.join("lsan.log"), report).unwrap();
+        let len = report.len() as u64;
+        let snapshot = |index: u32, start: u64| Snapshot {
+            index,
+            pid: Some(77),
+            reason: "interval".into(),
+            t: f64::from(index),
+            native: Some(NativeRef {
+                file: "lsan.log".into(),
+                start: Some(start),
+                end: Some(len),
+            }),
+            ..Snapshot::default()
+        };
+        let load = |backend: &str| {
+            let mut manifest = Manifest {
+                leakhunt_bundle: crate::bundle::MANIFEST_SCHEMA,
+                pid: Some(77),
+                snapshots: vec![snapshot(1, 0), snapshot(2, len)],
+                ..Manifest::default()
+            };
+            manifest.backend.name = backend.into();
+            manifest.save(d).unwrap();
+            load_inputs(&[d.to_path_buf()]).unwrap()
+        };
+        let ev = load("lsan");
+        let leaks: Vec<(Option<u32>, usize)> = ev
+            .native
+            .iter()
+            .map(|n| (n.snapshot, n.report.leaks.len()))
+            .collect();
+        assert_eq!(leaks, [(Some(1), 1), (Some(2), 0)]);
+        assert!(ev.warnings.is_empty(), "{:?}", ev.warnings);
+        let ev = load("leaks");
+        assert_eq!(ev.native.len(), 1);
+        assert!(
+            ev.warnings
+                .iter()
+                .any(|w| w.contains("are not a native leak report")),
+            "{:?}",
+            ev.warnings
+        );
+    }
 
     #[test]
     fn every_process_of_a_bundle_loads_its_own_snapshots_and_footprint() {

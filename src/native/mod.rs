@@ -198,6 +198,21 @@ pub struct NativeReport {
 }
 
 impl NativeReport {
+    /// A report that lists no leak (a check that found none and printed nothing).
+    pub fn empty(path: PathBuf, format: NativeFormat) -> NativeReport {
+        NativeReport {
+            path,
+            format,
+            sequence: 0,
+            header: ReportHeader::default(),
+            summary: None,
+            frames: Vec::new(),
+            stacks: Vec::new(),
+            leaks: Vec::new(),
+            diagnostics: Diagnostics::default(),
+        }
+    }
+
     pub fn stack(&self, id: StackId) -> impl Iterator<Item = &Frame> {
         self.stacks
             .get(id as usize)
