@@ -636,9 +636,10 @@ module LeakhuntAgent
   # A record that outlived its object (freed while tracing is off) would give its site to the
   # next object made in the same slot, of any class. So between phases the agent keeps
   # objspace's free hook on (its own TracePoint, found among the enabled ones when tracing first
-  # starts): records go with their objects whenever these die. That hook costs some 60 ns per
-  # freed object natively (about +0.5 s over fixtures/run/allocs.rb's 3 M objects, where full
-  # tracing adds about 8 s). Where the hooks cannot be found (the program traces allocations
+  # starts): records go with their objects whenever these die. That hook costs some 110-180 ns
+  # per freed object natively (+1.0-1.6 CPU s over fixtures/run/allocs.rb's 3 M objects, 9 M
+  # frees, where full tracing adds about 8 s): the largest part of the sampled default's cost on
+  # an allocation-heavy program (BENCHMARKS.md). Where the hooks cannot be found (the program traces allocations
   # itself), a phase ends with a minor GC while tracing is still on instead, which frees what
   # the phase made and dropped with its records.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
