@@ -17,10 +17,9 @@
 //! children), read from /proc. Each backend runs alone first (puma plain; puma with LSan
 //! preloaded and leakhunt's LSan options; puma under valgrind memcheck with leakhunt's options),
 //! then under `leakhunt run` with the default allocation sites, `--alloc-sites all` and
-//! `--no-alloc-sites` (valgrind: the default only, its boot alone takes minutes). Best of
-//! `LEAKHUNT_BENCH_RUNS` (default 3) for each figure; runs go through every line in turn. Needs
-//! Debian's ruby-railties, ruby-actionpack, puma, liblsan0, valgrind. Every server a line starts
-//! is interrupted and waited for before the next line.
+//! `--no-alloc-sites`. Best of `LEAKHUNT_BENCH_RUNS` (default 3) for each figure; runs go
+//! through every line in turn. Needs Debian's ruby-railties, ruby-actionpack, puma, liblsan0,
+//! valgrind. Every server a line starts is interrupted and waited for before the next line.
 //!
 //! `cargo bench --bench rails` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group)
 
@@ -84,12 +83,7 @@ fn main() {
             name: alone.to_owned(),
             leakhunt: None,
         });
-        let variants: &[&[&'static str]] = if group == "valgrind" {
-            &[&[]]
-        } else {
-            &[&[], &["--alloc-sites", "all"], &["--no-alloc-sites"]]
-        };
-        for extra in variants {
+        for extra in [&[][..], &["--alloc-sites", "all"], &["--no-alloc-sites"]] {
             let mut options = vec!["--backend", backend];
             options.extend_from_slice(extra);
             lines.push(Line {
