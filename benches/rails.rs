@@ -99,6 +99,11 @@ fn main() {
             let dir = scratch.path().join(format!("run-{round}-{n}"));
             std::fs::create_dir(&dir).unwrap();
             let f = measure(line, &dir);
+            // Every run's figures, for the spread behind the best ones.
+            eprintln!(
+                "run {round}: {}: boot {:.2} s, {:.2} CPU s; {:.2} CPU ms/request; frozen {:.2} s",
+                line.name, f.boot_wall, f.boot_cpu, f.request_cpu_ms, f.frozen
+            );
             best[n] = Some(match best[n] {
                 None => f,
                 Some(b) => Figures {
