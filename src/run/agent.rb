@@ -625,8 +625,11 @@ module LeakhuntAgent
   # object). Tracing every allocation costs Ruby a malloc'ed record and a hash entry per object:
   # several times the CPU of an allocation-heavy program, more under LSan, where every malloc
   # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` (leakhunt's default) traces
-  # - from the start until the first snapshot round begins: what a program makes while it loads
-  #   and sets up (class bodies, top-level containers, a framework's boot) lives long;
+  # - from the start while the program loads code: until SETTLE seconds have passed without a
+  #   `require` loading a file, or the first snapshot round begins, whichever comes first. What
+  #   a program makes while it loads and sets up (class bodies, top-level containers made right
+  #   after the requires, a framework's boot, which requires as it goes) lives long; what it
+  #   makes once its code is loaded is its work, which the windows sample;
   # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up;
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
   #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
@@ -647,12 +650,14 @@ module LeakhuntAgent
     PERIOD = 4.0
     FIRST_WINDOW = 1.0
     TICK = 0.05
+    SETTLE = 0.25
 
     def initialize(sampled)
       @sampled = sampled
       @lock = Mutex.new
       @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
       @tracing = false
+      @loaded_at = LeakhuntAgent.clock # the last time a `require` loaded a file
     end
 
     def sampled?
@@ -668,9 +673,14 @@ module LeakhuntAgent
       start_thread
     end
 
+    # A `require` loaded a file: warm-up goes on for SETTLE seconds more.
+    def loaded
+      @loaded_at = LeakhuntAgent.clock
+    end
+
     # In a forked child: the sampling thread did not survive the fork; the tracing state did
-    # (a child forked during warm-up keeps tracing until its own first round; a round under way
-    # in the parent is the parent's).
+    # (a child forked during warm-up goes on tracing until its own code settles or its first
+    # round; a round under way in the parent is the parent's).
     def after_fork
       return unless @sampled
 
@@ -707,7 +717,10 @@ module LeakhuntAgent
       window_at = nil
       loop do
         sleep TICK
-        next if @reasons.key?(:warmup)
+        if @reasons.key?(:warmup)
+          finish(:warmup) if LeakhuntAgent.clock - @loaded_at >= SETTLE
+          next
+        end
 
         # The first window soon after warm-up: what the program starts doing then is often
         # what it goes on doing.
@@ -1445,7 +1458,7 @@ module LeakhuntAgent
             loaded = super(path)
           ensure
             Thread.current[:leakhunt_require_depth] = depth
-            agent.after_require(depth.zero? && loaded == true)
+            agent.after_require(depth.zero?, loaded == true)
           end
         end
         private :require
@@ -1455,10 +1468,11 @@ module LeakhuntAgent
       @class_ends.enable
     end
 
-    def after_require(top_level)
+    def after_require(top_level, loaded)
+      @allocation_sites&.loaded if loaded
       @extensions.settle
       @inventory.hook_ffi
-      @inventory.scan_all_unless_busy if top_level
+      @inventory.scan_all_unless_busy if top_level && loaded
     rescue StandardError => e
       note_error("after require: #{e.class}: #{e.message}")
     end

@@ -47,8 +47,9 @@ pub const KNOBS: &[Knob] = &[
         name: ALLOC_SITES,
         reader: Reader::Agent,
         meaning: "sampled (leakhunt's default): trace object allocations (file:line in dumps) \
-                  until the first snapshot, in short windows and during snapshots; 1: trace every \
-                  one; 0: off",
+                  while the program loads code (until a quarter second passes without a require \
+                  loading a file, or the first snapshot), in short windows and during snapshots; \
+                  1: trace every one; 0: off",
     },
     Knob {
         name: BACKEND,
