@@ -1,29 +1,47 @@
 //! What `leakhunt run` costs a real application (issue 11): the one-file Rails 6.1 app of the
 //! end-to-end tests (`fixtures/apps/audit.ru`, its fixed version: `AUDIT_FIXED=1`, no leak)
-//! served by puma (one process, 2 threads) on a Unix socket. Each line starts the server, sends
-//! requests one after the other, and reports
+//! served by puma (one process, 2 threads) on 127.0.0.1 (a port free when the line starts; load
+//! goes nowhere else). Each line starts the server, sends requests one after the other, and
+//! reports
 //! - boot: wall and CPU seconds from the start until the first answer (Rails loads, the agent's
 //!   warm-up: with the default sampled sites every allocation of the boot is traced);
 //! - per request: CPU ms of the whole tree (puma, the backend, leakhunt) per request over
-//!   `LEAKHUNT_BENCH_REQUESTS` requests (default 1,000; 200 under LSan), sent after 20 warm-up
-//!   requests and, under leakhunt, after a first round (which ends the warm-up tracing);
+//!   `LEAKHUNT_BENCH_REQUESTS` requests (default 1,000; 200 under LSan; 20 under valgrind), sent
+//!   after 20 warm-up requests and, under leakhunt, after a first round (which ends the warm-up
+//!   tracing); a line that takes longer than `LEAKHUNT_BENCH_LIMIT` seconds (default 600) stops
+//!   the benchmark;
 //! - round: under leakhunt, the wall time of a `leakhunt snapshot` taken after the measured
 //!   requests, and how long it kept puma's threads parked (its sidecar's GC, LSan check, dump).
 //!
-//! Each backend runs alone first (puma plain; puma with LSan preloaded and leakhunt's LSan
-//! options), then under `leakhunt run` with the default allocation sites, `--alloc-sites all`
-//! and `--no-alloc-sites`. Best of `LEAKHUNT_BENCH_RUNS` (default 3) for each figure; runs go
-//! through every line in turn. Needs Debian's ruby-railties, ruby-actionpack, puma, liblsan0.
+//! CPU is user + system time of the whole process tree (puma, valgrind, leakhunt and their
+//! children), read from /proc. Each backend runs alone first (puma plain; puma with LSan
+//! preloaded and leakhunt's LSan options; puma under valgrind memcheck with leakhunt's options),
+//! then under `leakhunt run` with the default allocation sites, `--alloc-sites all` and
+//! `--no-alloc-sites`. Best of `LEAKHUNT_BENCH_RUNS` (default 3) for each figure; runs go
+//! through every line in turn. Needs Debian's ruby-railties, ruby-actionpack, puma, liblsan0,
+//! valgrind. Every server a line starts is interrupted and waited for before the next line.
 //!
-//! `cargo bench --bench rails` (`LEAKHUNT_BENCH_ONLY=native|lsan` for one group)
+//! `cargo bench --bench rails` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group)
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LSAN_OPTIONS: &str = "fast_unwind_on_malloc=0:leak_check_at_exit=0:detect_leaks=1";
+/// leakhunt's valgrind options (src/run/backend/valgrind.rs) less the files, which each line
+/// places in its own directory.
+const VALGRIND_OPTIONS: [&str; 8] = [
+    "--tool=memcheck",
+    "--leak-check=full",
+    "--show-leak-kinds=definite,indirect,possible",
+    "--vgdb=yes",
+    "--undef-value-errors=no",
+    "--fair-sched=yes",
+    "--num-callers=40",
+    "--trace-children=yes",
+];
 const WARM_UP_REQUESTS: usize = 20;
 
 struct Line {
@@ -48,18 +66,21 @@ fn main() {
     let only = std::env::var("LEAKHUNT_BENCH_ONLY").ok();
     let scratch = tempfile::tempdir().unwrap();
     let mut lines = Vec::new();
-    for group in ["native", "lsan"] {
+    for group in ["native", "lsan", "valgrind"] {
         if only.as_deref().is_some_and(|o| o != group) {
             continue;
         }
-        let backend = if group == "native" { "none" } else { "lsan" };
+        let (backend, alone) = match group {
+            "native" => ("none", "puma"),
+            "lsan" => ("lsan", "puma with LSan preloaded (full stacks)"),
+            _ => (
+                "valgrind",
+                "puma under valgrind memcheck (leakhunt's options)",
+            ),
+        };
         lines.push(Line {
             group,
-            name: if group == "native" {
-                "puma".to_owned()
-            } else {
-                "puma with LSan preloaded (full stacks)".to_owned()
-            },
+            name: alone.to_owned(),
             leakhunt: None,
         });
         for extra in [&[][..], &["--alloc-sites", "all"], &["--no-alloc-sites"]] {
@@ -78,6 +99,11 @@ fn main() {
             let dir = scratch.path().join(format!("run-{round}-{n}"));
             std::fs::create_dir(&dir).unwrap();
             let f = measure(line, &dir);
+            // Every run's figures, for the spread behind the best ones.
+            eprintln!(
+                "run {round}: {}: boot {:.2} s, {:.2} CPU s; {:.2} CPU ms/request; frozen {:.2} s",
+                line.name, f.boot_wall, f.boot_cpu, f.request_cpu_ms, f.frozen
+            );
             best[n] = Some(match best[n] {
                 None => f,
                 Some(b) => Figures {
@@ -91,7 +117,9 @@ fn main() {
             });
         }
     }
-    println!("fixtures/apps/audit.ru (AUDIT_FIXED=1) under puma -t 2:2; best of {runs} per figure");
+    println!(
+        "fixtures/apps/audit.ru (AUDIT_FIXED=1) under puma -t 2:2 on 127.0.0.1; best of {runs} per figure"
+    );
     let mut baseline: Option<Figures> = None;
     let mut group = "";
     for (line, f) in lines.iter().zip(best.iter().flatten()) {
@@ -146,19 +174,29 @@ fn env_number(name: &str) -> Option<usize> {
 }
 
 fn requests(group: &str) -> usize {
-    env_number("LEAKHUNT_BENCH_REQUESTS").unwrap_or(if group == "lsan" { 200 } else { 1000 })
+    env_number("LEAKHUNT_BENCH_REQUESTS").unwrap_or(match group {
+        "native" => 1000,
+        "lsan" => 200,
+        _ => 20,
+    })
+}
+
+/// A port on 127.0.0.1 that nothing listens on now (the kernel's pick, released for puma).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port on 127.0.0.1");
+    listener.local_addr().expect("its address").port()
 }
 
 fn measure(line: &Line, dir: &Path) -> Figures {
     let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/audit.ru");
-    let socket = dir.join("puma.sock");
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let bundle = dir.join("bundle");
     let puma = [
         "puma".to_owned(),
         "-t".to_owned(),
         "2:2".to_owned(),
         "--bind".to_owned(),
-        format!("unix://{}", socket.display()),
+        format!("tcp://{address}"),
         app.display().to_string(),
     ];
     let mut command = match &line.leakhunt {
@@ -171,6 +209,16 @@ fn measure(line: &Line, dir: &Path) -> Figures {
                 .args(["--snapshots", "0", "--fail-on", "never", "--"])
                 .args(&puma);
             c.env("LEAKHUNT_NO_PROGRESS", "1");
+            c
+        }
+        None if line.group == "valgrind" => {
+            let mut c = Command::new("valgrind");
+            c.args(VALGRIND_OPTIONS)
+                .arg("--xml=yes")
+                .arg(format!("--xml-file={}", dir.join("vg.%p.xml").display()))
+                .arg(format!("--log-file={}", dir.join("vg.%p.log").display()))
+                .arg(format!("--vgdb-prefix={}", dir.join("vgdb").display()))
+                .args(&puma);
             c
         }
         None => {
@@ -194,13 +242,17 @@ fn measure(line: &Line, dir: &Path) -> Figures {
     let started = Instant::now();
     let mut server = Server(command.spawn().expect("start the server"));
     let root = server.0.id();
-    let until = started + Duration::from_secs(300);
-    while !request(&socket) {
+    let limit = env_number("LEAKHUNT_BENCH_LIMIT").unwrap_or(600) as u64;
+    let until = started + Duration::from_secs(limit);
+    let in_time = || {
         assert!(
             Instant::now() < until,
-            "{}: the server never answered",
+            "{}: not done within {limit} s (LEAKHUNT_BENCH_LIMIT; fewer LEAKHUNT_BENCH_REQUESTS?)",
             line.name
-        );
+        )
+    };
+    while !request(address) {
+        in_time();
         assert!(
             server.0.try_wait().unwrap().is_none(),
             "{}: ended",
@@ -211,7 +263,8 @@ fn measure(line: &Line, dir: &Path) -> Figures {
     let boot_wall = started.elapsed().as_secs_f64();
     let boot_cpu = tree_cpu(root);
     for _ in 0..WARM_UP_REQUESTS {
-        assert!(request(&socket), "{}: a warm-up request failed", line.name);
+        in_time();
+        assert!(request(address), "{}: a warm-up request failed", line.name);
     }
     if line.leakhunt.is_some() {
         snapshot(&bundle);
@@ -220,7 +273,8 @@ fn measure(line: &Line, dir: &Path) -> Figures {
     let cpu_before = tree_cpu(root);
     let wall_before = Instant::now();
     for _ in 0..n {
-        assert!(request(&socket), "{}: a request failed", line.name);
+        in_time();
+        assert!(request(address), "{}: a request failed", line.name);
     }
     let request_wall_ms = wall_before.elapsed().as_secs_f64() * 1000.0 / n as f64;
     let request_cpu_ms = (tree_cpu(root) - cpu_before) * 1000.0 / n as f64;
@@ -255,9 +309,9 @@ impl Drop for Server {
     }
 }
 
-/// One GET over the socket; true when it was answered 200.
-fn request(socket: &Path) -> bool {
-    let Ok(mut stream) = UnixStream::connect(socket) else {
+/// One GET to the app at `address` (127.0.0.1); true when the app answered it (200, its body).
+fn request(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address) else {
         return false;
     };
     let limit = Some(Duration::from_secs(60));
@@ -273,6 +327,7 @@ fn request(socket: &Path) -> bool {
     stream.read_to_string(&mut response).is_ok()
         && response.starts_with("HTTP/1.")
         && response.contains(" 200 ")
+        && response.contains("\naudited\n")
 }
 
 /// `leakhunt snapshot BUNDLE`: a round now; returns its number.
