@@ -153,10 +153,9 @@ pub fn findings(
         }
         if w.finalizer {
             notes.push(format!(
-                "{}: {} created, {} never released, but {}; {why}",
+                "{}: {}, but {}; {why}",
                 w.class,
-                count(life.created),
-                count(release::unreleased(life)),
+                tally(life),
                 w.finalizer_detail
                     .as_deref()
                     .unwrap_or("released by a finalizer")
@@ -168,20 +167,18 @@ pub fn findings(
         };
         if let NoNativeEvidence::Unread(_) = no_native {
             notes.push(format!(
-                "{}: {} created, {} never released by {}#{method}, but {why}: no finding from the lifecycle alone",
+                "{}: {} by {}#{method}, but {why}: no finding from the lifecycle alone",
                 w.class,
-                count(life.created),
-                count(release::unreleased(life)),
+                tally(life),
                 w.class,
             ));
             continue;
         }
         if let Some(elsewhere) = released_elsewhere(life) {
             notes.push(format!(
-                "{}: {} created, {} never released, but the program does call {method} on the instances {elsewhere}: the others may be handed to a function that takes them over (zmq_msg_send frees a message it sends) — {why}, so leakhunt cannot tell whether they leak: rerun with `--backend lsan` (or valgrind)",
+                "{}: {}, but the program does call {method} on the instances {elsewhere}: the others may be handed to a function that takes them over (zmq_msg_send frees a message it sends) — {why}, so leakhunt cannot tell whether they leak: rerun with `--backend lsan` (or valgrind)",
                 w.class,
-                count(life.created),
-                count(release::unreleased(life)),
+                tally(life),
             ));
             continue;
         }
@@ -211,11 +208,10 @@ pub fn findings(
                 continue;
             }
             notes.push(format!(
-                "{} (C extension {}): {} created, {} never released by {}; {why}, and whether the extension frees what a collected instance holds cannot be told without it: rerun with `--backend lsan` (or valgrind)",
+                "{} (C extension {}): {} by {}; {why}, and whether the extension frees what a collected instance holds cannot be told without it: rerun with `--backend lsan` (or valgrind)",
                 class.name,
                 ext.path.rsplit('/').next().unwrap_or(&ext.path),
-                count(life.created),
-                count(release::unreleased(life)),
+                tally(life),
                 class
                     .release_methods
                     .iter()
@@ -226,6 +222,15 @@ pub fn findings(
         }
     }
     out
+}
+
+/// "1,100 created, 1,000 never released": how the notes count a class's instances.
+fn tally(life: &Lifecycle) -> String {
+    format!(
+        "{} created, {} never released",
+        count(life.created),
+        count(release::unreleased(life))
+    )
 }
 
 fn finding(
