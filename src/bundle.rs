@@ -306,13 +306,27 @@ pub struct Sidecar {
     pub ppid: Option<u32>,
     /// Whether this process was forked from another one of the run (its agent re-armed).
     pub forked: bool,
+    /// Under `--backend none` on Linux/glibc: what malloc held in use right after the full GC
+    /// ([`MallocMeasure`]); absent elsewhere, or when it could not be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub malloc: Option<MallocMeasure>,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "dump", "lsan" and "counts" (the program's threads
+    /// program runs meanwhile), then "gc", "malloc", "dump", "lsan" and "counts" (the program's threads
     /// are parked for these, from the second GC on), then "sidecar". A step skipped because an
     /// earlier one overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,
+}
+
+/// Malloc's bytes in use as the agent measured them: how, and the tool's own output
+/// (glibc's `malloc_info` XML, read by [`crate::native::malloc_info`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MallocMeasure {
+    /// "glibc malloc_info(0, FILE*) after the round's full GC".
+    pub how: String,
+    pub xml: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

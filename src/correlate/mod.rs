@@ -25,6 +25,7 @@ pub mod retention;
 pub mod sites;
 pub mod source_hint;
 pub mod timeline;
+pub mod unaccounted;
 pub mod unmeasured;
 
 use crate::evidence::{Evidence, Origin};

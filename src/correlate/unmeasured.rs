@@ -21,9 +21,10 @@
 
 use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source};
 use super::release::{self, Blame};
-use crate::bundle::{Lifecycle, Sidecar, WrapperClass};
+use super::unaccounted::{self, Explained};
+use crate::bundle::{ExtensionModule, Lifecycle, Sidecar, WrapperClass};
 use crate::evidence::Evidence;
-use crate::format::{count, signed};
+use crate::format::{count, human_bytes, signed};
 
 /// Rounds (sidecar to sidecar) in which the unreleased instances must have grown.
 const GROWING_ROUNDS: usize = 2;
@@ -69,7 +70,7 @@ pub fn no_native_evidence(ev: &Evidence) -> Option<NoNativeEvidence> {
 
 /// A missing release told from the lifecycle alone: no native site backs it.
 pub fn is_lifecycle_only(f: &Finding) -> bool {
-    f.kind == FindingKind::MissingRelease && f.native.is_none()
+    f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes == 0
 }
 
 /// The unreleased instances of `class` in each sidecar, oldest first (0 before the agent
@@ -196,6 +197,7 @@ pub fn findings(
         NoNativeEvidence::NotMeasured => sc.extensions.as_slice(),
         NoNativeEvidence::Unread(_) => &[],
     };
+    let mut candidates = Vec::new();
     for ext in extensions {
         for class in ext.modules.iter().filter(|m| m.class) {
             let Some(life) = release::lifecycle(sc, &class.name) else {
@@ -207,21 +209,178 @@ pub fn findings(
             {
                 continue;
             }
-            notes.push(format!(
-                "{} (C extension {}): {} by {}; {why}, and whether the extension frees what a collected instance holds cannot be told without it: rerun with `--backend lsan` (or valgrind)",
+            candidates.push((ext, class, life));
+        }
+    }
+    // Under `--backend none` the agent measured malloc after each GC: native memory that rises
+    // with one class's dropped instances is what they held.
+    let (rounds, how) = match no_native {
+        NoNativeEvidence::NotMeasured => unaccounted::rounds(ev, notes),
+        NoNativeEvidence::Unread(_) => (Vec::new(), None),
+    };
+    let native: Vec<i64> = rounds.iter().map(unaccounted::Round::unaccounted).collect();
+    let explained: Vec<Option<Explained>> = candidates
+        .iter()
+        .map(|(_, class, _)| {
+            let unreleased: Vec<u64> = rounds
+                .iter()
+                .map(|r| {
+                    ev.sidecars
+                        .iter()
+                        .find(|s| s.snapshot == r.snapshot)
+                        .and_then(|s| release::lifecycle(s, &class.name))
+                        .map_or(0, release::unreleased)
+                })
+                .collect();
+            unaccounted::explains(&native, &unreleased)
+        })
+        .collect();
+    let explaining = explained.iter().flatten().count();
+    let how = how.unwrap_or_default();
+    for ((ext, class, life), explained) in candidates.into_iter().zip(explained) {
+        let library = ext.path.rsplit('/').next().unwrap_or(&ext.path);
+        let methods = class
+            .release_methods
+            .iter()
+            .map(|m| format!("#{m}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        match explained {
+            Some(e) if explaining == 1 => out.push(extension_finding(
+                ev,
+                sc,
+                (library, class),
+                life,
+                &rounds,
+                e,
+                &how,
+            )),
+            _ => notes.push(format!(
+                "{} (C extension {library}): {} by {methods}; {why}, and whether the extension frees what a collected instance holds cannot be told without it{}: rerun with `--backend lsan` (or valgrind)",
                 class.name,
-                ext.path.rsplit('/').next().unwrap_or(&ext.path),
                 tally(life),
+                if explained.is_some() {
+                    " (native memory grew with the dropped instances of several classes at once)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+    if out.is_empty()
+        && let Some(grown) = unaccounted::keeps_growing(&native)
+    {
+        notes.push(format!(
+            "native memory no Ruby object holds grew by {} over {} rounds ({}; {how}, minus the heap dump's memsize), and no class's lifecycle explains it: a C extension or library may leak on its own, or it is Ruby's own memory — rerun with `--backend lsan` (or valgrind) to see the native stack that allocates it",
+            human_bytes(grown as f64),
+            native.len().saturating_sub(1),
+            series_text(&native)
+        ));
+    }
+    out
+}
+
+/// "3.7 MiB → 3.9 MiB → 4.1 MiB": a series of byte counts.
+fn series_text(bytes: &[i64]) -> String {
+    bytes
+        .iter()
+        .map(|&b| human_bytes(b as f64))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// A C extension class whose dropped instances keep native memory no Ruby object holds:
+/// measured by malloc under `--backend none`.
+fn extension_finding(
+    ev: &Evidence,
+    sc: &Sidecar,
+    (library, class): (&str, &ExtensionModule),
+    life: &Lifecycle,
+    rounds: &[unaccounted::Round],
+    explained: Explained,
+    how: &str,
+) -> Finding {
+    let name = class.name.as_str();
+    let method = class
+        .release_methods
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "close".to_owned());
+    let label = format!("{name}#{method}");
+    let per = explained.per_instance();
+    let mut evidence = vec![
+        EvidenceItem::new(
+            Source::Lifecycle,
+            format!(
+                "{name}: {} created, {} released by {} ({} never released)",
+                count(life.created),
+                count(life.released),
                 class
                     .release_methods
                     .iter()
                     .map(|m| format!("#{m}"))
                     .collect::<Vec<_>>()
-                    .join("/")
-            ));
-        }
-    }
-    out
+                    .join("/"),
+                count(release::unreleased(life))
+            ),
+        ),
+        EvidenceItem::new(
+            Source::Extension,
+            format!(
+                "{name} is defined by the C extension {library}, whose #{method} releases what an instance holds; dropped without it, the extension's free function leaves that memory allocated"
+            ),
+        ),
+        EvidenceItem::new(
+            Source::Native,
+            format!(
+                "native memory no Ruby object holds, after each round's full GC: {} — it rose with the never-released {name} instances in {} round intervals, by {} for {} instances (about {} each, steady from round to round); measured by {how}, minus the heap dump's memsize",
+                series_text(
+                    &rounds
+                        .iter()
+                        .map(unaccounted::Round::unaccounted)
+                        .collect::<Vec<_>>()
+                ),
+                explained.intervals,
+                human_bytes(explained.bytes as f64),
+                count(explained.instances),
+                human_bytes(per),
+            ),
+        ),
+    ];
+    let (_, before) = release::first_counts(ev, sc, name);
+    let blame = Blame {
+        class: name.to_owned(),
+        release_method: Some(method.clone()),
+        release_function: None,
+        evidence: Vec::new(),
+        created_at: release::creation_sites(ev, Some(life), before, name),
+        confidence: Confidence::Medium,
+        by_name: false,
+    };
+    evidence.extend(release::creation_evidence(&blame));
+    evidence.push(EvidenceItem::new(
+        Source::Native,
+        format!(
+            "malloc was measured without a native backend: rerun with `--backend lsan` (or valgrind) to see the native stack that allocates what each {name} keeps"
+        ),
+    ));
+    let headline = format!(
+        "{label} is not called: {name} instances (C extension {library}) are dropped unreleased"
+    );
+    let title = format!(
+        "{headline}, native memory grew {} (about {} each) — measured by malloc after each GC, `--backend none`",
+        human_bytes(explained.bytes as f64),
+        human_bytes(per)
+    );
+    let mut f = Finding::new(FindingKind::MissingRelease, Confidence::Medium, title)
+        .headline(headline)
+        .identify(&[name]);
+    f.class = Some(name.to_owned());
+    f.bytes = explained.bytes;
+    f.count = i64::try_from(explained.instances).unwrap_or(i64::MAX);
+    f.evidence = evidence;
+    f.suggestion = Some(release::release_suggestion(&blame, Some(label)));
+    f
 }
 
 /// "1,100 created, 1,000 never released": how the notes count a class's instances.

@@ -9,6 +9,7 @@
 pub mod bytes;
 pub mod leaks;
 pub mod lsan;
+pub mod malloc_info;
 pub mod symbolize;
 pub mod valgrind;
 

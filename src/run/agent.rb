@@ -1270,10 +1270,14 @@ module LeakhuntAgent
 
     # The C extension names its types Fiddle::Types::INT from fiddle 1.1 (Ruby 3.2) on, and
     # Fiddle::TYPE_INT before; fiddle.rb, not loaded here, makes the one from the other.
-    def type(name)
+    def self.type(name)
       return ::Fiddle::Types.const_get(name) if defined?(::Fiddle::Types)
 
       ::Fiddle.const_get("TYPE_#{name}")
+    end
+
+    def type(name)
+      Lsan.type(name)
     end
 
     def check
@@ -1283,6 +1287,54 @@ module LeakhuntAgent
       (pages.keys - @pages.keys).each { |p| @register.call(p, @page_size) }
       @pages = pages
       @check.call
+    end
+  end
+
+  # Under `--backend none`, what glibc's malloc holds in use right after a round's full GC, so
+  # that leakhunt can tell native memory no Ruby object accounts for. glibc's malloc_info(0,
+  # FILE*) writes its totals as XML; Fiddle cannot take mallinfo2's struct returned by value
+  # portably. The XML goes into a file of this process in leakhunt's private directory (0600),
+  # and from there verbatim into the sidecar: leakhunt parses it. Made when the agent starts
+  # (a round loads no code); elsewhere than Linux/glibc, or without Fiddle, nothing is made and
+  # rounds record nothing.
+  class MallocInfo
+    HOW = 'glibc malloc_info(0, FILE*) after the round\'s full GC'
+
+    def self.make(dir)
+      return nil unless RUBY_PLATFORM.include?('linux') && dir && File.directory?(dir)
+
+      FiddleExtension.load
+      handle = ::Fiddle::Handle::DEFAULT
+      # Only glibc has gnu_get_libc_version; musl's malloc has no malloc_info.
+      handle['gnu_get_libc_version']
+      new(handle, dir)
+    rescue StandardError, ScriptError
+      nil
+    end
+
+    def initialize(handle, dir)
+      ptr = Lsan.type(:VOIDP)
+      @fopen = ::Fiddle::Function.new(handle['fopen'], [ptr, ptr], ptr)
+      @fclose = ::Fiddle::Function.new(handle['fclose'], [ptr], Lsan.type(:INT))
+      @malloc_info = ::Fiddle::Function.new(handle['malloc_info'], [Lsan.type(:INT), ptr], Lsan.type(:INT))
+      @dir = dir
+    end
+
+    # { how:, xml: } or nil: a failed measure is no error of the round.
+    def measure
+      path = File.join(@dir, "malloc-info-#{Process.pid}.xml")
+      # Created 0600 here; fopen's "w" then truncates it and keeps its mode.
+      File.open(path, File::WRONLY | File::CREAT | File::TRUNC, 0o600) {}
+      file = @fopen.call("#{path}\0", "w\0")
+      return nil if file.to_i.zero?
+
+      status = @malloc_info.call(0, file)
+      @fclose.call(file)
+      return nil unless status.zero?
+
+      { how: HOW, xml: File.binread(path) }
+    rescue StandardError, ScriptError
+      nil
     end
   end
 
@@ -1361,6 +1413,7 @@ module LeakhuntAgent
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
       prepare_lsan
+      @malloc_info = MallocInfo.make(File.dirname(@socket_path)) if @backend == 'none'
       @extensions = Extensions.new(self, @inventory)
       @extensions.install
       install_hooks
@@ -1534,6 +1587,7 @@ module LeakhuntAgent
       errors = []
       started = round.started
       gc_stat = nil
+      malloc = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
         # The heap dump and the LSan check must show what a full GC left, but dump_all writes
@@ -1554,6 +1608,7 @@ module LeakhuntAgent
                 gc_stat = GC.stat
               end
             end
+            round.step('malloc', round.park_deadline) { malloc = @malloc_info.measure } if @malloc_info
             round.step('dump', round.park_deadline) { ObjectSpace.dump_all(output: f) }
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
@@ -1570,6 +1625,7 @@ module LeakhuntAgent
                ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
                        description: RUBY_DESCRIPTION },
                gc_stat: gc_stat, heap_dump: heap }
+      body[:malloc] = malloc if malloc
       body.merge!(@inventory.to_sidecar(mapped_libraries))
       body[:extensions] = @extensions.to_sidecar
       body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)

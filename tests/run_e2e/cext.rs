@@ -5,9 +5,9 @@
 //!
 //! | program | what it does | the report must say | runs |
 //! |---|---|---|---|
-//! | `ringbuf-leak.rb` | RingBufs never closed | missing release `RingBuf#close`, site `ringbuf_initialize` in cbufs.so, created at the `RingBuf.new` line; without a native backend no finding, a note asking for lsan | lsan on 3.1, valgrind on 3.3, none on 3.1 |
+//! | `ringbuf-leak.rb` | RingBufs never closed | missing release `RingBuf#close`, site `ringbuf_initialize` in cbufs.so, created at the `RingBuf.new` line; without a native backend the same finding without the native site, sized by malloc's growth after each GC | lsan on 3.1, valgrind on 3.3, none on 3.1 |
 //! | `ringbuf-closed.rb` | each RingBuf closed | no leak finding | valgrind on 3.1, lsan on 3.3, none on 3.1 |
-//! | `scanner-leak.rb` | `Scanner#scan` leaks, Scanner has no release method | cbufs.so leaks on its own, through `Scanner#scan`, called at the `scanner.scan` line | valgrind on 3.1, lsan on 3.3 |
+//! | `scanner-leak.rb` | `Scanner#scan` leaks, Scanner has no release method | cbufs.so leaks on its own, through `Scanner#scan`, called at the `scanner.scan` line; without a native backend no finding, a note on the unexplained native growth asking for lsan | valgrind on 3.1, lsan on 3.3, none on 3.1 |
 //! | `tidy-gc.rb` | Tidy objects and `Zlib::Deflate`s left to the GC | no leak finding | lsan on 3.1, valgrind on 3.3, none on 3.1 |
 //! | `sqlite-unclosed.rb` | Debian's ruby-sqlite3 1.4.2: statements never closed | missing release `SQLite3::Statement#close` (the gem leaks each connection as a cycle: see the program) | lsan on 3.1 |
 //! | `sqlite-unclosed.rb … close` | the same with the statements closed | no leak finding | lsan on 3.1 |
@@ -279,21 +279,65 @@ fn unmeasured_notes(report: &serde_json::Value, class: &str) -> Vec<String> {
         .collect()
 }
 
-/// Without a native backend a C extension class left unclosed is no finding: whether its free
-/// function releases what a collected instance holds (zlib's and Tidy's do, RingBuf's does
-/// not) cannot be told from Ruby. The report says so in a note and asks for a native backend.
+/// Without a native backend Ruby cannot tell whether a C extension's free function releases
+/// what a collected instance holds (zlib's and Tidy's do, RingBuf's does not); the agent's
+/// malloc measure after each GC can: the native memory no Ruby object holds rises with the
+/// dropped RingBufs, by the same bytes each round. One finding, sized by that growth.
 #[test]
-fn ringbuf_left_open_without_a_native_backend_is_a_note_asking_for_lsan() {
+fn ringbuf_left_open_without_a_native_backend_is_a_missing_close_measured_by_malloc() {
     let Some((r, report)) = on_ruby_3_1("ringbuf-leak.rb", "none") else {
         return;
     };
     let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
+    assert_eq!(leak_kinds(&report), ["missing_release"], "{ctx}");
+    let top = top(&r, &report);
+    assert_eq!(top["class"], "RingBuf", "{ctx}");
+    assert_eq!(top["suggestion"]["method"], "RingBuf#close", "{ctx}");
+    let created = line_of("ringbuf-leak.rb", "RingBuf.new");
+    assert_eq!(
+        locations(&top)[0],
+        ("ringbuf-leak.rb".to_owned(), created, "created".to_owned()),
+        "{ctx}"
+    );
+    // Each RingBuf keeps a 256-byte buffer (a 272-byte chunk): the growth is at least that
+    // for every instance dropped in the measured rounds.
+    let bytes = top["bytes"].as_i64().unwrap();
+    let count = top["count"].as_i64().unwrap();
+    assert!(count > 0 && bytes >= count * 256, "{ctx}");
+    let title = top["title"].as_str().unwrap();
+    assert!(title.contains("measured by malloc"), "{ctx}");
+    assert!(
+        top["evidence"].as_array().unwrap().iter().any(|e| e["text"]
+            .as_str()
+            .unwrap()
+            .contains("rerun with `--backend lsan`")),
+        "{ctx}"
+    );
+    assert!(unmeasured_notes(&report, "RingBuf").is_empty(), "{ctx}");
+    let sidecar = r.last_sidecar();
+    let malloc = sidecar.malloc.as_ref().expect("the agent measured malloc");
+    assert!(malloc.how.contains("malloc_info"), "{malloc:?}");
+}
+
+/// Scanner#scan leaks inside the extension, and Scanner has no release method: the native
+/// growth no class's lifecycle explains is a note asking for lsan, not a finding.
+#[test]
+fn scanner_leaking_on_its_own_without_a_native_backend_is_a_note_asking_for_lsan() {
+    let Some((r, report)) = on_ruby_3_1("scanner-leak.rb", "none") else {
+        return;
+    };
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
     assert!(leak_kinds(&report).is_empty(), "{ctx}");
-    let notes = unmeasured_notes(&report, "RingBuf");
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.starts_with("native memory no Ruby object holds grew by"))
+        .collect();
     assert_eq!(notes.len(), 1, "{ctx}");
     assert!(
-        notes[0].contains("never released by #close")
-            && notes[0].contains("native memory was not measured (`--backend none`)")
+        notes[0].contains("no class's lifecycle explains it")
             && notes[0].contains("rerun with `--backend lsan`"),
         "{ctx}"
     );
@@ -312,6 +356,13 @@ fn ringbuf_closed_and_tidy_left_to_the_gc_are_clean_without_a_native_backend() {
         assert_eq!(report["verdict"], "no_leak", "{ctx}");
         assert!(unmeasured_notes(&report, "RingBuf").is_empty(), "{ctx}");
         assert!(unmeasured_notes(&report, "Tidy").is_empty(), "{ctx}");
+        assert!(
+            !report["notes"]
+                .to_string()
+                .contains("native memory no Ruby object holds"),
+            "{ctx}"
+        );
+        assert!(r.last_sidecar().malloc.is_some(), "{ctx}");
     }
 }
 

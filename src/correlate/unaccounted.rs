@@ -1,0 +1,223 @@
+//! Native memory no Ruby object accounts for, under `--backend none`: malloc's bytes in use
+//! right after each round's full GC (the agent's glibc `malloc_info`, [`crate::native::malloc_info`])
+//! minus what the heap dump's objects say they hold (`memsize`, without the object slots, which
+//! live in Ruby's own mmapped pages). What is left is held by C code: a C extension's own
+//! buffers, a library's, Ruby's internal tables.
+//!
+//! The rule: when a class's unreleased instances and that unaccounted memory rise together, in
+//! at least [`GROWING_ROUNDS`] round intervals, by a steady number of bytes per instance, the
+//! memory is what the dropped instances held — a missing release measured without a native
+//! backend. Growth no class explains is only a note: Ruby's own mallocs move too.
+//!
+//! Stage: correlator (rule input). Input: the sidecars' malloc measures and the heap summaries.
+
+use crate::evidence::Evidence;
+use crate::native::malloc_info;
+
+/// Round intervals in which the two must rise together.
+pub const GROWING_ROUNDS: usize = 2;
+
+/// Below this many bytes per dropped instance, the "growth" is malloc's noise (one 16-byte
+/// chunk is the smallest glibc hands out).
+const MIN_BYTES_PER_INSTANCE: f64 = 16.0;
+
+/// Per-interval bytes per instance may vary by this factor (highest over lowest) and still
+/// count as steady.
+const STEADY_FACTOR: f64 = 2.0;
+
+/// Growth below this over the judged rounds is lost in what Ruby itself mallocs and frees.
+pub const MIN_GROWTH: i64 = 64 * 1024;
+
+/// The size Ruby's dump counts into every object's `memsize` for its slot (RVALUE on 64-bit
+/// Ruby 3.1; from 3.2 some slots are larger, which only makes the accounted part smaller).
+const SLOT_BYTES: i64 = 40;
+
+/// One round's measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// The snapshot number (sidecar and heap dump).
+    pub snapshot: u32,
+    /// Malloc's bytes in use after the round's full GC.
+    pub in_use: u64,
+    /// What the dump's objects hold outside their slots.
+    pub ruby: i64,
+}
+
+impl Round {
+    /// Native bytes no Ruby object accounts for.
+    pub fn unaccounted(&self) -> i64 {
+        i64::try_from(self.in_use)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(self.ruby)
+    }
+}
+
+/// The judged rounds whose sidecar measured malloc and whose heap dump was read, oldest first,
+/// with how they were measured. Documents that cannot be read are skipped and said in `notes`.
+pub fn rounds(ev: &Evidence, notes: &mut Vec<String>) -> (Vec<Round>, Option<String>) {
+    let mut out = Vec::new();
+    let mut how = None;
+    let judged = ev.judged_heap();
+    for sc in &ev.sidecars {
+        let Some(m) = &sc.malloc else { continue };
+        let Some(heap) = judged.iter().find(|h| h.snapshot == Some(sc.snapshot)) else {
+            continue;
+        };
+        let totals = match malloc_info::parse(m.xml.as_bytes()) {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!(
+                    "the malloc measure of snapshot {} was not understood: {e}",
+                    sc.snapshot
+                ));
+                continue;
+            }
+        };
+        let rows = &heap.summary.histogram.rows;
+        let memsize = rows.iter().fold(0i64, |a, r| a.saturating_add(r.bytes));
+        let objects = rows.iter().fold(0i64, |a, r| a.saturating_add(r.count));
+        out.push(Round {
+            snapshot: sc.snapshot,
+            in_use: totals.in_use(),
+            ruby: memsize
+                .saturating_sub(objects.saturating_mul(SLOT_BYTES))
+                .max(0),
+        });
+        how.get_or_insert_with(|| m.how.clone());
+    }
+    (out, how)
+}
+
+/// Native growth that the dropped instances of a class explain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Explained {
+    /// Unaccounted native growth over the intervals in which the class's unreleased
+    /// instances grew.
+    pub bytes: i64,
+    /// Unreleased instances gained over those intervals.
+    pub instances: u64,
+    /// How many intervals.
+    pub intervals: usize,
+}
+
+impl Explained {
+    pub fn per_instance(&self) -> f64 {
+        self.bytes as f64 / self.instances.max(1) as f64
+    }
+}
+
+/// Whether the unaccounted native memory (`native`, per round) rose with the class's
+/// unreleased instances (`unreleased`, the same rounds): in every interval in which the
+/// instances grew, and at least [`GROWING_ROUNDS`] of them, the memory grew too, by at least
+/// [`MIN_BYTES_PER_INSTANCE`] per instance, the same within [`STEADY_FACTOR`], and
+/// [`MIN_GROWTH`] in all.
+pub fn explains(native: &[i64], unreleased: &[u64]) -> Option<Explained> {
+    if native.len() != unreleased.len() {
+        return None;
+    }
+    let mut bytes = 0i64;
+    let mut instances = 0u64;
+    let mut intervals = 0;
+    let (mut lowest, mut highest) = (f64::INFINITY, 0f64);
+    for (n, u) in native.windows(2).zip(unreleased.windows(2)) {
+        let gained = u[1].saturating_sub(u[0]);
+        if gained == 0 {
+            continue;
+        }
+        let grown = n[1].saturating_sub(n[0]);
+        let per = grown as f64 / gained as f64;
+        if per < MIN_BYTES_PER_INSTANCE {
+            return None;
+        }
+        lowest = lowest.min(per);
+        highest = highest.max(per);
+        bytes = bytes.saturating_add(grown);
+        instances = instances.saturating_add(gained);
+        intervals += 1;
+    }
+    let steady = highest <= lowest * STEADY_FACTOR;
+    (intervals >= GROWING_ROUNDS && steady && bytes >= MIN_GROWTH).then_some(Explained {
+        bytes,
+        instances,
+        intervals,
+    })
+}
+
+/// Growth of the unaccounted memory that keeps on: at least [`MIN_GROWTH`] from the first
+/// round to the last, and up in at least [`GROWING_ROUNDS`] intervals, never down by more than
+/// a tenth of it.
+pub fn keeps_growing(native: &[i64]) -> Option<i64> {
+    let (first, last) = (*native.first()?, *native.last()?);
+    let grown = last.saturating_sub(first);
+    let ups = native.windows(2).filter(|w| w[1] > w[0]).count();
+    let worst_drop = native
+        .windows(2)
+        .map(|w| w[0].saturating_sub(w[1]))
+        .max()
+        .unwrap_or(0);
+    (grown >= MIN_GROWTH && ups >= GROWING_ROUNDS && worst_drop.saturating_mul(10) <= grown)
+        .then_some(grown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Measured on ringbuf-leak.rb (Ruby 3.1, glibc 2.36): 272 bytes per dropped RingBuf.
+    #[test]
+    fn steady_growth_with_the_dropped_instances_is_explained() {
+        let native = [3_873_625, 4_065_505, 4_255_904, 4_446_303];
+        let unreleased = [700, 1400, 2100, 2800];
+        let e = explains(&native, &unreleased).unwrap();
+        assert_eq!(e.intervals, 3);
+        assert_eq!(e.instances, 2100);
+        assert_eq!(e.bytes, 4_446_303 - 3_873_625);
+        assert!((e.per_instance() - 272.7).abs() < 1.0, "{e:?}");
+    }
+
+    /// tidy-gc.rb's Zlib::Deflates: never released, but zlib's free function frees them —
+    /// the unaccounted memory stays flat.
+    #[test]
+    fn flat_memory_beside_growing_unreleased_instances_is_not_explained() {
+        let native = [3_689_120, 3_690_008, 3_689_885, 3_690_065];
+        let unreleased = [70, 140, 210, 280];
+        assert_eq!(explains(&native, &unreleased), None);
+    }
+
+    #[test]
+    fn noisy_or_one_off_growth_is_not_explained() {
+        // One big jump, then nothing: not steady.
+        assert_eq!(
+            explains(&[0, 500_000, 500_100, 500_300], &[0, 1000, 2000, 3000]),
+            None
+        );
+        // Growing, but by 100 then 800 bytes per instance: not steady.
+        assert_eq!(explains(&[0, 100_000, 900_000], &[0, 1000, 2000]), None);
+        // Steady but in one interval only.
+        assert_eq!(explains(&[0, 0, 300_000], &[0, 0, 1000]), None);
+        // Steady and tiny: Ruby's own noise.
+        assert_eq!(explains(&[0, 3_000, 6_000], &[0, 100, 200]), None);
+        // Memory fell while instances were dropped.
+        assert_eq!(
+            explains(&[500_000, 400_000, 300_000], &[0, 1000, 2000]),
+            None
+        );
+        // Series that do not match.
+        assert_eq!(explains(&[0, 300_000], &[0, 1000, 2000]), None);
+        assert_eq!(explains(&[], &[]), None);
+    }
+
+    #[test]
+    fn growth_that_goes_on_is_told_from_a_flat_or_falling_series() {
+        // scanner-leak.rb's Scanner#scan: +145 KiB a round.
+        assert_eq!(
+            keeps_growing(&[3_832_134, 3_979_554, 4_125_370, 4_271_005]),
+            Some(4_271_005 - 3_832_134)
+        );
+        assert_eq!(keeps_growing(&[3_689_120, 3_690_008, 3_689_885]), None);
+        // Grew once, then gave most of it back.
+        assert_eq!(keeps_growing(&[0, 400_000, 420_000, 100_000]), None);
+        assert_eq!(keeps_growing(&[0, 400_000]), None);
+        assert_eq!(keeps_growing(&[]), None);
+    }
+}
