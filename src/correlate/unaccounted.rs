@@ -37,6 +37,8 @@ const SLOT_BYTES: i64 = 40;
 pub struct Round {
     /// The snapshot number (sidecar and heap dump).
     pub snapshot: u32,
+    /// Seconds since the agent started.
+    pub t: f64,
     /// Malloc's bytes in use after the round's full GC.
     pub in_use: u64,
     /// What the dump's objects hold outside their slots.
@@ -78,6 +80,7 @@ pub fn rounds(ev: &Evidence, notes: &mut Vec<String>) -> (Vec<Round>, Option<Str
         let objects = rows.iter().fold(0i64, |a, r| a.saturating_add(r.count));
         out.push(Round {
             snapshot: sc.snapshot,
+            t: sc.t,
             in_use: totals.in_use(),
             ruby: memsize
                 .saturating_sub(objects.saturating_mul(SLOT_BYTES))
@@ -143,19 +146,27 @@ pub fn explains(native: &[i64], unreleased: &[u64]) -> Option<Explained> {
     })
 }
 
-/// Growth of the unaccounted memory that keeps on: at least [`MIN_GROWTH`] from the first
-/// round to the last, and up in at least [`GROWING_ROUNDS`] intervals, never down by more than
-/// a tenth of it.
-pub fn keeps_growing(native: &[i64]) -> Option<i64> {
-    let (first, last) = (*native.first()?, *native.last()?);
-    let grown = last.saturating_sub(first);
-    let ups = native.windows(2).filter(|w| w[1] > w[0]).count();
-    let worst_drop = native
-        .windows(2)
-        .map(|w| w[0].saturating_sub(w[1]))
-        .max()
-        .unwrap_or(0);
-    (grown >= MIN_GROWTH && ups >= GROWING_ROUNDS && worst_drop.saturating_mul(10) <= grown)
+/// Rates (bytes a second) of a steady growth may vary by this factor from interval to interval.
+const STEADY_RATE_FACTOR: f64 = 3.0;
+
+/// Growth of the unaccounted memory that goes on at a steady pace, given as (seconds, bytes)
+/// per round: up in every interval (at least [`GROWING_ROUNDS`]), at rates within
+/// [`STEADY_RATE_FACTOR`] of each other, [`MIN_GROWTH`] in all. A program warming up (pools,
+/// caches, malloc's arenas) grows at first and then stops: no steady pace.
+pub fn keeps_growing(rounds: &[(f64, i64)]) -> Option<i64> {
+    let (first, last) = (rounds.first()?, rounds.last()?);
+    let grown = last.1.saturating_sub(first.1);
+    let mut rates = Vec::new();
+    for w in rounds.windows(2) {
+        let (seconds, bytes) = (w[1].0 - w[0].0, w[1].1.saturating_sub(w[0].1));
+        if seconds.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || bytes <= 0 {
+            return None;
+        }
+        rates.push(bytes as f64 / seconds);
+    }
+    let lowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = rates.iter().copied().fold(0.0, f64::max);
+    (rates.len() >= GROWING_ROUNDS && highest <= lowest * STEADY_RATE_FACTOR && grown >= MIN_GROWTH)
         .then_some(grown)
 }
 
@@ -208,16 +219,41 @@ mod tests {
     }
 
     #[test]
-    fn growth_that_goes_on_is_told_from_a_flat_or_falling_series() {
-        // scanner-leak.rb's Scanner#scan: +145 KiB a round.
+    fn growth_that_goes_on_is_told_from_a_flat_a_falling_or_a_warming_up_series() {
+        // scanner-leak.rb's Scanner#scan under `--backend none`: (agent seconds, bytes).
+        let scanner = [
+            (0.5, 790_000),
+            (1.3, 1_078_000),
+            (2.1, 1_265_000),
+            (3.5, 1_721_000),
+        ];
+        assert_eq!(keeps_growing(&scanner), Some(1_721_000 - 790_000));
+        // The seed's fixed program: grows while ZeroMQ warms up, then not in ten seconds.
+        let warming = [
+            (0.5, 2_250_000),
+            (1.6, 2_350_000),
+            (2.7, 2_450_000),
+            (13.3, 2_452_000),
+        ];
+        assert_eq!(keeps_growing(&warming), None);
+        // tidy-gc.rb: flat.
         assert_eq!(
-            keeps_growing(&[3_832_134, 3_979_554, 4_125_370, 4_271_005]),
-            Some(4_271_005 - 3_832_134)
+            keeps_growing(&[(0.5, 3_689_120), (1.2, 3_690_008), (1.9, 3_689_885)]),
+            None
         );
-        assert_eq!(keeps_growing(&[3_689_120, 3_690_008, 3_689_885]), None);
-        // Grew once, then gave most of it back.
-        assert_eq!(keeps_growing(&[0, 400_000, 420_000, 100_000]), None);
-        assert_eq!(keeps_growing(&[0, 400_000]), None);
+        // Grew, then gave some back.
+        assert_eq!(
+            keeps_growing(&[(0.0, 0), (1.0, 400_000), (2.0, 300_000), (3.0, 700_000)]),
+            None
+        );
+        // Steady but small, or one interval only.
+        assert_eq!(keeps_growing(&[(0.0, 0), (1.0, 1_000), (2.0, 2_000)]), None);
+        assert_eq!(keeps_growing(&[(0.0, 0), (1.0, 400_000)]), None);
+        // Rounds out of order in time: no rate.
+        assert_eq!(
+            keeps_growing(&[(2.0, 0), (1.0, 400_000), (3.0, 800_000)]),
+            None
+        );
         assert_eq!(keeps_growing(&[]), None);
     }
 }

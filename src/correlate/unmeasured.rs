@@ -268,7 +268,12 @@ pub fn findings(
         }
     }
     if out.is_empty()
-        && let Some(grown) = unaccounted::keeps_growing(&native)
+        && let Some(grown) = unaccounted::keeps_growing(
+            &rounds
+                .iter()
+                .map(|r| (r.t, r.unaccounted()))
+                .collect::<Vec<_>>(),
+        )
     {
         notes.push(format!(
             "native memory no Ruby object holds grew by {} over {} rounds ({}; {how}, minus the heap dump's memsize), and no class's lifecycle explains it: a C extension or library may leak on its own, or it is Ruby's own memory — rerun with `--backend lsan` (or valgrind) to see the native stack that allocates it",
