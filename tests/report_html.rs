@@ -157,6 +157,7 @@ fn evidence() -> Evidence {
             }),
             container_length: Some(9_000),
             container_growth: None,
+            container_objects: None,
             root: "global_tbl".into(),
             path: vec![r#"String "secret-token""#.into()],
             holders: vec![],

@@ -281,11 +281,12 @@ pub struct GrowthGroup {
     pub members: Vec<ClassSeries>,
 }
 
-/// Groups the growing classes. `container_of` names the class that holds most instances of a
-/// class (from retainer paths), when known: a class held by another growing class joins that
-/// class's group, wherever its holder ends up (held itself, or held around a cycle of holders,
-/// whose most user-like class heads their group); otherwise classes in lockstep join the group
-/// of the most user-like of them. The groups do not depend on the order the classes come in.
+/// Groups the growing classes. `container_of` names the class whose objects hold most instances
+/// of a class (from retainer paths; not when one object holds them all), when known: a class
+/// held by another growing class joins that class's group, wherever its holder ends up (held
+/// itself, or held around a cycle of holders, whose most user-like class heads their group);
+/// otherwise classes in lockstep join the group of the most user-like of them. The groups do
+/// not depend on the order the classes come in.
 pub fn growth_groups(
     series: &[ClassSeries],
     container_of: &dyn Fn(&str) -> Option<String>,

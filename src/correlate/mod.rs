@@ -78,7 +78,7 @@ fn correlate_one(
     // Charts show every snapshot; growth is judged once the program stopped loading code.
     let charted = program_series(all_series);
     let series = program_series(classes::class_series(ev.judged_heap()));
-    let groups = classes::growth_groups(&series, &|c| retention::main_container(ev, c));
+    let groups = classes::growth_groups(&series, &|c| retention::growth_holder(ev, c));
     let mut notes = Vec::new();
     if let Some((first, settled)) = ev.loading_at_start() {
         notes.push(format!(

@@ -218,6 +218,18 @@ pub fn main_container(ev: &Evidence, class: &str) -> Option<String> {
         .map(|g| g.container_class.clone())
 }
 
+/// The class whose growth `class`'s growth is part of, for grouping: its main container's
+/// class, when the instances are spread over many of its objects (each `LineItem` in its
+/// `Order`). Not when one object holds them all: a pile-up in one `Array` is not `Array`'s
+/// growth, and folded into it, it would follow whatever the other new Arrays are (scattered
+/// over unrelated holders, they are a note).
+pub fn growth_holder(ev: &Evidence, class: &str) -> Option<String> {
+    retainers_of(ev, class)
+        .and_then(program_group)
+        .filter(|g| g.container_objects != Some(1))
+        .map(|g| g.container_class.clone())
+}
+
 /// The largest retainer group whose container the program can change (not one of the Ruby
 /// runtime's own objects), preferring a container that piles the new instances up over one
 /// that only turns its contents over.
@@ -723,6 +735,7 @@ pub(crate) mod tests {
                 }),
                 container_length: Some(70_000),
                 container_growth: None,
+                container_objects: None,
                 root: "machine_context".into(),
                 path: vec![],
                 holders: vec![],
@@ -741,6 +754,7 @@ pub(crate) mod tests {
                 container_site: None,
                 container_length: None,
                 container_growth: None,
+                container_objects: None,
                 root: "machine_context".into(),
                 path: vec!["Array 0x7f0000001000".into()],
                 holders: vec![],
@@ -755,7 +769,7 @@ pub(crate) mod tests {
 
     fn run(ev: &Evidence) -> Vec<Finding> {
         let series = class_series(&ev.heap);
-        let groups = growth_groups(&series, &|c| main_container(ev, c));
+        let groups = growth_groups(&series, &|c| growth_holder(ev, c));
         findings(ev, &groups, false, &mut Vec::new())
     }
 
@@ -866,6 +880,7 @@ pub(crate) mod tests {
                 container_site: None,
                 container_length: Some(reachable),
                 container_growth: None,
+                container_objects: None,
                 root: "vm".into(),
                 path: vec![],
                 holders: vec![],
@@ -908,6 +923,7 @@ pub(crate) mod tests {
             }),
             container_length: None,
             container_growth: None,
+            container_objects: None,
             root: root.into(),
             path: vec!["Object 0x7f0000003000".into()],
             holders: vec!["Object".into()],
@@ -1053,7 +1069,7 @@ pub(crate) mod tests {
             groups: vec![group(24_000, "Array", Some(("slow.rb", 4)), "vm")],
         });
         let series = class_series(&ev.heap);
-        let groups = growth_groups(&series, &|c| main_container(&ev, c));
+        let groups = growth_groups(&series, &|c| growth_holder(&ev, c));
         let mut notes = Vec::new();
         let f = findings(&ev, &groups, false, &mut notes);
         assert_eq!(f.len(), 1, "{f:#?}");
@@ -1173,7 +1189,7 @@ pub(crate) mod tests {
     #[test]
     fn growth_no_one_holder_keeps_is_a_note() {
         let ev = scattered_strings(0);
-        let groups = growth_groups(&class_series(&ev.heap), &|c| main_container(&ev, c));
+        let groups = growth_groups(&class_series(&ev.heap), &|c| growth_holder(&ev, c));
         let mut notes = Vec::new();
         let f = findings(&ev, &groups, false, &mut notes);
         assert!(f.is_empty(), "{f:#?}");
@@ -1232,5 +1248,77 @@ pub(crate) mod tests {
                 .push(heap(&[("ZMQ::Message", 3), ("String", 9000)], &[]));
         }
         assert!(run(&ev).is_empty());
+    }
+
+    /// Seed A on a slow machine (CI): the first heap snapshot came before the first message, and
+    /// the program's (and the agent's) own Arrays grew by hundreds between rounds, scattered over
+    /// many holders. The one Array holding every message is a single object: Array's growth is
+    /// not what holds them, and the messages head their own finding. Folded into Array's group,
+    /// they went with its "scattered" note and the run had no finding.
+    #[test]
+    fn a_pile_up_in_one_container_is_not_folded_into_its_class_growing_elsewhere() {
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for (messages, arrays) in [(0i64, 20_000i64), (5_392, 20_300), (7_976, 20_639)] {
+            ev.heap.push(heap(
+                &[
+                    ("ZMQ::Message", messages),
+                    ("FFI::MemoryPointer", messages + 3),
+                    ("Array", arrays),
+                ],
+                &[],
+            ));
+        }
+        let mut kept = group(7_975, "Array", Some(("leak.rb", 29)), "vm");
+        kept.container_length = Some(7_976);
+        kept.container_objects = Some(1);
+        ev.retainers.push(ClassRetainers {
+            class: "ZMQ::Message".into(),
+            snapshot: 3,
+            instances: 7_976,
+            new_instances: Some(7_976),
+            reachable: 7_976,
+            groups: vec![kept],
+        });
+        let mut pointers = group(7_976, "ZMQ::Message", None, "vm");
+        pointers.container_objects = Some(7_976);
+        ev.retainers.push(ClassRetainers {
+            class: "FFI::MemoryPointer".into(),
+            snapshot: 3,
+            instances: 7_979,
+            new_instances: Some(7_976),
+            reachable: 7_976,
+            groups: vec![pointers],
+        });
+        let scattered: Vec<RetainerGroup> = (0..9)
+            .map(|i| {
+                let mut g = group(71, if i % 2 == 0 { "Hash" } else { "Object" }, None, "vm");
+                g.container_objects = Some(71);
+                g
+            })
+            .collect();
+        ev.retainers.push(ClassRetainers {
+            class: "Array".into(),
+            snapshot: 3,
+            instances: 20_639,
+            new_instances: Some(639),
+            reachable: 639,
+            groups: scattered,
+        });
+        let mut notes = Vec::new();
+        let series = class_series(&ev.heap);
+        let groups = growth_groups(&series, &|c| growth_holder(&ev, c));
+        let f = findings(&ev, &groups, false, &mut notes);
+        assert_eq!(f.len(), 1, "{f:#?}\n{notes:#?}");
+        assert_eq!(f[0].class.as_deref(), Some("ZMQ::Message"));
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at leak.rb:29"),
+            "{}",
+            f[0].title
+        );
+        assert!(
+            notes.iter().any(|n| n.starts_with("Array grew by 639")),
+            "{notes:#?}"
+        );
     }
 }

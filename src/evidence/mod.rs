@@ -71,6 +71,9 @@ pub struct RetainerGroup {
     /// Elements the container gained since the first judged heap snapshot, when it is an Array
     /// or Hash that was already there.
     pub container_growth: Option<i64>,
+    /// How many different objects hold the group's instances directly (1: all in one container;
+    /// many: each in its own, an `Order`'s `LineItem`s), when the paths tell it.
+    pub container_objects: Option<u64>,
     /// The root the path starts from (`machine_context`, `vm`, `global_tbl`, …).
     pub root: String,
     /// The path from the root down to the container, one label per object.

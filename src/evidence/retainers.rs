@@ -93,6 +93,7 @@ fn retainer_paths(
                     }),
                     container_length: holder.and_then(|s| s.length),
                     container_growth: g.holder_growth,
+                    container_objects: holder.map(|s| s.distinct),
                     path: g
                         .steps
                         .iter()
