@@ -1,8 +1,8 @@
 //! Native memory no Ruby object accounts for, under `--backend none`: malloc's bytes in use
 //! right after each round's full GC (the agent's glibc `malloc_info`, [`crate::native::malloc_info`])
 //! minus what the heap dump's objects say they hold (`memsize`, without the object slots, which
-//! live in Ruby's own mmapped pages: each object's `slot_size` on 3.2+, 40 bytes before). What is left is held by C code: a C extension's own
-//! buffers, a library's, Ruby's internal tables.
+//! live in Ruby's own mmapped pages: each object's `slot_size` on 3.2+, 40 bytes before). What
+//! is left is held by C code: a C extension's own buffers, a library's, Ruby's internal tables.
 //!
 //! The rule: when a class's unreleased instances and that unaccounted memory rise together, in
 //! at least [`GROWING_ROUNDS`] round intervals, by a steady number of bytes per instance, the
@@ -227,7 +227,7 @@ mod tests {
     }
 
     /// Ruby 3.3: each round the program drops 1,000 RingBufs (40-byte slots, a 272-byte buffer
-    /// malloc'd each, which no memsize counts) and keeps 1,000 embedded Arrays in 640-byte
+    /// malloc'd each, which no memsize counts) and keeps 1,000 more embedded Arrays in 640-byte
     /// slots, which hold nothing outside them. Counting 40 bytes a slot, the Arrays' slots
     /// would read as 600 KB a round of Ruby mallocs and hide the RingBufs' buffers; with the
     /// dump's slot sizes the unaccounted memory grows by exactly the buffers.
