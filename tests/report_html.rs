@@ -63,6 +63,7 @@ fn evidence() -> Evidence {
                 alloc_sites: Vec::new(),
                 data_types: Vec::new(),
                 objects: 0,
+                slot_bytes: None,
                 diagnostics: Default::default(),
             },
         });

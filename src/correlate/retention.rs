@@ -698,6 +698,7 @@ pub(crate) mod tests {
                     .collect(),
                 data_types: Vec::new(),
                 objects: 0,
+                slot_bytes: None,
                 diagnostics: Default::default(),
             },
         }

@@ -1,8 +1,8 @@
 //! Native memory no Ruby object accounts for, under `--backend none`: malloc's bytes in use
 //! right after each round's full GC (the agent's glibc `malloc_info`, [`crate::native::malloc_info`])
 //! minus what the heap dump's objects say they hold (`memsize`, without the object slots, which
-//! live in Ruby's own mmapped pages). What is left is held by C code: a C extension's own
-//! buffers, a library's, Ruby's internal tables.
+//! live in Ruby's own mmapped pages: each object's `slot_size` on 3.2+, 40 bytes before). What
+//! is left is held by C code: a C extension's own buffers, a library's, Ruby's internal tables.
 //!
 //! The rule: when a class's unreleased instances and that unaccounted memory rise together, in
 //! at least [`GROWING_ROUNDS`] round intervals, by a steady number of bytes per instance, the
@@ -28,9 +28,25 @@ const STEADY_FACTOR: f64 = 2.0;
 /// Growth below this over the judged rounds is lost in what Ruby itself mallocs and frees.
 pub const MIN_GROWTH: i64 = 64 * 1024;
 
-/// The size Ruby's dump counts into every object's `memsize` for its slot (RVALUE on 64-bit
-/// Ruby 3.1; from 3.2 some slots are larger, which only makes the accounted part smaller).
+/// The slot Ruby's dump counts into every object's `memsize` when the dump does not say each
+/// object's `slot_size` (RVALUE on 64-bit Ruby up to 3.1; 3.2+ dumps give the size, 40 to 640
+/// bytes, and [`HeapSummary::slot_bytes`](crate::heap::HeapSummary) sums it).
 const SLOT_BYTES: i64 = 40;
+
+/// What the objects of a heap summary hold outside their slots: Σ `memsize` − Σ slot sizes,
+/// the slots summed from the dump (3.2+) or [`SLOT_BYTES`] per object (≤ 3.1). Never negative.
+pub fn ruby_part(summary: &crate::heap::HeapSummary) -> i64 {
+    let rows = &summary.histogram.rows;
+    let memsize = rows.iter().fold(0i64, |a, r| a.saturating_add(r.bytes));
+    let slots = match summary.slot_bytes {
+        Some(bytes) => i64::try_from(bytes).unwrap_or(i64::MAX),
+        None => rows
+            .iter()
+            .fold(0i64, |a, r| a.saturating_add(r.count))
+            .saturating_mul(SLOT_BYTES),
+    };
+    memsize.saturating_sub(slots).max(0)
+}
 
 /// One round's measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,16 +91,11 @@ pub fn rounds(ev: &Evidence, notes: &mut Vec<String>) -> (Vec<Round>, Option<Str
                 continue;
             }
         };
-        let rows = &heap.summary.histogram.rows;
-        let memsize = rows.iter().fold(0i64, |a, r| a.saturating_add(r.bytes));
-        let objects = rows.iter().fold(0i64, |a, r| a.saturating_add(r.count));
         out.push(Round {
             snapshot: sc.snapshot,
             t: sc.t,
             in_use: totals.in_use(),
-            ruby: memsize
-                .saturating_sub(objects.saturating_mul(SLOT_BYTES))
-                .max(0),
+            ruby: ruby_part(&heap.summary),
         });
         how.get_or_insert_with(|| m.how.clone());
     }
@@ -173,6 +184,86 @@ pub fn keeps_growing(rounds: &[(f64, i64)]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heap::HeapSummary;
+    use crate::heap::histogram::{ClassRow, Histogram};
+
+    fn summary(rows: &[(&str, i64, i64)], slot_bytes: Option<u64>) -> HeapSummary {
+        HeapSummary {
+            path: "heap.json".into(),
+            format: crate::heap::HeapFormat::Cruby,
+            ruby_version: None,
+            histogram: Histogram {
+                rows: rows
+                    .iter()
+                    .map(|&(name, count, bytes)| ClassRow {
+                        name: name.into(),
+                        count,
+                        bytes,
+                    })
+                    .collect(),
+            },
+            alloc_sites: Vec::new(),
+            data_types: Vec::new(),
+            objects: rows.iter().map(|r| r.1 as u64).sum(),
+            slot_bytes,
+            diagnostics: Default::default(),
+        }
+    }
+
+    /// Lines of a Ruby 3.3.8 dump: 7 objects in slots of 40 to 640 bytes (1,120 in all),
+    /// memsize 2,368. The Ruby part takes the slots the dump gives off, not 7 × 40.
+    #[test]
+    fn the_ruby_part_takes_off_the_slot_sizes_the_dump_gives() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/cruby/ruby3.3.8-linux-slot-sizes.json");
+        let mut s = crate::heap::cruby::summarize(&path).unwrap();
+        assert_eq!(s.histogram.total_bytes(), 2_368);
+        assert_eq!(ruby_part(&s), 2_368 - 1_120);
+        // Without the sizes (a dump from Ruby 3.1 or older): 40 bytes an object.
+        s.slot_bytes = None;
+        assert_eq!(ruby_part(&s), 2_368 - 7 * 40);
+        // Never below zero.
+        assert_eq!(ruby_part(&summary(&[("Object", 3, 100)], Some(400))), 0);
+    }
+
+    /// Ruby 3.3: each round the program drops 1,000 RingBufs (40-byte slots, a 272-byte buffer
+    /// malloc'd each, which no memsize counts) and keeps 1,000 more embedded Arrays in 640-byte
+    /// slots, which hold nothing outside them. Counting 40 bytes a slot, the Arrays' slots
+    /// would read as 600 KB a round of Ruby mallocs and hide the RingBufs' buffers; with the
+    /// dump's slot sizes the unaccounted memory grows by exactly the buffers.
+    #[test]
+    fn on_3_3_big_slots_no_longer_hide_a_missing_release() {
+        let base_malloc = 4_000_000u64;
+        let mut exact = Vec::new();
+        let mut per_object = Vec::new();
+        let mut unreleased = Vec::new();
+        for round in 0..4i64 {
+            let n = 1_000 * round;
+            let rows = [
+                ("RingBuf", n, n * 40),
+                ("Array", 5_000 + n, (5_000 + n) * 640),
+            ];
+            let slots = (n * 40 + (5_000 + n) * 640) as u64;
+            let in_use = base_malloc + 272 * n as u64;
+            let with_sizes = Round {
+                snapshot: round as u32 + 1,
+                t: round as f64,
+                in_use,
+                ruby: ruby_part(&summary(&rows, Some(slots))),
+            };
+            let without = Round {
+                ruby: ruby_part(&summary(&rows, None)),
+                ..with_sizes.clone()
+            };
+            exact.push(with_sizes.unaccounted());
+            per_object.push(without.unaccounted());
+            unreleased.push(n as u64);
+        }
+        let e = explains(&exact, &unreleased).expect("explained with the dump's slot sizes");
+        assert_eq!(e.bytes, 272 * 3_000);
+        assert!((e.per_instance() - 272.0).abs() < f64::EPSILON, "{e:?}");
+        assert_eq!(explains(&per_object, &unreleased), None, "{per_object:?}");
+    }
 
     /// Measured on ringbuf-leak.rb (Ruby 3.1, glibc 2.36): 272 bytes per dropped RingBuf.
     #[test]

@@ -59,6 +59,10 @@ pub struct HeapSummary {
     pub data_types: Vec<DataType>,
     /// Objects counted (ROOT and SHAPE lines excluded).
     pub objects: u64,
+    /// The bytes of the heap slots those objects occupy, part of their `memsize`, when the dump
+    /// says each object's slot size (CRuby 3.2+, variable-width slots); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_bytes: Option<u64>,
     #[serde(skip)]
     pub diagnostics: Diagnostics,
 }

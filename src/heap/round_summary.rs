@@ -28,6 +28,10 @@ pub struct RoundSummary {
     pub format: Option<HeapFormat>,
     pub ruby_version: Option<String>,
     pub objects: u64,
+    /// The objects' slot bytes when the dump gave each object's slot size (CRuby 3.2+);
+    /// absent otherwise, and in summaries written before leakhunt read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_bytes: Option<u64>,
     pub histogram: Histogram,
     pub alloc_sites: Vec<AllocSite>,
     pub data_types: Vec<DataType>,
@@ -53,6 +57,7 @@ impl RoundSummary {
             format: Some(summary.format),
             ruby_version: summary.ruby_version.clone(),
             objects: summary.objects,
+            slot_bytes: summary.slot_bytes,
             histogram: summary.histogram.clone(),
             alloc_sites: summary.alloc_sites.clone(),
             data_types: summary.data_types.clone(),
@@ -96,6 +101,7 @@ impl RoundSummary {
             alloc_sites: self.alloc_sites,
             data_types: self.data_types,
             objects: self.objects,
+            slot_bytes: self.slot_bytes,
         };
         (summary, problems)
     }
@@ -147,6 +153,30 @@ mod tests {
         let original = read.diagnostics.lines()[0].clone();
         let tail = original.split_once(": ").unwrap().1;
         assert_eq!(problems, [format!("/elsewhere/heap-001.json.zst: {tail}")]);
+    }
+
+    /// A 3.2+ dump's slot total is written down and read back (the unaccounted-memory rule
+    /// needs it when the dump is gone); a summary written without it reads as `None`.
+    #[test]
+    fn the_slot_total_of_a_3_3_dump_survives_the_summary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = b"{\"address\":\"0x1\", \"type\":\"OBJECT\", \"slot_size\":80, \"class\":\"0x9\", \"memsize\":80}\n\
+                     {\"address\":\"0x9\", \"type\":\"CLASS\", \"slot_size\":160, \"name\":\"Invoice\", \"memsize\":400}\n";
+        let read = summary_of(dump, dir.path());
+        assert_eq!(read.slot_bytes, Some(240));
+        let file = dir.path().join("summary-001.json");
+        let saved = RoundSummary::of("heap-001.json.zst", &read);
+        std::fs::write(&file, saved.to_bytes().unwrap()).unwrap();
+        let (back, _) = RoundSummary::load(&file)
+            .unwrap()
+            .into_heap_summary(dir.path().join("heap-001.json.zst"));
+        assert_eq!(back.slot_bytes, Some(240));
+
+        std::fs::write(&file, b"{\"leakhunt_summary\":1, \"objects\":2}").unwrap();
+        let (old, _) = RoundSummary::load(&file)
+            .unwrap()
+            .into_heap_summary(dir.path().join("heap-001.json.zst"));
+        assert_eq!(old.slot_bytes, None);
     }
 
     #[test]

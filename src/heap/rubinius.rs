@@ -68,6 +68,7 @@ pub fn summarize(path: &Path) -> Result<HeapSummary> {
         alloc_sites: Vec::new(),
         data_types: Vec::new(),
         objects: read.objects,
+        slot_bytes: None,
         diagnostics: read.diagnostics,
     })
 }

@@ -116,6 +116,7 @@ pub(crate) mod tests {
                     alloc_sites: Vec::new(),
                     data_types: Vec::new(),
                     objects: 0,
+                    slot_bytes: None,
                     diagnostics: Default::default(),
                 },
             });

@@ -94,6 +94,9 @@ pub struct Census {
     files: Interner,
     pub version: VersionEvidence,
     pub objects: u64,
+    /// Objects whose line gave their `slot_size` (3.2+), and the sum of those sizes.
+    slotted: u64,
+    slot_bytes: u64,
     pub roots: u64,
     pub shapes: u64,
 }
@@ -112,6 +115,8 @@ impl Census {
             files: Interner::new(),
             version: VersionEvidence::default(),
             objects: 0,
+            slotted: 0,
+            slot_bytes: 0,
             roots: 0,
             shapes: 0,
         }
@@ -135,6 +140,10 @@ impl Census {
             RecordKind::Object => {}
         }
         self.objects += 1;
+        if let Some(size) = rec.slot_size {
+            self.slotted += 1;
+            self.slot_bytes = self.slot_bytes.saturating_add(size);
+        }
         let key = LabelKey::of(&rec, &mut self.details);
         let bytes = rec.memsize.unwrap_or(0);
         self.tallies
@@ -162,6 +171,12 @@ impl Census {
         }
     }
 
+    /// The bytes of the heap slots the objects occupy, when every object's line gave its
+    /// `slot_size` (Ruby 3.2+ dumps); `None` for older dumps, whose slots are all one size.
+    pub fn slot_bytes(&self) -> Option<u64> {
+        (self.objects > 0 && self.slotted == self.objects).then_some(self.slot_bytes)
+    }
+
     /// Folds another chunk's census into this one.
     pub fn merge(&mut self, other: Census) {
         let detail_map = other.details.remap_into(&mut self.details);
@@ -186,6 +201,8 @@ impl Census {
         }
         self.version.merge(&other.version);
         self.objects += other.objects;
+        self.slotted += other.slotted;
+        self.slot_bytes = self.slot_bytes.saturating_add(other.slot_bytes);
         self.roots += other.roots;
         self.shapes += other.shapes;
     }

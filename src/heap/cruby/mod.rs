@@ -58,6 +58,7 @@ pub fn summarize_with(path: &Path, opts: &ReadOptions) -> Result<HeapSummary> {
         alloc_sites: named.alloc_sites(),
         data_types: named.data_types(),
         objects: named.census.objects,
+        slot_bytes: named.census.slot_bytes(),
         diagnostics: named.diagnostics,
     })
 }
@@ -130,6 +131,56 @@ mod tests {
                 bytes: 112,
             }]
         );
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/cruby")
+            .join(name)
+    }
+
+    /// Ruby 3.2+ gives each object's slot size (40 to 640 bytes): the summary sums them over
+    /// the objects, SHAPE and ROOT lines left out, in chunks as small as one line.
+    #[test]
+    fn slot_bytes_are_the_sum_of_the_objects_slot_sizes_on_3_2_and_later() {
+        for (file, objects, slots) in [
+            // 160 (Foo's CLASS) + 2 × 80 (Foos) + 40 + 80 (Strings) + 40 + 640 (Arrays).
+            ("ruby3.3.8-linux-slot-sizes.json", 7, 1120),
+            // 26 × 40 + 2 × 80, beside 488 SHAPE lines.
+            (
+                "ruby3.2dev-partial-since28-retained-heap-profiler.heap",
+                28,
+                1200,
+            ),
+        ] {
+            for chunk in [1, 32 << 20] {
+                let opts = ReadOptions {
+                    chunk_bytes: chunk,
+                    ..ReadOptions::default()
+                };
+                let s = summarize_with(&fixture(file), &opts).unwrap();
+                assert_eq!((s.objects, s.slot_bytes), (objects, Some(slots)), "{file}");
+            }
+        }
+        let s = summarize(&fixture("ruby3.1.2-linux-since10-traced.json")).unwrap();
+        assert!(s.objects > 0);
+        assert_eq!(s.slot_bytes, None, "3.1 dumps have no slot_size");
+    }
+
+    /// A dump in which some objects do not say their slot size gives no total: a partial sum
+    /// would count those objects' slots as part of what they hold.
+    #[test]
+    fn slot_bytes_need_every_object_s_slot_size() {
+        let dump =
+            br#"{"address":"0x10", "type":"OBJECT", "slot_size":80, "class":"0x1", "memsize":80}
+{"address":"0x11", "type":"OBJECT", "class":"0x1", "memsize":40}
+"#;
+        assert_eq!(summary_of(dump).slot_bytes, None);
+        let dump =
+            br#"{"address":"0x10", "type":"OBJECT", "slot_size":80, "class":"0x1", "memsize":80}
+{"address":"0x11", "type":"STRING", "slot_size":40, "memsize":72}
+"#;
+        assert_eq!(summary_of(dump).slot_bytes, Some(120));
     }
 
     /// Two classes sharing a name whose instances claim `memsize` near `u64::MAX`: the merged

@@ -210,6 +210,9 @@ pub struct Record<'a> {
     pub class: Option<u64>,
     pub superclass: Option<u64>,
     pub memsize: Option<u64>,
+    /// The heap slot the object occupies (3.2+: 40, 80, 160, 320 or 640 bytes on 64-bit);
+    /// `memsize` includes it.
+    pub slot_size: Option<u64>,
     pub name: Option<&'a [u8]>,
     pub real_class_name: Option<&'a [u8]>,
     pub singleton: bool,
@@ -332,6 +335,10 @@ fn value_for_key<'a>(
         }
         b"class" => hex_into(&mut rec.class, line, p),
         b"memsize" => number_into(&mut rec.memsize, line, p),
+        b"slot_size" => {
+            rec.fingerprints |= fp::SLOT_SIZE;
+            number_into(&mut rec.slot_size, line, p)
+        }
         b"references" => {
             let (inner, end) = array(line, p)?;
             rec.references = inner;
@@ -376,7 +383,6 @@ fn value_for_key<'a>(
         other => {
             rec.fingerprints |= match other {
                 b"shape_id" => fp::SHAPE_ID,
-                b"slot_size" => fp::SLOT_SIZE,
                 b"coderange" => fp::CODERANGE,
                 b"variation_count" => fp::VARIATION_COUNT,
                 b"embedded" => fp::EMBEDDED,
@@ -653,6 +659,18 @@ mod tests {
         assert_eq!(r.generation, Some(10));
         assert_eq!(r.memsize, Some(40));
         assert_eq!(r.flags, br#""wb_protected":true"#);
+    }
+
+    /// A line of a Ruby 3.3.8 dump (Debian trixie): `slot_size` is read, and counts as a 3.2+
+    /// fingerprint; a 3.1 line has none.
+    #[test]
+    fn reads_the_slot_size_of_a_3_3_object_line() {
+        let line = br#"{"address":"0x7fc771e96340", "type":"OBJECT", "shape_id":15, "slot_size":80, "class":"0x7fc771e8e578", "embedded":true, "ivars":5, "memsize":80, "flags":{"wb_protected":true}}"#;
+        let r = parse_line(line).unwrap();
+        assert_eq!((r.slot_size, r.memsize), (Some(80), Some(80)));
+        assert_ne!(r.fingerprints & fingerprint::SLOT_SIZE, 0);
+        let old = br#"{"address":"0x1", "type":"OBJECT", "class":"0x2", "ivars":3, "memsize":40}"#;
+        assert_eq!(parse_line(old).unwrap().slot_size, None);
     }
 
     #[test]
