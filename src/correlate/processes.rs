@@ -249,14 +249,20 @@ fn merge_bucket(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> Option<Findin
     f.count = blocks;
     f.confidence = bucket.iter().map(|(_, g)| g.confidence).max()?;
     let place = where_text(bucket, roles);
-    let lifecycle_only = super::unmeasured::is_lifecycle_only(rep);
+    let sized = Sized::of(rep);
     f.title = format!(
         "{} · {place} · {}",
         rep.headline,
-        measure(f.kind, lifecycle_only, blocks, bytes)
+        measure(f.kind, sized, blocks, bytes)
     );
-    if lifecycle_only {
-        f.title = format!("{} — {}", f.title, super::unmeasured::NOT_MEASURED);
+    match sized {
+        Sized::LifecycleOnly => {
+            f.title = format!("{} — {}", f.title, super::unmeasured::NOT_MEASURED);
+        }
+        Sized::Malloc => {
+            f.title = format!("{} — {}", f.title, super::unmeasured::MEASURED_BY_MALLOC);
+        }
+        Sized::Native => {}
     }
     f.processes = bucket
         .iter()
@@ -288,7 +294,7 @@ fn merge_bucket(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> Option<Findin
                 "pid {} ({}): {}",
                 p.pid,
                 p.role,
-                measure(f.kind, lifecycle_only, p.count, p.bytes).trim_end_matches(" in total")
+                measure(f.kind, sized, p.count, p.bytes).trim_end_matches(" in total")
             ),
         )
     }));
@@ -320,10 +326,34 @@ fn where_text(bucket: &[(&Judged, &Finding)], roles: &[Role]) -> String {
     format!("in {}", parts.join(" and "))
 }
 
+/// How a finding's size was measured, which decides what its count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sized {
+    /// Native blocks and bytes (a backend's report), or Ruby instances (retention).
+    Native,
+    /// A missing release told from the lifecycle alone: instances, no bytes.
+    LifecycleOnly,
+    /// A missing release sized by malloc's growth under `--backend none`: instances and bytes.
+    Malloc,
+}
+
+impl Sized {
+    fn of(f: &Finding) -> Sized {
+        if super::unmeasured::is_lifecycle_only(f) {
+            Sized::LifecycleOnly
+        } else if super::unmeasured::is_measured_by_malloc(f) {
+            Sized::Malloc
+        } else {
+            Sized::Native
+        }
+    }
+}
+
 /// "+6,974 blocks / +3,679,200 bytes in total", "+1,200 instances in total"; a missing
-/// release told from the lifecycle alone (`lifecycle_only`) measured no bytes: "+1,200
-/// instances never released in total".
-fn measure(kind: FindingKind, lifecycle_only: bool, blocks: i64, bytes: i64) -> String {
+/// release told from the lifecycle alone measured no bytes: "+1,200 instances never released
+/// in total"; one sized by malloc counts instances: "+2,552 instances never released /
+/// +783,565 bytes in total".
+fn measure(kind: FindingKind, sized: Sized, blocks: i64, bytes: i64) -> String {
     let noun = |n: i64, one: &str, many: &str| {
         if n.abs() == 1 {
             one.to_owned()
@@ -332,10 +362,16 @@ fn measure(kind: FindingKind, lifecycle_only: bool, blocks: i64, bytes: i64) -> 
         }
     };
     match kind {
-        FindingKind::MissingRelease if lifecycle_only => format!(
+        FindingKind::MissingRelease if sized == Sized::LifecycleOnly => format!(
             "{} {} never released in total",
             signed(blocks),
             noun(blocks, "instance", "instances")
+        ),
+        FindingKind::MissingRelease if sized == Sized::Malloc => format!(
+            "{} {} never released / {} bytes in total",
+            signed(blocks),
+            noun(blocks, "instance", "instances"),
+            signed(bytes)
         ),
         FindingKind::RubyRetention => format!(
             "{} {} in total",
@@ -531,4 +567,33 @@ fn summaries(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::finding::Confidence;
+
+    /// A missing release merged over workers counts in the units it was measured in: instances
+    /// alone from the lifecycle, instances and bytes from malloc's growth under `--backend
+    /// none` (not "blocks": no native report counted any).
+    #[test]
+    fn a_missing_release_is_merged_in_the_units_it_was_measured_in() {
+        let mut f = Finding::new(FindingKind::MissingRelease, Confidence::Medium, "t");
+        assert_eq!(Sized::of(&f), Sized::LifecycleOnly);
+        assert_eq!(
+            measure(f.kind, Sized::of(&f), 2_000, 0),
+            "+2,000 instances never released in total"
+        );
+        f.bytes = 783_565;
+        assert_eq!(Sized::of(&f), Sized::Malloc);
+        assert_eq!(
+            measure(f.kind, Sized::of(&f), 2_552, 783_565),
+            "+2,552 instances never released / +783,565 bytes in total"
+        );
+        assert_eq!(
+            measure(FindingKind::NativeLeak, Sized::Native, 6_974, 3_679_200),
+            "+6,974 blocks / +3,679,200 bytes in total"
+        );
+    }
 }

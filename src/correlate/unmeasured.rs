@@ -73,6 +73,15 @@ pub fn is_lifecycle_only(f: &Finding) -> bool {
     f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes == 0
 }
 
+/// How a missing release found without a native backend was sized.
+pub const MEASURED_BY_MALLOC: &str = "measured by malloc after each GC, `--backend none`";
+
+/// A missing release sized by malloc's growth under `--backend none` (no native site, bytes
+/// measured): its count is of instances, not blocks.
+pub fn is_measured_by_malloc(f: &Finding) -> bool {
+    f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes > 0
+}
+
 /// The unreleased instances of `class` in each sidecar, oldest first (0 before the agent
 /// counted the class).
 fn unreleased_series(ev: &Evidence, class: &str) -> Vec<u64> {
@@ -373,7 +382,7 @@ fn extension_finding(
         "{label} is not called: {name} instances (C extension {library}) are dropped unreleased"
     );
     let title = format!(
-        "{headline}, native memory grew {} (about {} each) — measured by malloc after each GC, `--backend none`",
+        "{headline}, native memory grew {} (about {} each) — {MEASURED_BY_MALLOC}",
         human_bytes(explained.bytes as f64),
         human_bytes(per)
     );

@@ -6,6 +6,7 @@
 //! | program | what it does | the report must say | runs |
 //! |---|---|---|---|
 //! | `ringbuf-leak.rb` | RingBufs never closed | missing release `RingBuf#close`, site `ringbuf_initialize` in cbufs.so, created at the `RingBuf.new` line; without a native backend the same finding without the native site, sized by malloc's growth after each GC | lsan on 3.1, valgrind on 3.3, none on 3.1 and 3.3 |
+//! | `ringbuf-forks.rb` | the same in two forked workers | one missing release, in 2 of 2 workers, measured by malloc in each | none on 3.1 |
 //! | `ringbuf-closed.rb` | each RingBuf closed | no leak finding | valgrind on 3.1, lsan on 3.3, none on 3.1 |
 //! | `scanner-leak.rb` | `Scanner#scan` leaks, Scanner has no release method | cbufs.so leaks on its own, through `Scanner#scan`, called at the `scanner.scan` line; without a native backend no finding, a note on the unexplained native growth asking for lsan | valgrind on 3.1, lsan on 3.3, none on 3.1 |
 //! | `tidy-gc.rb` | Tidy objects and `Zlib::Deflate`s left to the GC | no leak finding | lsan on 3.1, valgrind on 3.3, none on 3.1 |
@@ -300,6 +301,65 @@ fn ringbuf_left_open_without_a_native_backend_is_a_missing_close_measured_by_mal
         return;
     };
     assert_ringbuf_close_is_missing_measured_by_malloc(&r, &report);
+}
+
+/// The same leak in two forked workers (a pre-forking server's shape), without a native
+/// backend: each worker's rounds measure its own malloc, each is judged on its own, and the
+/// findings merge into one that holds in both workers, at the line the workers run.
+#[test]
+fn ringbuf_left_open_in_forked_workers_without_a_native_backend_is_one_merged_missing_close() {
+    if !require("ruby-dev (mkmf) to build a C extension", have_mkmf()) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let built = build_cbufs(dir.path());
+    let (args, options) = plan("none");
+    let program = fixture("cext/ringbuf-forks.rb");
+    let r = run(
+        &options,
+        &[program.to_str().unwrap(), args[0], args[1], "2"],
+        &[("CBUFS_DIR", built.to_str().unwrap())],
+    );
+    let report = report_of(&r);
+    let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
+    assert!(r.stdout.contains("ringbuf-forks: 2 workers done"), "{ctx}");
+    assert_eq!(leak_kinds(&report), ["missing_release"], "{ctx}");
+    let top = top(&r, &report);
+    assert_eq!(top["class"], "RingBuf", "{ctx}");
+    assert_eq!(top["suggestion"]["method"], "RingBuf#close", "{ctx}");
+    let created = line_of("ringbuf-forks.rb", "RingBuf.new");
+    assert_eq!(
+        locations(&top)[0],
+        ("ringbuf-forks.rb".to_owned(), created, "created".to_owned()),
+        "{ctx}"
+    );
+    let title = top["title"].as_str().unwrap();
+    assert!(title.contains("measured by malloc"), "{ctx}");
+    assert!(title.contains("in 2 of 2 workers"), "{ctx}");
+    let workers: Vec<u64> = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "worker" && p["judged"] == true)
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    let mut holds: Vec<u64> = top["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    holds.sort_unstable();
+    let mut workers = workers;
+    workers.sort_unstable();
+    assert_eq!(holds, workers, "{ctx}");
+    // Each worker dropped 256-byte buffers (272-byte chunks) in its measured rounds.
+    let (bytes, count) = (
+        top["bytes"].as_i64().unwrap(),
+        top["count"].as_i64().unwrap(),
+    );
+    assert!(count > 0 && bytes >= count * 256, "{ctx}");
 }
 
 /// One `missing_release` finding, `RingBuf#close` at the `RingBuf.new` line, sized by the
