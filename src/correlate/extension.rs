@@ -19,7 +19,7 @@ use super::finding::{
 use super::names;
 use super::release::{self, Blame};
 use super::sites::{SiteSeries, is_ffi_frame};
-use crate::bundle::{Extension, ExtensionModule, Sidecar};
+use crate::bundle::{Extension, ExtensionModule, MethodCalls, Sidecar};
 use crate::evidence::{Evidence, SourceLine};
 use crate::format::{count, quantity};
 use crate::native::Frame;
@@ -214,7 +214,7 @@ fn holds(ev: &Evidence, ext: &Extension, frame: &Frame) -> bool {
     module == file_name(&ext.path)
 }
 
-fn file_name(path: &str) -> &str {
+pub(super) fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -376,22 +376,7 @@ fn on_its_own(
             .iter()
             .find(|c| c.method == entry.method && c.singleton == entry.singleton)
         {
-            callers = calls
-                .called_at
-                .iter()
-                .map(|s| Location {
-                    file: s.file.clone(),
-                    line: s.line,
-                    role: LocationRole::Called,
-                    count: Some(s.count),
-                    released: None,
-                    sampled: false,
-                    code: ev
-                        .sources
-                        .get(&s.file)
-                        .and_then(|src| super::source_hint::line_text(src, s.line)),
-                })
-                .collect();
+            callers = call_sites(ev, calls);
             sampled = calls.sampled;
             evidence.push(EvidenceItem::new(
                 Source::Extension,
@@ -449,9 +434,29 @@ fn on_its_own(
     }
 }
 
+/// Where the program calls a C method, most calls first, with the line's code.
+pub(super) fn call_sites(ev: &Evidence, calls: &MethodCalls) -> Vec<Location> {
+    calls
+        .called_at
+        .iter()
+        .map(|s| Location {
+            file: s.file.clone(),
+            line: s.line,
+            role: LocationRole::Called,
+            count: Some(s.count),
+            released: None,
+            sampled: false,
+            code: ev
+                .sources
+                .get(&s.file)
+                .and_then(|src| super::source_hint::line_text(src, s.line)),
+        })
+        .collect()
+}
+
 /// Why the program cannot release it: the class has no release method, or every instance
 /// was released and the memory grew all the same.
-fn why_not_the_program(ev: &Evidence, sc: &Sidecar, class: &ExtensionModule) -> String {
+pub(super) fn why_not_the_program(ev: &Evidence, sc: &Sidecar, class: &ExtensionModule) -> String {
     if class.release_methods.is_empty() {
         return format!(
             "{} has no release method (close, finish, free, destroy, … none defined in C): nothing the program could call frees this memory",

@@ -14,6 +14,7 @@
 pub mod analysis;
 pub mod classes;
 pub mod extension;
+pub mod extension_calls;
 pub mod finding;
 pub mod fingerprint;
 pub mod names;
@@ -105,7 +106,10 @@ fn correlate_one(
     let sites = sites::site_series(&ev.native);
     let (mut native_findings, native_rows) = native::native_findings(ev, &sites, &mut notes);
     if let Some(no_native) = unmeasured {
-        native_findings.extend(unmeasured::findings(ev, no_native, &mut notes));
+        let retained = findings
+            .iter()
+            .any(|f| f.kind == FindingKind::RubyRetention);
+        native_findings.extend(unmeasured::findings(ev, no_native, retained, &mut notes));
     }
     // In one run (a bundle), native memory of instances that are still retained cannot be lost
     // apart from them: one finding. Loose files may come from different runs (the seed's heap

@@ -367,6 +367,12 @@ fn measure(kind: FindingKind, sized: Sized, blocks: i64, bytes: i64) -> String {
             signed(blocks),
             noun(blocks, "instance", "instances")
         ),
+        FindingKind::ExtensionLeak if sized == Sized::Malloc => format!(
+            "{} {} / {} bytes in total",
+            signed(blocks),
+            noun(blocks, "call", "calls"),
+            signed(bytes)
+        ),
         FindingKind::MissingRelease if sized == Sized::Malloc => format!(
             "{} {} never released / {} bytes in total",
             signed(blocks),

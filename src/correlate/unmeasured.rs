@@ -19,6 +19,7 @@
 //!
 //! Stage: correlator rule. Input: the evidence's sidecars and heap snapshots.
 
+use super::extension_calls;
 use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source};
 use super::release::{self, Blame};
 use super::unaccounted::{self, Explained};
@@ -76,10 +77,14 @@ pub fn is_lifecycle_only(f: &Finding) -> bool {
 /// How a missing release found without a native backend was sized.
 pub const MEASURED_BY_MALLOC: &str = "measured by malloc after each GC, `--backend none`";
 
-/// A missing release sized by malloc's growth under `--backend none` (no native site, bytes
-/// measured): its count is of instances, not blocks.
+/// A missing release or an extension's own leak sized by malloc's growth under `--backend
+/// none` (no native site, bytes measured): its count is of instances or calls, not blocks.
 pub fn is_measured_by_malloc(f: &Finding) -> bool {
-    f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes > 0
+    matches!(
+        f.kind,
+        FindingKind::MissingRelease | FindingKind::ExtensionLeak
+    ) && f.native.is_none()
+        && f.bytes > 0
 }
 
 /// The unreleased instances of `class` in each sidecar, oldest first (0 before the agent
@@ -141,10 +146,13 @@ fn release_of<'a>(sc: &'a Sidecar, w: &WrapperClass) -> Option<(String, String, 
 }
 
 /// Missing-release findings from the lifecycle alone, and notes on the classes set aside
-/// (all of them when a native backend ran but nothing of it was read).
+/// (all of them when a native backend ran but nothing of it was read). `retained`: Ruby
+/// retention was found, which may be what native memory grows with; then growth no class
+/// explains blames no C method.
 pub fn findings(
     ev: &Evidence,
     no_native: &NoNativeEvidence,
+    retained: bool,
     notes: &mut Vec<String>,
 ) -> Vec<Finding> {
     let Some(sc) = ev.latest_sidecar() else {
@@ -284,8 +292,30 @@ pub fn findings(
                 .collect::<Vec<_>>(),
         )
     {
+        // Growth no class explains: one C method whose calls it rises with leaks on its own.
+        let by_calls = if retained {
+            Vec::new()
+        } else {
+            extension_calls::explaining(ev, sc, &rounds, &native)
+        };
+        if let [one] = by_calls.as_slice() {
+            out.push(extension_calls::finding(ev, sc, one, &rounds, &how));
+            return out;
+        }
+        let several = if by_calls.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (it rose with the calls of several C methods at once: {})",
+                by_calls
+                    .iter()
+                    .map(extension_calls::Explaining::label)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         notes.push(format!(
-            "native memory no Ruby object holds grew by {} over {} rounds ({}; {how}, minus the heap dump's memsize), and no class's lifecycle explains it: a C extension or library may leak on its own, or it is Ruby's own memory — rerun with `--backend lsan` (or valgrind) to see the native stack that allocates it",
+            "native memory no Ruby object holds grew by {} over {} rounds ({}; {how}, minus the heap dump's memsize), and no class's lifecycle explains it{several}: a C extension or library may leak on its own, or it is Ruby's own memory — rerun with `--backend lsan` (or valgrind) to see the native stack that allocates it",
             human_bytes(grown as f64),
             native.len().saturating_sub(1),
             series_text(&native)
@@ -295,7 +325,7 @@ pub fn findings(
 }
 
 /// "3.7 MiB → 3.9 MiB → 4.1 MiB": a series of byte counts.
-fn series_text(bytes: &[i64]) -> String {
+pub(super) fn series_text(bytes: &[i64]) -> String {
     bytes
         .iter()
         .map(|&b| human_bytes(b as f64))
