@@ -546,13 +546,18 @@ pub fn extension_leak(leak: &OwnLeak, sites: &[&SiteSeries], over_time: bool) ->
         text,
         method: None,
         locations: leak.callers.clone(),
-        shapes: vec![
-            "check the gem's changelog for a fixed leak, and update".to_owned(),
-            "cache or reuse what the call returns instead of calling it again".to_owned(),
-            "run the work in a child process that exits (or is restarted) after a while".to_owned(),
-        ],
+        shapes: own_leak_shapes(),
     });
     f
+}
+
+/// What a program can do about an extension that leaks on its own.
+pub(super) fn own_leak_shapes() -> Vec<String> {
+    vec![
+        "check the gem's changelog for a fixed leak, and update".to_owned(),
+        "cache or reuse what the call returns instead of calling it again".to_owned(),
+        "run the work in a child process that exits (or is restarted) after a while".to_owned(),
+    ]
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! Stage: correlator rule (called from [`super::unmeasured`]). Input: the sidecars' extension
 //! call counts and the malloc rounds.
 
-use super::extension::{call_sites, file_name, why_not_the_program};
+use super::extension::{call_sites, file_name, own_leak_shapes, why_not_the_program};
 use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source, Suggestion};
 use super::unaccounted::{self, Explained};
 use crate::bundle::{Extension, ExtensionModule, MethodCalls, Sidecar};
@@ -188,11 +188,7 @@ pub fn finding(
         text,
         method: None,
         locations: callers,
-        shapes: vec![
-            "check the gem's changelog for a fixed leak, and update".to_owned(),
-            "cache or reuse what the call returns instead of calling it again".to_owned(),
-            "run the work in a child process that exits (or is restarted) after a while".to_owned(),
-        ],
+        shapes: own_leak_shapes(),
     });
     f
 }

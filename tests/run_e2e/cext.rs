@@ -337,21 +337,11 @@ fn ringbuf_left_open_in_forked_workers_without_a_native_backend_is_one_merged_mi
     let title = top["title"].as_str().unwrap();
     assert!(title.contains("measured by malloc"), "{ctx}");
     assert!(title.contains("in 2 of 2 workers"), "{ctx}");
-    let workers: Vec<u64> = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["role"] == "worker" && p["judged"] == true)
-        .filter_map(|p| p["pid"].as_u64())
-        .collect();
-    let mut holds: Vec<u64> = top["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["pid"].as_u64())
-        .collect();
+    let (mut holds, mut workers) = (
+        super::servers::holding_pids(&top),
+        super::servers::judged_workers(&report),
+    );
     holds.sort_unstable();
-    let mut workers = workers;
     workers.sort_unstable();
     assert_eq!(holds, workers, "{ctx}");
     // Each worker dropped 256-byte buffers (272-byte chunks) in its measured rounds.

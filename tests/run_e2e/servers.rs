@@ -357,6 +357,27 @@ pub(super) fn widget_counts(r: &Run, pid: u32) -> (u64, u64, Option<(String, u32
 /// The report's diagnosis of a leaking pool or server: one leak finding, the missing
 /// `Widget#close` of the widget_create memory, created at `file:line`, holding in every worker
 /// that could be judged (at least two); the master leaks nothing. leakhunt exits 1.
+/// The pids of the workers the report judged, in the report's order.
+pub(super) fn judged_workers(report: &serde_json::Value) -> Vec<u64> {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "worker" && p["judged"] == true)
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}
+
+/// The pids of the processes a merged finding holds in, in the finding's order.
+pub(super) fn holding_pids(finding: &serde_json::Value) -> Vec<u64> {
+    finding["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}
+
 pub(super) fn assert_leak_in_every_worker(
     r: &Run,
     report: &serde_json::Value,
@@ -386,20 +407,11 @@ pub(super) fn assert_leak_in_every_worker(
         .unwrap_or_else(|| panic!("not in workers only: {title}"));
     assert!(k == n && n.parse::<u32>().unwrap_or(0) >= 2, "{title}");
     assert!(title.ends_with(" bytes in total"), "{title}");
-    let judged: Vec<u64> = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["role"] == "worker" && p["judged"] == true)
-        .filter_map(|p| p["pid"].as_u64())
-        .collect();
-    let holds: Vec<u64> = f["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["pid"].as_u64())
-        .collect();
-    assert_eq!(holds, judged, "every judged worker, only workers: {ctx}");
+    assert_eq!(
+        holding_pids(f),
+        judged_workers(report),
+        "every judged worker, only workers: {ctx}"
+    );
     for p in f["processes"].as_array().unwrap() {
         let series = p["series"].as_array().unwrap();
         assert!(series.len() >= 2, "{ctx}");
