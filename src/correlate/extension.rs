@@ -351,7 +351,7 @@ fn missing_release(
 }
 
 /// Call sites shown one by one as evidence; the suggestion keeps them all.
-const MAX_CALLER_LINES: usize = 6;
+pub(super) const MAX_CALLER_LINES: usize = 6;
 
 fn on_its_own(
     ev: &Evidence,
@@ -384,11 +384,7 @@ fn on_its_own(
                     "{}: {} calls{}",
                     entry.label(),
                     count(calls.count),
-                    if calls.sampled {
-                        " (call sites below sampled: every call up to 256, then one in 32)"
-                    } else {
-                        ""
-                    }
+                    sampled_note(calls)
                 ),
             ));
         } else if entry.method == "initialize" && !entry.singleton {
@@ -431,6 +427,15 @@ fn on_its_own(
         evidence,
         callers,
         confidence,
+    }
+}
+
+/// What a method's call count says of the call sites listed after it.
+pub(super) fn sampled_note(calls: &MethodCalls) -> &'static str {
+    if calls.sampled {
+        " (call sites below sampled: every call up to 256, then one in 32)"
+    } else {
+        ""
     }
 }
 

@@ -13,7 +13,9 @@
 //! Stage: correlator rule (called from [`super::unmeasured`]). Input: the sidecars' extension
 //! call counts and the malloc rounds.
 
-use super::extension::{call_sites, file_name, own_leak_shapes, why_not_the_program};
+use super::extension::{
+    MAX_CALLER_LINES, call_sites, file_name, own_leak_shapes, sampled_note, why_not_the_program,
+};
 use super::finding::{Confidence, EvidenceItem, Finding, FindingKind, Source, Suggestion};
 use super::unaccounted::{self, Explained};
 use crate::bundle::{Extension, ExtensionModule, MethodCalls, Sidecar};
@@ -94,23 +96,23 @@ pub fn explaining<'a>(
 }
 
 /// The finding for the one method whose calls explain the growth.
+/// `native`: the unaccounted bytes at each round, as [`explaining`] was given them.
 pub fn finding(
     ev: &Evidence,
     sc: &Sidecar,
     e: &Explaining<'_>,
-    rounds: &[unaccounted::Round],
+    native: &[i64],
     how: &str,
 ) -> Finding {
     let extension = file_name(&e.ext.path).to_owned();
     let method = e.label();
     let per = e.explained.per_instance();
-    let native: Vec<i64> = rounds.iter().map(unaccounted::Round::unaccounted).collect();
     let mut evidence = vec![
         EvidenceItem::new(
             Source::Native,
             format!(
                 "native memory no Ruby object holds, after each round's full GC: {} — it rose with the calls of {method} in {} round intervals, by {} for {} calls (about {} a call, steady from round to round), and with no class's dropped instances; measured by {how}, minus the heap dump's memsize",
-                super::unmeasured::series_text(&native),
+                super::unmeasured::series_text(native),
                 e.explained.intervals,
                 human_bytes(e.explained.bytes as f64),
                 count(e.explained.instances),
@@ -122,11 +124,7 @@ pub fn finding(
             format!(
                 "{method} is a C method of the extension {extension}: {} calls{}",
                 count(e.calls.count),
-                if e.calls.sampled {
-                    " (call sites below sampled: every call up to 256, then one in 32)"
-                } else {
-                    ""
-                }
+                sampled_note(e.calls)
             ),
         ),
     ];
@@ -137,7 +135,7 @@ pub fn finding(
         ));
     }
     let callers = call_sites(ev, e.calls);
-    for loc in callers.iter().take(6) {
+    for loc in callers.iter().take(MAX_CALLER_LINES) {
         evidence.push(
             EvidenceItem::new(
                 Source::Extension,
@@ -270,7 +268,7 @@ mod tests {
         let native: Vec<i64> = rounds.iter().map(unaccounted::Round::unaccounted).collect();
         let sc = ev.sidecars.last().unwrap();
         let found = explaining(&ev, sc, &rounds, &native);
-        let f = finding(&ev, sc, &found[0], &rounds, "malloc_info");
+        let f = finding(&ev, sc, &found[0], &native, "malloc_info");
         assert_eq!(f.kind, FindingKind::ExtensionLeak);
         assert_eq!((f.bytes, f.count), (208 * 3_000, 3_000));
         assert!(

@@ -74,7 +74,8 @@ pub fn is_lifecycle_only(f: &Finding) -> bool {
     f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes == 0
 }
 
-/// How a missing release found without a native backend was sized.
+/// How a finding made without a native backend was sized (a C extension class's missing
+/// release, or a C method's own leak).
 pub const MEASURED_BY_MALLOC: &str = "measured by malloc after each GC, `--backend none`";
 
 /// A missing release or an extension's own leak sized by malloc's growth under `--backend
@@ -299,7 +300,7 @@ pub fn findings(
             extension_calls::explaining(ev, sc, &rounds, &native)
         };
         if let [one] = by_calls.as_slice() {
-            out.push(extension_calls::finding(ev, sc, one, &rounds, &how));
+            out.push(extension_calls::finding(ev, sc, one, &native, &how));
             return out;
         }
         let several = if by_calls.is_empty() {

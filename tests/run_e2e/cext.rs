@@ -56,6 +56,15 @@ fn report_of(r: &Run) -> serde_json::Value {
 
 /// A cbufs program on this machine's Ruby (3.1).
 fn on_ruby_3_1(program: &str, backend: &str) -> Option<(Run, serde_json::Value)> {
+    on_ruby_3_1_with(program, backend, &[])
+}
+
+/// The same, with `extra` arguments after the count and seconds.
+fn on_ruby_3_1_with(
+    program: &str,
+    backend: &str,
+    extra: &[&str],
+) -> Option<(Run, serde_json::Value)> {
     if !require("ruby-dev (mkmf) to build a C extension", have_mkmf()) {
         return None;
     }
@@ -67,11 +76,9 @@ fn on_ruby_3_1(program: &str, backend: &str) -> Option<(Run, serde_json::Value)>
     let built = build_cbufs(dir.path());
     let (args, options) = plan(backend);
     let program = fixture(&format!("cext/{program}"));
-    let r = run(
-        &options,
-        &[program.to_str().unwrap(), args[0], args[1]],
-        &[("CBUFS_DIR", built.to_str().unwrap())],
-    );
+    let mut argv = vec![program.to_str().unwrap(), args[0], args[1]];
+    argv.extend_from_slice(extra);
+    let r = run(&options, &argv, &[("CBUFS_DIR", built.to_str().unwrap())]);
     let report = report_of(&r);
     Some((r, report))
 }
@@ -308,20 +315,9 @@ fn ringbuf_left_open_without_a_native_backend_is_a_missing_close_measured_by_mal
 /// findings merge into one that holds in both workers, at the line the workers run.
 #[test]
 fn ringbuf_left_open_in_forked_workers_without_a_native_backend_is_one_merged_missing_close() {
-    if !require("ruby-dev (mkmf) to build a C extension", have_mkmf()) {
+    let Some((r, report)) = on_ruby_3_1_with("ringbuf-forks.rb", "none", &["2"]) else {
         return;
-    }
-    let _one = one_run_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let built = build_cbufs(dir.path());
-    let (args, options) = plan("none");
-    let program = fixture("cext/ringbuf-forks.rb");
-    let r = run(
-        &options,
-        &[program.to_str().unwrap(), args[0], args[1], "2"],
-        &[("CBUFS_DIR", built.to_str().unwrap())],
-    );
-    let report = report_of(&r);
+    };
     let ctx = format!("{}\n{report:#}\n{}", findings_brief(&report), r.context());
     assert!(r.stdout.contains("ringbuf-forks: 2 workers done"), "{ctx}");
     assert_eq!(leak_kinds(&report), ["missing_release"], "{ctx}");
