@@ -634,14 +634,14 @@ module LeakhuntAgent
   # - during each snapshot round, until the command that took it returns, so that what the agent
   #   itself allocates is known as its own.
   # A record that outlived its object (freed while tracing is off) would give its site to the
-  # next object made in the same slot, of any class. So between phases the agent keeps
-  # objspace's free hook on (its own TracePoint, found among the enabled ones when tracing first
-  # starts): records go with their objects whenever these die. That hook costs some 110-180 ns
-  # per freed object natively (+1.0-1.6 CPU s over fixtures/run/allocs.rb's 3 M objects, 9 M
-  # frees, where full tracing adds about 8 s): the largest part of the sampled default's cost on
-  # an allocation-heavy program (BENCHMARKS.md). Where the hooks cannot be found (the program traces allocations
-  # itself), a phase ends with a minor GC while tracing is still on instead, which frees what
-  # the phase made and dropped with its records.
+  # next object made in the same slot, of any class. objspace's free hook removes records as
+  # their objects die, but costs some 110-180 ns per freed object (+1.0-1.6 CPU s over
+  # fixtures/run/allocs.rb, BENCHMARKS.md), so it is on only while tracing and from a window to
+  # the next round (a window's records are then true in that round's dump); each phase ends with
+  # a minor GC while tracing is still on. Records of objects freed later are told apart by
+  # leakhunt as it compresses each dump (src/run/stale_sites.rs: an object not in the process's
+  # previous dump with a record older than that dump), except when the slot went to an object of
+  # the same class between two dumps.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
   class AllocationSites
     WINDOW = 0.02
@@ -724,18 +724,18 @@ module LeakhuntAgent
       LeakhuntAgent.note_error("allocation sites: #{e.class}: #{e.message}")
     end
 
-    # Ends a phase. Without objspace's free hook, a minor GC frees what the phase made and
-    # dropped while the records can still go.
+    # Ends a phase with a minor GC while tracing (and so the free hook) is still on: what the
+    # phase made and dropped goes with its records. After a window the free hook stays on until
+    # the next round (`stop_tracing`).
     def finish(reason)
-      if @tracing && @reasons.keys == [reason] && @free_hook.nil?
-        GC.start(full_mark: false, immediate_sweep: true)
-      end
+      GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
       want(reason, false)
     end
 
     def want(reason, on)
       @lock.synchronize do
         on ? @reasons[reason] = true : @reasons.delete(reason)
+        @hook_until_round = (reason == :window) if on && reason != :warmup
         wanted = !@reasons.empty?
         next if wanted == @tracing
 
@@ -756,9 +756,12 @@ module LeakhuntAgent
       @free_hook.enable if @free_hook && !@free_hook.enabled?
     end
 
+    # Stopping tracing turns objspace's free hook off too, unless a window made records since
+    # the last round: those are kept true until that round's dump, from which leakhunt tells a
+    # stale record apart (see the class comment).
     def stop_tracing
       ObjectSpace.trace_object_allocations_stop
-      @free_hook&.enable
+      @free_hook&.enable if @hook_until_round
     end
 
     def enabled_trace_points

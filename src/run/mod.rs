@@ -31,6 +31,7 @@ pub mod footprint;
 pub mod knobs;
 pub mod process;
 pub mod round;
+pub mod stale_sites;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
@@ -232,6 +233,8 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         refused: None,
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
+        previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
+            .then(compact::PreviousDumps::new),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(
@@ -412,6 +415,9 @@ struct Session<'a> {
     room: compact::RoomCheck,
     /// `--keep-dumps`: which dumps stay once each round's summary is written.
     keeper: Option<compact::DumpKeeper>,
+    /// Sampled allocation sites: each process's last dump, to drop the sites of the next one
+    /// whose records outlived their objects (`stale_sites`).
+    previous_dumps: Option<compact::PreviousDumps>,
 }
 
 /// Which processes a round asks.
@@ -603,7 +609,8 @@ impl Session<'_> {
             s.sidecar = Some(sidecar);
             s.errors
                 .push("the agent answered after the deadline; no native evidence".into());
-            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut [s]);
+            let mut warnings =
+                compact::compress_heaps(&self.dirs.bundle, &mut [s], self.previous_dumps.as_mut());
             if let Some(keeper) = self.keeper.as_mut() {
                 let files = self
                     .processes
@@ -846,7 +853,8 @@ impl Session<'_> {
         if snapshots.iter().any(|s| s.taken()) {
             self.show(&format!("round {index}: compressing the heap dumps"));
             let mut refs: Vec<&mut Snapshot> = snapshots.iter_mut().collect();
-            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut refs);
+            let mut warnings =
+                compact::compress_heaps(&self.dirs.bundle, &mut refs, self.previous_dumps.as_mut());
             if let Some(keeper) = self.keeper.as_mut() {
                 let files: BTreeMap<u32, bundle::ProcessFiles> = self
                     .processes

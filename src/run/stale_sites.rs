@@ -1,0 +1,196 @@
+//! Allocation sites that outlived their objects, dropped from a heap dump as it is compressed.
+//!
+//! Stage: `run`. With sampled sites (the default) the agent turns objspace's free hook off
+//! between its tracing phases (the hook costs every freed object some 100 ns). A record whose
+//! object is freed then stays behind, and a dump gives its file:line, method and generation to
+//! whatever object takes the slot next, of any class. This module tells those apart with what a
+//! process's previous dump held, and removes their site keys from the dump's lines, so that every
+//! reader of the bundle sees such an object as untraced:
+//!
+//! - an object that was not in the previous dump (same address, type, class and generation:
+//!   [`object_stamp`]) was made after it, so a true record of it has a generation at least the
+//!   highest the previous dump showed (a round traces, and the agent's own objects of the round
+//!   are in its dump); a lower one is a record of an earlier, freed object;
+//! - an object that was in the previous dump with a stale record still has it.
+//!
+//! Objects do not move between dumps (CRuby compacts only when the program asks it to; a moved
+//! object loses its site here, it never gets another's). What this cannot tell: an object freed
+//! after a dump that showed it, whose slot went to an object of the same class before the next
+//! one (same stamp). The agent keeps the free hook on from a sampling window to the next round,
+//! so that a window's records are true in that round's dump.
+
+use crate::heap::cruby::diff::{object_stamp, pack_key};
+use crate::heap::cruby::scan::{RecordKind, parse_line};
+use memchr::memmem;
+
+/// What one process's previous dump held: every object's (packed key, stamp), the ones whose
+/// record was stale, and the highest generation of a true record.
+#[derive(Debug, Default)]
+pub struct PreviousDump {
+    objects: Vec<(u64, u64)>,
+    stale: Vec<(u64, u64)>,
+    newest_generation: u64,
+}
+
+impl PreviousDump {
+    /// How many sites its dump lost as stale.
+    pub fn stale_sites(&self) -> usize {
+        self.stale.len()
+    }
+}
+
+/// Rewrites the lines of one dump, given the process's previous one (none: its first dump, whose
+/// records are all true: the free hook is on from the start to the end of the first round).
+pub struct StaleSiteFilter<'p> {
+    previous: Option<&'p PreviousDump>,
+    next: PreviousDump,
+}
+
+impl<'p> StaleSiteFilter<'p> {
+    pub fn new(previous: Option<&'p PreviousDump>) -> Self {
+        StaleSiteFilter {
+            previous,
+            next: PreviousDump::default(),
+        }
+    }
+
+    /// Appends the whole lines of `piece` to `out`, each stale site's keys removed. A line that
+    /// does not parse is copied as it is (the readers report it).
+    pub fn filter(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        for line in piece.split_inclusive(|&b| b == b'\n') {
+            match self.stale_span(line) {
+                Some((from, to)) => {
+                    out.extend_from_slice(&line[..from]);
+                    out.extend_from_slice(&line[to..]);
+                }
+                None => out.extend_from_slice(line),
+            }
+        }
+    }
+
+    /// Notes the object of `line`; for a stale record, the byte range of its site keys.
+    fn stale_span(&mut self, line: &[u8]) -> Option<(usize, usize)> {
+        let rec = parse_line(line.strip_suffix(b"\n").unwrap_or(line)).ok()?;
+        if rec.kind() != RecordKind::Object {
+            return None;
+        }
+        let key = pack_key(rec.address?, rec.obj_type());
+        let stamp = object_stamp(rec.class, rec.generation);
+        self.next.objects.push((key, stamp));
+        let generation = rec.generation?;
+        let stale = match self.previous {
+            None => false,
+            Some(p) => match p.objects.binary_search(&(key, stamp)) {
+                Ok(_) => p.stale.binary_search(&(key, stamp)).is_ok(),
+                Err(_) => generation < p.newest_generation,
+            },
+        };
+        if !stale {
+            self.next.newest_generation = self.next.newest_generation.max(generation);
+            return None;
+        }
+        self.next.stale.push((key, stamp));
+        site_span(line)
+    }
+
+    /// What the next dump of the process is compared with.
+    pub fn finish(mut self) -> PreviousDump {
+        self.next.objects.sort_unstable();
+        self.next.objects.dedup();
+        self.next.objects.shrink_to_fit();
+        self.next.stale.sort_unstable();
+        self.next.stale.dedup();
+        self.next
+    }
+}
+
+/// The bytes from the first site key (`, "file":`, `, "line":`, `, "method":` or
+/// `, "generation":`, in that order in CRuby's dumps) to the end of the generation's number.
+/// None when the line does not have that shape.
+fn site_span(line: &[u8]) -> Option<(usize, usize)> {
+    let generation_key = b", \"generation\":";
+    let at = memmem::find(line, generation_key)?;
+    let digits = line[at + generation_key.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return None;
+    }
+    let to = at + generation_key.len() + digits;
+    let from = [&b", \"file\":"[..], b", \"line\":", b", \"method\":"]
+        .iter()
+        .filter_map(|k| memmem::find(&line[..at], k))
+        .min()
+        .unwrap_or(at);
+    Some((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(address: u64, class: u64, site: Option<(&str, u64, u64)>) -> String {
+        let site = site.map_or(String::new(), |(file, line, generation)| {
+            format!(
+                r#", "file":"{file}", "line":{line}, "method":"new", "generation":{generation}"#
+            )
+        });
+        format!(
+            r#"{{"address":"0x{address:x}", "type":"OBJECT", "class":"0x{class:x}", "ivars":1{site}, "memsize":40, "flags":{{"wb_protected":true}}}}"#
+        ) + "\n"
+    }
+
+    fn filter(previous: Option<&PreviousDump>, dump: &str) -> (String, PreviousDump) {
+        let mut f = StaleSiteFilter::new(previous);
+        let mut out = Vec::new();
+        // Two pieces, as the compressor hands them over.
+        let cut = dump.find('\n').map_or(dump.len(), |i| i + 1);
+        f.filter(&dump.as_bytes()[..cut], &mut out);
+        f.filter(&dump.as_bytes()[cut..], &mut out);
+        (String::from_utf8(out).unwrap(), f.finish())
+    }
+
+    #[test]
+    fn a_first_dump_is_kept_as_it_is() {
+        let dump = object(0x100, 0x50, Some(("boot.rb", 3, 7))) + &object(0x200, 0x50, None);
+        let (out, previous) = filter(None, &dump);
+        assert_eq!(out, dump);
+        assert_eq!(previous.stale_sites(), 0);
+    }
+
+    #[test]
+    fn a_record_older_than_the_previous_dump_on_a_new_object_is_dropped() {
+        let first = object(0x100, 0x50, Some(("boot.rb", 3, 7)))
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)));
+        let (_, previous) = filter(None, &first);
+        // 0x100 now holds an object of another class (made while tracing was off) with the
+        // Boot's record; 0x400 is new with an older record; 0x500 was made in a later window.
+        let second = object(0x100, 0x60, Some(("boot.rb", 3, 7)))
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, Some(("boot.rb", 4, 11)))
+            + &object(0x500, 0x60, Some(("late.rb", 5, 12)));
+        let (out, next) = filter(Some(&previous), &second);
+        let expected = object(0x100, 0x60, None)
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, None)
+            + &object(0x500, 0x60, Some(("late.rb", 5, 12)));
+        assert_eq!(out, expected);
+        assert_eq!(next.stale_sites(), 2);
+        // Still there in the dump after: still stale, though it matches its own last line.
+        let (out, _) = filter(Some(&next), &second);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn lines_of_other_shapes_are_copied() {
+        let (_, previous) = filter(None, &object(0x100, 0x50, Some(("a.rb", 1, 20))));
+        let root = "{\"type\":\"ROOT\", \"root\":\"vm\", \"references\":[\"0x100\"]}\n";
+        let bad = "not json\n";
+        let no_number =
+            "{\"address\":\"0x900\", \"type\":\"OBJECT\", \"class\":\"0x60\", \"generation\":}\n";
+        let dump = format!("{root}{bad}{no_number}");
+        let (out, _) = filter(Some(&previous), &dump);
+        assert_eq!(out, dump);
+    }
+}
