@@ -1608,6 +1608,83 @@ fn a_slot_freed_after_warm_up_does_not_give_its_site_to_the_next_object() {
     );
 }
 
+/// The same in a child forked after warm-up: it inherits the records of the objects its parent
+/// dropped while tracing was off, with their free slots. The child's first dump is judged
+/// against the parent's dump from before the fork, so the child's `Late`s, made in those
+/// slots, do not get the `Boot`s' site.
+#[test]
+fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let program = fixture("run/reused-slots-fork.rb");
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--alloc-sites",
+            "sampled",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "4",
+        ],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert!(r.stdout.contains("50000 Late made in the child"), "{ctx}");
+    let boot_line = line_of(
+        "run/reused-slots-fork.rb",
+        "boot = Array.new(50_000) { Boot.new }",
+    );
+    let main = r.manifest.pid;
+    let dumps: Vec<(bool, Vec<leakhunt::heap::AllocSite>, u64)> = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| Some((s.pid != main, s.heap.as_ref()?)))
+        .map(|(child, heap)| {
+            let path = r.bundle.join(heap);
+            let kind = leakhunt::detect::detect_path(&path).unwrap();
+            let summary = leakhunt::heap::summarize(&path, kind).unwrap();
+            let lates = summary.histogram.get("Late").map_or(0, |row| row.count);
+            (child, summary.alloc_sites, lates as u64)
+        })
+        .collect();
+    // The parent's first dump saw every Boot at its line.
+    let boots: u64 = dumps
+        .iter()
+        .find(|(child, _, _)| !child)
+        .map(|(_, sites, _)| {
+            sites
+                .iter()
+                .filter(|s| s.class == "Boot" && s.line == boot_line)
+                .map(|s| s.count)
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(boots, 50_000, "{ctx}");
+    let children: Vec<_> = dumps.iter().filter(|(child, _, _)| *child).collect();
+    assert!(
+        children.iter().any(|(_, _, lates)| *lates == 50_000),
+        "a dump of the child holds its Lates: {ctx}"
+    );
+    for (_, sites, _) in children {
+        let misattributed: Vec<_> = sites
+            .iter()
+            .filter(|s| s.class == "Late" && s.line == boot_line)
+            .collect();
+        assert!(
+            misattributed.is_empty(),
+            "the child's Lates given the Boots' site: {misattributed:?}\n{ctx}"
+        );
+    }
+}
+
 /// With sampled allocation sites, a container made after warm-up (the first request's
 /// `@cache ||= {}`, after the first snapshot) has no allocation site in the dumps: the finding
 /// still names its line, read from the source from the line that keeps the new instances (the

@@ -14,7 +14,8 @@
 # connection, pid and parent, lifecycle counts from zero.
 #
 # Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
-#   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
+#   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked[ GC_COUNT]<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
+#                      GC_COUNT: a forked process's GC.count as it was forked (its parent's)
 #   leakhunt -> agent  "snapshot N REASON SECONDS HEAP_FILE SIDECAR_FILE"
 #                      SECONDS: the round's deadline; the files: plain names in the bundle
 #   agent -> leakhunt  "overran N STEP SECONDS"                a step ran past the SECONDS it had
@@ -1440,7 +1441,7 @@ module LeakhuntAgent
       @exiting = false
       @released = false
       @conn = UNIXSocket.new(@socket_path)
-      kind = forked ? 'forked' : 'started'
+      kind = forked ? "forked #{GC.count}" : 'started'
       reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{@command}")
       true
     rescue SystemCallError, IOError

@@ -15,11 +15,10 @@
 
 use crate::bundle::{Snapshot, member_path, write_private_atomic};
 use crate::heap::round_summary::RoundSummary;
-use crate::run::stale_sites::{PreviousDump, StaleSiteFilter};
-use std::collections::BTreeMap;
+use crate::run::stale_sites::{PreviousDump, PreviousDumps, StaleSiteFilter};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What compressed heap dumps end with.
 pub const COMPRESSED_SUFFIX: &str = ".zst";
@@ -62,7 +61,7 @@ pub fn compress_heaps(
         while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
             let (result, dump) = match &job.previous {
                 Some(before) => {
-                    let mut filter = StaleSiteFilter::new(before.as_ref());
+                    let mut filter = StaleSiteFilter::new(before.as_deref());
                     let result = compress_one(
                         dir,
                         &job.name,
@@ -96,7 +95,7 @@ pub fn compress_heaps(
             }
         }
         for (pid, dump) in kept.into_inner().unwrap_or_default() {
-            previous.insert(pid, dump);
+            previous.insert(pid, Arc::new(dump));
         }
     }
     let mut warnings = Vec::new();
@@ -109,15 +108,12 @@ pub fn compress_heaps(
     warnings
 }
 
-/// Per process id (0: a bundle of schema 1), what its last dump held.
-pub type PreviousDumps = BTreeMap<u32, PreviousDump>;
-
 struct Job {
     index: usize,
     name: String,
     pid: u32,
     /// With stale sites filtered: the process's previous dump, if it had one.
-    previous: Option<Option<PreviousDump>>,
+    previous: Option<Option<Arc<PreviousDump>>>,
 }
 
 /// `name` → `name.zst` in `dir`, the plain file removed once the compressed one is complete.

@@ -234,7 +234,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
         previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
-            .then(compact::PreviousDumps::new),
+            .then(stale_sites::PreviousDumps::new),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(
@@ -417,7 +417,7 @@ struct Session<'a> {
     keeper: Option<compact::DumpKeeper>,
     /// Sampled allocation sites: each process's last dump, to drop the sites of the next one
     /// whose records outlived their objects (`stale_sites`).
-    previous_dumps: Option<compact::PreviousDumps>,
+    previous_dumps: Option<stale_sites::PreviousDumps>,
 }
 
 /// Which processes a round asks.
@@ -660,6 +660,13 @@ impl Session<'_> {
         };
         self.links.insert(link, at);
         self.unseen.remove(&hello.pid);
+        if let Some(previous) = self.previous_dumps.as_mut() {
+            let parent = hello
+                .gc_count_at_fork
+                .filter(|_| hello.forked)
+                .map(|gc_count| (hello.ppid, gc_count));
+            stale_sites::process_started(previous, hello.pid, parent);
+        }
         let p = &self.processes[at];
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
         if is_main {
@@ -734,6 +741,9 @@ impl Session<'_> {
         p.link = None;
         p.gone = true;
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
+        if let Some(previous) = self.previous_dumps.as_mut() {
+            previous.remove(&pid);
+        }
         if let Some(round) = self.round.as_mut() {
             round.on_closed(pid);
         }

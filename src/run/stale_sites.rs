@@ -18,10 +18,39 @@
 //! after a dump that showed it, whose slot went to an object of the same class before the next
 //! one (same stamp). The agent keeps the free hook on from a sampling window to the next round,
 //! so that a window's records are true in that round's dump.
+//!
+//! A forked process inherits its parent's records, stale ones too: until its own first dump it
+//! is judged against its parent's last dump, if that one was taken before the fork (the child's
+//! hello tells its GC count at the fork; a dump's records are no newer than the GC count then).
 
 use crate::heap::cruby::diff::{object_stamp, pack_key};
 use crate::heap::cruby::scan::{RecordKind, parse_line};
 use memchr::memmem;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Per process id (0: a bundle of schema 1), what its last dump held; a forked process shares
+/// its parent's until it has one of its own.
+pub type PreviousDumps = BTreeMap<u32, Arc<PreviousDump>>;
+
+/// A process said hello: whatever `pid` held before is another program's (an exec, or a reused
+/// pid). A forked one (`parent`: its parent's pid and the GC count at the fork) starts from its
+/// parent's last dump when that dump was taken before the fork: no record in it is newer than
+/// the GC count then. A dump taken after the fork has newer ones (the round's own objects, made
+/// after its full GC while tracing, such as its `GC.stat`) and is not used: the objects the
+/// child kept and the parent freed, with their true records, are absent from it.
+pub fn process_started(previous: &mut PreviousDumps, pid: u32, parent: Option<(u32, u64)>) {
+    previous.remove(&pid);
+    let inherited = parent.and_then(|(ppid, gc_count)| {
+        previous
+            .get(&ppid)
+            .filter(|dump| dump.newest_generation <= gc_count)
+            .cloned()
+    });
+    if let Some(dump) = inherited {
+        previous.insert(pid, dump);
+    }
+}
 
 /// What one process's previous dump held: every object's (packed key, stamp), the ones whose
 /// record was stale, and the highest generation of a true record.
@@ -180,6 +209,35 @@ mod tests {
         // Still there in the dump after: still stale, though it matches its own last line.
         let (out, _) = filter(Some(&next), &second);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_child_forked_after_its_parents_dump_is_judged_against_it() {
+        // A Boot made in warm-up, and the round's own object.
+        let dump = object(0x100, 0x50, Some(("boot.rb", 3, 2)))
+            + &object(0x180, 0x70, Some(("agent.rb", 1, 7)));
+        let (_, parent) = filter(None, &dump);
+        assert_eq!(parent.newest_generation, 7);
+        let mut previous = PreviousDumps::new();
+        previous.insert(10, Arc::new(parent));
+        // Forked at GC count 9 (after the parent's dump), then at 6 (before it): that dump
+        // cannot judge the second child.
+        process_started(&mut previous, 11, Some((10, 9)));
+        process_started(&mut previous, 12, Some((10, 6)));
+        process_started(&mut previous, 13, None);
+        assert_eq!(previous.keys().copied().collect::<Vec<_>>(), [10, 11]);
+        // The slot of the parent's Boot, freed before the fork, holds a child's object of
+        // another class.
+        let child = object(0x100, 0x60, Some(("boot.rb", 3, 2)))
+            + &object(0x200, 0x60, Some(("child.rb", 8, 9)));
+        let (out, _) = filter(previous.get(&11).map(|d| d.as_ref()), &child);
+        assert_eq!(
+            out,
+            object(0x100, 0x60, None) + &object(0x200, 0x60, Some(("child.rb", 8, 9)))
+        );
+        // The same pid saying hello again runs another program: its dumps start afresh.
+        process_started(&mut previous, 11, None);
+        assert!(!previous.contains_key(&11));
     }
 
     #[test]
