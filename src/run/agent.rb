@@ -641,8 +641,10 @@ module LeakhuntAgent
   # the next round (a window's records are then true in that round's dump); each phase ends with
   # a minor GC while tracing is still on. Records of objects freed later are told apart by
   # leakhunt as it compresses each dump (src/run/stale_sites.rs: an object not in the process's
-  # previous dump with a record older than that dump), except when the slot went to an object of
-  # the same class between two dumps.
+  # previous dump with a record older than that dump; a forked child's first dumps against its
+  # parent's last dump before the fork, told by the GC count its hello sends), except when the
+  # slot went to an object of the same class between two dumps: that object keeps the site of
+  # the one the previous dump showed there, so a site's count never rises by it.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
   class AllocationSites
     WINDOW = 0.02

@@ -16,7 +16,9 @@
 //! Objects do not move between dumps (CRuby compacts only when the program asks it to; a moved
 //! object loses its site here, it never gets another's). What this cannot tell: an object freed
 //! after a dump that showed it, whose slot went to an object of the same class before the next
-//! one (same stamp). The agent keeps the free hook on from a sampling window to the next round,
+//! one (same stamp). That object carries the site of the one the previous dump showed in its
+//! slot, so a site's count in a dump never exceeds its count in the previous one plus its true
+//! new records: a stale site can hide a fall, never make a rise. The agent keeps the free hook on from a sampling window to the next round,
 //! so that a window's records are true in that round's dump.
 //!
 //! A forked process inherits its parent's records, stale ones too: until its own first dump it
