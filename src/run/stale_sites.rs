@@ -26,8 +26,8 @@
 //! hello tells its GC count at the fork; a dump's records are no newer than the GC count then).
 
 use crate::heap::cruby::diff::{object_stamp, pack_key};
-use crate::heap::cruby::scan::{RecordKind, parse_line};
-use memchr::memmem;
+use crate::heap::cruby::scan::{RecordKind, hex_string, number, parse_line, parse_prefix};
+use memchr::{memchr, memmem, memrchr};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -75,6 +75,8 @@ impl PreviousDump {
 pub struct StaleSiteFilter<'p> {
     previous: Option<&'p PreviousDump>,
     next: PreviousDump,
+    generation_key: memmem::Finder<'static>,
+    class_key: memmem::Finder<'static>,
 }
 
 impl<'p> StaleSiteFilter<'p> {
@@ -82,33 +84,48 @@ impl<'p> StaleSiteFilter<'p> {
         StaleSiteFilter {
             previous,
             next: PreviousDump::default(),
+            generation_key: memmem::Finder::new(GENERATION_KEY),
+            class_key: memmem::Finder::new(CLASS_KEY),
         }
     }
 
-    /// Appends the whole lines of `piece` to `out`, each stale site's keys removed. A line that
-    /// does not parse is copied as it is (the readers report it).
+    /// Appends the whole lines of `piece` to `out`, each stale site's keys removed. Only the
+    /// lines with a generation key are looked at; one that does not parse is copied as it is
+    /// (the readers report it).
     pub fn filter(&mut self, piece: &[u8], out: &mut Vec<u8>) {
-        for line in piece.split_inclusive(|&b| b == b'\n') {
-            match self.stale_span(line) {
-                Some((from, to)) => {
-                    out.extend_from_slice(&line[..from]);
-                    out.extend_from_slice(&line[to..]);
-                }
-                None => out.extend_from_slice(line),
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some(hit) = self.generation_key.find(&piece[from..]) {
+            let hit = from + hit;
+            let start = memrchr(b'\n', &piece[..hit]).map_or(0, |i| i + 1);
+            let end = memchr(b'\n', &piece[hit..]).map_or(piece.len(), |i| hit + i);
+            if let Some((cut_from, cut_to)) = self.stale_span(&piece[start..end], hit - start) {
+                out.extend_from_slice(&piece[copied..start + cut_from]);
+                copied = start + cut_to;
             }
+            from = end;
         }
+        out.extend_from_slice(&piece[copied..]);
     }
 
-    /// Notes the object of `line`; for a stale record, the byte range of its site keys.
-    fn stale_span(&mut self, line: &[u8]) -> Option<(usize, usize)> {
-        let rec = parse_line(line.strip_suffix(b"\n").unwrap_or(line)).ok()?;
-        if rec.kind() != RecordKind::Object {
-            return None;
-        }
-        let key = pack_key(rec.address?, rec.obj_type());
-        let stamp = object_stamp(rec.class, rec.generation);
+    /// Notes the object of `line` if it has an allocation record (one without cannot match a
+    /// later object with one: the stamp holds the generation); for a stale record, the byte
+    /// range of its site keys. Reads only the keys it needs: the whole line is parsed only when
+    /// it does not start with the address and type.
+    fn stale_span(&mut self, line: &[u8], at: usize) -> Option<(usize, usize)> {
+        let (generation, to) = number(line, at + GENERATION_KEY.len()).ok()?;
+        let (key, class) = match identity(&line[..at], &self.class_key) {
+            Some(found) => found,
+            None => {
+                let rec = parse_line(line).ok()?;
+                if rec.kind() != RecordKind::Object {
+                    return None;
+                }
+                (pack_key(rec.address?, rec.obj_type()), rec.class)
+            }
+        };
+        let stamp = object_stamp(class, Some(generation));
         self.next.objects.push((key, stamp));
-        let generation = rec.generation?;
         let stale = match self.previous {
             None => false,
             Some(p) => match p.objects.binary_search(&(key, stamp)) {
@@ -121,7 +138,7 @@ impl<'p> StaleSiteFilter<'p> {
             return None;
         }
         self.next.stale.push((key, stamp));
-        site_span(line)
+        Some((site_start(&line[..at]), to))
     }
 
     /// What the next dump of the process is compared with.
@@ -135,26 +152,29 @@ impl<'p> StaleSiteFilter<'p> {
     }
 }
 
-/// The bytes from the first site key (`, "file":`, `, "line":`, `, "method":` or
-/// `, "generation":`, in that order in CRuby's dumps) to the end of the generation's number.
-/// None when the line does not have that shape.
-fn site_span(line: &[u8]) -> Option<(usize, usize)> {
-    let generation_key = b", \"generation\":";
-    let at = memmem::find(line, generation_key)?;
-    let digits = line[at + generation_key.len()..]
+/// Inside a string value a quote is escaped, so the key cannot be matched there.
+const GENERATION_KEY: &[u8] = b", \"generation\":";
+const CLASS_KEY: &[u8] = b", \"class\":";
+
+/// The object's packed key and class from the start of its line, `{"address":…, "type":…`,
+/// then `"class"` wherever it comes before the generation. None when the line does not start
+/// that way.
+fn identity(head: &[u8], class_key: &memmem::Finder<'_>) -> Option<(u64, Option<u64>)> {
+    let (address, obj_type) = parse_prefix(head)?;
+    let class = class_key
+        .find(head)
+        .and_then(|p| hex_string(head, p + CLASS_KEY.len()).ok());
+    Some((pack_key(address, obj_type), class.map(|(class, _)| class)))
+}
+
+/// Where the site keys before the generation start (`, "file":`, `, "line":` or `, "method":`,
+/// in that order in CRuby's dumps): the generation key itself when there are none.
+fn site_start(head: &[u8]) -> usize {
+    [&b", \"file\":"[..], b", \"line\":", b", \"method\":"]
         .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if digits == 0 {
-        return None;
-    }
-    let to = at + generation_key.len() + digits;
-    let from = [&b", \"file\":"[..], b", \"line\":", b", \"method\":"]
-        .iter()
-        .filter_map(|k| memmem::find(&line[..at], k))
+        .filter_map(|k| memmem::find(head, k))
         .min()
-        .unwrap_or(at);
-    Some((from, to))
+        .unwrap_or(head.len())
 }
 
 #[cfg(test)]
