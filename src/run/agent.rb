@@ -648,9 +648,9 @@ module LeakhuntAgent
   # - during a round (except under LSan), so that the round's own objects leave no records;
   # - never in warm-up, nor with `all` (every object made then gets a record of its own).
   # leakhunt tells the records left behind apart as it compresses each dump
-  # (src/run/stale_sites.rs): an object not in the process's previous dump with a record no
-  # newer than that dump (every phase ends with a minor GC while tracing, so a later record is
-  # newer); a forked child's first dumps are judged against its parent's last dump before the
+  # (src/run/stale_sites.rs): an object not in the process's previous dump with a record older
+  # than that dump, or under LSan as new as it (a round's own, left behind: every phase ends
+  # with a minor GC while tracing, so the program's next record is newer); a forked child's first dumps are judged against its parent's last dump before the
   # fork, told by the GC count its hello sends. What it cannot tell: a slot that went to an
   # object of the same class between two dumps keeps the site the previous dump showed there, so
   # a site's count never rises by it; and under LSan a window's object that outlives the window's

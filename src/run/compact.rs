@@ -15,7 +15,7 @@
 
 use crate::bundle::{Snapshot, member_path, write_private_atomic};
 use crate::heap::round_summary::RoundSummary;
-use crate::run::stale_sites::{PreviousDump, PreviousDumps, StaleSiteFilter};
+use crate::run::stale_sites::{PreviousDump, StaleSiteFilter, StaleSites};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,7 @@ pub const COMPRESSED_SUFFIX: &str = ".zst";
 pub fn compress_heaps(
     dir: &Path,
     snapshots: &mut [&mut Snapshot],
-    mut previous: Option<&mut PreviousDumps>,
+    mut previous: Option<&mut StaleSites>,
 ) -> Vec<String> {
     let jobs: Vec<Job> = snapshots
         .iter()
@@ -46,10 +46,11 @@ pub fn compress_heaps(
                 index: i,
                 name: name.clone(),
                 pid,
-                previous: previous.as_mut().map(|p| p.remove(&pid)),
+                previous: previous.as_mut().map(|p| p.dumps.remove(&pid)),
             })
         })
         .collect();
+    let as_new_is_stale = previous.as_ref().is_some_and(|p| p.rounds_keep_records);
     let results: Mutex<Vec<(usize, Result<String, String>)>> = Mutex::new(Vec::new());
     let kept: Mutex<Vec<(u32, PreviousDump)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
@@ -61,7 +62,7 @@ pub fn compress_heaps(
         while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
             let (result, dump) = match &job.previous {
                 Some(before) => {
-                    let mut filter = StaleSiteFilter::new(before.as_deref());
+                    let mut filter = StaleSiteFilter::new(before.as_deref(), as_new_is_stale);
                     let result = compress_one(
                         dir,
                         &job.name,
@@ -91,11 +92,11 @@ pub fn compress_heaps(
         // Each process's new dump, or its old one where the new one was not read through.
         for job in jobs {
             if let Some(Some(before)) = job.previous {
-                previous.insert(job.pid, before);
+                previous.dumps.insert(job.pid, before);
             }
         }
         for (pid, dump) in kept.into_inner().unwrap_or_default() {
-            previous.insert(pid, Arc::new(dump));
+            previous.dumps.insert(pid, Arc::new(dump));
         }
     }
     let mut warnings = Vec::new();

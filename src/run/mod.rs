@@ -201,6 +201,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     };
     manifest.pid = Some(child.pid());
     let sampler = FootprintSampler::start(&bundle_dir, child.pid(), started)?;
+    let backend_name = backend.name();
     let mut session = Session {
         config,
         dirs,
@@ -234,7 +235,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
         previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
-            .then(stale_sites::PreviousDumps::new),
+            .then(|| stale_sites::StaleSites::for_backend(backend_name)),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(
@@ -417,7 +418,7 @@ struct Session<'a> {
     keeper: Option<compact::DumpKeeper>,
     /// Sampled allocation sites: each process's last dump, to drop the sites of the next one
     /// whose records outlived their objects (`stale_sites`).
-    previous_dumps: Option<stale_sites::PreviousDumps>,
+    previous_dumps: Option<stale_sites::StaleSites>,
 }
 
 /// Which processes a round asks.
@@ -665,7 +666,7 @@ impl Session<'_> {
                 .gc_count_at_fork
                 .filter(|_| hello.forked)
                 .map(|gc_count| (hello.ppid, gc_count));
-            stale_sites::process_started(previous, hello.pid, parent);
+            previous.process_started(hello.pid, parent);
         }
         let p = &self.processes[at];
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
@@ -742,7 +743,7 @@ impl Session<'_> {
         p.gone = true;
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
         if let Some(previous) = self.previous_dumps.as_mut() {
-            previous.remove(&pid);
+            previous.dumps.remove(&pid);
         }
         if let Some(round) = self.round.as_mut() {
             round.on_closed(pid);

@@ -9,10 +9,12 @@
 //! the bundle sees such an object as untraced:
 //!
 //! - an object that was not in the previous dump (same address, type, class and generation:
-//!   [`object_stamp`]) was made after it, so a true record of it is newer than every record
-//!   that dump showed (a round traces its own objects into its dump, and every tracing phase
-//!   ends with a minor GC, so the next traced object has a higher generation); a record no
-//!   newer than those is an earlier, freed object's;
+//!   [`object_stamp`]) was made after it, so a true record of it is at least as new as every
+//!   record that dump showed (a round traces its own objects into its dump); an older record
+//!   is an earlier, freed object's. One as new is the round's own, left behind, where rounds
+//!   keep their records (under LSan: [`StaleSites::rounds_keep_records`]; each round ends with
+//!   a minor GC while tracing, so the program's next traced object is newer); elsewhere it is
+//!   the program's, made after the dump while the round still traced;
 //! - an object that was in the previous dump with a stale record still has it.
 //!
 //! Objects do not move between dumps (CRuby compacts only when the program asks it to; a moved
@@ -40,22 +42,45 @@ use std::sync::Arc;
 /// its parent's until it has one of its own.
 pub type PreviousDumps = BTreeMap<u32, Arc<PreviousDump>>;
 
-/// A process said hello: whatever `pid` held before is another program's (an exec, or a reused
-/// pid). A forked one (`parent`: its parent's pid and the GC count at the fork) starts from its
-/// parent's last dump when that dump was taken before the fork: no record in it is newer than
-/// the GC count then. A dump taken after the fork has newer ones (the round's own objects, made
-/// after its full GC while tracing, such as its `GC.stat`) and is not used: the objects the
-/// child kept and the parent freed, with their true records, are absent from it.
-pub fn process_started(previous: &mut PreviousDumps, pid: u32, parent: Option<(u32, u64)>) {
-    previous.remove(&pid);
-    let inherited = parent.and_then(|(ppid, gc_count)| {
-        previous
-            .get(&ppid)
-            .filter(|dump| dump.newest_generation <= gc_count)
-            .cloned()
-    });
-    if let Some(dump) = inherited {
-        previous.insert(pid, dump);
+/// What a run's filter needs across rounds: each process's last dump, and whether the agent's
+/// rounds leave their own records behind (under LSan the free hook is off in rounds too).
+#[derive(Debug, Default)]
+pub struct StaleSites {
+    pub dumps: PreviousDumps,
+    /// A record as new as the previous dump, on an object not in it, is then one the round
+    /// left behind (the round's own objects made after its full GC share its generation);
+    /// otherwise the round freed those, and such a record is the program's, made after the
+    /// dump while the round still traced.
+    pub rounds_keep_records: bool,
+}
+
+impl StaleSites {
+    /// The agent's free hook under `backend` (agent.rb's `AllocationSites`).
+    pub fn for_backend(backend: &str) -> Self {
+        StaleSites {
+            dumps: PreviousDumps::new(),
+            rounds_keep_records: backend == "lsan",
+        }
+    }
+
+    /// A process said hello: whatever `pid` held before is another program's (an exec, or a
+    /// reused pid). A forked one (`parent`: its parent's pid and the GC count at the fork)
+    /// starts from its parent's last dump when that dump was taken before the fork: no record
+    /// in it is newer than the GC count then. A dump taken after the fork has newer ones (the
+    /// round's own objects, made after its full GC while tracing, such as its `GC.stat`) and is
+    /// not used: the objects the child kept and the parent freed, with their true records, are
+    /// absent from it.
+    pub fn process_started(&mut self, pid: u32, parent: Option<(u32, u64)>) {
+        self.dumps.remove(&pid);
+        let inherited = parent.and_then(|(ppid, gc_count)| {
+            self.dumps
+                .get(&ppid)
+                .filter(|dump| dump.newest_generation <= gc_count)
+                .cloned()
+        });
+        if let Some(dump) = inherited {
+            self.dumps.insert(pid, dump);
+        }
     }
 }
 
@@ -79,15 +104,18 @@ impl PreviousDump {
 /// records are all true: the free hook is on from the start to the end of the first round).
 pub struct StaleSiteFilter<'p> {
     previous: Option<&'p PreviousDump>,
+    /// [`StaleSites::rounds_keep_records`].
+    as_new_is_stale: bool,
     next: PreviousDump,
     generation_key: memmem::Finder<'static>,
     class_key: memmem::Finder<'static>,
 }
 
 impl<'p> StaleSiteFilter<'p> {
-    pub fn new(previous: Option<&'p PreviousDump>) -> Self {
+    pub fn new(previous: Option<&'p PreviousDump>, as_new_is_stale: bool) -> Self {
         StaleSiteFilter {
             previous,
+            as_new_is_stale,
             next: PreviousDump::default(),
             generation_key: memmem::Finder::new(GENERATION_KEY),
             class_key: memmem::Finder::new(CLASS_KEY),
@@ -135,7 +163,10 @@ impl<'p> StaleSiteFilter<'p> {
             None => false,
             Some(p) => match p.objects.binary_search(&(key, stamp)) {
                 Ok(_) => p.stale.binary_search(&(key, stamp)).is_ok(),
-                Err(_) => generation <= p.newest_generation,
+                Err(_) => {
+                    generation < p.newest_generation
+                        || (self.as_new_is_stale && generation == p.newest_generation)
+                }
             },
         };
         if !stale {
@@ -198,7 +229,15 @@ mod tests {
     }
 
     fn filter(previous: Option<&PreviousDump>, dump: &str) -> (String, PreviousDump) {
-        let mut f = StaleSiteFilter::new(previous);
+        filter_as(false, previous, dump)
+    }
+
+    fn filter_as(
+        rounds_keep_records: bool,
+        previous: Option<&PreviousDump>,
+        dump: &str,
+    ) -> (String, PreviousDump) {
+        let mut f = StaleSiteFilter::new(previous, rounds_keep_records);
         let mut out = Vec::new();
         // Two pieces, as the compressor hands them over.
         let cut = dump.find('\n').map_or(dump.len(), |i| i + 1);
@@ -216,20 +255,32 @@ mod tests {
     }
 
     #[test]
-    fn a_record_no_newer_than_the_previous_dump_on_a_new_object_is_dropped() {
+    fn a_record_older_than_the_previous_dump_on_a_new_object_is_dropped() {
         let first = object(0x100, 0x50, Some(("boot.rb", 3, 7)))
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)));
         let (_, previous) = filter(None, &first);
         // 0x100 now holds an object of another class (made while tracing was off) with the
-        // Boot's record; 0x400 is new with an older record; 0x600 took the slot of an object
-        // the round made after its dump (as new as the dump, freed since); 0x500 was made in a
-        // later window (after the round's closing GC).
+        // Boot's record; 0x400 is new with an older record; 0x600 has a record as new as the
+        // dump (made after it while the round traced); 0x500 was made in a later window.
         let second = object(0x100, 0x60, Some(("boot.rb", 3, 7)))
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
             + &object(0x400, 0x60, Some(("boot.rb", 4, 11)))
-            + &object(0x600, 0x60, Some(("round.rb", 10, 12)))
+            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
             + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
         let (out, next) = filter(Some(&previous), &second);
+        let expected = object(0x100, 0x60, None)
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, None)
+            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
+            + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
+        assert_eq!(out, expected);
+        assert_eq!(next.stale_sites(), 2);
+        // Still there in the dump after: still stale, though it matches its own last line.
+        let (out, _) = filter(Some(&next), &second);
+        assert_eq!(out, expected);
+        // Where rounds keep their records (LSan), one as new as the dump is the round's own,
+        // left behind in a slot the program reused.
+        let (out, next) = filter_as(true, Some(&previous), &second);
         let expected = object(0x100, 0x60, None)
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
             + &object(0x400, 0x60, None)
@@ -237,9 +288,6 @@ mod tests {
             + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
         assert_eq!(out, expected);
         assert_eq!(next.stale_sites(), 3);
-        // Still there in the dump after: still stale, though it matches its own last line.
-        let (out, _) = filter(Some(&next), &second);
-        assert_eq!(out, expected);
     }
 
     #[test]
@@ -249,26 +297,26 @@ mod tests {
             + &object(0x180, 0x70, Some(("agent.rb", 1, 7)));
         let (_, parent) = filter(None, &dump);
         assert_eq!(parent.newest_generation, 7);
-        let mut previous = PreviousDumps::new();
-        previous.insert(10, Arc::new(parent));
+        let mut previous = StaleSites::for_backend("none");
+        previous.dumps.insert(10, Arc::new(parent));
         // Forked at GC count 9 (after the parent's dump), then at 6 (before it): that dump
         // cannot judge the second child.
-        process_started(&mut previous, 11, Some((10, 9)));
-        process_started(&mut previous, 12, Some((10, 6)));
-        process_started(&mut previous, 13, None);
-        assert_eq!(previous.keys().copied().collect::<Vec<_>>(), [10, 11]);
+        previous.process_started(11, Some((10, 9)));
+        previous.process_started(12, Some((10, 6)));
+        previous.process_started(13, None);
+        assert_eq!(previous.dumps.keys().copied().collect::<Vec<_>>(), [10, 11]);
         // The slot of the parent's Boot, freed before the fork, holds a child's object of
         // another class.
         let child = object(0x100, 0x60, Some(("boot.rb", 3, 2)))
             + &object(0x200, 0x60, Some(("child.rb", 8, 9)));
-        let (out, _) = filter(previous.get(&11).map(|d| d.as_ref()), &child);
+        let (out, _) = filter(previous.dumps.get(&11).map(|d| d.as_ref()), &child);
         assert_eq!(
             out,
             object(0x100, 0x60, None) + &object(0x200, 0x60, Some(("child.rb", 8, 9)))
         );
         // The same pid saying hello again runs another program: its dumps start afresh.
-        process_started(&mut previous, 11, None);
-        assert!(!previous.contains_key(&11));
+        previous.process_started(11, None);
+        assert!(!previous.dumps.contains_key(&11));
     }
 
     #[test]
