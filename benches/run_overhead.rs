@@ -12,7 +12,8 @@
 //!
 //! `cargo bench --bench run_overhead` (`LEAKHUNT_BENCH_ONLY=native|lsan|valgrind` for one group,
 //! `LEAKHUNT_BENCH_WORKLOAD=roundtrips|allocs` for one workload, `LEAKHUNT_BENCH_SCALE=N` for N
-//! times the work)
+//! times the work, `LEAKHUNT_BENCH_SITES=sampled,off` for some of the leakhunt lines: `sampled`,
+//! `all`, `off`)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,6 +94,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    // Which leakhunt lines run (the backend alone always does).
+    let sites: Vec<String> = std::env::var("LEAKHUNT_BENCH_SITES")
+        .unwrap_or_else(|_| "sampled,all,off".to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
     let scratch = tempfile::tempdir().unwrap();
     let lsan = leakhunt::platform::lsan_runtime().expect("liblsan.so.0 (apt-get install liblsan0)");
 
@@ -126,23 +133,18 @@ fn main() {
                 _ => &["--backend", "valgrind", "--no-alloc-sites"],
             };
             for (name, baseline, leakhunt) in [
-                (alone, true, None),
-                (
-                    format!("leakhunt run {}", backend.join(" ")),
-                    false,
-                    Some(backend),
-                ),
-                (
-                    format!("leakhunt run {}", all_sites.join(" ")),
-                    false,
-                    Some(all_sites),
-                ),
-                (
-                    format!("leakhunt run {}", no_sites.join(" ")),
-                    false,
-                    Some(no_sites),
-                ),
+                ("", true, None),
+                ("sampled", false, Some(backend)),
+                ("all", false, Some(all_sites)),
+                ("off", false, Some(no_sites)),
             ] {
+                if !baseline && !sites.iter().any(|s| s == name) {
+                    continue;
+                }
+                let name = match leakhunt {
+                    Some(options) => format!("leakhunt run {}", options.join(" ")),
+                    None => alone.clone(),
+                };
                 scenarios.push(Scenario {
                     workload: w.name,
                     group,

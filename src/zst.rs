@@ -240,6 +240,24 @@ pub fn compress_lines(src: &Path, dst: &Path) -> Result<u64> {
 
 /// [`compress_lines`] with frames of about `frame_content` bytes (tests make many small ones).
 pub fn compress_lines_sized(src: &Path, dst: &Path, frame_content: usize) -> Result<u64> {
+    compress_lines_with(src, dst, frame_content, None)
+}
+
+/// Rewrites a piece of whole lines: appends to the `Vec` what to compress instead.
+pub type Rewrite<'a> = &'a mut dyn FnMut(&[u8], &mut Vec<u8>);
+
+/// [`compress_lines`], each piece of whole lines passed through `rewrite` (which appends what
+/// to compress instead) when there is one.
+pub fn compress_lines_filtered(src: &Path, dst: &Path, rewrite: Rewrite<'_>) -> Result<u64> {
+    compress_lines_with(src, dst, FRAME_CONTENT, Some(rewrite))
+}
+
+fn compress_lines_with(
+    src: &Path,
+    dst: &Path,
+    frame_content: usize,
+    mut rewrite: Option<Rewrite<'_>>,
+) -> Result<u64> {
     let frame_content = frame_content.max(1);
     let input = File::open(src).map_err(|e| Error::io(src, e))?;
     let mut reader = io::BufReader::with_capacity(1 << 20, input);
@@ -256,6 +274,7 @@ pub fn compress_lines_sized(src: &Path, dst: &Path, frame_content: usize) -> Res
     let mut out = io::BufWriter::with_capacity(1 << 20, out);
     let mut piece: Vec<u8> = Vec::with_capacity(frame_content.min(FRAME_CONTENT) + (1 << 20));
     let mut frame = Vec::new();
+    let mut rewritten = Vec::new();
     let mut compressor = codec::Compressor::new().map_err(|e| Error::io(dst, e))?;
     let mut written = 0u64;
     loop {
@@ -278,9 +297,17 @@ pub fn compress_lines_sized(src: &Path, dst: &Path, frame_content: usize) -> Res
             ended = n == 0;
         }
         if !piece.is_empty() {
+            let content = match rewrite.as_mut() {
+                Some(rewrite) => {
+                    rewritten.clear();
+                    rewrite(&piece, &mut rewritten);
+                    &rewritten
+                }
+                None => &piece,
+            };
             frame.clear();
             compressor
-                .compress(&piece, &mut frame)
+                .compress(content, &mut frame)
                 .map_err(|e| Error::io(dst, e))?;
             out.write_all(&frame).map_err(|e| Error::io(dst, e))?;
             written += frame.len() as u64;

@@ -14,7 +14,8 @@
 # connection, pid and parent, lifecycle counts from zero.
 #
 # Protocol, one line each way (LEAKHUNT_SOCKET, 0600, in leakhunt's 0700 directory):
-#   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
+#   agent -> leakhunt  "hello PROTOCOL PID PPID started|forked[ GC_COUNT]<TAB>RUBY_DESCRIPTION<TAB>COMMAND_JSON"
+#                      GC_COUNT: a forked process's GC.count as it was forked (its parent's)
 #   leakhunt -> agent  "snapshot N REASON SECONDS HEAP_FILE SIDECAR_FILE"
 #                      SECONDS: the round's deadline; the files: plain names in the bundle
 #   agent -> leakhunt  "overran N STEP SECONDS"                a step ran past the SECONDS it had
@@ -633,15 +634,29 @@ module LeakhuntAgent
   #   proportion;
   # - during each snapshot round, until the command that took it returns, so that what the agent
   #   itself allocates is known as its own.
-  # A record that outlived its object (freed while tracing is off) would give its site to the
-  # next object made in the same slot, of any class. So between phases the agent keeps
-  # objspace's free hook on (its own TracePoint, found among the enabled ones when tracing first
-  # starts): records go with their objects whenever these die. That hook costs some 110-180 ns
-  # per freed object natively (+1.0-1.6 CPU s over fixtures/run/allocs.rb's 3 M objects, 9 M
-  # frees, where full tracing adds about 8 s): the largest part of the sampled default's cost on
-  # an allocation-heavy program (BENCHMARKS.md). Where the hooks cannot be found (the program traces allocations
-  # itself), a phase ends with a minor GC while tracing is still on instead, which frees what
-  # the phase made and dropped with its records.
+  # A record outlives its object unless objspace's free hook is on when the object dies, and a
+  # dump gives it to whatever object takes the slot next while tracing is off, of any class (a
+  # traced object gets a record of its own). The hook costs some 110-180 ns per freed object
+  # (+1.0-1.6 CPU s over fixtures/run/allocs.rb, BENCHMARKS.md), and under LSan each record it
+  # frees is a 64-byte block that native code may take over while objspace's table still holds
+  # its address in a deleted entry: LSan, scanning that table, then finds a leaked structure
+  # holding such a block reachable, with all it points to (ruby-sqlite3's leaked connections
+  # were hidden from every round so). So the hook is on only where records must go with their
+  # objects:
+  # - during a sampling window, and (except under LSan) from it to the next round: the window's
+  #   records are then true in that round's dump;
+  # - during a round (except under LSan), so that the round's own objects leave no records;
+  # - never in warm-up, nor with `all` (every object made then gets a record of its own).
+  # leakhunt tells the records left behind apart as it compresses each dump
+  # (src/run/stale_sites.rs): an object not in the process's previous dump with a record older
+  # than that dump, or under LSan as new as it (a round's own, left behind: every phase ends
+  # with a minor GC while tracing, so the program's next record is newer); a forked child's first dumps are judged against its parent's last dump before the
+  # fork, told by the GC count its hello sends. What it cannot tell: a slot that went to an
+  # object of the same class between two dumps keeps the site the previous dump showed there, so
+  # a site's count never rises by it; and under LSan a window's object that outlives the window's
+  # closing GC and dies before the next round leaves its site to the slot's next object. The
+  # records freed at a window's end may still hide a share of a small-block native leak under
+  # LSan; `--alloc-sites all` frees none.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
   class AllocationSites
     WINDOW = 0.02
@@ -649,8 +664,9 @@ module LeakhuntAgent
     FIRST_WINDOW = 1.0
     TICK = 0.05
 
-    def initialize(sampled)
+    def initialize(sampled, hold_records)
       @sampled = sampled
+      @hold_records = hold_records
       @lock = Mutex.new
       @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
       @tracing = false
@@ -724,41 +740,50 @@ module LeakhuntAgent
       LeakhuntAgent.note_error("allocation sites: #{e.class}: #{e.message}")
     end
 
-    # Ends a phase. Without objspace's free hook, a minor GC frees what the phase made and
-    # dropped while the records can still go.
+    # Ends a phase with a minor GC while tracing (and so the free hook) is still on: what the
+    # phase made and dropped goes with its records.
     def finish(reason)
-      if @tracing && @reasons.keys == [reason] && @free_hook.nil?
-        GC.start(full_mark: false, immediate_sweep: true)
-      end
+      GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
       want(reason, false)
     end
 
     def want(reason, on)
       @lock.synchronize do
         on ? @reasons[reason] = true : @reasons.delete(reason)
+        if on && reason == :window
+          @hook_until_round = !@hold_records
+        elsif on && reason == :round
+          @hook_until_round = false
+        end
         wanted = !@reasons.empty?
-        next if wanted == @tracing
-
-        wanted ? start_tracing : stop_tracing
-        @tracing = wanted
+        if wanted != @tracing
+          wanted ? start_tracing : stop_tracing
+          @tracing = wanted
+        end
+        free_hook(@reasons.key?(:window) || (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
       end
     end
 
     def start_tracing
-      # `trace_object_allocations_start` enables the free hook itself.
-      @free_hook&.disable
       first = !@started
       @started = true
-      before = enabled_trace_points if first && @sampled
+      before = enabled_trace_points if first
+      # Enables both of objspace's hooks; `want` then sets the free hook as the phase needs it.
       ObjectSpace.trace_object_allocations_start
       @free_hook = find_free_hook(enabled_trace_points - before) if before
-      # Only the first start enables the hooks when the program traces allocations too.
-      @free_hook.enable if @free_hook && !@free_hook.enabled?
     end
 
     def stop_tracing
       ObjectSpace.trace_object_allocations_stop
-      @free_hook&.enable
+    end
+
+    # Without the hook found (the program traces allocations itself), it goes on and off with
+    # tracing, as objspace has it.
+    def free_hook(on)
+      return unless @free_hook
+      return if @free_hook.enabled? == on
+
+      on ? @free_hook.enable : @free_hook.disable
     end
 
     def enabled_trace_points
@@ -1406,7 +1431,8 @@ module LeakhuntAgent
 
       @alloc_sites = %w[1 sampled].include?(ENV['LEAKHUNT_ALLOC_SITES'])
       if @alloc_sites
-        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled')
+        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled',
+                                                @backend == 'lsan')
         @allocation_sites.start
       end
       @sites = Sites.new
@@ -1437,7 +1463,7 @@ module LeakhuntAgent
       @exiting = false
       @released = false
       @conn = UNIXSocket.new(@socket_path)
-      kind = forked ? 'forked' : 'started'
+      kind = forked ? "forked #{GC.count}" : 'started'
       reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{@command}")
       true
     rescue SystemCallError, IOError

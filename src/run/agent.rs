@@ -85,6 +85,9 @@ pub struct Hello {
     pub ppid: u32,
     /// The agent re-armed after a fork (the process runs its parent's program).
     pub forked: bool,
+    /// A forked process's GC count as it was forked (its parent's then): which of the parent's
+    /// heap dumps were taken before the fork.
+    pub gc_count_at_fork: Option<u64>,
     pub ruby: String,
     /// `$0` and `ARGV` when the agent loaded (a forked process: its parent's).
     pub command: Vec<String>,
@@ -231,8 +234,8 @@ impl RoundStep {
     }
 }
 
-/// `PROTOCOL PID PPID started|forked<TAB>RUBY_DESCRIPTION<TAB>COMMAND_AS_JSON_ARRAY`. A
-/// command that does not parse is left empty: the hello still counts.
+/// `PROTOCOL PID PPID started|forked[ GC_COUNT]<TAB>RUBY_DESCRIPTION<TAB>COMMAND_AS_JSON_ARRAY`.
+/// A command or GC count that does not parse is left out: the hello still counts.
 fn parse_hello(rest: &str) -> Option<Hello> {
     let mut fields = rest.splitn(3, '\t');
     let mut words = fields.next()?.split(' ');
@@ -244,6 +247,7 @@ fn parse_hello(rest: &str) -> Option<Hello> {
         "started" => false,
         _ => return None,
     };
+    let gc_count_at_fork = words.next().filter(|_| forked).and_then(|w| w.parse().ok());
     let ruby = fields.next().unwrap_or("").to_owned();
     let command = fields
         .next()
@@ -254,6 +258,7 @@ fn parse_hello(rest: &str) -> Option<Hello> {
         pid,
         ppid,
         forked,
+        gc_count_at_fork,
         ruby,
         command,
     })
@@ -438,13 +443,14 @@ mod tests {
     fn lines_become_events() {
         assert_eq!(
             AgentEvent::parse(
-                b"hello 2 4242 4200 forked\truby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]\t[\"puma\",\"-w\",\"2\"]\n"
+                b"hello 2 4242 4200 forked 57\truby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]\t[\"puma\",\"-w\",\"2\"]\n"
             ),
             AgentEvent::Hello(Hello {
                 protocol: 2,
                 pid: 4242,
                 ppid: 4200,
                 forked: true,
+                gc_count_at_fork: Some(57),
                 ruby: "ruby 3.1.2p20 (2022-04-12) [x86_64-linux-gnu]".into(),
                 command: vec!["puma".into(), "-w".into(), "2".into()],
             })
@@ -501,6 +507,16 @@ mod tests {
                 assert!(h.command.is_empty());
             }
             other => panic!("{other:?}"),
+        }
+        // A forked process without its GC count (an agent of before it was sent), or a bad one.
+        for line in [
+            &b"hello 2 8 7 forked\truby\t[]"[..],
+            b"hello 2 8 7 forked x\truby\t[]",
+        ] {
+            match AgentEvent::parse(line) {
+                AgentEvent::Hello(h) => assert_eq!((h.forked, h.gc_count_at_fork), (true, None)),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -15,9 +15,10 @@
 
 use crate::bundle::{Snapshot, member_path, write_private_atomic};
 use crate::heap::round_summary::RoundSummary;
+use crate::run::stale_sites::{PreviousDump, StaleSiteFilter, StaleSites};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What compressed heap dumps end with.
 pub const COMPRESSED_SUFFIX: &str = ".zst";
@@ -26,29 +27,78 @@ pub const COMPRESSED_SUFFIX: &str = ".zst";
 /// per process, on as many threads as there are cores) and names the compressed file in the
 /// snapshot. A dump that cannot be compressed stays plain: the snapshot keeps it, and the
 /// returned warnings say why.
-pub fn compress_heaps(dir: &Path, snapshots: &mut [&mut Snapshot]) -> Vec<String> {
-    let jobs: Vec<(usize, String)> = snapshots
+///
+/// With `previous` (sampled allocation sites), each dump also loses the sites its records kept
+/// after their objects were freed ([`crate::run::stale_sites`]), judged against the process's
+/// previous dump, which `previous` holds per process and this call moves on.
+pub fn compress_heaps(
+    dir: &Path,
+    snapshots: &mut [&mut Snapshot],
+    mut previous: Option<&mut StaleSites>,
+) -> Vec<String> {
+    let jobs: Vec<Job> = snapshots
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
             let name = s.heap.as_ref()?;
-            (!name.ends_with(COMPRESSED_SUFFIX)).then(|| (i, name.clone()))
+            let pid = s.pid.unwrap_or(0);
+            (!name.ends_with(COMPRESSED_SUFFIX)).then(|| Job {
+                index: i,
+                name: name.clone(),
+                pid,
+                previous: previous.as_mut().map(|p| p.dumps.remove(&pid)),
+            })
         })
         .collect();
+    let as_new_is_stale = previous.as_ref().is_some_and(|p| p.rounds_keep_records);
     let results: Mutex<Vec<(usize, Result<String, String>)>> = Mutex::new(Vec::new());
+    let kept: Mutex<Vec<(u32, PreviousDump)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, jobs.len().max(1));
     crate::heap::cruby::reader::run_workers(threads, || {
-        while let Some((i, name)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let result = compress_one(dir, name);
+        while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (result, dump) = match &job.previous {
+                Some(before) => {
+                    let mut filter = StaleSiteFilter::new(before.as_deref(), as_new_is_stale);
+                    let result = compress_one(
+                        dir,
+                        &job.name,
+                        Some(&mut |piece, out| filter.filter(piece, out)),
+                    );
+                    // A dump that could not be compressed was not read through: the one before
+                    // stays what the next is compared with (a looser, still sound test).
+                    let dump = match result {
+                        Ok(_) => Some(filter.finish()),
+                        Err(_) => None,
+                    };
+                    (result, dump)
+                }
+                None => (compress_one(dir, &job.name, None), None),
+            };
             if let Ok(mut r) = results.lock() {
-                r.push((*i, result));
+                r.push((job.index, result));
+            }
+            if let Some(dump) = dump
+                && let Ok(mut k) = kept.lock()
+            {
+                k.push((job.pid, dump));
             }
         }
     });
+    if let Some(previous) = previous {
+        // Each process's new dump, or its old one where the new one was not read through.
+        for job in jobs {
+            if let Some(Some(before)) = job.previous {
+                previous.dumps.insert(job.pid, before);
+            }
+        }
+        for (pid, dump) in kept.into_inner().unwrap_or_default() {
+            previous.dumps.insert(pid, Arc::new(dump));
+        }
+    }
     let mut warnings = Vec::new();
     for (i, result) in results.into_inner().unwrap_or_default() {
         match result {
@@ -59,15 +109,30 @@ pub fn compress_heaps(dir: &Path, snapshots: &mut [&mut Snapshot]) -> Vec<String
     warnings
 }
 
+struct Job {
+    index: usize,
+    name: String,
+    pid: u32,
+    /// With stale sites filtered: the process's previous dump, if it had one.
+    previous: Option<Option<Arc<PreviousDump>>>,
+}
+
 /// `name` → `name.zst` in `dir`, the plain file removed once the compressed one is complete.
-fn compress_one(dir: &Path, name: &str) -> Result<String, String> {
+fn compress_one(
+    dir: &Path,
+    name: &str,
+    rewrite: Option<crate::zst::Rewrite<'_>>,
+) -> Result<String, String> {
     let compressed = format!("{name}{COMPRESSED_SUFFIX}");
     let (Some(src), Some(dst)) = (member_path(dir, name), member_path(dir, &compressed)) else {
         return Err(format!("{name}: not a file name inside the bundle"));
     };
     let tmp = dir.join(format!("{compressed}.tmp"));
-    let done = crate::zst::compress_lines(&src, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &dst).map_err(|e| crate::error::Error::io(&dst, e)));
+    let done = match rewrite {
+        Some(rewrite) => crate::zst::compress_lines_filtered(&src, &tmp, rewrite),
+        None => crate::zst::compress_lines(&src, &tmp),
+    }
+    .and_then(|_| std::fs::rename(&tmp, &dst).map_err(|e| crate::error::Error::io(&dst, e)));
     match done {
         Ok(()) => {
             // The compressed file is complete and synced: the plain one is no longer needed.
@@ -329,7 +394,7 @@ mod tests {
             sidecar: Some(files.sidecar(round)),
             ..Snapshot::default()
         };
-        assert!(compress_heaps(dir, &mut [&mut s]).is_empty());
+        assert!(compress_heaps(dir, &mut [&mut s], None).is_empty());
         s
     }
 
@@ -520,7 +585,7 @@ mod tests {
             heap: Some("heap-p8-001.json".into()),
             ..Snapshot::default()
         };
-        let warnings = compress_heaps(dir.path(), &mut [&mut a, &mut b, &mut c, &mut d]);
+        let warnings = compress_heaps(dir.path(), &mut [&mut a, &mut b, &mut c, &mut d], None);
         assert_eq!(a.heap.as_deref(), Some("heap-001.json.zst"));
         assert_eq!(b.heap.as_deref(), Some("heap-p7-001.json.zst"));
         assert_eq!(c.heap, None);
@@ -541,7 +606,7 @@ mod tests {
         let mode = std::fs::metadata(&zst).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Already compressed: left alone.
-        assert!(compress_heaps(dir.path(), &mut [&mut a]).is_empty());
+        assert!(compress_heaps(dir.path(), &mut [&mut a], None).is_empty());
         assert_eq!(a.heap.as_deref(), Some("heap-001.json.zst"));
     }
 }

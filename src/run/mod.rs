@@ -31,6 +31,7 @@ pub mod footprint;
 pub mod knobs;
 pub mod process;
 pub mod round;
+pub mod stale_sites;
 pub mod terminal;
 
 use crate::bundle::{self, Manifest, Outcome, Snapshot};
@@ -200,6 +201,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     };
     manifest.pid = Some(child.pid());
     let sampler = FootprintSampler::start(&bundle_dir, child.pid(), started)?;
+    let backend_name = backend.name();
     let mut session = Session {
         config,
         dirs,
@@ -232,6 +234,8 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         refused: None,
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
+        previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
+            .then(|| stale_sites::StaleSites::for_backend(backend_name)),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(
@@ -412,6 +416,9 @@ struct Session<'a> {
     room: compact::RoomCheck,
     /// `--keep-dumps`: which dumps stay once each round's summary is written.
     keeper: Option<compact::DumpKeeper>,
+    /// Sampled allocation sites: each process's last dump, to drop the sites of the next one
+    /// whose records outlived their objects (`stale_sites`).
+    previous_dumps: Option<stale_sites::StaleSites>,
 }
 
 /// Which processes a round asks.
@@ -603,7 +610,8 @@ impl Session<'_> {
             s.sidecar = Some(sidecar);
             s.errors
                 .push("the agent answered after the deadline; no native evidence".into());
-            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut [s]);
+            let mut warnings =
+                compact::compress_heaps(&self.dirs.bundle, &mut [s], self.previous_dumps.as_mut());
             if let Some(keeper) = self.keeper.as_mut() {
                 let files = self
                     .processes
@@ -653,6 +661,13 @@ impl Session<'_> {
         };
         self.links.insert(link, at);
         self.unseen.remove(&hello.pid);
+        if let Some(previous) = self.previous_dumps.as_mut() {
+            let parent = hello
+                .gc_count_at_fork
+                .filter(|_| hello.forked)
+                .map(|gc_count| (hello.ppid, gc_count));
+            previous.process_started(hello.pid, parent);
+        }
         let p = &self.processes[at];
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
         if is_main {
@@ -727,6 +742,9 @@ impl Session<'_> {
         p.link = None;
         p.gone = true;
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
+        if let Some(previous) = self.previous_dumps.as_mut() {
+            previous.dumps.remove(&pid);
+        }
         if let Some(round) = self.round.as_mut() {
             round.on_closed(pid);
         }
@@ -846,7 +864,8 @@ impl Session<'_> {
         if snapshots.iter().any(|s| s.taken()) {
             self.show(&format!("round {index}: compressing the heap dumps"));
             let mut refs: Vec<&mut Snapshot> = snapshots.iter_mut().collect();
-            let mut warnings = compact::compress_heaps(&self.dirs.bundle, &mut refs);
+            let mut warnings =
+                compact::compress_heaps(&self.dirs.bundle, &mut refs, self.previous_dumps.as_mut());
             if let Some(keeper) = self.keeper.as_mut() {
                 let files: BTreeMap<u32, bundle::ProcessFiles> = self
                     .processes

@@ -376,13 +376,15 @@ fn lsan_and_valgrind_agree_on_a_leaks_size() {
     eprintln!(
         "widget_create: lsan {lsan_blocks} blocks / {lsan} bytes, valgrind {valgrind_blocks} blocks / {valgrind} bytes"
     );
-    assert!(lsan >= 300 * 4096, "{lsan}");
+    // LSan scans conservatively: a stray word on a stack or in a freed block's old contents
+    // can keep a Widget reachable now and then (one in 300 was seen), so 95 % of them.
+    assert!(lsan >= 285 * 4096, "{lsan}");
     assert!(
         lsan.abs_diff(valgrind) * 10 <= lsan.max(valgrind),
         "lsan {lsan} vs valgrind {valgrind}"
     );
-    // Two blocks per Widget.
-    assert!(lsan_blocks >= 2 * 300, "{lsan_blocks}");
+    // Two blocks per Widget (the payload is counted too, not only the handle).
+    assert!(lsan_blocks >= 2 * 285, "{lsan_blocks}");
     assert!(
         lsan_blocks.abs_diff(valgrind_blocks) * 10 <= lsan_blocks.max(valgrind_blocks),
         "lsan {lsan_blocks} blocks vs valgrind {valgrind_blocks} blocks"

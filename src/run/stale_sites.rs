@@ -1,0 +1,333 @@
+//! Allocation sites that outlived their objects, dropped from a heap dump as it is compressed.
+//!
+//! Stage: `run`. With sampled sites (the default) objspace's free hook is on only in some of the
+//! agent's tracing phases (it costs every freed object some 100 ns, and under LSan a freed record
+//! can hide a native leak: agent.rb's `AllocationSites`). A record whose object is freed while it
+//! is off stays behind, and a dump gives its file:line, method and generation to whatever object
+//! takes the slot next, of any class. This module tells those apart with what a process's
+//! previous dump held, and removes their site keys from the dump's lines, so that every reader of
+//! the bundle sees such an object as untraced:
+//!
+//! - an object that was not in the previous dump (same address, type, class and generation:
+//!   [`object_stamp`]) was made after it, so a true record of it is at least as new as every
+//!   record that dump showed (a round traces its own objects into its dump); an older record
+//!   is an earlier, freed object's. One as new is the round's own, left behind, where rounds
+//!   keep their records (under LSan: [`StaleSites::rounds_keep_records`]; each round ends with
+//!   a minor GC while tracing, so the program's next traced object is newer); elsewhere it is
+//!   the program's, made after the dump while the round still traced;
+//! - an object that was in the previous dump with a stale record still has it.
+//!
+//! Objects do not move between dumps (CRuby compacts only when the program asks it to; a moved
+//! object loses its site here, it never gets another's). What this cannot tell: an object freed
+//! after a dump that showed it, whose slot went to an object of the same class before the next
+//! one (same stamp). That object carries the site of the one the previous dump showed in its
+//! slot, so a site's count in a dump never exceeds its count in the previous one plus its true
+//! new records: a stale site can hide a fall, never make a rise. Outside LSan the agent keeps the
+//! free hook on from a sampling window to the next round, so that a window's records are true in
+//! that round's dump; under LSan a window's object that outlives the window's closing GC and dies
+//! before the next round leaves its record, newer than the previous dump, to the slot's next
+//! object.
+//!
+//! A forked process inherits its parent's records, stale ones too: until its own first dump it
+//! is judged against its parent's last dump, if that one was taken before the fork (the child's
+//! hello tells its GC count at the fork; a dump's records are no newer than the GC count then).
+
+use crate::heap::cruby::diff::{object_stamp, pack_key};
+use crate::heap::cruby::scan::{RecordKind, hex_string, number, parse_line, parse_prefix};
+use memchr::{memchr, memmem, memrchr};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Per process id (0: a bundle of schema 1), what its last dump held; a forked process shares
+/// its parent's until it has one of its own.
+pub type PreviousDumps = BTreeMap<u32, Arc<PreviousDump>>;
+
+/// What a run's filter needs across rounds: each process's last dump, and whether the agent's
+/// rounds leave their own records behind (under LSan the free hook is off in rounds too).
+#[derive(Debug, Default)]
+pub struct StaleSites {
+    pub dumps: PreviousDumps,
+    /// A record as new as the previous dump, on an object not in it, is then one the round
+    /// left behind (the round's own objects made after its full GC share its generation);
+    /// otherwise the round freed those, and such a record is the program's, made after the
+    /// dump while the round still traced.
+    pub rounds_keep_records: bool,
+}
+
+impl StaleSites {
+    /// The agent's free hook under `backend` (agent.rb's `AllocationSites`).
+    pub fn for_backend(backend: &str) -> Self {
+        StaleSites {
+            dumps: PreviousDumps::new(),
+            rounds_keep_records: backend == "lsan",
+        }
+    }
+
+    /// A process said hello: whatever `pid` held before is another program's (an exec, or a
+    /// reused pid). A forked one (`parent`: its parent's pid and the GC count at the fork)
+    /// starts from its parent's last dump when that dump was taken before the fork: no record
+    /// in it is newer than the GC count then. A dump taken after the fork has newer ones (the
+    /// round's own objects, made after its full GC while tracing, such as its `GC.stat`) and is
+    /// not used: the objects the child kept and the parent freed, with their true records, are
+    /// absent from it.
+    pub fn process_started(&mut self, pid: u32, parent: Option<(u32, u64)>) {
+        self.dumps.remove(&pid);
+        let inherited = parent.and_then(|(ppid, gc_count)| {
+            self.dumps
+                .get(&ppid)
+                .filter(|dump| dump.newest_generation <= gc_count)
+                .cloned()
+        });
+        if let Some(dump) = inherited {
+            self.dumps.insert(pid, dump);
+        }
+    }
+}
+
+/// What one process's previous dump held: every object's (packed key, stamp), the ones whose
+/// record was stale, and the highest generation of a true record.
+#[derive(Debug, Default)]
+pub struct PreviousDump {
+    objects: Vec<(u64, u64)>,
+    stale: Vec<(u64, u64)>,
+    newest_generation: u64,
+}
+
+impl PreviousDump {
+    /// How many sites its dump lost as stale.
+    pub fn stale_sites(&self) -> usize {
+        self.stale.len()
+    }
+}
+
+/// Rewrites the lines of one dump, given the process's previous one (none: its first dump, whose
+/// records are all true: the free hook is on from the start to the end of the first round).
+pub struct StaleSiteFilter<'p> {
+    previous: Option<&'p PreviousDump>,
+    /// [`StaleSites::rounds_keep_records`].
+    as_new_is_stale: bool,
+    next: PreviousDump,
+    generation_key: memmem::Finder<'static>,
+    class_key: memmem::Finder<'static>,
+}
+
+impl<'p> StaleSiteFilter<'p> {
+    pub fn new(previous: Option<&'p PreviousDump>, as_new_is_stale: bool) -> Self {
+        StaleSiteFilter {
+            previous,
+            as_new_is_stale,
+            next: PreviousDump::default(),
+            generation_key: memmem::Finder::new(GENERATION_KEY),
+            class_key: memmem::Finder::new(CLASS_KEY),
+        }
+    }
+
+    /// Appends the whole lines of `piece` to `out`, each stale site's keys removed. Only the
+    /// lines with a generation key are looked at; one that does not parse is copied as it is
+    /// (the readers report it).
+    pub fn filter(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some(hit) = self.generation_key.find(&piece[from..]) {
+            let hit = from + hit;
+            let start = memrchr(b'\n', &piece[..hit]).map_or(0, |i| i + 1);
+            let end = memchr(b'\n', &piece[hit..]).map_or(piece.len(), |i| hit + i);
+            if let Some((cut_from, cut_to)) = self.stale_span(&piece[start..end], hit - start) {
+                out.extend_from_slice(&piece[copied..start + cut_from]);
+                copied = start + cut_to;
+            }
+            from = end;
+        }
+        out.extend_from_slice(&piece[copied..]);
+    }
+
+    /// Notes the object of `line` if it has an allocation record (one without cannot match a
+    /// later object with one: the stamp holds the generation); for a stale record, the byte
+    /// range of its site keys. Reads only the keys it needs: the whole line is parsed only when
+    /// it does not start with the address and type.
+    fn stale_span(&mut self, line: &[u8], at: usize) -> Option<(usize, usize)> {
+        let (generation, to) = number(line, at + GENERATION_KEY.len()).ok()?;
+        let (key, class) = match identity(&line[..at], &self.class_key) {
+            Some(found) => found,
+            None => {
+                let rec = parse_line(line).ok()?;
+                if rec.kind() != RecordKind::Object {
+                    return None;
+                }
+                (pack_key(rec.address?, rec.obj_type()), rec.class)
+            }
+        };
+        let stamp = object_stamp(class, Some(generation));
+        self.next.objects.push((key, stamp));
+        let stale = match self.previous {
+            None => false,
+            Some(p) => match p.objects.binary_search(&(key, stamp)) {
+                Ok(_) => p.stale.binary_search(&(key, stamp)).is_ok(),
+                Err(_) => {
+                    generation < p.newest_generation
+                        || (self.as_new_is_stale && generation == p.newest_generation)
+                }
+            },
+        };
+        if !stale {
+            self.next.newest_generation = self.next.newest_generation.max(generation);
+            return None;
+        }
+        self.next.stale.push((key, stamp));
+        Some((site_start(&line[..at]), to))
+    }
+
+    /// What the next dump of the process is compared with.
+    pub fn finish(mut self) -> PreviousDump {
+        self.next.objects.sort_unstable();
+        self.next.objects.dedup();
+        self.next.objects.shrink_to_fit();
+        self.next.stale.sort_unstable();
+        self.next.stale.dedup();
+        self.next
+    }
+}
+
+/// Inside a string value a quote is escaped, so the key cannot be matched there.
+const GENERATION_KEY: &[u8] = b", \"generation\":";
+const CLASS_KEY: &[u8] = b", \"class\":";
+
+/// The object's packed key and class from the start of its line, `{"address":…, "type":…`,
+/// then `"class"` wherever it comes before the generation. None when the line does not start
+/// that way.
+fn identity(head: &[u8], class_key: &memmem::Finder<'_>) -> Option<(u64, Option<u64>)> {
+    let (address, obj_type) = parse_prefix(head)?;
+    let class = class_key
+        .find(head)
+        .and_then(|p| hex_string(head, p + CLASS_KEY.len()).ok());
+    Some((pack_key(address, obj_type), class.map(|(class, _)| class)))
+}
+
+/// Where the site keys before the generation start (`, "file":`, `, "line":` or `, "method":`,
+/// in that order in CRuby's dumps): the generation key itself when there are none.
+fn site_start(head: &[u8]) -> usize {
+    [&b", \"file\":"[..], b", \"line\":", b", \"method\":"]
+        .iter()
+        .filter_map(|k| memmem::find(head, k))
+        .min()
+        .unwrap_or(head.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(address: u64, class: u64, site: Option<(&str, u64, u64)>) -> String {
+        let site = site.map_or(String::new(), |(file, line, generation)| {
+            format!(
+                r#", "file":"{file}", "line":{line}, "method":"new", "generation":{generation}"#
+            )
+        });
+        format!(
+            r#"{{"address":"0x{address:x}", "type":"OBJECT", "class":"0x{class:x}", "ivars":1{site}, "memsize":40, "flags":{{"wb_protected":true}}}}"#
+        ) + "\n"
+    }
+
+    fn filter(previous: Option<&PreviousDump>, dump: &str) -> (String, PreviousDump) {
+        filter_as(false, previous, dump)
+    }
+
+    fn filter_as(
+        rounds_keep_records: bool,
+        previous: Option<&PreviousDump>,
+        dump: &str,
+    ) -> (String, PreviousDump) {
+        let mut f = StaleSiteFilter::new(previous, rounds_keep_records);
+        let mut out = Vec::new();
+        // Two pieces, as the compressor hands them over.
+        let cut = dump.find('\n').map_or(dump.len(), |i| i + 1);
+        f.filter(&dump.as_bytes()[..cut], &mut out);
+        f.filter(&dump.as_bytes()[cut..], &mut out);
+        (String::from_utf8(out).unwrap(), f.finish())
+    }
+
+    #[test]
+    fn a_first_dump_is_kept_as_it_is() {
+        let dump = object(0x100, 0x50, Some(("boot.rb", 3, 7))) + &object(0x200, 0x50, None);
+        let (out, previous) = filter(None, &dump);
+        assert_eq!(out, dump);
+        assert_eq!(previous.stale_sites(), 0);
+    }
+
+    #[test]
+    fn a_record_older_than_the_previous_dump_on_a_new_object_is_dropped() {
+        let first = object(0x100, 0x50, Some(("boot.rb", 3, 7)))
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)));
+        let (_, previous) = filter(None, &first);
+        // 0x100 now holds an object of another class (made while tracing was off) with the
+        // Boot's record; 0x400 is new with an older record; 0x600 has a record as new as the
+        // dump (made after it while the round traced); 0x500 was made in a later window.
+        let second = object(0x100, 0x60, Some(("boot.rb", 3, 7)))
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, Some(("boot.rb", 4, 11)))
+            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
+            + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
+        let (out, next) = filter(Some(&previous), &second);
+        let expected = object(0x100, 0x60, None)
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, None)
+            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
+            + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
+        assert_eq!(out, expected);
+        assert_eq!(next.stale_sites(), 2);
+        // Still there in the dump after: still stale, though it matches its own last line.
+        let (out, _) = filter(Some(&next), &second);
+        assert_eq!(out, expected);
+        // Where rounds keep their records (LSan), one as new as the dump is the round's own,
+        // left behind in a slot the program reused.
+        let (out, next) = filter_as(true, Some(&previous), &second);
+        let expected = object(0x100, 0x60, None)
+            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
+            + &object(0x400, 0x60, None)
+            + &object(0x600, 0x60, None)
+            + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
+        assert_eq!(out, expected);
+        assert_eq!(next.stale_sites(), 3);
+    }
+
+    #[test]
+    fn a_child_forked_after_its_parents_dump_is_judged_against_it() {
+        // A Boot made in warm-up, and the round's own object.
+        let dump = object(0x100, 0x50, Some(("boot.rb", 3, 2)))
+            + &object(0x180, 0x70, Some(("agent.rb", 1, 7)));
+        let (_, parent) = filter(None, &dump);
+        assert_eq!(parent.newest_generation, 7);
+        let mut previous = StaleSites::for_backend("none");
+        previous.dumps.insert(10, Arc::new(parent));
+        // Forked at GC count 9 (after the parent's dump), then at 6 (before it): that dump
+        // cannot judge the second child.
+        previous.process_started(11, Some((10, 9)));
+        previous.process_started(12, Some((10, 6)));
+        previous.process_started(13, None);
+        assert_eq!(previous.dumps.keys().copied().collect::<Vec<_>>(), [10, 11]);
+        // The slot of the parent's Boot, freed before the fork, holds a child's object of
+        // another class.
+        let child = object(0x100, 0x60, Some(("boot.rb", 3, 2)))
+            + &object(0x200, 0x60, Some(("child.rb", 8, 9)));
+        let (out, _) = filter(previous.dumps.get(&11).map(|d| d.as_ref()), &child);
+        assert_eq!(
+            out,
+            object(0x100, 0x60, None) + &object(0x200, 0x60, Some(("child.rb", 8, 9)))
+        );
+        // The same pid saying hello again runs another program: its dumps start afresh.
+        previous.process_started(11, None);
+        assert!(!previous.dumps.contains_key(&11));
+    }
+
+    #[test]
+    fn lines_of_other_shapes_are_copied() {
+        let (_, previous) = filter(None, &object(0x100, 0x50, Some(("a.rb", 1, 20))));
+        let root = "{\"type\":\"ROOT\", \"root\":\"vm\", \"references\":[\"0x100\"]}\n";
+        let bad = "not json\n";
+        let no_number =
+            "{\"address\":\"0x900\", \"type\":\"OBJECT\", \"class\":\"0x60\", \"generation\":}\n";
+        let dump = format!("{root}{bad}{no_number}");
+        let (out, _) = filter(Some(&previous), &dump);
+        assert_eq!(out, dump);
+    }
+}
