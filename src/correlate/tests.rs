@@ -1424,7 +1424,7 @@ fn the_text_and_json_reports_list_the_processes() {
 
 /// A `--backend none` bundle: `widgets[i]` Widgets created (none closed unless `closed`) by
 /// sidecar i, and a heap snapshot per sidecar where `alive` Widgets are still live.
-fn unmeasured_widgets(widgets: &[u64], closed: bool, alive: i64) -> Evidence {
+pub(crate) fn unmeasured_widgets(widgets: &[u64], closed: bool, alive: i64) -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle("b".into()));
     ev.manifest = Some(crate::bundle::Manifest {
         backend: crate::bundle::Backend {
