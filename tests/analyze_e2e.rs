@@ -401,8 +401,9 @@ fn a_wrapper_script_program_gets_the_agent_through_rubyopt() {
     );
 }
 
-/// Without a native backend the unclosed Widgets are told from their lifecycle alone: one
-/// finding, `Widget#close` at the `Widget.new` line, saying native memory was not measured.
+/// Without a native backend the unclosed Widgets are told from their lifecycle: one finding,
+/// `Widget#close` at the `Widget.new` line, sized by malloc's growth after each GC (each
+/// dropped Widget keeps its 16-byte handle and 256-byte payload).
 #[test]
 fn leaking_widgets_without_a_native_backend_name_widget_close() {
     let (code, report, stderr) = run_widget_under("none", "widget-leak.rb");
@@ -419,8 +420,16 @@ fn leaking_widgets_without_a_native_backend_name_widget_close() {
     assert!(
         top["title"]
             .as_str()
-            .is_some_and(|t| t.contains("native memory was not measured (`--backend none`)")),
+            .is_some_and(|t| t.contains("measured by malloc after each GC, `--backend none`")),
         "{ctx}"
+    );
+    let (Some(bytes), Some(count)) = (top["bytes"].as_i64(), top["count"].as_i64()) else {
+        panic!("bytes and count: {ctx}");
+    };
+    assert!(bytes > 0 && count > 0, "{ctx}");
+    assert!(
+        bytes / count >= 256 + 16,
+        "{bytes} bytes for {count}: {ctx}"
     );
     let created = widget_line("widget-leak.rb", "Widget.new");
     assert_eq!(

@@ -1424,7 +1424,7 @@ fn the_text_and_json_reports_list_the_processes() {
 
 /// A `--backend none` bundle: `widgets[i]` Widgets created (none closed unless `closed`) by
 /// sidecar i, and a heap snapshot per sidecar where `alive` Widgets are still live.
-fn unmeasured_widgets(widgets: &[u64], closed: bool, alive: i64) -> Evidence {
+pub(crate) fn unmeasured_widgets(widgets: &[u64], closed: bool, alive: i64) -> Evidence {
     let mut ev = Evidence::empty(Origin::Bundle("b".into()));
     ev.manifest = Some(crate::bundle::Manifest {
         backend: crate::bundle::Backend {
@@ -1751,5 +1751,34 @@ fn workers_dropping_widgets_without_a_native_backend_are_one_finding_in_instance
     assert_eq!(
         f.suggestion.as_ref().unwrap().method.as_deref(),
         Some("Widget#close")
+    );
+}
+
+#[test]
+fn workers_dropping_widgets_sized_by_malloc_are_one_finding_in_instances_and_bytes() {
+    // The same pool, malloc measured after each round's GC: each dropped Widget kept 300 bytes.
+    let mut ev = unmeasured_pool();
+    for p in &mut ev.processes {
+        for (i, sc) in p.evidence.sidecars.iter_mut().enumerate() {
+            let in_use = 2_000_000 + 300 * sc.lifecycle[0].created;
+            sc.snapshot = i as u32 + 1;
+            sc.malloc = Some(crate::bundle::MallocMeasure {
+                how: "glibc malloc_info(0, FILE*) after the round's full GC".into(),
+                xml: format!(
+                    r#"<malloc version="1"><total type="fast" count="0" size="0"/><total type="rest" count="0" size="0"/><total type="mmap" count="0" size="0"/><system type="current" size="{in_use}"/></malloc>"#
+                ),
+            });
+        }
+    }
+    let a = correlate(&ev, &Options::default());
+    let leaks: Vec<&Finding> = a.leak_findings().collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", a.findings);
+    let f = leaks[0];
+    assert_eq!(f.native, None);
+    // 1,000 more dropped Widgets in each worker, 300 bytes each.
+    assert_eq!((f.count, f.bytes), (2000, 600_000));
+    assert_eq!(
+        f.title,
+        "Widget#close is not called: Widget instances are dropped unreleased · in 2 of 2 workers · +2,000 instances never released / +600,000 bytes in total — measured by malloc after each GC, `--backend none`"
     );
 }

@@ -6,10 +6,14 @@
 //! container keeps are the retention finding's business: the caller folds this finding into
 //! it ([`super::fold_release_into_retention`]).
 //!
-//! The finding says that native memory was not measured, and ranks below one a native report
-//! backs. C extension classes are only noted: whether their free function releases what an
-//! instance holds (zlib's does, a leaking extension's does not) cannot be told without native
-//! evidence.
+//! Under `--backend none` the agent also measured malloc after each round's full GC
+//! ([`super::unaccounted`]): when the native memory no Ruby object holds rises with the
+//! wrapper's unreleased instances the GC collected, and with no other candidate's, the
+//! finding is sized by that growth ([`MEASURED_BY_MALLOC`]); else it says that native memory
+//! was not measured. Either way it ranks below one a native report backs. C extension classes
+//! are sized the same way, or only noted: whether their free function releases what an
+//! instance holds (zlib's does, a leaking extension's does not) cannot be told without a
+//! measure.
 //!
 //! Bare files (heap dumps only) carry no lifecycle: the rule needs a bundle's sidecars and
 //! its manifest. Only `--backend none` blames: a bundle made under a native backend of which
@@ -74,8 +78,8 @@ pub fn is_lifecycle_only(f: &Finding) -> bool {
     f.kind == FindingKind::MissingRelease && f.native.is_none() && f.bytes == 0
 }
 
-/// How a finding made without a native backend was sized (a C extension class's missing
-/// release, or a C method's own leak).
+/// How a finding made without a native backend was sized (an FFI wrapper's or a C extension
+/// class's missing release, or a C method's own leak).
 pub const MEASURED_BY_MALLOC: &str = "measured by malloc after each GC, `--backend none`";
 
 /// A missing release or an extension's own leak sized by malloc's growth under `--backend
@@ -95,6 +99,55 @@ fn unreleased_series(ev: &Evidence, class: &str) -> Vec<u64> {
         .iter()
         .map(|sc| release::lifecycle(sc, class).map_or(0, release::unreleased))
         .collect()
+}
+
+/// Whether the unaccounted native memory rose with the unreleased instances of an FFI wrapper
+/// `class` that the GC collected (unreleased, less those alive in the round's heap dump).
+/// Instances still alive keep what they hold: when they pile up too (Ruby retains them, the
+/// retention finding's business), the growth cannot be told apart from what they keep, and
+/// nothing is explained.
+fn explained_by_dropped(
+    ev: &Evidence,
+    rounds: &[unaccounted::Round],
+    native: &[i64],
+    class: &str,
+) -> Option<Explained> {
+    let judged = ev.judged_heap();
+    let (alive, dropped): (Vec<u64>, Vec<u64>) = rounds
+        .iter()
+        .map(|r| {
+            let unreleased = ev
+                .sidecars
+                .iter()
+                .find(|s| s.snapshot == r.snapshot)
+                .and_then(|s| release::lifecycle(s, class))
+                .map_or(0, release::unreleased);
+            let alive = judged
+                .iter()
+                .find(|h| h.snapshot == Some(r.snapshot))
+                .and_then(|h| h.summary.histogram.get(class))
+                .map_or(0, |row| u64::try_from(row.count).unwrap_or(0));
+            (alive, unreleased.saturating_sub(alive))
+        })
+        .unzip();
+    let explained = unaccounted::explains(native, &dropped)?;
+    let kept = match (alive.first(), alive.last()) {
+        (Some(first), Some(last)) => last.saturating_sub(*first),
+        _ => 0,
+    };
+    (kept.saturating_mul(RETAINED_SHARE) <= explained.instances).then_some(explained)
+}
+
+/// Instances kept alive may grow by at most one for this many dropped ones: more, and what
+/// they hold is part of the growth.
+const RETAINED_SHARE: u64 = 10;
+
+/// What malloc's growth says of a wrapper's dropped instances under `--backend none`, when
+/// they alone explain it.
+struct Measured<'a> {
+    explained: Explained,
+    rounds: &'a [unaccounted::Round],
+    how: &'a str,
 }
 
 /// Grew from the first sidecar to the last, in at least [`GROWING_ROUNDS`] rounds: a leak
@@ -162,6 +215,14 @@ pub fn findings(
     let why = no_native.why();
     let why = why.as_str();
     let mut out = Vec::new();
+    // Under `--backend none` the agent measured malloc after each GC: native memory that rises
+    // with one class's dropped instances is what they held.
+    let (rounds, how) = match no_native {
+        NoNativeEvidence::NotMeasured => unaccounted::rounds(ev, notes),
+        NoNativeEvidence::Unread(_) => (Vec::new(), None),
+    };
+    let native: Vec<i64> = rounds.iter().map(unaccounted::Round::unaccounted).collect();
+    let mut wrappers = Vec::new();
     for w in &sc.wrappers {
         let Some(life) = release::lifecycle(sc, &w.class) else {
             continue;
@@ -201,15 +262,14 @@ pub fn findings(
             ));
             continue;
         }
-        out.push(finding(
-            ev,
-            sc,
-            w,
-            life,
-            &series,
-            (method, function, module),
-        ));
+        wrappers.push((w, life, series, (method, function, module)));
     }
+    // An FFI wrapper's instances that are still alive hold their memory (Ruby keeps them, the
+    // retention finding's business); the ones collected unreleased lost it.
+    let wrappers_explained: Vec<Option<Explained>> = wrappers
+        .iter()
+        .map(|(w, ..)| explained_by_dropped(ev, &rounds, &native, &w.class))
+        .collect();
     // A native backend whose checks found nothing saw no extension leak either.
     let extensions = match no_native {
         NoNativeEvidence::NotMeasured => sc.extensions.as_slice(),
@@ -230,13 +290,6 @@ pub fn findings(
             candidates.push((ext, class, life));
         }
     }
-    // Under `--backend none` the agent measured malloc after each GC: native memory that rises
-    // with one class's dropped instances is what they held.
-    let (rounds, how) = match no_native {
-        NoNativeEvidence::NotMeasured => unaccounted::rounds(ev, notes),
-        NoNativeEvidence::Unread(_) => (Vec::new(), None),
-    };
-    let native: Vec<i64> = rounds.iter().map(unaccounted::Round::unaccounted).collect();
     let explained: Vec<Option<Explained>> = candidates
         .iter()
         .map(|(_, class, _)| {
@@ -253,8 +306,19 @@ pub fn findings(
             unaccounted::explains(&native, &unreleased)
         })
         .collect();
-    let explaining = explained.iter().flatten().count();
+    // The growth is one class's only when no other candidate, wrapper or extension class,
+    // explains it too.
+    let explaining =
+        explained.iter().flatten().count() + wrappers_explained.iter().flatten().count();
     let how = how.unwrap_or_default();
+    for ((w, life, series, release), explained) in wrappers.into_iter().zip(wrappers_explained) {
+        let sized = explained.filter(|_| explaining == 1).map(|e| Measured {
+            explained: e,
+            rounds: &rounds,
+            how: &how,
+        });
+        out.push(finding(ev, sc, w, life, &series, release, sized));
+    }
     for ((ext, class, life), explained) in candidates.into_iter().zip(explained) {
         let library = ext.path.rsplit('/').next().unwrap_or(&ext.path);
         let methods = class
@@ -437,6 +501,8 @@ fn tally(life: &Lifecycle) -> String {
     )
 }
 
+/// A wrapper's missing release told from its lifecycle; `measured`: sized by the malloc
+/// growth its dropped instances explain, else native memory was not measured.
 fn finding(
     ev: &Evidence,
     sc: &Sidecar,
@@ -444,6 +510,7 @@ fn finding(
     life: &Lifecycle,
     series: &[u64],
     (method, function, module): (String, String, &str),
+    measured: Option<Measured>,
 ) -> Finding {
     let class = w.class.as_str();
     let label = format!("{class}#{method}");
@@ -524,24 +591,248 @@ fn finding(
         confidence,
         by_name: false,
     };
+    if let Some(m) = &measured {
+        evidence.push(malloc_evidence(class, m));
+    }
     evidence.extend(release::creation_evidence(&blame));
-    evidence.push(EvidenceItem::new(
-        Source::Native,
-        format!(
-            "{NOT_MEASURED}: how much each unreleased {class} holds is unknown; rerun with `--backend lsan` (or valgrind) to measure it and see the native stack that allocates it"
-        ),
-    ));
     let headline = format!("{label} is not called: {class} instances are dropped unreleased");
-    let title = format!(
-        "{headline}, {} more never released — {NOT_MEASURED}",
-        count(grown)
-    );
+    let (title, bytes, instances) = match &measured {
+        Some(m) => {
+            evidence.push(EvidenceItem::new(
+                Source::Native,
+                format!(
+                    "malloc was measured without a native backend: rerun with `--backend lsan` (or valgrind) to see the native stack that allocates what each {class} keeps"
+                ),
+            ));
+            let e = m.explained;
+            let title = format!(
+                "{headline}, native memory grew {} (about {} each) — {MEASURED_BY_MALLOC}",
+                human_bytes(e.bytes as f64),
+                human_bytes(e.per_instance())
+            );
+            (title, e.bytes, e.instances)
+        }
+        None => {
+            evidence.push(EvidenceItem::new(
+                Source::Native,
+                format!(
+                    "{NOT_MEASURED}: how much each unreleased {class} holds is unknown; rerun with `--backend lsan` (or valgrind) to measure it and see the native stack that allocates it"
+                ),
+            ));
+            let title = format!(
+                "{headline}, {} more never released — {NOT_MEASURED}",
+                count(grown)
+            );
+            (title, 0, grown)
+        }
+    };
     let mut f = Finding::new(FindingKind::MissingRelease, confidence, title)
         .headline(headline)
         .identify(&[class]);
     f.class = Some(class.to_owned());
-    f.count = i64::try_from(grown).unwrap_or(i64::MAX);
+    f.bytes = bytes;
+    f.count = i64::try_from(instances).unwrap_or(i64::MAX);
     f.evidence = evidence;
     f.suggestion = Some(release::release_suggestion(&blame, Some(label)));
     f
+}
+
+/// The malloc series an FFI wrapper's dropped instances explain: how much, how fast, how much
+/// each.
+fn malloc_evidence(class: &str, m: &Measured) -> EvidenceItem {
+    let e = m.explained;
+    let native: Vec<i64> = m
+        .rounds
+        .iter()
+        .map(unaccounted::Round::unaccounted)
+        .collect();
+    let seconds = match (m.rounds.first(), m.rounds.last()) {
+        (Some(a), Some(b)) => b.t - a.t,
+        _ => 0.0,
+    };
+    let rate = if seconds > 0.0 {
+        format!(", about {}/s", human_bytes(e.bytes as f64 / seconds))
+    } else {
+        String::new()
+    };
+    EvidenceItem::new(
+        Source::Native,
+        format!(
+            "native memory no Ruby object holds, after each round's full GC: {} — it rose with the {class} instances collected unreleased in {} round intervals, by {} for {} instances (about {} each, steady from round to round{rate}); measured by {}, minus the heap dump's memsize (the wrapper's own Ruby objects included)",
+            series_text(&native),
+            e.intervals,
+            human_bytes(e.bytes as f64),
+            count(e.instances),
+            human_bytes(e.per_instance()),
+            m.how,
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Extension, MallocMeasure};
+    use crate::correlate::tests::unmeasured_widgets;
+
+    /// A malloc_info document whose totals say `in_use` bytes are in use.
+    fn malloc(in_use: u64) -> MallocMeasure {
+        MallocMeasure {
+            how: "glibc malloc_info(0, FILE*) after the round's full GC".into(),
+            xml: format!(
+                r#"<malloc version="1"><total type="fast" count="0" size="0"/><total type="rest" count="1" size="1000"/><total type="mmap" count="0" size="0"/><system type="current" size="{}"/></malloc>"#,
+                in_use + 1000
+            ),
+        }
+    }
+
+    /// widget-leak.rb under `--backend none`: `widgets[i]` Widgets made and none closed by
+    /// round i, `alive[i]` of them alive in its heap dump, `in_use[i]` bytes malloc'd after its
+    /// GC. The dump's rows hold nothing outside their slots: the unaccounted memory is `in_use`.
+    fn widgets(widgets: &[u64], alive: &[i64], in_use: &[u64]) -> Evidence {
+        let mut ev = unmeasured_widgets(widgets, false, 0);
+        for (i, sc) in ev.sidecars.iter_mut().enumerate() {
+            sc.snapshot = i as u32 + 1;
+            sc.t = i as f64;
+            sc.malloc = Some(malloc(in_use[i]));
+        }
+        for (h, &n) in ev.heap.iter_mut().zip(alive) {
+            let row = h
+                .summary
+                .histogram
+                .rows
+                .iter_mut()
+                .find(|r| r.name == "Widget");
+            let row = row.expect("a Widget row");
+            (row.count, row.bytes) = (n, n * 40);
+        }
+        ev
+    }
+
+    fn judge(ev: &Evidence) -> (Vec<Finding>, Vec<String>) {
+        let mut notes = Vec::new();
+        let found = findings(ev, &NoNativeEvidence::NotMeasured, false, &mut notes);
+        (found, notes)
+    }
+
+    /// Each dropped Widget keeps its handle and 256-byte payload (300 bytes with malloc's
+    /// headers): malloc grows with them, and the finding is sized by it.
+    #[test]
+    fn unclosed_widgets_whose_dropped_instances_explain_malloc_growth_are_sized_by_it() {
+        let ev = widgets(
+            &[100, 600, 1100, 1600],
+            &[3, 3, 3, 3],
+            &[2_000_000, 2_150_000, 2_300_000, 2_450_000],
+        );
+        let (found, notes) = judge(&ev);
+        let [f] = found.as_slice() else {
+            panic!("{found:#?}\n{notes:?}")
+        };
+        assert_eq!(f.class.as_deref(), Some("Widget"));
+        assert!(is_measured_by_malloc(f), "{f:#?}");
+        assert!(!is_lifecycle_only(f));
+        assert_eq!((f.bytes, f.count), (450_000, 1_500));
+        assert_eq!(
+            f.title,
+            format!(
+                "Widget#close is not called: Widget instances are dropped unreleased, native memory grew 439.5 KiB (about 300 B each) — {MEASURED_BY_MALLOC}"
+            )
+        );
+        assert!(
+            f.evidence.iter().any(|e| e.source == Source::Native
+                && e.text.contains("1.9 MiB → 2.1 MiB → 2.2 MiB → 2.3 MiB")
+                && e.text.contains("about 300 B each")
+                && e.text.contains("about 146.5 KiB/s")),
+            "{:#?}",
+            f.evidence
+        );
+        assert!(!f.evidence.iter().any(|e| e.text.contains(NOT_MEASURED)));
+        let s = f.suggestion.as_ref().unwrap();
+        assert_eq!(s.method.as_deref(), Some("Widget#close"));
+        assert_eq!(s.locations[0].site(), "widget-leak.rb:7");
+    }
+
+    /// Flat malloc (the library frees what a dropped instance holds, or it holds nothing):
+    /// today's lifecycle-only finding.
+    #[test]
+    fn unclosed_widgets_beside_flat_malloc_stay_lifecycle_only() {
+        let ev = widgets(
+            &[100, 600, 1100, 1600],
+            &[3, 3, 3, 3],
+            &[2_000_000, 2_000_800, 1_999_500, 2_000_300],
+        );
+        let (found, _) = judge(&ev);
+        let [f] = found.as_slice() else {
+            panic!("{found:#?}")
+        };
+        assert!(is_lifecycle_only(f), "{f:#?}");
+        assert_eq!((f.bytes, f.count), (0, 1_500));
+        assert!(f.title.ends_with(NOT_MEASURED), "{}", f.title);
+    }
+
+    /// Like the seed's leak.rb: half the unreleased instances are kept alive (an Array holds
+    /// them) and pile up beside the dropped ones; what the live ones hold grows the memory
+    /// as much, so the dropped ones are not what it measures.
+    #[test]
+    fn unclosed_widgets_that_pile_up_alive_are_not_sized_by_malloc() {
+        let ev = widgets(
+            &[200, 1200, 2200, 3200],
+            &[100, 600, 1100, 1600],
+            &[2_000_000, 2_300_000, 2_600_000, 2_900_000],
+        );
+        let (found, _) = judge(&ev);
+        let [f] = found.as_slice() else {
+            panic!("{found:#?}")
+        };
+        assert!(is_lifecycle_only(f), "{f:#?}");
+        // Had they been dropped, the same growth would have sized them.
+        let dropped = widgets(
+            &[200, 1200, 2200, 3200],
+            &[100, 100, 100, 100],
+            &[2_000_000, 2_300_000, 2_600_000, 2_900_000],
+        );
+        assert!(is_measured_by_malloc(&judge(&dropped).0[0]));
+    }
+
+    /// A C extension class dropped unreleased in step with the Widgets: the growth fits both,
+    /// so it sizes neither.
+    #[test]
+    fn growth_that_an_extension_class_explains_too_sizes_no_wrapper() {
+        let mut ev = widgets(
+            &[100, 600, 1100, 1600],
+            &[3, 3, 3, 3],
+            &[2_000_000, 2_150_000, 2_300_000, 2_450_000],
+        );
+        for sc in &mut ev.sidecars {
+            let n = sc.lifecycle[0].created;
+            sc.extensions = vec![Extension {
+                path: "/app/ext/cbufs.so".into(),
+                gem: None,
+                modules: vec![ExtensionModule {
+                    name: "RingBuf".into(),
+                    class: true,
+                    methods: vec!["initialize".into(), "close".into()],
+                    release_methods: vec!["close".into()],
+                    ..ExtensionModule::default()
+                }],
+            }];
+            let mut ring = sc.lifecycle[0].clone();
+            ring.class = "RingBuf".into();
+            ring.created = n;
+            sc.lifecycle.push(ring);
+        }
+        let (found, notes) = judge(&ev);
+        let [f] = found.as_slice() else {
+            panic!("{found:#?}")
+        };
+        assert_eq!(f.class.as_deref(), Some("Widget"));
+        assert!(is_lifecycle_only(f), "{f:#?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("RingBuf (C extension cbufs.so)")
+                    && n.contains("several classes at once")),
+            "{notes:?}"
+        );
+    }
 }
