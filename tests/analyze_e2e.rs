@@ -402,8 +402,11 @@ fn a_wrapper_script_program_gets_the_agent_through_rubyopt() {
 }
 
 /// Without a native backend the unclosed Widgets are told from their lifecycle: one finding,
-/// `Widget#close` at the `Widget.new` line, sized by malloc's growth after each GC (each
-/// dropped Widget keeps its 16-byte handle and 256-byte payload).
+/// `Widget#close` at the `Widget.new` line. When malloc's growth after each GC rose steadily
+/// with the dropped Widgets it sizes the finding (each keeps its 16-byte handle and 256-byte
+/// payload); this program's growth is under a MiB, which a busy machine's noise can make
+/// unsteady, and the finding then says native memory was not measured (the seed's
+/// `seed_counter_without_a_native_backend` pins the sizing, on hundreds of MiB).
 #[test]
 fn leaking_widgets_without_a_native_backend_name_widget_close() {
     let (code, report, stderr) = run_widget_under("none", "widget-leak.rb");
@@ -417,20 +420,23 @@ fn leaking_widgets_without_a_native_backend_name_widget_close() {
     assert_eq!(top["class"], "Widget", "{ctx}");
     assert_eq!(top["suggestion"]["method"], "Widget#close", "{ctx}");
     assert!(top["native"].is_null(), "{ctx}");
-    assert!(
-        top["title"]
-            .as_str()
-            .is_some_and(|t| t.contains("measured by malloc after each GC, `--backend none`")),
-        "{ctx}"
-    );
-    let (Some(bytes), Some(count)) = (top["bytes"].as_i64(), top["count"].as_i64()) else {
-        panic!("bytes and count: {ctx}");
-    };
-    assert!(bytes > 0 && count > 0, "{ctx}");
-    assert!(
-        bytes / count >= 256 + 16,
-        "{bytes} bytes for {count}: {ctx}"
-    );
+    let title = top["title"].as_str().unwrap_or_default();
+    if title.contains("measured by malloc after each GC, `--backend none`") {
+        let (Some(bytes), Some(count)) = (top["bytes"].as_i64(), top["count"].as_i64()) else {
+            panic!("bytes and count: {ctx}");
+        };
+        assert!(bytes > 0 && count > 0, "{ctx}");
+        assert!(
+            bytes / count >= 256 + 16,
+            "{bytes} bytes for {count}: {ctx}"
+        );
+    } else {
+        assert!(
+            title.contains("native memory was not measured (`--backend none`)"),
+            "{ctx}"
+        );
+        assert_eq!(top["bytes"], 0, "{ctx}");
+    }
     let created = widget_line("widget-leak.rb", "Widget.new");
     assert_eq!(
         locations(top)[0],
