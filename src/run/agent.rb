@@ -632,8 +632,8 @@ module LeakhuntAgent
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
   #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
   #   proportion;
-  # - during each snapshot round, until the command that took it returns, so that what the agent
-  #   itself allocates is known as its own.
+  # - during each snapshot round, until its dump and checks are taken (the program is still
+  #   parked then), so that what the agent itself allocates for them is known as its own.
   # A record outlives its object unless objspace's free hook is on when the object dies, and a
   # dump gives it to whatever object takes the slot next while tracing is off, of any class (a
   # traced object gets a record of its own). The hook costs some 110-180 ns per freed object
@@ -645,13 +645,15 @@ module LeakhuntAgent
   # objects:
   # - during a sampling window, and (except under LSan) from it to the next round: the window's
   #   records are then true in that round's dump;
-  # - during a round (except under LSan), so that the round's own objects leave no records;
+  # - during a round (except under LSan), so that the round's own objects that die leave no
+  #   records;
   # - never in warm-up, nor with `all` (every object made then gets a record of its own).
   # leakhunt tells the records left behind apart as it compresses each dump
-  # (src/run/stale_sites.rs): an object not in the process's previous dump with a record older
-  # than that dump, or under LSan as new as it (a round's own, left behind: every phase ends
-  # with a minor GC while tracing, so the program's next record is newer); a forked child's first dumps are judged against its parent's last dump before the
-  # fork, told by the GC count its hello sends. What it cannot tell: a slot that went to an
+  # (src/run/stale_sites.rs): an object not in the process's previous dump with a record no
+  # newer than that dump (every phase ends with a minor GC while tracing, a round's before the
+  # program resumes, so any later record is newer); a forked child's first dumps are judged
+  # against its parent's last dump before the fork, told by the GC count its hello sends. What
+  # it cannot tell: a slot that went to an
   # object of the same class between two dumps keeps the site the previous dump showed there, so
   # a site's count never rises by it; and under LSan a window's object that outlives the window's
   # closing GC and dies before the next round leaves its site to the slot's next object. The
@@ -705,8 +707,9 @@ module LeakhuntAgent
       want(:warmup, false)
     end
 
-    # Called once the command that took the round has returned: the round's own objects are
-    # off the agent thread's stack, and the minor GC frees them with their records.
+    # Called at the end of a round's parked steps (and again, to no effect, once the command has
+    # returned): the minor GC frees what the round made and dropped, with their records, and
+    # every object traced afterwards is newer than the round's dump.
     def round_over
       finish(:round) if @sampled && @reasons.key?(:round)
     end
@@ -743,32 +746,38 @@ module LeakhuntAgent
     # Ends a phase with a minor GC while tracing (and so the free hook) is still on: what the
     # phase made and dropped goes with its records.
     def finish(reason)
-      GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
-      want(reason, false)
+      @lock.synchronize do
+        GC.start(full_mark: false, immediate_sweep: true) if @tracing && @reasons.keys == [reason]
+        update(reason, false)
+      end
     end
 
     def want(reason, on)
-      @lock.synchronize do
-        on ? @reasons[reason] = true : @reasons.delete(reason)
-        if on && reason == :window
-          @hook_until_round = !@hold_records
-        elsif on && reason == :round
-          @hook_until_round = false
-        end
-        wanted = !@reasons.empty?
-        if wanted != @tracing
-          wanted ? start_tracing : stop_tracing
-          @tracing = wanted
-        end
-        free_hook(@reasons.key?(:window) || (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
+      @lock.synchronize { update(reason, on) }
+    end
+
+    def update(reason, on)
+      on ? @reasons[reason] = true : @reasons.delete(reason)
+      if on && reason == :window
+        @hook_until_round = !@hold_records
+      elsif on && reason == :round
+        @hook_until_round = false
       end
+      wanted = !@reasons.empty?
+      if wanted != @tracing
+        wanted ? start_tracing : stop_tracing
+        @tracing = wanted
+      end
+      free_hook(@reasons.key?(:window) || (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
     end
 
     def start_tracing
       first = !@started
       @started = true
       before = enabled_trace_points if first
-      # Enables both of objspace's hooks; `want` then sets the free hook as the phase needs it.
+      # Enables both of objspace's hooks (a hook enabled twice would run twice per event);
+      # `update` then sets the free hook as the phase needs it.
+      @free_hook&.disable if @free_hook&.enabled?
       ObjectSpace.trace_object_allocations_start
       @free_hook = find_free_hook(enabled_trace_points - before) if before
     end
@@ -1640,7 +1649,14 @@ module LeakhuntAgent
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
           end
         ensure
-          parking.stop
+          begin
+            # The round's tracing ends while the program is still parked (its closing GC makes
+            # every later record newer than the dump): what the program makes once it resumes
+            # is not the round's (AllocationSites).
+            @allocation_sites&.round_over
+          ensure
+            parking.stop
+          end
         end
       end
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }

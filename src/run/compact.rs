@@ -50,7 +50,6 @@ pub fn compress_heaps(
             })
         })
         .collect();
-    let as_new_is_stale = previous.as_ref().is_some_and(|p| p.rounds_keep_records);
     let results: Mutex<Vec<(usize, Result<String, String>)>> = Mutex::new(Vec::new());
     let kept: Mutex<Vec<(u32, PreviousDump)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
@@ -62,7 +61,7 @@ pub fn compress_heaps(
         while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
             let (result, dump) = match &job.previous {
                 Some(before) => {
-                    let mut filter = StaleSiteFilter::new(before.as_deref(), as_new_is_stale);
+                    let mut filter = StaleSiteFilter::new(before.as_deref());
                     let result = compress_one(
                         dir,
                         &job.name,
@@ -91,8 +90,18 @@ pub fn compress_heaps(
     if let Some(previous) = previous {
         // Each process's new dump, or its old one where the new one was not read through.
         for job in jobs {
-            if let Some(Some(before)) = job.previous {
-                previous.dumps.insert(job.pid, before);
+            match job.previous {
+                Some(Some(before)) => {
+                    previous.dumps.insert(job.pid, before);
+                }
+                // A process's first dump was not read through: its next one has nothing to be
+                // judged by, and keeps no site it may not own.
+                Some(None) => {
+                    previous
+                        .dumps
+                        .insert(job.pid, Arc::new(PreviousDump::unknown()));
+                }
+                None => {}
             }
         }
         for (pid, dump) in kept.into_inner().unwrap_or_default() {

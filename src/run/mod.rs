@@ -201,7 +201,6 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
     };
     manifest.pid = Some(child.pid());
     let sampler = FootprintSampler::start(&bundle_dir, child.pid(), started)?;
-    let backend_name = backend.name();
     let mut session = Session {
         config,
         dirs,
@@ -235,7 +234,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
         previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
-            .then(|| stale_sites::StaleSites::for_backend(backend_name)),
+            .then(stale_sites::StaleSites::default),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(

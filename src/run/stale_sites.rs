@@ -9,16 +9,16 @@
 //! the bundle sees such an object as untraced:
 //!
 //! - an object that was not in the previous dump (same address, type, class and generation:
-//!   [`object_stamp`]) was made after it, so a true record of it is at least as new as every
-//!   record that dump showed (a round traces its own objects into its dump); an older record
-//!   is an earlier, freed object's. One as new is the round's own, left behind, where rounds
-//!   keep their records (under LSan: [`StaleSites::rounds_keep_records`]; each round ends with
-//!   a minor GC while tracing, so the program's next traced object is newer); elsewhere it is
-//!   the program's, made after the dump while the round still traced;
+//!   [`object_stamp`]) was made after it, so a true record of it is newer than every record that
+//!   dump showed (a round traces its own objects into its dump, and every tracing phase ends
+//!   with a minor GC while tracing, a round's before the program resumes, so the next traced
+//!   object has a higher generation); a record no newer than those is an earlier, freed
+//!   object's (under LSan a round's own objects keep theirs when they die);
 //! - an object that was in the previous dump with a stale record still has it.
 //!
-//! Objects do not move between dumps (CRuby compacts only when the program asks it to; a moved
-//! object loses its site here, it never gets another's). What this cannot tell: an object freed
+//! Objects do not move between dumps unless the program compacts the heap (`GC.compact`), and
+//! objspace does not move records with their objects then: a moved object may take a record
+//! left in its new slot. What this cannot tell either: an object freed
 //! after a dump that showed it, whose slot went to an object of the same class before the next
 //! one (same stamp). That object carries the site of the one the previous dump showed in its
 //! slot, so a site's count in a dump never exceeds its count in the previous one plus its true
@@ -42,27 +42,13 @@ use std::sync::Arc;
 /// its parent's until it has one of its own.
 pub type PreviousDumps = BTreeMap<u32, Arc<PreviousDump>>;
 
-/// What a run's filter needs across rounds: each process's last dump, and whether the agent's
-/// rounds leave their own records behind (under LSan the free hook is off in rounds too).
+/// What a run's filter keeps across rounds: each process's last dump.
 #[derive(Debug, Default)]
 pub struct StaleSites {
     pub dumps: PreviousDumps,
-    /// A record as new as the previous dump, on an object not in it, is then one the round
-    /// left behind (the round's own objects made after its full GC share its generation);
-    /// otherwise the round freed those, and such a record is the program's, made after the
-    /// dump while the round still traced.
-    pub rounds_keep_records: bool,
 }
 
 impl StaleSites {
-    /// The agent's free hook under `backend` (agent.rb's `AllocationSites`).
-    pub fn for_backend(backend: &str) -> Self {
-        StaleSites {
-            dumps: PreviousDumps::new(),
-            rounds_keep_records: backend == "lsan",
-        }
-    }
-
     /// A process said hello: whatever `pid` held before is another program's (an exec, or a
     /// reused pid). A forked one (`parent`: its parent's pid and the GC count at the fork)
     /// starts from its parent's last dump when that dump was taken before the fork: no record
@@ -94,6 +80,14 @@ pub struct PreviousDump {
 }
 
 impl PreviousDump {
+    /// A dump that was not read: every record of the next one counts as stale.
+    pub fn unknown() -> Self {
+        PreviousDump {
+            newest_generation: u64::MAX,
+            ..PreviousDump::default()
+        }
+    }
+
     /// How many sites its dump lost as stale.
     pub fn stale_sites(&self) -> usize {
         self.stale.len()
@@ -104,18 +98,15 @@ impl PreviousDump {
 /// records are all true: the free hook is on from the start to the end of the first round).
 pub struct StaleSiteFilter<'p> {
     previous: Option<&'p PreviousDump>,
-    /// [`StaleSites::rounds_keep_records`].
-    as_new_is_stale: bool,
     next: PreviousDump,
     generation_key: memmem::Finder<'static>,
     class_key: memmem::Finder<'static>,
 }
 
 impl<'p> StaleSiteFilter<'p> {
-    pub fn new(previous: Option<&'p PreviousDump>, as_new_is_stale: bool) -> Self {
+    pub fn new(previous: Option<&'p PreviousDump>) -> Self {
         StaleSiteFilter {
             previous,
-            as_new_is_stale,
             next: PreviousDump::default(),
             generation_key: memmem::Finder::new(GENERATION_KEY),
             class_key: memmem::Finder::new(CLASS_KEY),
@@ -163,10 +154,7 @@ impl<'p> StaleSiteFilter<'p> {
             None => false,
             Some(p) => match p.objects.binary_search(&(key, stamp)) {
                 Ok(_) => p.stale.binary_search(&(key, stamp)).is_ok(),
-                Err(_) => {
-                    generation < p.newest_generation
-                        || (self.as_new_is_stale && generation == p.newest_generation)
-                }
+                Err(_) => generation <= p.newest_generation,
             },
         };
         if !stale {
@@ -229,15 +217,7 @@ mod tests {
     }
 
     fn filter(previous: Option<&PreviousDump>, dump: &str) -> (String, PreviousDump) {
-        filter_as(false, previous, dump)
-    }
-
-    fn filter_as(
-        rounds_keep_records: bool,
-        previous: Option<&PreviousDump>,
-        dump: &str,
-    ) -> (String, PreviousDump) {
-        let mut f = StaleSiteFilter::new(previous, rounds_keep_records);
+        let mut f = StaleSiteFilter::new(previous);
         let mut out = Vec::new();
         // Two pieces, as the compressor hands them over.
         let cut = dump.find('\n').map_or(dump.len(), |i| i + 1);
@@ -255,32 +235,20 @@ mod tests {
     }
 
     #[test]
-    fn a_record_older_than_the_previous_dump_on_a_new_object_is_dropped() {
+    fn a_record_no_newer_than_the_previous_dump_on_a_new_object_is_dropped() {
         let first = object(0x100, 0x50, Some(("boot.rb", 3, 7)))
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)));
         let (_, previous) = filter(None, &first);
         // 0x100 now holds an object of another class (made while tracing was off) with the
-        // Boot's record; 0x400 is new with an older record; 0x600 has a record as new as the
-        // dump (made after it while the round traced); 0x500 was made in a later window.
+        // Boot's record; 0x400 is new with an older record; 0x600 took the slot of an object
+        // the round made for its dump (as new as the dump, dead since); 0x500 was made in a
+        // later window (after the round's closing GC).
         let second = object(0x100, 0x60, Some(("boot.rb", 3, 7)))
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
             + &object(0x400, 0x60, Some(("boot.rb", 4, 11)))
-            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
+            + &object(0x600, 0x60, Some(("round.rb", 10, 12)))
             + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
         let (out, next) = filter(Some(&previous), &second);
-        let expected = object(0x100, 0x60, None)
-            + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
-            + &object(0x400, 0x60, None)
-            + &object(0x600, 0x60, Some(("app.rb", 10, 12)))
-            + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
-        assert_eq!(out, expected);
-        assert_eq!(next.stale_sites(), 2);
-        // Still there in the dump after: still stale, though it matches its own last line.
-        let (out, _) = filter(Some(&next), &second);
-        assert_eq!(out, expected);
-        // Where rounds keep their records (LSan), one as new as the dump is the round's own,
-        // left behind in a slot the program reused.
-        let (out, next) = filter_as(true, Some(&previous), &second);
         let expected = object(0x100, 0x60, None)
             + &object(0x300, 0x50, Some(("round.rb", 9, 12)))
             + &object(0x400, 0x60, None)
@@ -288,6 +256,16 @@ mod tests {
             + &object(0x500, 0x60, Some(("late.rb", 5, 13)));
         assert_eq!(out, expected);
         assert_eq!(next.stale_sites(), 3);
+        // Still there in the dump after: still stale, though it matches its own last line.
+        let (out, _) = filter(Some(&next), &second);
+        assert_eq!(out, expected);
+        // After a dump that could not be read, no site is kept but the ones the next dump
+        // can judge.
+        let unknown = PreviousDump::unknown();
+        let (out, next) = filter(Some(&unknown), &second);
+        assert!(!out.contains("\"file\""), "{out}");
+        let (out, _) = filter(Some(&next), &second);
+        assert!(!out.contains("\"file\""), "{out}");
     }
 
     #[test]
@@ -297,7 +275,7 @@ mod tests {
             + &object(0x180, 0x70, Some(("agent.rb", 1, 7)));
         let (_, parent) = filter(None, &dump);
         assert_eq!(parent.newest_generation, 7);
-        let mut previous = StaleSites::for_backend("none");
+        let mut previous = StaleSites::default();
         previous.dumps.insert(10, Arc::new(parent));
         // Forked at GC count 9 (after the parent's dump), then at 6 (before it): that dump
         // cannot judge the second child.
