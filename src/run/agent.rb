@@ -632,8 +632,8 @@ module LeakhuntAgent
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
   #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
   #   proportion;
-  # - during each snapshot round, until its dump and checks are taken (the program is still
-  #   parked then), so that what the agent itself allocates for them is known as its own.
+  # - during each snapshot round, until its dump and checks are taken (the program resumes
+  #   then), so that what the agent itself allocates for them is known as its own.
   # A record outlives its object unless objspace's free hook is on when the object dies, and a
   # dump gives it to whatever object takes the slot next while tracing is off, of any class (a
   # traced object gets a record of its own). The hook costs some 110-180 ns per freed object
@@ -650,7 +650,7 @@ module LeakhuntAgent
   # - never in warm-up, nor with `all` (every object made then gets a record of its own).
   # leakhunt tells the records left behind apart as it compresses each dump
   # (src/run/stale_sites.rs): an object not in the process's previous dump with a record no
-  # newer than that dump (every phase ends with a minor GC while tracing, a round's before the
+  # newer than that dump (every phase ends with a minor GC while tracing, a round's as the
   # program resumes, so any later record is newer); a forked child's first dumps are judged
   # against its parent's last dump before the fork, told by the GC count its hello sends. What
   # it cannot tell: a slot that went to an
@@ -707,9 +707,9 @@ module LeakhuntAgent
       want(:warmup, false)
     end
 
-    # Called at the end of a round's parked steps (and again, to no effect, once the command has
-    # returned): the minor GC frees what the round made and dropped, with their records, and
-    # every object traced afterwards is newer than the round's dump.
+    # Called as the program resumes after a round's parked steps (and again, to no effect, once
+    # the command has returned): the minor GC frees what the round made and dropped, with their
+    # records, and every object traced afterwards is newer than the round's dump.
     def round_over
       finish(:round) if @sampled && @reasons.key?(:round)
     end
@@ -1649,14 +1649,11 @@ module LeakhuntAgent
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
           end
         ensure
-          begin
-            # The round's tracing ends while the program is still parked (its closing GC makes
-            # every later record newer than the dump): what the program makes once it resumes
-            # is not the round's (AllocationSites).
-            @allocation_sites&.round_over
-          ensure
-            parking.stop
-          end
+          parking.stop
+          # The round's tracing ends as soon as the program resumes (not while it is parked: the
+          # sampling thread may be parked holding the lock this takes), before the sidecar is
+          # built: its closing GC makes every later record newer than the dump.
+          @allocation_sites&.round_over
         end
       end
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }

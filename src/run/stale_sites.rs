@@ -11,9 +11,11 @@
 //! - an object that was not in the previous dump (same address, type, class and generation:
 //!   [`object_stamp`]) was made after it, so a true record of it is newer than every record that
 //!   dump showed (a round traces its own objects into its dump, and every tracing phase ends
-//!   with a minor GC while tracing, a round's before the program resumes, so the next traced
+//!   with a minor GC while tracing, a round's as the program resumes, so the next traced
 //!   object has a higher generation); a record no newer than those is an earlier, freed
-//!   object's (under LSan a round's own objects keep theirs when they die);
+//!   object's (under LSan a round's own objects keep theirs when they die). The program's
+//!   objects made between its resuming and that GC (milliseconds) may lose a true site, and
+//!   one of them that outlives a GC falling in between may leave its record;
 //! - an object that was in the previous dump with a stale record still has it.
 //!
 //! Objects do not move between dumps unless the program compacts the heap (`GC.compact`), and
