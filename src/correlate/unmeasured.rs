@@ -650,8 +650,17 @@ fn malloc_evidence(class: &str, m: &Measured) -> EvidenceItem {
         (Some(a), Some(b)) => b.t - a.t,
         _ => 0.0,
     };
-    let rate = if seconds > 0.0 {
-        format!(", about {}/s", human_bytes(e.bytes as f64 / seconds))
+    // The pace over all the rounds (the explained bytes count only the intervals in which
+    // instances were dropped).
+    let grown = match (native.first(), native.last()) {
+        (Some(first), Some(last)) => last.saturating_sub(*first),
+        _ => 0,
+    };
+    let rate = if seconds > 0.0 && grown > 0 {
+        format!(
+            "; {}/s from the first round to the last",
+            human_bytes(grown as f64 / seconds)
+        )
     } else {
         String::new()
     };
@@ -742,7 +751,8 @@ mod tests {
             f.evidence.iter().any(|e| e.source == Source::Native
                 && e.text.contains("1.9 MiB → 2.1 MiB → 2.2 MiB → 2.3 MiB")
                 && e.text.contains("about 300 B each")
-                && e.text.contains("about 146.5 KiB/s")),
+                && e.text
+                    .contains("; 146.5 KiB/s from the first round to the last")),
             "{:#?}",
             f.evidence
         );
