@@ -1582,10 +1582,10 @@ fn a_slot_freed_after_warm_up_does_not_give_its_site_to_the_next_object_under_ls
     }
 }
 
-fn reused_slots(backend: &str) {
-    let _one = one_run_at_a_time();
-    let program = fixture("run/reused-slots.rb");
-    let r = run(
+/// A fixture under sampled sites, a round a second from 1 s on.
+fn run_sampled(program: &str, backend: &str, snapshots: &str) -> Run {
+    let program = fixture(program);
+    run(
         &[
             "--backend",
             backend,
@@ -1596,11 +1596,16 @@ fn reused_slots(backend: &str) {
             "--every",
             "1s",
             "--snapshots",
-            "3",
+            snapshots,
         ],
         &[program.to_str().unwrap()],
         &[],
-    );
+    )
+}
+
+fn reused_slots(backend: &str) {
+    let _one = one_run_at_a_time();
+    let r = run_sampled("run/reused-slots.rb", backend, "3");
     let ctx = r.context();
     assert!(r.stdout.contains("50000 Late made after warm-up"), "{ctx}");
     let boot_line = line_of(
@@ -1651,23 +1656,7 @@ fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
         return;
     }
     let _one = one_run_at_a_time();
-    let program = fixture("run/reused-slots-fork.rb");
-    let r = run(
-        &[
-            "--backend",
-            "none",
-            "--alloc-sites",
-            "sampled",
-            "--after",
-            "1s",
-            "--every",
-            "1s",
-            "--snapshots",
-            "4",
-        ],
-        &[program.to_str().unwrap()],
-        &[],
-    );
+    let r = run_sampled("run/reused-slots-fork.rb", "none", "4");
     let ctx = r.context();
     assert!(r.stdout.contains("50000 Late made in the child"), "{ctx}");
     let boot_line = line_of(

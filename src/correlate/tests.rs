@@ -1635,23 +1635,28 @@ fn unclosed_messages_kept_in_an_array_are_one_retention_finding_without_native_e
     );
 }
 
+/// fixtures/cext's cbufs.so as the agent records it: RingBuf, released by #close.
+pub(crate) fn ringbuf_extension() -> crate::bundle::Extension {
+    use crate::bundle::{Extension, ExtensionModule};
+    Extension {
+        path: "/app/ext/cbufs.so".into(),
+        gem: None,
+        modules: vec![ExtensionModule {
+            name: "RingBuf".into(),
+            class: true,
+            methods: vec!["initialize".into(), "close".into()],
+            release_methods: vec!["close".into()],
+            ..ExtensionModule::default()
+        }],
+    }
+}
+
 #[test]
 fn an_extension_class_left_open_without_a_native_backend_is_a_note() {
-    use crate::bundle::{Extension, ExtensionModule};
     let mut ev = unmeasured_widgets(&[0, 0, 0], false, 0);
     for (sc, n) in ev.sidecars.iter_mut().zip([100u64, 600, 1100]) {
         sc.wrappers.clear();
-        sc.extensions = vec![Extension {
-            path: "/app/ext/cbufs.so".into(),
-            gem: None,
-            modules: vec![ExtensionModule {
-                name: "RingBuf".into(),
-                class: true,
-                methods: vec!["initialize".into(), "close".into()],
-                release_methods: vec!["close".into()],
-                ..ExtensionModule::default()
-            }],
-        }];
+        sc.extensions = vec![ringbuf_extension()];
         sc.lifecycle = vec![life("RingBuf", n, 0, &[("ringbuf-leak.rb", 6, n)])];
     }
     let a = correlate(&ev, &Options::default());

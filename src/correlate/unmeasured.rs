@@ -681,7 +681,7 @@ fn malloc_evidence(class: &str, m: &Measured) -> EvidenceItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{Extension, MallocMeasure};
+    use crate::bundle::MallocMeasure;
     use crate::correlate::tests::unmeasured_widgets;
 
     /// A malloc_info document whose totals say `in_use` bytes are in use.
@@ -815,17 +815,7 @@ mod tests {
         );
         for sc in &mut ev.sidecars {
             let n = sc.lifecycle[0].created;
-            sc.extensions = vec![Extension {
-                path: "/app/ext/cbufs.so".into(),
-                gem: None,
-                modules: vec![ExtensionModule {
-                    name: "RingBuf".into(),
-                    class: true,
-                    methods: vec!["initialize".into(), "close".into()],
-                    release_methods: vec!["close".into()],
-                    ..ExtensionModule::default()
-                }],
-            }];
+            sc.extensions = vec![crate::correlate::tests::ringbuf_extension()];
             let mut ring = sc.lifecycle[0].clone();
             ring.class = "RingBuf".into();
             ring.created = n;
