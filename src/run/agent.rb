@@ -632,8 +632,8 @@ module LeakhuntAgent
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
   #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
   #   proportion;
-  # - during each snapshot round, until its dump and checks are taken (the program resumes
-  #   then), so that what the agent itself allocates for them is known as its own.
+  # - during each snapshot round, until the command that took it returns, so that what the agent
+  #   itself allocates is known as its own.
   # A record outlives its object unless objspace's free hook is on when the object dies, and a
   # dump gives it to whatever object takes the slot next while tracing is off, of any class (a
   # traced object gets a record of its own). The hook costs some 110-180 ns per freed object
@@ -641,24 +641,24 @@ module LeakhuntAgent
   # frees is a 64-byte block that native code may take over while objspace's table still holds
   # its address in a deleted entry: LSan, scanning that table, then finds a leaked structure
   # holding such a block reachable, with all it points to (ruby-sqlite3's leaked connections
-  # were hidden from every round so). So the hook is on only where records must go with their
-  # objects:
-  # - during a sampling window, and (except under LSan) from it to the next round: the window's
-  #   records are then true in that round's dump;
-  # - during a round (except under LSan), so that the round's own objects that die leave no
-  #   records;
-  # - never in warm-up, nor with `all` (every object made then gets a record of its own).
+  # were hidden from every round so). So the hook is on
+  # - always under `none`, whose malloc measure would count the records left behind;
+  # - otherwise during a sampling window, and (but under LSan) from it to the next round, so that
+  #   the window's records are true in that round's dump; during a round (but under LSan), so
+  #   that the round's own objects that die leave no records; never in warm-up, nor with `all`
+  #   (every object made then gets a record of its own).
   # leakhunt tells the records left behind apart as it compresses each dump
   # (src/run/stale_sites.rs): an object not in the process's previous dump with a record no
-  # newer than that dump (every phase ends with a minor GC while tracing, a round's as the
-  # program resumes, so any later record is newer); a forked child's first dumps are judged
-  # against its parent's last dump before the fork, told by the GC count its hello sends. What
-  # it cannot tell: a slot that went to an
+  # newer than that dump (every phase ends with a minor GC while tracing, so a later record is
+  # newer); a forked child's first dumps are judged against its parent's last dump before the
+  # fork, told by the GC count its hello sends. What it cannot tell: a slot that went to an
   # object of the same class between two dumps keeps the site the previous dump showed there, so
-  # a site's count never rises by it; and under LSan a window's object that outlives the window's
-  # closing GC and dies before the next round leaves its site to the slot's next object. The
-  # records freed at a window's end may still hide a share of a small-block native leak under
-  # LSan; `--alloc-sites all` frees none.
+  # a site's count never rises by it; an object the program made in a round's last steps (it
+  # resumes before the sidecar is written) that outlives a GC falling then and dies later leaves
+  # its site; and under LSan a window's object that outlives the window's closing GC and dies
+  # before the next round leaves its site to the slot's next object. Under LSan the records a
+  # window frees at its end may still hide a share of a small-block native leak (the records
+  # the next round makes take most of those blocks back first); `--alloc-sites all` frees none.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
   class AllocationSites
     WINDOW = 0.02
@@ -666,9 +666,12 @@ module LeakhuntAgent
     FIRST_WINDOW = 1.0
     TICK = 0.05
 
-    def initialize(sampled, hold_records)
+    # `backend`: under `none` the hook stays on (the agent measures malloc after each round, and
+    # records left behind would be part of it); under `lsan` it is on in windows only.
+    def initialize(sampled, backend)
       @sampled = sampled
-      @hold_records = hold_records
+      @hold_records = backend == 'lsan'
+      @hook_always = backend == 'none'
       @lock = Mutex.new
       @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
       @tracing = false
@@ -707,9 +710,9 @@ module LeakhuntAgent
       want(:warmup, false)
     end
 
-    # Called as the program resumes after a round's parked steps (and again, to no effect, once
-    # the command has returned): the minor GC frees what the round made and dropped, with their
-    # records, and every object traced afterwards is newer than the round's dump.
+    # Called once the command that took the round has returned: the round's own objects are
+    # off the agent thread's stack, and the minor GC frees them (with their records, but under
+    # LSan); every object traced afterwards is newer than the round's dump.
     def round_over
       finish(:round) if @sampled && @reasons.key?(:round)
     end
@@ -768,7 +771,8 @@ module LeakhuntAgent
         wanted ? start_tracing : stop_tracing
         @tracing = wanted
       end
-      free_hook(@reasons.key?(:window) || (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
+      free_hook(@hook_always || @reasons.key?(:window) ||
+                (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
     end
 
     def start_tracing
@@ -1440,8 +1444,7 @@ module LeakhuntAgent
 
       @alloc_sites = %w[1 sampled].include?(ENV['LEAKHUNT_ALLOC_SITES'])
       if @alloc_sites
-        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled',
-                                                @backend == 'lsan')
+        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled', @backend)
         @allocation_sites.start
       end
       @sites = Sites.new
@@ -1650,10 +1653,6 @@ module LeakhuntAgent
           end
         ensure
           parking.stop
-          # The round's tracing ends as soon as the program resumes (not while it is parked: the
-          # sampling thread may be parked holding the lock this takes), before the sidecar is
-          # built: its closing GC makes every later record newer than the dump.
-          @allocation_sites&.round_over
         end
       end
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }

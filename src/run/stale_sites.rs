@@ -1,7 +1,7 @@
 //! Allocation sites that outlived their objects, dropped from a heap dump as it is compressed.
 //!
 //! Stage: `run`. With sampled sites (the default) objspace's free hook is on only in some of the
-//! agent's tracing phases (it costs every freed object some 100 ns, and under LSan a freed record
+//! agent's tracing phases under LSan and valgrind (always under `none`) (it costs every freed object some 100 ns, and under LSan a freed record
 //! can hide a native leak: agent.rb's `AllocationSites`). A record whose object is freed while it
 //! is off stays behind, and a dump gives its file:line, method and generation to whatever object
 //! takes the slot next, of any class. This module tells those apart with what a process's
@@ -11,11 +11,11 @@
 //! - an object that was not in the previous dump (same address, type, class and generation:
 //!   [`object_stamp`]) was made after it, so a true record of it is newer than every record that
 //!   dump showed (a round traces its own objects into its dump, and every tracing phase ends
-//!   with a minor GC while tracing, a round's as the program resumes, so the next traced
-//!   object has a higher generation); a record no newer than those is an earlier, freed
-//!   object's (under LSan a round's own objects keep theirs when they die). The program's
-//!   objects made between its resuming and that GC (milliseconds) may lose a true site, and
-//!   one of them that outlives a GC falling in between may leave its record;
+//!   with a minor GC while tracing, so the next traced object has a higher generation); a
+//!   record no newer than those is an earlier, freed object's (under LSan a round's own objects
+//!   keep theirs when they die). The round traces until its command returns, after the program
+//!   resumed: an object the program made then may lose a true site, and one that outlives a GC
+//!   falling in that time and dies later leaves its record, newer than the dump;
 //! - an object that was in the previous dump with a stale record still has it.
 //!
 //! Objects do not move between dumps unless the program compacts the heap (`GC.compact`), and

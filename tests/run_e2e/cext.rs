@@ -501,10 +501,12 @@ fn sqlite3_unclosed_statements_are_a_missing_close_and_closed_ones_are_clean() {
             "checks that saw libsqlite3: {seen}\n{}",
             r.context()
         );
-        // Most of the 300 connections, not a part of them: each leaks about 137 blocks from
-        // that site (41,134 at exit with no allocation tracing); the hidden ones were most.
+        // Most of the 300 connections: each leaks about 137 blocks from that site (41,134 at
+        // exit with no allocation tracing, 33,000-36,000 with the default sites); the records a
+        // sampling window frees at its end may still hide some, but the exit check used to
+        // see about 55 connections (7,600 blocks).
         let blocks = top["count"].as_u64().unwrap_or_default();
-        assert!(blocks >= 20_000, "{blocks} blocks\n{top:#}");
+        assert!(blocks >= 15_000, "{blocks} blocks\n{top:#}");
         let created = line_of("sqlite-unclosed.rb", "db.prepare(\"create");
         assert_eq!(
             locations(&top)[0],
