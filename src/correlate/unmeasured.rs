@@ -101,6 +101,16 @@ fn unreleased_series(ev: &Evidence, class: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The unreleased instances of `class` at a malloc round (its sidecar's lifecycle; 0 when the
+/// agent did not count the class then).
+fn unreleased_at(ev: &Evidence, round: &unaccounted::Round, class: &str) -> u64 {
+    ev.sidecars
+        .iter()
+        .find(|s| s.snapshot == round.snapshot)
+        .and_then(|s| release::lifecycle(s, class))
+        .map_or(0, release::unreleased)
+}
+
 /// Whether the unaccounted native memory rose with the unreleased instances of an FFI wrapper
 /// `class` that the GC collected (unreleased, less those alive in the round's heap dump).
 /// Instances still alive keep what they hold: when they pile up too (Ruby retains them, the
@@ -116,12 +126,7 @@ fn explained_by_dropped(
     let (alive, dropped): (Vec<u64>, Vec<u64>) = rounds
         .iter()
         .map(|r| {
-            let unreleased = ev
-                .sidecars
-                .iter()
-                .find(|s| s.snapshot == r.snapshot)
-                .and_then(|s| release::lifecycle(s, class))
-                .map_or(0, release::unreleased);
+            let unreleased = unreleased_at(ev, r, class);
             let alive = judged
                 .iter()
                 .find(|h| h.snapshot == Some(r.snapshot))
@@ -147,6 +152,8 @@ const RETAINED_SHARE: u64 = 10;
 struct Measured<'a> {
     explained: Explained,
     rounds: &'a [unaccounted::Round],
+    /// The unaccounted bytes of each round.
+    native: &'a [i64],
     how: &'a str,
 }
 
@@ -295,13 +302,7 @@ pub fn findings(
         .map(|(_, class, _)| {
             let unreleased: Vec<u64> = rounds
                 .iter()
-                .map(|r| {
-                    ev.sidecars
-                        .iter()
-                        .find(|s| s.snapshot == r.snapshot)
-                        .and_then(|s| release::lifecycle(s, &class.name))
-                        .map_or(0, release::unreleased)
-                })
+                .map(|r| unreleased_at(ev, r, &class.name))
                 .collect();
             unaccounted::explains(&native, &unreleased)
         })
@@ -315,6 +316,7 @@ pub fn findings(
         let sized = explained.filter(|_| explaining == 1).map(|e| Measured {
             explained: e,
             rounds: &rounds,
+            native: &native,
             how: &how,
         });
         out.push(finding(ev, sc, w, life, &series, release, sized));
@@ -640,12 +642,7 @@ fn finding(
 /// The malloc series an FFI wrapper's dropped instances explain: how much, how fast, how much
 /// each.
 fn malloc_evidence(class: &str, m: &Measured) -> EvidenceItem {
-    let e = m.explained;
-    let native: Vec<i64> = m
-        .rounds
-        .iter()
-        .map(unaccounted::Round::unaccounted)
-        .collect();
+    let (e, native) = (m.explained, m.native);
     let seconds = match (m.rounds.first(), m.rounds.last()) {
         (Some(a), Some(b)) => b.t - a.t,
         _ => 0.0,
@@ -668,7 +665,7 @@ fn malloc_evidence(class: &str, m: &Measured) -> EvidenceItem {
         Source::Native,
         format!(
             "native memory no Ruby object holds, after each round's full GC: {} — it rose with the {class} instances collected unreleased in {} round intervals, by {} for {} instances (about {} each, steady from round to round{rate}); measured by {}, minus the heap dump's memsize (the wrapper's own Ruby objects included)",
-            series_text(&native),
+            series_text(native),
             e.intervals,
             human_bytes(e.bytes as f64),
             count(e.instances),
