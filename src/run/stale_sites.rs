@@ -1,8 +1,9 @@
 //! Allocation sites that outlived their objects, dropped from a heap dump as it is compressed.
 //!
 //! Stage: `run`. With sampled sites (the default) objspace's free hook is on only in some of the
-//! agent's tracing phases under LSan and valgrind (always under `none`) (it costs every freed object some 100 ns, and under LSan a freed record
-//! can hide a native leak: agent.rb's `AllocationSites`). A record whose object is freed while it
+//! agent's tracing phases under LSan and valgrind, and always under `none`: it costs every freed
+//! object some 100 ns, and under LSan a freed record can hide a native leak (agent.rb's
+//! `AllocationSites`). A record whose object is freed while it
 //! is off stays behind, and a dump gives its file:line, method and generation to whatever object
 //! takes the slot next, of any class. This module tells those apart with what a process's
 //! previous dump held, and removes their site keys from the dump's lines, so that every reader of
