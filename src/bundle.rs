@@ -310,9 +310,16 @@ pub struct Sidecar {
     /// ([`MallocMeasure`]); absent elsewhere, or when it could not be measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub malloc: Option<MallocMeasure>,
+    /// How the agent kept the program's other Ruby threads still from the second GC to the end
+    /// of the counts: "held" (the agent kept Ruby's GVL and wrote the dump into memory first)
+    /// or "parked" (a TracePoint stopped the threads; used for dumps too big to hold in
+    /// memory). Absent in sidecars of agents before it, or when the round never paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<String>,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "malloc", "dump", "lsan" and "counts" (the program's threads
-    /// are parked for these, from the second GC on), then "sidecar". A step skipped because an
+    /// program runs meanwhile), then "gc", "malloc", "dump", "lsan" and "counts" (the program's
+    /// threads are paused for these, from the second GC on), then "write" (a held round's dump
+    /// written to its file, the program running again) and "sidecar". A step skipped because an
     /// earlier one overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").

@@ -883,6 +883,72 @@ module LeakhuntAgent
     end
   end
 
+  # How a round keeps the program's other Ruby threads still from its second GC to the end of
+  # its counts, so that the dump and the LSan check show what that GC left.
+  #
+  # Held (the default): the agent thread keeps Ruby's GVL throughout. The GC, the malloc measure
+  # and the LSan check are C calls that keep it (Fiddle functions made with `need_gvl`); the
+  # dump is written into a String, because dump_all through Ruby's IO releases the GVL at every
+  # write, and into its file once the program runs again; and the agent thread's priority is
+  # raised to the highest, so that the VM's timer hands the GVL to another thread only after eight
+  # time slices of the agent's Ruby code (a C call counts as one slice however long it runs).
+  # Nothing else in the program changes.
+  #
+  # Parked: a TracePoint stops every other thread at its next line, call or C return (`Parking`).
+  # CRuby rewrites every instruction sequence into tracing variants the first time such events
+  # are enabled and never rewrites them back, so instruction-heavy code runs up to 1.6× slower
+  # for the rest of the process after a first parked round (BENCHMARKS.md). Used only where
+  # holding cannot work: a dump expected bigger than LEAKHUNT_HELD_DUMP_MAX MiB (the String
+  # would cost the program that much memory during the round), or a fiddle that cannot keep the
+  # GVL through a C call.
+  class Pause
+    HELD_DUMP_MAX_MIB = 256
+    # Bytes of dump per live object, for the first round's estimate (a traced allocs dump: 245;
+    # ObjectSpace.dump_all lines without allocation sites are shorter).
+    BYTES_PER_OBJECT = 400
+    HIGHEST_PRIORITY = 3
+
+    attr_reader :mode
+
+    def self.held_dump_max
+      mib = Integer(ENV.fetch('LEAKHUNT_HELD_DUMP_MAX', HELD_DUMP_MAX_MIB.to_s), exception: false)
+      (mib || HELD_DUMP_MAX_MIB) << 20
+    end
+
+    # `can_hold`: every C call of the paused steps keeps the GVL; `last_dump`: bytes of this
+    # process's previous dump, or nil.
+    def initialize(agent, deadline, can_hold, last_dump, &on_deadline)
+      @can_hold = can_hold
+      @last_dump = last_dump
+      @parking = Parking.new(agent, deadline, &on_deadline)
+      @mode = nil
+    end
+
+    # Right after the round's first GC.
+    def start(errors)
+      estimate = @last_dump || (GC.stat(:heap_live_slots) * BYTES_PER_OBJECT)
+      if @can_hold && estimate <= Pause.held_dump_max
+        @mode = 'held'
+        @priority = Thread.current.priority
+        Thread.current.priority = HIGHEST_PRIORITY
+      else
+        @mode = 'parked'
+        @parking.start(errors)
+      end
+    end
+
+    def held?
+      @mode == 'held'
+    end
+
+    def stop
+      case @mode
+      when 'held' then Thread.current.priority = @priority
+      when 'parked' then @parking.stop
+      end
+    end
+  end
+
   # Stops every other Ruby thread at its next line, call or C return while a block runs.
   # Threads blocked in C without the GVL stay there, and park as they come back. A parked thread
   # resumes by itself at the deadline, whatever happens to the agent thread meanwhile.
@@ -964,6 +1030,15 @@ module LeakhuntAgent
       # without a redefinition warning.
       ::Fiddle.extend(LastError) unless ::Fiddle.respond_to?(:last_error=)
       true
+    end
+
+    # A Fiddle::Function that keeps the GVL while it runs, so that a held round (`Pause`) stays
+    # held through it; [function, true]. A fiddle without `need_gvl:` (before 1.0.1) gives one
+    # that releases it, and false.
+    def self.function(pointer, args, ret)
+      [::Fiddle::Function.new(pointer, args, ret, need_gvl: true), true]
+    rescue ArgumentError
+      [::Fiddle::Function.new(pointer, args, ret), false]
     end
 
     module LastError
@@ -1293,13 +1368,13 @@ module LeakhuntAgent
     def initialize
       FiddleExtension.load
       handle = ::Fiddle::Handle::DEFAULT
-      # The GVL is released during the check, so that the program's parked threads can still
-      # resume at the round's deadline if the check does not return; they stay parked otherwise,
-      # and LSan stops every thread while it scans anyway.
-      @check = ::Fiddle::Function.new(handle['__lsan_do_recoverable_leak_check'], [], type(:INT))
+      # The check keeps the GVL, so that a round holding it (`Pause`) keeps the program's Ruby
+      # threads out of it; LSan stops every thread while it scans anyway. A fiddle that cannot
+      # keep it makes rounds park the threads instead.
+      @check, @holds_gvl = FiddleExtension.function(handle['__lsan_do_recoverable_leak_check'], [], type(:INT))
       args = [type(:VOIDP), type(:SIZE_T)]
-      @register = ::Fiddle::Function.new(handle['__lsan_register_root_region'], args, type(:VOID))
-      @unregister = ::Fiddle::Function.new(handle['__lsan_unregister_root_region'], args, type(:VOID))
+      @register, = FiddleExtension.function(handle['__lsan_register_root_region'], args, type(:VOID))
+      @unregister, = FiddleExtension.function(handle['__lsan_unregister_root_region'], args, type(:VOID))
       size = (GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE] rescue nil) || 65_536
       @page_mask = ~(size - 1)
       @page_size = size
@@ -1316,6 +1391,10 @@ module LeakhuntAgent
 
     def type(name)
       Lsan.type(name)
+    end
+
+    def holds_gvl?
+      @holds_gvl
     end
 
     def check
@@ -1352,26 +1431,47 @@ module LeakhuntAgent
 
     def initialize(handle, dir)
       ptr = Lsan.type(:VOIDP)
-      @fopen = ::Fiddle::Function.new(handle['fopen'], [ptr, ptr], ptr)
-      @fclose = ::Fiddle::Function.new(handle['fclose'], [ptr], Lsan.type(:INT))
-      @malloc_info = ::Fiddle::Function.new(handle['malloc_info'], [Lsan.type(:INT), ptr], Lsan.type(:INT))
+      int = Lsan.type(:INT)
+      @fopen, held = FiddleExtension.function(handle['fopen'], [ptr, ptr], ptr)
+      @fclose, = FiddleExtension.function(handle['fclose'], [ptr], int)
+      @malloc_info, = FiddleExtension.function(handle['malloc_info'], [int, ptr], int)
+      @holds_gvl = held
       @dir = dir
     end
 
-    # { how:, xml: } or nil: a failed measure is no error of the round.
+    def holds_gvl?
+      @holds_gvl
+    end
+
+    # Before the round pauses the program (File.open lets other threads run): this process's
+    # file, a fork making its own, created 0600 here; fopen's "w" then truncates it and keeps
+    # its mode.
+    def prepare
+      @path = File.join(@dir, "malloc-info-#{Process.pid}.xml")
+      File.open(@path, File::WRONLY | File::CREAT | File::TRUNC, 0o600) {}
+    rescue StandardError
+      @path = nil
+    end
+
+    # While the program is paused: glibc writes its XML into the file; true when it did. A
+    # failed measure is no error of the round.
     def measure
-      path = File.join(@dir, "malloc-info-#{Process.pid}.xml")
-      # Created 0600 here; fopen's "w" then truncates it and keeps its mode.
-      File.open(path, File::WRONLY | File::CREAT | File::TRUNC, 0o600) {}
-      file = @fopen.call("#{path}\0", "w\0")
-      return nil if file.to_i.zero?
+      return false unless @path
+
+      file = @fopen.call("#{@path}\0", "w\0")
+      return false if file.to_i.zero?
 
       status = @malloc_info.call(0, file)
       @fclose.call(file)
-      return nil unless status.zero?
-
-      { how: HOW, xml: File.binread(path) }
+      status.zero?
     rescue StandardError, ScriptError
+      false
+    end
+
+    # { how:, xml: } once the program runs again, or nil.
+    def read
+      { how: HOW, xml: File.binread(@path) }
+    rescue StandardError
       nil
     end
   end
@@ -1625,36 +1725,47 @@ module LeakhuntAgent
       errors = []
       started = round.started
       gc_stat = nil
-      malloc = nil
+      measured = false
+      pause = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
-        # The heap dump and the LSan check must show what a full GC left, but dump_all writes
-        # through Ruby's IO, which lets other threads run between writes: so the program's
-        # threads are parked from the second GC to the end of the counts.
-        parking = Parking.new(self, round.park_deadline) { round.tell_overrun }
+        @malloc_info&.prepare
+        # The heap dump and the LSan check must show what a full GC left: the program's threads
+        # are paused (`Pause`) from the second GC to the end of the counts.
+        pause = Pause.new(self, round.park_deadline, can_hold?, @dump_bytes) { round.tell_overrun }
         begin
           File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
+            dump = nil
             round.step('gc', round.park_deadline) do
-              # A first GC runs unparked, so the finalizers of what the program dropped cannot
+              # A first GC runs unpaused, so the finalizers of what the program dropped cannot
               # wait for a parked thread's lock (those of what dies meanwhile still may: the
-              # parked threads resume at the deadline then). The program is not parked at all
-              # when the first one took the parked steps' time.
+              # parked threads resume at the deadline then). The program is not paused at all
+              # when the first one took the paused steps' time.
               GC.start(full_mark: true, immediate_sweep: true)
               if clock < round.park_deadline
-                parking.start(errors)
+                pause.start(errors)
                 GC.start(full_mark: true, immediate_sweep: true)
                 gc_stat = GC.stat
               end
             end
-            round.step('malloc', round.park_deadline) { malloc = @malloc_info.measure } if @malloc_info
-            round.step('dump', round.park_deadline) { ObjectSpace.dump_all(output: f) }
+            round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
+            round.step('dump', round.park_deadline) do
+              dump = pause.held? ? ObjectSpace.dump_all(output: :string) : ObjectSpace.dump_all(output: f)
+            end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
+            pause.stop
+            if dump.is_a?(String)
+              f.write(dump)
+              round.record('write')
+            end
+            @dump_bytes = f.pos if round.done?('dump')
           end
         ensure
-          parking.stop
+          pause.stop
         end
       end
+      malloc = measured ? @malloc_info.read : nil
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }
       raise "no heap dump: #{round.skipped.join(', ')} skipped" unless round.done?('dump')
 
@@ -1663,6 +1774,7 @@ module LeakhuntAgent
                ruby: { version: RUBY_VERSION, engine: RUBY_ENGINE, platform: RUBY_PLATFORM,
                        description: RUBY_DESCRIPTION },
                gc_stat: gc_stat, heap_dump: heap }
+      body[:pause] = pause.mode if pause&.mode
       body[:malloc] = malloc if malloc
       body.merge!(@inventory.to_sidecar(mapped_libraries))
       body[:extensions] = @extensions.to_sidecar
@@ -1671,6 +1783,11 @@ module LeakhuntAgent
       body[:timings] = round.timings
       body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }
       write_private(File.join(@bundle, sidecar), Json.dump(body))
+    end
+
+    # Whether every C call of a round's paused steps keeps the GVL (see `Pause`).
+    def can_hold?
+      (@lsan.nil? || @lsan.holds_gvl?) && (@malloc_info.nil? || @malloc_info.holds_gvl?)
     end
 
     def lsan_check(errors)

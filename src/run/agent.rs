@@ -181,7 +181,7 @@ impl AgentEvent {
 pub enum RoundStep {
     /// Finding wrapper classes; the program runs meanwhile.
     Scan,
-    /// The full GC, with the program's threads parked (as for every step below).
+    /// The full GC, with the program's threads paused (as for every step below).
     Gc,
     Dump,
     /// LeakSanitizer's check.

@@ -25,6 +25,7 @@ pub const ALLOC_SITES: &str = crate::bundle::ALLOC_SITES_ENV;
 pub const BACKEND: &str = "LEAKHUNT_BACKEND";
 pub const EXIT_WAIT: &str = "LEAKHUNT_EXIT_WAIT";
 pub const SNAPSHOT_DEADLINE: &str = "LEAKHUNT_SNAPSHOT_DEADLINE";
+pub const HELD_DUMP_MAX: &str = "LEAKHUNT_HELD_DUMP_MAX";
 pub const EXIT_DEADLINE: &str = "LEAKHUNT_EXIT_DEADLINE";
 pub const LSAN_RUNTIME: &str = "LEAKHUNT_LSAN_RUNTIME";
 pub const NO_PROGRESS: &str = "LEAKHUNT_NO_PROGRESS";
@@ -60,6 +61,14 @@ pub const KNOBS: &[Knob] = &[
         reader: Reader::Agent,
         meaning: "seconds the agent's at_exit hook waits for leakhunt's final snapshot (a \
                   snapshot's own deadline comes with each request)",
+    },
+    Knob {
+        name: HELD_DUMP_MAX,
+        reader: Reader::Agent,
+        meaning: "MiB (default 256): a round whose heap dump is expected no bigger keeps the \
+                  program's threads still by holding Ruby's GVL, the dump written into memory \
+                  first; a bigger one parks them with a TracePoint, which leaves Ruby code up to \
+                  1.6× slower for the rest of the process; 0: always park",
     },
     Knob {
         name: SNAPSHOT_DEADLINE,

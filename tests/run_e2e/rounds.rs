@@ -2,7 +2,9 @@
 //! thread it parked, never keeps the program parked past its deadline, and the agent's hooks
 //! never raise into the program's threads.
 
-use super::{Run, assert_private_and_clean, lsan_ready, one_run_at_a_time, ruby_ready, run};
+use super::{
+    Run, assert_private_and_clean, class_counts, lsan_ready, one_run_at_a_time, ruby_ready, run,
+};
 use crate::common::{build_widget, fixture, have, require, widget_fixture};
 use std::process::{Command, Stdio};
 
@@ -141,6 +143,70 @@ fn a_round_stuck_in_finalizers_resumes_the_program_and_names_the_step() {
         "the report names it: {ctx}"
     );
     assert_private_and_clean(&r);
+}
+
+/// A thread allocates all the time while the rounds pause the program: held (the default: the
+/// agent keeps Ruby's GVL and dumps into memory) or parked (`LEAKHUNT_HELD_DUMP_MAX=0`: a
+/// TracePoint stops the thread), every dump shows the heap as the round's GC left it, with the
+/// Tick or two the thread still holds and none of those it drops. Were the thread to run while
+/// the dump is written (dump_all through Ruby's IO lets it), thousands would be in the dump.
+#[test]
+fn a_busy_thread_makes_nothing_while_a_round_is_paused() {
+    if !ruby_ready() {
+        return;
+    }
+    for (env, mode) in [
+        (vec![], "held"),
+        (vec![("LEAKHUNT_HELD_DUMP_MAX", "0")], "parked"),
+    ] {
+        let _one = one_run_at_a_time();
+        let r = run(
+            &[
+                "--backend",
+                "none",
+                "--after",
+                "1s",
+                "--every",
+                "500ms",
+                "--snapshots",
+                "3",
+            ],
+            &[fixture("run/busy-thread.rb").to_str().unwrap(), "3"],
+            &env,
+        );
+        let ctx = r.context();
+        assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+        let ticks: u64 = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("busy-thread: ")?.strip_suffix(" ticks"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no tick count: {ctx}"));
+        assert!(ticks > 100_000, "the thread was busy: {ticks}\n{ctx}");
+        let intervals: Vec<_> = r
+            .manifest
+            .snapshots
+            .iter()
+            .filter(|s| s.reason == "interval")
+            .collect();
+        assert_eq!(intervals.len(), 3, "{ctx}");
+        for s in &intervals {
+            let sidecar = r.sidecar(s.sidecar.as_ref().unwrap());
+            assert_eq!(
+                sidecar.pause.as_deref(),
+                Some(mode),
+                "snapshot {}\n{ctx}",
+                s.index
+            );
+            assert!(sidecar.errors.is_empty(), "{:?}\n{ctx}", sidecar.errors);
+        }
+        let counts = class_counts(&r, "Tick");
+        assert_eq!(counts.len(), r.manifest.snapshots.len(), "{ctx}");
+        assert!(
+            counts.iter().all(|&n| n <= 8),
+            "{mode}: Ticks in the dumps {counts:?}\n{ctx}"
+        );
+    }
 }
 
 /// Worker threads create and release wrappers at new creation sites all the time, during the
