@@ -1,6 +1,7 @@
 # The allocs workload (fixtures/run/allocs.rb's loop) for a fixed wall time, measuring how fast it
-# runs once rounds are over: prints the objects made per CPU second of the process from 3 s on
-# (the rounds of benches/after_round.sh are at 1 s and 2 s). With TRACE_EVENTS set (e.g. "line
+# runs once rounds are over: prints the objects made per CPU second of the process from 3 s on,
+# and per CPU second of the loop's own thread (the rounds of benches/after_round.sh are at 1 s
+# and 2 s). With TRACE_EVENTS set (e.g. "line
 # call b_call c_return", the events the agent parks the program's threads with), a TracePoint on
 # those events is enabled for 50 ms at 1 s and 2 s, as a round's parking does, without leakhunt.
 #   ruby benches/after_round.rb [SECONDS=9]
@@ -17,6 +18,10 @@ end
 
 def cpu
   Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID)
+end
+
+def loop_cpu
+  Process.clock_gettime(Process::CLOCK_THREAD_CPUTIME_ID)
 end
 
 seconds = Float(ARGV[0] || 9)
@@ -44,7 +49,10 @@ loop do
   next unless (n % 10_000).zero?
 
   at = clock - started
-  mark ||= [n, cpu] if at >= 3
+  mark ||= [n, cpu, loop_cpu] if at >= 3
   break if at >= seconds
 end
-puts format('after_round: %d objects per CPU second from 3 s on', (n - mark[0]) / (cpu - mark[1]))
+# Per CPU second of the process (what the program pays, the agent's thread included), then per
+# CPU second of the loop's own thread (how fast its code runs).
+puts format('after_round: %d objects per CPU second from 3 s on (%d per CPU second of the loop thread)',
+            (n - mark[0]) / (cpu - mark[1]), (n - mark[0]) / (loop_cpu - mark[2]))

@@ -9,7 +9,9 @@
 #   3. the same with a TracePoint on :c_return only;
 #   4. `leakhunt run --backend BACKEND --no-alloc-sites --snapshots 0`: the agent, no round before
 #      exit;
-#   5. `leakhunt run --backend BACKEND --no-alloc-sites --after 1s --every 1s --snapshots 2`.
+#   5. `leakhunt run --backend BACKEND --no-alloc-sites --after 1s --every 1s --snapshots 2`
+#      (the rounds hold Ruby's GVL: the default);
+#   6. the same with LEAKHUNT_HELD_DUMP_MAX=0: the rounds park the threads with the TracePoint.
 #
 # "CPU ratio" is the baseline's objects per CPU second over the line's: what the same work costs
 # in CPU after the rounds, against ruby alone. Not a test: nothing is asserted.
@@ -49,7 +51,8 @@ labels=(
   "ruby, TracePoint ($park_events) on 50 ms at 1 s and 2 s"
   "ruby, TracePoint (c_return) on 50 ms at 1 s and 2 s"
   "leakhunt run --backend $BACKEND --no-alloc-sites --snapshots 0"
-  "leakhunt run --backend $BACKEND --no-alloc-sites, rounds at 1 s and 2 s"
+  "leakhunt run --backend $BACKEND --no-alloc-sites, rounds at 1 s and 2 s (held)"
+  "leakhunt run --backend $BACKEND --no-alloc-sites, rounds at 1 s and 2 s, LEAKHUNT_HELD_DUMP_MAX=0 (parked)"
 )
 
 line() {
@@ -62,12 +65,14 @@ line() {
     3) "$BIN" run --backend "$BACKEND" --no-alloc-sites --snapshots 0 -o "$bundle" ruby "$WORK" "$DURATION" ;;
     4) "$BIN" run --backend "$BACKEND" --no-alloc-sites --after 1s --every 1s --snapshots 2 -o "$bundle" \
          ruby "$WORK" "$DURATION" ;;
+    5) LEAKHUNT_HELD_DUMP_MAX=0 "$BIN" run --backend "$BACKEND" --no-alloc-sites --after 1s --every 1s --snapshots 2 \
+         -o "$bundle" ruby "$WORK" "$DURATION" ;;
   esac 2>&1 | sed -n 's/^after_round: \([0-9]*\) objects.*/\1/p'
 }
 
 declare -a best
 for run in $(seq "$RUNS"); do
-  for i in 0 1 2 3 4; do
+  for i in 0 1 2 3 4 5; do
     rate=$(line "$i" || true)
     [ -n "$rate" ] || { echo "run $run, ${labels[$i]}: no rate printed (see $OUT)" >&2; continue; }
     echo "run $run: ${labels[$i]}: $rate objects per CPU s" >&2
@@ -77,7 +82,7 @@ done
 
 printf '| %s | %s | %s |\n' "how (best of $RUNS)" "objects per CPU s from 3 s on" "CPU ratio"
 printf '|---|---|---|\n'
-for i in 0 1 2 3 4; do
+for i in 0 1 2 3 4 5; do
   rate=${best[$i]:-}
   if [ -z "$rate" ]; then printf '| %s | – | – |\n' "${labels[$i]}"; continue; fi
   ratio=$(awk -v b="${best[0]:-0}" -v r="$rate" 'BEGIN { if (b > 0) printf "%.2fx", b / r; else print "–" }')

@@ -888,49 +888,79 @@ module LeakhuntAgent
   #
   # Held (the default): the agent thread keeps Ruby's GVL throughout. The GC, the malloc measure
   # and the LSan check are C calls that keep it (Fiddle functions made with `need_gvl`); the
-  # dump is written into a String, because dump_all through Ruby's IO releases the GVL at every
-  # write, and into its file once the program runs again; and the agent thread's priority is
-  # raised to the highest, so that the VM's timer hands the GVL to another thread only after eight
-  # time slices of the agent's Ruby code (a C call counts as one slice however long it runs).
-  # Nothing else in the program changes.
+  # dump goes into a String made before the GC with room for all of it (dump_all through Ruby's
+  # IO releases the GVL at every write, and a dump that grew its own String would count toward
+  # Ruby's malloc limit: the GC that then falls while the round's own objects are traced leaves
+  # records newer than the dump, which leakhunt cannot tell from true ones), and into its file
+  # once the program runs again. The agent thread's priority is raised to the highest, so that
+  # the VM's timer hands the GVL to another thread only after eight time slices of the agent's
+  # Ruby code (a C call counts as one slice however long it runs); a thread the agent's thread
+  # starts meanwhile (a finalizer's) inherits that priority. What can still let the program
+  # run: a finalizer of the second GC (it runs in the agent's thread) that sleeps, waits or does
+  # I/O, or steps longer than those slices. A watchdog thread notices: it gets the GVL only
+  # when the agent lets go, and then records it and, at the deadline, tells leakhunt which step
+  # overran, as a parked thread would.
   #
   # Parked: a TracePoint stops every other thread at its next line, call or C return (`Parking`).
   # CRuby rewrites every instruction sequence into tracing variants the first time such events
   # are enabled and never rewrites them back, so instruction-heavy code runs up to 1.6× slower
   # for the rest of the process after a first parked round (BENCHMARKS.md). Used only where
   # holding cannot work: a dump expected bigger than LEAKHUNT_HELD_DUMP_MAX MiB (the String
-  # would cost the program that much memory during the round), or a fiddle that cannot keep the
-  # GVL through a C call.
+  # costs the program that much memory during the round), a fiddle that cannot keep the GVL
+  # through a C call, or an objspace without the `_dump_all` it is written with.
   class Pause
     HELD_DUMP_MAX_MIB = 256
-    # Bytes of dump per live object, for the first round's estimate (a traced allocs dump: 245;
-    # ObjectSpace.dump_all lines without allocation sites are shorter).
-    BYTES_PER_OBJECT = 400
+    # Bytes of dump per live object, for the first round's estimate (238-337 measured on traced
+    # and untraced heaps); the buffer gets a quarter more than the previous dump besides.
+    BYTES_PER_OBJECT = 350
     HIGHEST_PRIORITY = 3
+    RELEASED = 'the program ran during the snapshot (a finalizer or a long step let go of the GVL): ' \
+               'the dump may hold objects made after its GC'
 
     attr_reader :mode
 
     def self.held_dump_max
-      mib = Integer(ENV.fetch('LEAKHUNT_HELD_DUMP_MAX', HELD_DUMP_MAX_MIB.to_s), exception: false)
-      (mib || HELD_DUMP_MAX_MIB) << 20
+      mib = Float(ENV.fetch('LEAKHUNT_HELD_DUMP_MAX', HELD_DUMP_MAX_MIB.to_s), exception: false)
+      ((mib || HELD_DUMP_MAX_MIB) * (1 << 20)).to_i
+    end
+
+    # objspace's `_dump_all` (what dump_all calls) takes (output, full, since) up to Ruby 3.1
+    # and (output, full, since, shapes) from 3.2; nil without a known one.
+    def self.dump_arity
+      return @dump_arity if defined?(@dump_arity)
+
+      arity = (ObjectSpace.method(:_dump_all).arity rescue nil)
+      @dump_arity = [3, 4].include?(arity) ? arity : nil
     end
 
     # `can_hold`: every C call of the paused steps keeps the GVL; `last_dump`: bytes of this
     # process's previous dump, or nil.
     def initialize(agent, deadline, can_hold, last_dump, &on_deadline)
-      @can_hold = can_hold
+      @agent = agent
+      @deadline = deadline
+      @on_deadline = on_deadline
+      @can_hold = can_hold && !Pause.dump_arity.nil?
       @last_dump = last_dump
       @parking = Parking.new(agent, deadline, &on_deadline)
       @mode = nil
+      @paused = false
+      @released = false
     end
 
-    # Right after the round's first GC.
+    # Right after the round's first GC, before its second.
     def start(errors)
-      estimate = @last_dump || (GC.stat(:heap_live_slots) * BYTES_PER_OBJECT)
-      if @can_hold && estimate <= Pause.held_dump_max
+      @errors = errors
+      slots = GC.stat(:heap_live_slots) * BYTES_PER_OBJECT
+      if @can_hold && (@last_dump || slots) <= Pause.held_dump_max
         @mode = 'held'
+        @buffer = String.new(capacity: [(@last_dump || 0) * 5 / 4, slots].max)
         @priority = Thread.current.priority
         Thread.current.priority = HIGHEST_PRIORITY
+        @paused = true
+        @watchdog = Thread.new { watch }
+        @watchdog.name = 'leakhunt-pause' if @watchdog.respond_to?(:name=)
+        @watchdog.report_on_exception = false
+        @watchdog.thread_variable_set(:fork_safe, true)
       else
         @mode = 'parked'
         @parking.start(errors)
@@ -941,11 +971,45 @@ module LeakhuntAgent
       @mode == 'held'
     end
 
+    # The heap dump as a String (held) or written into `file` (parked).
+    def dump(file)
+      return ObjectSpace.dump_all(output: file) unless held?
+
+      args = [@buffer, false, nil]
+      args << 0 if Pause.dump_arity == 4
+      ObjectSpace.send(:_dump_all, *args)
+    end
+
     def stop
       case @mode
-      when 'held' then Thread.current.priority = @priority
+      when 'held'
+        return unless @paused
+
+        @paused = false
+        Thread.current.priority = @priority
+        @watchdog.kill
+        @errors << RELEASED if @released
       when 'parked' then @parking.stop
       end
+    end
+
+    # A held round's dump, once written: its memory goes back at once.
+    def release_buffer
+      @buffer&.clear
+      @buffer = nil
+    end
+
+    private
+
+    def watch
+      return unless @paused
+
+      @released = true
+      left = @deadline - @agent.clock
+      sleep left if left.positive?
+      @on_deadline&.call if @paused
+    rescue StandardError => e
+      @agent.note_error("pause watchdog: #{e.class}: #{e.message}")
     end
   end
 
@@ -1749,9 +1813,7 @@ module LeakhuntAgent
               end
             end
             round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
-            round.step('dump', round.park_deadline) do
-              dump = pause.held? ? ObjectSpace.dump_all(output: :string) : ObjectSpace.dump_all(output: f)
-            end
+            round.step('dump', round.park_deadline) { dump = pause.dump(f) }
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
             pause.stop
@@ -1763,6 +1825,7 @@ module LeakhuntAgent
           end
         ensure
           pause.stop
+          pause.release_buffer
         end
       end
       malloc = measured ? @malloc_info.read : nil
