@@ -334,6 +334,11 @@ pub struct MallocMeasure {
     /// "glibc malloc_info(0, FILE*) after the round's full GC".
     pub how: String,
     pub xml: String,
+    /// Bytes the agent had malloc'd for a held round's heap dump (requested, before malloc's
+    /// own rounding) when it measured: not the program's, and not in the dump either (objspace
+    /// leaves its output String out). 0 when the round parked the program.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_buffer: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -689,6 +689,7 @@ mod tests {
                 r#"<malloc version="1"><total type="fast" count="0" size="0"/><total type="rest" count="1" size="1000"/><total type="mmap" count="0" size="0"/><system type="current" size="{}"/></malloc>"#,
                 in_use + 1000
             ),
+            held_buffer: 0,
         }
     }
 

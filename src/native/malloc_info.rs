@@ -34,6 +34,22 @@ impl MallocTotals {
             .saturating_sub(self.fast.saturating_add(self.rest))
             .saturating_add(self.mmap)
     }
+
+    /// Bytes in use but a block of `requested` bytes the measurer had itself allocated: the
+    /// chunk glibc gave it, a large one mapped on its own (its size and header rounded up to
+    /// the page). A block taken from an arena instead is counted a page at most too large.
+    pub fn in_use_without(&self, requested: u64) -> u64 {
+        if requested == 0 {
+            return self.in_use();
+        }
+        const PAGE: u64 = 4096;
+        const HEADER: u64 = 16;
+        let chunk = requested
+            .saturating_add(HEADER)
+            .div_ceil(PAGE)
+            .saturating_mul(PAGE);
+        self.in_use().saturating_sub(chunk)
+    }
 }
 
 /// Reads the totals; the error says what is missing or unreadable, and where.
@@ -223,6 +239,19 @@ mod tests {
         assert!(parse(twice.as_bytes()).unwrap_err().contains("twice"));
         // Unclosed tags and quotes end the scan without a panic.
         assert!(parse(br#"<malloc version="1"><total type="fast size="#).is_err());
+    }
+
+    #[test]
+    fn a_held_round_s_own_buffer_is_taken_off_as_its_mapped_chunk() {
+        let t = parse(TWO_ARENAS).unwrap();
+        assert_eq!(t.in_use_without(0), t.in_use());
+        // 10 MiB requested: 10 MiB + a page once the header is added and rounded up.
+        let requested = 10 << 20;
+        assert_eq!(
+            t.in_use_without(requested),
+            t.in_use().saturating_sub(requested + 4096)
+        );
+        assert_eq!(t.in_use_without(u64::MAX), 0);
     }
 
     #[test]

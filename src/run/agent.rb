@@ -910,14 +910,19 @@ module LeakhuntAgent
   # through a C call, or an objspace without the `_dump_all` it is written with.
   class Pause
     HELD_DUMP_MAX_MIB = 256
-    # Bytes of dump per live object, for the first round's estimate (238-337 measured on traced
-    # and untraced heaps); the buffer gets a quarter more than the previous dump besides.
+    # Bytes of dump per live object, for the estimate (238-390 measured, the most on Ruby 3.3
+    # with allocation sites).
     BYTES_PER_OBJECT = 350
     HIGHEST_PRIORITY = 3
     RELEASED = 'the program ran during the snapshot (a finalizer or a long step let go of the GVL): ' \
                'the dump may hold objects made after its GC'
 
     attr_reader :mode
+
+    # Bytes a held round malloc'd for its dump before its GC (0 when parked).
+    def buffer_bytes
+      @buffer_bytes || 0
+    end
 
     def self.held_dump_max
       mib = Float(ENV.fetch('LEAKHUNT_HELD_DUMP_MAX', HELD_DUMP_MAX_MIB.to_s), exception: false)
@@ -947,20 +952,22 @@ module LeakhuntAgent
       @released = false
     end
 
-    # Right after the round's first GC, before its second.
+    # Right after the round's first GC, before its second. The dump is expected no bigger than
+    # the previous one or the live objects' estimate, whichever is bigger; its buffer gets half
+    # as much again besides (pages it never writes cost no memory), since a dump that outgrows
+    # it grows it as dump_all's own String would, with the GC that brings (see above).
     def start(errors)
       @errors = errors
-      slots = GC.stat(:heap_live_slots) * BYTES_PER_OBJECT
-      if @can_hold && (@last_dump || slots) <= Pause.held_dump_max
+      expected = [@last_dump || 0, GC.stat(:heap_live_slots) * BYTES_PER_OBJECT].max
+      if @can_hold && expected <= Pause.held_dump_max
         @mode = 'held'
-        @buffer = String.new(capacity: [(@last_dump || 0) * 5 / 4, slots].max)
+        @capacity = (expected * 3 / 2) + (1 << 20)
+        @buffer = String.new(capacity: @capacity)
+        @buffer_bytes = @capacity + 1
         @priority = Thread.current.priority
         Thread.current.priority = HIGHEST_PRIORITY
         @paused = true
-        @watchdog = Thread.new { watch }
-        @watchdog.name = 'leakhunt-pause' if @watchdog.respond_to?(:name=)
-        @watchdog.report_on_exception = false
-        @watchdog.thread_variable_set(:fork_safe, true)
+        @watchdog = start_watchdog
       else
         @mode = 'parked'
         @parking.start(errors)
@@ -977,7 +984,13 @@ module LeakhuntAgent
 
       args = [@buffer, false, nil]
       args << 0 if Pause.dump_arity == 4
-      ObjectSpace.send(:_dump_all, *args)
+      dump = ObjectSpace.send(:_dump_all, *args)
+      if dump.bytesize > @capacity
+        @errors << format('the heap dump outgrew its buffer (%.1f MiB > %.1f MiB): objects made right after ' \
+                          'this round may show the agent\'s allocation sites', dump.bytesize / 1048576.0,
+                          @capacity / 1048576.0)
+      end
+      dump
     end
 
     def stop
@@ -987,7 +1000,7 @@ module LeakhuntAgent
 
         @paused = false
         Thread.current.priority = @priority
-        @watchdog.kill
+        @watchdog&.kill
         @errors << RELEASED if @released
       when 'parked' then @parking.stop
       end
@@ -1000,6 +1013,17 @@ module LeakhuntAgent
     end
 
     private
+
+    # The watchdog, or nil when no thread can be started (a program's enclosed ThreadGroup).
+    def start_watchdog
+      watchdog = Thread.new { watch }
+      watchdog.name = 'leakhunt-pause' if watchdog.respond_to?(:name=)
+      watchdog.report_on_exception = false
+      watchdog.thread_variable_set(:fork_safe, true)
+      watchdog
+    rescue ThreadError
+      nil
+    end
 
     def watch
       return unless @paused
@@ -1540,6 +1564,38 @@ module LeakhuntAgent
     end
   end
 
+  # write(2) through Fiddle, keeping the GVL: a held round writes its dump into the file before
+  # it lets the program go (IO#write releases the GVL, and taking it back from a busy program
+  # costs up to a time slice per other thread). Made when the agent starts; nil without
+  # Fiddle, and held rounds then write once the program runs again.
+  class Writer
+    def self.make
+      FiddleExtension.load
+      int = Lsan.type(:INT)
+      write, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['write'],
+                                             [int, Lsan.type(:VOIDP), Lsan.type(:SIZE_T)], Lsan.type(:SSIZE_T))
+      held ? new(write) : nil
+    rescue StandardError, ScriptError
+      nil
+    end
+
+    def initialize(write)
+      @write = write
+    end
+
+    # All of `string` into the file descriptor `fd`, or raises.
+    def write(fd, string)
+      base = ::Fiddle::Pointer[string]
+      done = 0
+      while done < string.bytesize
+        n = @write.call(fd, base + done, string.bytesize - done)
+        raise IOError, 'write(2) of the heap dump failed' if n.negative?
+
+        done += n
+      end
+    end
+  end
+
   class << self
     attr_reader :sites
 
@@ -1616,6 +1672,7 @@ module LeakhuntAgent
       @inventory.hook_ffi
       prepare_lsan
       @malloc_info = MallocInfo.make(File.dirname(@socket_path)) if @backend == 'none'
+      @writer = Writer.make
       @extensions = Extensions.new(self, @inventory)
       @extensions.install
       install_hooks
@@ -1814,14 +1871,24 @@ module LeakhuntAgent
             end
             round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
+            if dump.is_a?(String) && @writer
+              # Before the check, which would scan the buffer's text for pointers otherwise.
+              round.step('write', round.park_deadline) { @writer.write(f.fileno, dump) }
+              if round.done?('write')
+                @dump_bytes = dump.bytesize
+                pause.release_buffer
+              end
+            end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
             pause.stop
-            if dump.is_a?(String)
+            if dump.is_a?(String) && !dump.empty?
               f.write(dump)
               round.record('write')
+              @dump_bytes = dump.bytesize
+            elsif !dump.is_a?(String) && round.done?('dump')
+              @dump_bytes = f.pos
             end
-            @dump_bytes = f.pos if round.done?('dump')
           end
         ensure
           pause.stop
@@ -1829,6 +1896,9 @@ module LeakhuntAgent
         end
       end
       malloc = measured ? @malloc_info.read : nil
+      # The held round's buffer was malloc'd when malloc was measured, and is not in the dump
+      # (objspace leaves its output String out): leakhunt takes it off.
+      malloc[:held_buffer] = pause.buffer_bytes if malloc && pause.buffer_bytes.positive?
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }
       raise "no heap dump: #{round.skipped.join(', ')} skipped" unless round.done?('dump')
 
