@@ -317,10 +317,11 @@ pub struct Sidecar {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause: Option<String>,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "malloc", "dump", "lsan" and "counts" (the program's
-    /// threads are paused for these, from the second GC on), then "write" (a held round's dump
-    /// written to its file, the program running again) and "sidecar". A step skipped because an
-    /// earlier one overran its budget has no entry.
+    /// program runs meanwhile), then "gc", "malloc", "dump", "write" (a held round's dump written
+    /// into its file through write(2)), "lsan" and "counts" (the program's threads are paused
+    /// for these, from the second GC on), then "sidecar". Without Fiddle a held round's "write"
+    /// comes after "counts", the program running again. A step skipped because an earlier one
+    /// overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,

@@ -891,8 +891,8 @@ module LeakhuntAgent
   # dump goes into a String made before the GC with room for all of it (dump_all through Ruby's
   # IO releases the GVL at every write, and a dump that grew its own String would count toward
   # Ruby's malloc limit: the GC that then falls while the round's own objects are traced leaves
-  # records newer than the dump, which leakhunt cannot tell from true ones), and into its file
-  # once the program runs again. The agent thread's priority is raised to the highest, so that
+  # records newer than the dump, which leakhunt cannot tell from true ones), then into its file
+  # through write(2) (`Writer`). The agent thread's priority is raised to the highest, so that
   # the VM's timer hands the GVL to another thread only after eight time slices of the agent's
   # Ruby code (a C call counts as one slice however long it runs); a thread the agent's thread
   # starts meanwhile (a finalizer's) inherits that priority. What can still let the program
@@ -1589,7 +1589,7 @@ module LeakhuntAgent
       done = 0
       while done < string.bytesize
         n = @write.call(fd, base + done, string.bytesize - done)
-        raise IOError, 'write(2) of the heap dump failed' if n.negative?
+        raise IOError, "write(2) of the heap dump returned #{n}" unless n.positive?
 
         done += n
       end
@@ -1873,8 +1873,17 @@ module LeakhuntAgent
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
             if dump.is_a?(String) && @writer
               # Before the check, which would scan the buffer's text for pointers otherwise.
-              round.step('write', round.park_deadline) { @writer.write(f.fileno, dump) }
-              if round.done?('write')
+              written = false
+              round.step('write', round.park_deadline) do
+                @writer.write(f.fileno, dump)
+                written = true
+              rescue IOError, SystemCallError => e
+                # IO#write tries again once the program runs, from the start of the file.
+                errors << "writing the heap dump with the program paused failed (#{e.message}): written after"
+                f.rewind
+                f.truncate(0)
+              end
+              if written
                 @dump_bytes = dump.bytesize
                 pause.release_buffer
               end

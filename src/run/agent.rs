@@ -183,7 +183,11 @@ pub enum RoundStep {
     Scan,
     /// The full GC, with the program's threads paused (as for every step below).
     Gc,
+    /// glibc's malloc measure (`--backend none`).
+    Malloc,
     Dump,
+    /// A held round's dump written into its file (through write(2), the GVL kept).
+    Write,
     /// LeakSanitizer's check.
     Lsan,
     /// Copying the lifecycle counts.
@@ -195,7 +199,9 @@ impl RoundStep {
         Some(match word {
             "scan" => RoundStep::Scan,
             "gc" => RoundStep::Gc,
+            "malloc" => RoundStep::Malloc,
             "dump" => RoundStep::Dump,
+            "write" => RoundStep::Write,
             "lsan" => RoundStep::Lsan,
             "counts" => RoundStep::Counts,
             _ => return None,
@@ -207,7 +213,9 @@ impl RoundStep {
         match self {
             RoundStep::Scan => "the wrapper scan",
             RoundStep::Gc => "the garbage collection",
+            RoundStep::Malloc => "the malloc measure",
             RoundStep::Dump => "the heap dump",
+            RoundStep::Write => "writing the heap dump",
             RoundStep::Lsan => "the LeakSanitizer check",
             RoundStep::Counts => "copying the lifecycle counts",
         }
@@ -230,7 +238,14 @@ impl RoundStep {
     /// Whether the native check that follows the GC inside the round could not run on time
     /// when this step overran (the LeakSanitizer check comes after the GC and the dump).
     pub fn spoils_native_check(self) -> bool {
-        matches!(self, RoundStep::Gc | RoundStep::Dump | RoundStep::Lsan)
+        matches!(
+            self,
+            RoundStep::Gc
+                | RoundStep::Malloc
+                | RoundStep::Dump
+                | RoundStep::Write
+                | RoundStep::Lsan
+        )
     }
 }
 
@@ -484,6 +499,31 @@ mod tests {
                 detail: "exit 3".into()
             }
         );
+    }
+
+    /// The agent tells leakhunt which step overran by the name its round gives the step:
+    /// every `round.step('NAME'` of agent.rb must parse, or the overrun is an unknown line and a
+    /// snapshot whose LSan check was skipped would look checked.
+    #[test]
+    fn every_step_of_the_agent_s_round_is_known() {
+        let mut rest = AGENT_SOURCE;
+        let mut seen = 0;
+        while let Some(at) = rest.find("round.step('") {
+            rest = &rest[at + "round.step('".len()..];
+            let name = &rest[..rest.find('\'').unwrap()];
+            assert!(RoundStep::parse(name).is_some(), "step {name} of agent.rb");
+            seen += 1;
+        }
+        assert!(seen >= 7, "{seen} steps found");
+        assert_eq!(
+            AgentEvent::parse(b"overran 2 write 0.3"),
+            AgentEvent::Overran {
+                index: 2,
+                step: RoundStep::Write,
+                budget_ms: 300
+            }
+        );
+        assert!(RoundStep::Write.spoils_native_check() && RoundStep::Malloc.spoils_native_check());
     }
 
     #[test]
