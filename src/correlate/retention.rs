@@ -33,6 +33,7 @@ pub fn findings(
         if let Some(note) = unretained_growth(ev, &g.head)
             .or_else(|| scattered_growth(ev, &g.head))
             .or_else(|| agent_growth(ev, &g.head))
+            .or_else(|| agent_held_growth(ev, &g.head))
             .or_else(|| slow_growth_without_container(ev, &g.head))
         {
             notes.push(note);
@@ -160,6 +161,31 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 
 /// When retainer paths say the new instances are not reachable: the growth is churn (objects
 /// made between the GC and the dump), not retention. `None` when it is retained or unknown.
+/// When most of the new instances are held by containers leakhunt's agent allocated (its
+/// per-site bookkeeping of wrapper lifecycles, say, on a program that creates them at ever new
+/// sites): the agent's own growth, whoever allocated the instances.
+fn agent_held_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
+    let r = retainers_of(ev, &head.class)?;
+    let total: u64 = r.groups.iter().map(|g| g.count).sum();
+    let mut by_agent = r.groups.iter().filter(|g| {
+        g.container_site
+            .as_ref()
+            .is_some_and(|s| super::classes::is_agent_file(&s.file))
+    });
+    let first = by_agent.clone().next()?;
+    let held: u64 = by_agent.map(|g| g.count).sum();
+    let site = first.container_site.as_ref()?;
+    (held.saturating_mul(2) > total).then(|| {
+        format!(
+            "{} grew by {} between heap snapshots, {} of its new instances held by leakhunt's agent (the {} allocated at {site}): the agent's bookkeeping, not the program's",
+            head.class,
+            count(head.delta()),
+            count(held),
+            first.container_class
+        )
+    })
+}
+
 fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
     // Over the new instances, every reachable one is retained growth; over all of them, the
@@ -248,8 +274,9 @@ fn turns_over(g: &RetainerGroup) -> bool {
 
 /// Why a group's container belongs to the Ruby runtime rather than to the program, if it does:
 /// hidden objects and VM internals (`Array (hidden)`, iseqs, IMEMOs), objects allocated by
-/// Ruby's own library code (`<internal:…>`, the standard library, RubyGems' `require`), and
-/// objects the VM marks itself with no allocation site (`$LOADED_FEATURES`, `$LOAD_PATH`).
+/// Ruby's own library code (`<internal:…>`, the standard library, RubyGems' `require`) or by
+/// leakhunt's agent, and objects the VM marks itself with no allocation site
+/// (`$LOADED_FEATURES`, `$LOAD_PATH`).
 /// Telling the user to change one of these would send them into the runtime.
 pub fn runtime_container(g: &RetainerGroup) -> Option<&'static str> {
     if g.container_class.starts_with("ROOT ") {
@@ -260,6 +287,9 @@ pub fn runtime_container(g: &RetainerGroup) -> Option<&'static str> {
     }
     match &g.container_site {
         Some(site) if is_runtime_file(&site.file) => Some("allocated by Ruby's own code"),
+        Some(site) if super::classes::is_agent_file(&site.file) => {
+            Some("allocated by leakhunt's agent")
+        }
         Some(_) => None,
         None if g.root == "vm" && g.path.is_empty() => Some("an object the VM keeps itself"),
         None => None,
@@ -948,6 +978,51 @@ pub(crate) mod tests {
     }
 
     const REQUIRE: &str = "<internal:/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb>";
+
+    /// A widget server creating each Widget at a new site: the agent's per-site Hashes pile up
+    /// in its own Hash. Its bookkeeping, not a leak of the program's; a program's container
+    /// holding most of them is still one.
+    #[test]
+    fn growth_held_by_the_agents_own_containers_is_a_note() {
+        const AGENT: &str = "/tmp/leakhunt-x/leakhunt_agent.rb";
+        let f = strings_held_by(vec![
+            group(5_000, "Hash", Some((AGENT, 140)), "global_tbl"),
+            group(1_000, "Array", Some(("app.rb", 7)), "global_tbl"),
+        ]);
+        assert!(f.is_empty(), "{f:#?}");
+        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
+        for n in [40_000i64, 43_000, 46_000] {
+            ev.heap.push(heap(&[("String", n)], &[]));
+        }
+        ev.retainers.push(ClassRetainers {
+            class: "String".into(),
+            snapshot: 3,
+            instances: 46_000,
+            new_instances: Some(6_000),
+            reachable: 6_000,
+            groups: vec![group(5_000, "Hash", Some((AGENT, 140)), "global_tbl")],
+        });
+        let groups = growth_groups(&class_series(&ev.heap), &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [format!(
+                "String grew by 6,000 between heap snapshots, 5,000 of its new instances held by leakhunt's agent (the Hash allocated at {AGENT}:140): the agent's bookkeeping, not the program's"
+            )]
+        );
+        let f = strings_held_by(vec![
+            group(1_000, "Hash", Some((AGENT, 140)), "global_tbl"),
+            group(5_000, "Array", Some(("app.rb", 7)), "global_tbl"),
+        ]);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].title
+                .contains("kept by the Array allocated at app.rb:7"),
+            "{}",
+            f[0].title
+        );
+    }
 
     #[test]
     fn the_runtimes_own_objects_are_never_the_thing_to_change() {
