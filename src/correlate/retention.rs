@@ -167,7 +167,7 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 fn agent_held_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
     let total: u64 = r.groups.iter().map(|g| g.count).sum();
-    let mut by_agent = r.groups.iter().filter(|g| {
+    let by_agent = r.groups.iter().filter(|g| {
         g.container_site
             .as_ref()
             .is_some_and(|s| super::classes::is_agent_file(&s.file))
