@@ -962,6 +962,12 @@ pub(crate) mod tests {
     }
 
     fn strings_held_by(groups: Vec<RetainerGroup>) -> Vec<Finding> {
+        run(&strings_evidence(groups))
+    }
+
+    /// Three heap snapshots in which String grows by 6,000, all new and reachable through
+    /// `groups`.
+    fn strings_evidence(groups: Vec<RetainerGroup>) -> Evidence {
         let mut ev = Evidence::empty(Origin::Bundle("b".into()));
         for n in [40_000i64, 43_000, 46_000] {
             ev.heap.push(heap(&[("String", n)], &[]));
@@ -974,7 +980,7 @@ pub(crate) mod tests {
             reachable: 6_000,
             groups,
         });
-        run(&ev)
+        ev
     }
 
     const REQUIRE: &str = "<internal:/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb>";
@@ -990,18 +996,7 @@ pub(crate) mod tests {
             group(1_000, "Array", Some(("app.rb", 7)), "global_tbl"),
         ]);
         assert!(f.is_empty(), "{f:#?}");
-        let mut ev = Evidence::empty(Origin::Bundle("b".into()));
-        for n in [40_000i64, 43_000, 46_000] {
-            ev.heap.push(heap(&[("String", n)], &[]));
-        }
-        ev.retainers.push(ClassRetainers {
-            class: "String".into(),
-            snapshot: 3,
-            instances: 46_000,
-            new_instances: Some(6_000),
-            reachable: 6_000,
-            groups: vec![group(5_000, "Hash", Some((AGENT, 140)), "global_tbl")],
-        });
+        let ev = strings_evidence(vec![group(5_000, "Hash", Some((AGENT, 140)), "global_tbl")]);
         let groups = growth_groups(&class_series(&ev.heap), &|_| None);
         let mut notes = Vec::new();
         assert!(findings(&ev, &groups, false, &mut notes).is_empty());
