@@ -1871,9 +1871,10 @@ module LeakhuntAgent
             end
             round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
-            if dump.is_a?(String) && @writer
+            # A held round's dump is a String until written (a parked one went into `f`).
+            written = !dump.is_a?(String)
+            if !written && @writer
               # Before the check, which would scan the buffer's text for pointers otherwise.
-              written = false
               round.step('write', round.park_deadline) do
                 @writer.write(f.fileno, dump)
                 written = true
@@ -1883,21 +1884,16 @@ module LeakhuntAgent
                 f.rewind
                 f.truncate(0)
               end
-              if written
-                @dump_bytes = dump.bytesize
-                pause.release_buffer
-              end
+              pause.release_buffer if written
             end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
             pause.stop
-            if dump.is_a?(String) && !dump.empty?
+            unless written
               f.write(dump)
               round.record('write')
-              @dump_bytes = dump.bytesize
-            elsif !dump.is_a?(String) && round.done?('dump')
-              @dump_bytes = f.pos
             end
+            @dump_bytes = f.pos if round.done?('dump')
           end
         ensure
           pause.stop
