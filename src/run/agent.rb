@@ -82,6 +82,8 @@ module LeakhuntAgent
   # Where instances are created: the first caller outside gems, Ruby's own library and this
   # agent; the immediate caller when the whole stack is library code.
   class Sites
+    LIBRARY_CACHE = 10_000
+
     def initialize
       prefixes = []
       if defined?(RbConfig)
@@ -102,7 +104,10 @@ module LeakhuntAgent
       cached = @library[path]
       return cached unless cached.nil?
 
-      @library[path] = path.start_with?('<internal:') || @prefixes.any? { |p| path.start_with?(p) }
+      library = path.start_with?('<internal:') || @prefixes.any? { |p| path.start_with?(p) }
+      # Bounded: a program may eval code under a new file name per request.
+      @library[path] = library if @library.size < LIBRARY_CACHE
+      library
     end
 
     # The creation site seen from a counting hook (frame 0 is this method, 1 the hook, 2 the
@@ -122,11 +127,20 @@ module LeakhuntAgent
   # creation); with sampled tracing (`by_id`), Ruby has no record for most instances, so the
   # counter keeps each live instance's site by object id. Ids of instances the GC took without a
   # release are dropped now and then (`prune`); ids are never reused, so a stale one is only memory.
+  #
+  # A program may create instances at ever new sites (code eval'd under a new file name per
+  # request, as template engines compile views): the counter keeps at most MAX_SITES of them, so
+  # that its own tables stay bounded. Past that, a creation at a new site counts in `created`
+  # only. Each round, while the program is parked, makes room again (`prune`): it forgets the
+  # sites whose instances were all released (nothing there to find), then, if the table is still
+  # more than half full, the sites with the fewest instances not released; a site that starts
+  # leaking after the table filled up is so counted from the next round on.
   class Counter
     attr_reader :klass, :release_methods, :since
     attr_reader :created, :released
 
     PRUNE_FLOOR = 10_000
+    MAX_SITES = 2_000
 
     def initialize(klass, release_methods, since, per_site_releases, by_id)
       @klass = klass
@@ -141,6 +155,7 @@ module LeakhuntAgent
       @user_site_for = {} # "immediate path:line" => [user path, user line], when they differ
       @site_keys = Hash.new { |h, path| h[path] = {} } # path => { line => [path, line] }
       @born_at = {}                                    # object id => [path, line]
+      @site_count = 0                                  # (path, line) pairs in @sites
       @prune_at = PRUNE_FLOOR
     end
 
@@ -151,7 +166,10 @@ module LeakhuntAgent
       @released = 0
       @sites.clear
       @released_at.clear
+      @user_site_for.clear
+      @site_keys.clear
       @born_at.clear
+      @site_count = 0
       @prune_at = PRUNE_FLOOR
     end
 
@@ -162,7 +180,14 @@ module LeakhuntAgent
       first, user = site
       path = user.path.to_s
       line = user.lineno
-      @sites[path][line] += 1
+      lines = @sites.fetch(path, nil)
+      unless lines&.key?(line)
+        return if @site_count >= MAX_SITES
+
+        @site_count += 1
+        lines ||= @sites[path]
+      end
+      lines[line] += 1
       return unless @per_site_releases
 
       if @by_id
@@ -178,22 +203,22 @@ module LeakhuntAgent
 
       if @by_id
         path, line = @born_at.delete(instance.__id__)
-        @released_at[path][line] += 1 if path
-        return
+      else
+        path = ObjectSpace.allocation_sourcefile(instance)
+        return unless path
+
+        line = ObjectSpace.allocation_sourceline(instance)
+        path, line = @user_site_for["#{path}:#{line}"] || [path, line] unless @user_site_for.empty?
       end
-
-      path = ObjectSpace.allocation_sourcefile(instance)
-      return unless path
-
-      line = ObjectSpace.allocation_sourceline(instance)
-      path, line = @user_site_for["#{path}:#{line}"] || [path, line] unless @user_site_for.empty?
-      @released_at[path][line] += 1
+      # Only at a site the counter keeps (not one it forgot, nor one it had no room for).
+      @released_at[path][line] += 1 if path && @sites.fetch(path, nil)&.key?(line)
     end
 
-    # Forgets the ids of instances that are gone (collected without a release), once the table
-    # has doubled since the last time: a walk over the class's instances, while the program is
-    # parked (no hook adds a site meanwhile).
+    # Called while the program is parked (no hook adds a site meanwhile): makes room for new
+    # sites, and forgets the ids of instances that are gone (collected without a release) once
+    # that table has doubled since the last time, by a walk over the class's instances.
     def prune
+      forget_sites if @site_count > MAX_SITES / 2
       return if @born_at.size < @prune_at
 
       live = {}
@@ -205,12 +230,43 @@ module LeakhuntAgent
       @prune_at = [@born_at.size * 2, PRUNE_FLOOR].max
     end
 
+    # Drops the sites whose instances were all released, then the ones with the fewest instances
+    # not released, down to half the table.
+    def forget_sites
+      outstanding = []
+      @sites.each do |path, lines|
+        released = @released_at.fetch(path, nil)
+        lines.each do |line, n|
+          outstanding << [n - (released&.fetch(line, 0) || 0), path, line]
+        end
+      end
+      outstanding.sort_by!(&:first)
+      keep = MAX_SITES / 2
+      drop = outstanding.take_while.with_index do |(left, _, _), i|
+        (@per_site_releases && left <= 0) || outstanding.size - i > keep
+      end
+      return if drop.empty?
+
+      gone = {}.compare_by_identity
+      drop.each do |_, path, line|
+        [@sites, @released_at, @site_keys].each do |table|
+          lines = table.fetch(path, nil) or next
+          key = lines.delete(line)
+          gone[key] = true if table.equal?(@site_keys) && key
+          table.delete(path) if lines.empty?
+        end
+      end
+      @site_count -= drop.size
+      @born_at.delete_if { |_, key| gone.key?(key) } unless gone.empty?
+      @user_site_for.clear if @user_site_for.size > MAX_SITES * 2
+    end
+
     def to_h
       sites = []
       @sites.each do |path, lines|
         lines.each do |line, n|
           site = { file: path, line: line, count: n }
-          site[:released] = @released_at[path][line] if @per_site_releases
+          site[:released] = @released_at.fetch(path, nil)&.fetch(line, 0) || 0 if @per_site_releases
           sites << site
         end
       end

@@ -274,3 +274,66 @@ fn a_threaded_server_never_sees_an_error_from_the_agent() {
     assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
     assert_private_and_clean(&r);
 }
+
+/// A program that creates wrappers at ever new sites (code eval'd under a new file name each
+/// time) must not grow the agent's per-site tables with them, and a site that starts leaking
+/// once the table has filled up is still counted: each round makes room by forgetting the sites
+/// whose instances were all released.
+#[test]
+fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_counted() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = build_widget(dir.path());
+    let sites = 20_000;
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "2s",
+            "--every",
+            "60s",
+            "--fail-on",
+            "never",
+        ],
+        &[
+            widget_fixture("widget-many-sites.rb").to_str().unwrap(),
+            &sites.to_string(),
+            "50",
+        ],
+        &[("WIDGET_LIB", lib.to_str().unwrap())],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("20000 sites, 50 Widgets kept"), "{ctx}");
+    let last = r
+        .manifest
+        .snapshots
+        .iter()
+        .rev()
+        .find_map(|s| s.sidecar.as_ref())
+        .map(|s| r.sidecar(s))
+        .expect("a sidecar");
+    let widget = last
+        .lifecycle
+        .iter()
+        .find(|l| l.class == "Widget")
+        .unwrap_or_else(|| panic!("no Widget counts\n{ctx}"));
+    assert_eq!(widget.created, sites + 50, "{widget:#?}");
+    let leak = widget
+        .created_at
+        .iter()
+        .find(|s| s.file.ends_with("widget-many-sites.rb"))
+        .unwrap_or_else(|| panic!("the leak's site is not counted: {widget:#?}"));
+    assert_eq!((leak.line, leak.count, leak.released), (22, 50, Some(0)));
+    // Three tables per site would be 60,000 Hashes: every dump holds a few thousand at most.
+    let hashes = class_counts(&r, "Hash");
+    assert!(hashes.len() >= 2, "{hashes:?}\n{ctx}");
+    assert!(
+        hashes.iter().all(|&n| n < 10_000),
+        "Hashes in the dumps: {hashes:?}\n{ctx}"
+    );
+}
