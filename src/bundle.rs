@@ -318,13 +318,30 @@ pub struct Sidecar {
     pub pause: Option<String>,
     /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
     /// program runs meanwhile), then "gc", "malloc", "dump", "write" (a held round's dump written
-    /// into its file through write(2)), "lsan" and "counts" (the program's threads are paused
-    /// for these, from the second GC on), then "sidecar". Without Fiddle a held round's "write"
+    /// into its file through write(2)), "lsan", "counts" and "constants" (the program's threads
+    /// are paused for these, from the second GC on), then "sidecar". Without Fiddle a held round's "write"
     /// comes after "counts", the program running again. A step skipped because an earlier one
     /// overran its budget has no entry.
     pub timings: BTreeMap<String, f64>,
     /// Problems inside the agent (e.g. "InstructionSequence.of failed for Foo#bar").
     pub errors: Vec<String>,
+    /// The unfrozen Arrays and Hashes held by constants when the dump was taken (Ruby 2.7+ with
+    /// Fiddle): the line of a growing container the dump has no allocation site for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub constants: Vec<ConstantContainer>,
+}
+
+/// A container a constant held, as the agent listed it right after the dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConstantContainer {
+    /// The object's address in the heap dump.
+    pub address: u64,
+    /// `AuditLog::ENTRIES`; a top-level constant by its own name.
+    pub name: String,
+    /// Where the constant was assigned (`Module#const_source_location`).
+    pub file: String,
+    pub line: u32,
 }
 
 /// Malloc's bytes in use as the agent measured them: how, and the tool's own output

@@ -156,6 +156,7 @@ fn evidence() -> Evidence {
                 file: "app.rb".into(),
                 line: 12,
             }),
+            container_constant: None,
             container_length: Some(9_000),
             container_growth: None,
             container_objects: None,

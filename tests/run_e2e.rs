@@ -1707,6 +1707,75 @@ fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
     }
 }
 
+/// Without allocation sites no object in the dumps has a site: a container a constant holds
+/// (`Jobs::PENDING = []`) is named by the line that assigned the constant, which the agent lists
+/// with the container's address right after each dump, and the finding says so.
+#[test]
+fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
+    if !ruby_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let program = fixture("run/constant-queue.rb");
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--no-alloc-sites",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "4",
+            "--format",
+            "json",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert_eq!(r.code, 1, "{ctx}");
+    let report = json_report(&report_path, &r);
+    let leaks: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] != "runtime_noise")
+        .collect();
+    assert_eq!(leaks.len(), 1, "{report:#}\n{ctx}");
+    let top = leaks[0];
+    assert_eq!(top["class"], "Job", "{top:#}");
+    let locations = top["suggestion"]["locations"].as_array().unwrap();
+    let at = |role: &str| {
+        locations
+            .iter()
+            .find(|l| l["role"] == role)
+            .unwrap_or_else(|| panic!("no {role} location: {top:#}"))
+    };
+    let container = at("container_allocated");
+    assert_eq!(container["file"].as_str(), program.to_str(), "{top:#}");
+    let assigned = line_of("run/constant-queue.rb", "PENDING = []");
+    assert_eq!(container["line"], assigned, "{top:#}");
+    assert_eq!(
+        at("container_filled")["line"],
+        line_of("run/constant-queue.rb", "PENDING << Job.new(id)"),
+        "{top:#}"
+    );
+    let said = top["evidence"].to_string();
+    assert!(
+        said.contains(&format!(
+            "the constant Jobs::PENDING assigned at {}:{assigned}",
+            program.display()
+        )),
+        "{top:#}"
+    );
+}
+
 /// With sampled allocation sites, a container made after warm-up (the first request's
 /// `@cache ||= {}`, after the first snapshot) has no allocation site in the dumps: the finding
 /// still names its line, read from the source from the line that keeps the new instances (the

@@ -659,8 +659,10 @@ fn retainer_text(r: &ClassRetainers, g: &RetainerGroup, include_strings: bool) -
         container.push_str(&format!(" {a:#x}"));
     }
     let mut details = Vec::new();
-    if let Some(site) = &g.container_site {
-        details.push(format!("allocated at {site}"));
+    match (&g.container_site, &g.container_constant) {
+        (Some(site), Some(name)) => details.push(format!("the constant {name} assigned at {site}")),
+        (Some(site), None) => details.push(format!("allocated at {site}")),
+        _ => {}
     }
     if let Some(n) = g.container_length {
         details.push(format!("{} elements", count(n)));
@@ -760,6 +762,7 @@ pub(crate) mod tests {
                 count: 70_000,
                 container_class: "Array".into(),
                 container_address: Some(0x7f00_0000_1000),
+                container_constant: None,
                 container_site: Some(SourceLine {
                     file: "leak.rb".into(),
                     line: 29,
@@ -782,6 +785,7 @@ pub(crate) mod tests {
                 count: 70_000,
                 container_class: "ZMQ::Message".into(),
                 container_address: None,
+                container_constant: None,
                 container_site: None,
                 container_length: None,
                 container_growth: None,
@@ -908,6 +912,7 @@ pub(crate) mod tests {
                 count: reachable,
                 container_class: "Array".into(),
                 container_address: Some(0x7f00_0000_1000),
+                container_constant: None,
                 container_site: None,
                 container_length: Some(reachable),
                 container_growth: None,
@@ -948,6 +953,7 @@ pub(crate) mod tests {
             count,
             container_class: class.into(),
             container_address: Some(0x7f00_0000_2000),
+            container_constant: None,
             container_site: site.map(|(file, line)| SourceLine {
                 file: file.into(),
                 line,

@@ -64,8 +64,11 @@ pub struct RetainerGroup {
     pub count: u64,
     pub container_class: String,
     pub container_address: Option<u64>,
-    /// Where the container itself was allocated (dumps made with allocation tracing).
+    /// Where the container itself was allocated (dumps made with allocation tracing), or, when
+    /// the dump has no site for it and a constant holds it, where that constant was assigned.
     pub container_site: Option<SourceLine>,
+    /// The constant holding the container (`AuditLog::ENTRIES`), as the agent listed it.
+    pub container_constant: Option<String>,
     /// Elements of the container (Array length, Hash size), when the dump tells it.
     pub container_length: Option<u64>,
     /// Elements the container gained since the first judged heap snapshot, when it is an Array

@@ -46,9 +46,13 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
         },
         None => None,
     };
+    let constants = super::sidecar_of(&ev.sidecars, newest).map(|s| &s.constants);
     match retainer_paths(&newest_dump, classes, baseline.as_ref()) {
         Ok(found) => {
-            for r in found {
+            for mut r in found {
+                if let Some(constants) = constants {
+                    name_constants(&mut r.groups, constants);
+                }
                 ev.retainers.push(ClassRetainers {
                     snapshot: index + 1,
                     ..r
@@ -58,6 +62,24 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
         Err(e) => ev
             .warnings
             .push(format!("retainer paths not computed: {e}")),
+    }
+}
+
+/// Gives a container the dump has no allocation site for the line of the constant that holds
+/// it, when the agent listed one at its address.
+fn name_constants(groups: &mut [RetainerGroup], constants: &[crate::bundle::ConstantContainer]) {
+    for g in groups.iter_mut().filter(|g| g.container_site.is_none()) {
+        let Some(c) = g
+            .container_address
+            .and_then(|a| constants.iter().find(|c| c.address == a))
+        else {
+            continue;
+        };
+        g.container_site = Some(SourceLine {
+            file: c.file.clone(),
+            line: c.line,
+        });
+        g.container_constant = Some(c.name.clone());
     }
 }
 
@@ -91,6 +113,7 @@ fn retainer_paths(
                         file: s.file.clone(),
                         line: s.line,
                     }),
+                    container_constant: None,
                     container_length: holder.and_then(|s| s.length),
                     container_growth: g.holder_growth,
                     container_objects: holder.map(|s| s.distinct),

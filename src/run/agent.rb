@@ -876,6 +876,66 @@ module LeakhuntAgent
     end
   end
 
+  # Containers held by constants (`ENTRIES = []`), by address, with the line that assigned the
+  # constant (Module#const_source_location): the file:line of a growing container whose heap
+  # dump record has no allocation site (made while allocations were not traced, or under
+  # `--no-alloc-sites`). Listed while the program is paused, right after the dump, so that the
+  # addresses are the dump's. Only unfrozen Arrays and Hashes, what a program appends to; never
+  # an autoloaded constant (reading it would load code); at most LIMIT of them. Every method is
+  # called as Module and Kernel define it, whatever a class overrides.
+  module Constants
+    LIMIT = 10_000
+    CONSTANTS = Module.instance_method(:constants)
+    CONST_GET = Module.instance_method(:const_get)
+    AUTOLOAD = Module.instance_method(:autoload?)
+    FROZEN = Kernel.instance_method(:frozen?)
+    SOURCE = Module.method_defined?(:const_source_location) ? Module.instance_method(:const_source_location) : nil
+
+    def self.available?
+      !SOURCE.nil? && defined?(::Fiddle) && ::Fiddle.respond_to?(:dlwrap)
+    end
+
+    # [{address:, name:, file:, line:}], until `deadline`.
+    def self.list(deadline)
+      found = []
+      verbose = $VERBOSE
+      $VERBOSE = nil # reading a deprecated constant warns
+      ObjectSpace.each_object(Module) do |mod|
+        break if found.size >= LIMIT || LeakhuntAgent.clock > deadline
+
+        of_module(mod, found)
+      end
+      found
+    ensure
+      $VERBOSE = verbose
+    end
+
+    def self.of_module(mod, found)
+      names = CONSTANTS.bind_call(mod, false)
+      return if names.empty?
+
+      owner = nil
+      names.each do |name|
+        next if AUTOLOAD.bind_call(mod, name)
+
+        value = CONST_GET.bind_call(mod, name, false)
+        next unless (Array === value || Hash === value) && !FROZEN.bind_call(value)
+
+        file, line = SOURCE.bind_call(mod, name)
+        next unless file && line.is_a?(Integer) && line.positive? # ARGV and the like: ["ruby", 0]
+
+        owner ||= LeakhuntAgent.name_of(mod)
+        next if owner.start_with?('LeakhuntAgent')
+
+        found << { address: ::Fiddle.dlwrap(value), name: mod.equal?(Object) ? name.to_s : "#{owner}::#{name}",
+                   file: file.to_s, line: line }
+        break if found.size >= LIMIT
+      end
+    rescue StandardError, ScriptError
+      nil # a constant that cannot be read (a module's own const_missing, say) is not listed
+    end
+  end
+
   # The time one snapshot round may take, from the seconds leakhunt waits for the answer: the
   # scan (the program runs meanwhile) must end within the first quarter, the parked steps within
   # three quarters, and the rest is for the sidecar and leakhunt's own capture. A parked step
@@ -1904,6 +1964,7 @@ module LeakhuntAgent
       gc_stat = nil
       measured = false
       pause = nil
+      constants = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
         @malloc_info&.prepare
@@ -1944,6 +2005,9 @@ module LeakhuntAgent
             end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
+            if Constants.available?
+              round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
+            end
             pause.stop
             unless written
               f.write(dump)
@@ -1973,6 +2037,7 @@ module LeakhuntAgent
       body.merge!(@inventory.to_sidecar(mapped_libraries))
       body[:extensions] = @extensions.to_sidecar
       body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)
+      body[:constants] = constants if constants
       round.record('sidecar')
       body[:timings] = round.timings
       body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }

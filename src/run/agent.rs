@@ -192,6 +192,8 @@ pub enum RoundStep {
     Lsan,
     /// Copying the lifecycle counts.
     Counts,
+    /// Listing the containers held by constants, by address.
+    Constants,
 }
 
 impl RoundStep {
@@ -204,6 +206,7 @@ impl RoundStep {
             "write" => RoundStep::Write,
             "lsan" => RoundStep::Lsan,
             "counts" => RoundStep::Counts,
+            "constants" => RoundStep::Constants,
             _ => return None,
         })
     }
@@ -218,6 +221,7 @@ impl RoundStep {
             RoundStep::Write => "writing the heap dump",
             RoundStep::Lsan => "the LeakSanitizer check",
             RoundStep::Counts => "copying the lifecycle counts",
+            RoundStep::Constants => "listing the constants' containers",
         }
     }
 
