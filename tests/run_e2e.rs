@@ -1707,37 +1707,22 @@ fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
     }
 }
 
-/// Without allocation sites no object in the dumps has a site: a container a constant holds
-/// (`Jobs::PENDING = []`) is named by the line that assigned the constant, which the agent lists
-/// with the container's address right after each dump, and the finding says so.
-#[test]
-fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
-    if !ruby_ready() {
-        return;
-    }
+/// The one leak finding (runtime noise aside) of a run of `program` (a fixture) under
+/// `--backend none` with `sites` (the allocation-site options), a round a second from 1 s on.
+fn one_container_finding(program: &str, sites: &[&str]) -> serde_json::Value {
     let _one = one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.json");
-    let program = fixture("run/constant-queue.rb");
-    let r = run(
-        &[
-            "--backend",
-            "none",
-            "--no-alloc-sites",
-            "--after",
-            "1s",
-            "--every",
-            "1s",
-            "--snapshots",
-            "4",
-            "--format",
-            "json",
-            "--report",
-            report_path.to_str().unwrap(),
-        ],
-        &[program.to_str().unwrap()],
-        &[],
-    );
+    let mut options = vec!["--backend", "none"];
+    options.extend_from_slice(sites);
+    options.extend_from_slice(&["--after", "1s", "--every", "1s", "--snapshots", "4"]);
+    options.extend_from_slice(&[
+        "--format",
+        "json",
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
+    let r = run(&options, &[fixture(program).to_str().unwrap()], &[]);
     let ctx = r.context();
     assert_eq!(r.code, 1, "{ctx}");
     let report = json_report(&report_path, &r);
@@ -1748,29 +1733,50 @@ fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
         .filter(|f| f["kind"] != "runtime_noise")
         .collect();
     assert_eq!(leaks.len(), 1, "{report:#}\n{ctx}");
-    let top = leaks[0];
+    leaks[0].clone()
+}
+
+/// The finding's suggested location in `role`, as (file, line).
+fn location_of(top: &serde_json::Value, role: &str) -> (String, u64) {
+    let found = top["suggestion"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} location: {top:#}"));
+    (
+        found["file"].as_str().unwrap_or_default().to_owned(),
+        found["line"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// Without allocation sites no object in the dumps has a site: a container a constant holds
+/// (`Jobs::PENDING = []`) is named by the line that assigned the constant, which the agent lists
+/// with the container's address right after each dump, and the finding says so.
+#[test]
+fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
+    if !ruby_ready() {
+        return;
+    }
+    let top = one_container_finding("run/constant-queue.rb", &["--no-alloc-sites"]);
     assert_eq!(top["class"], "Job", "{top:#}");
-    let locations = top["suggestion"]["locations"].as_array().unwrap();
-    let at = |role: &str| {
-        locations
-            .iter()
-            .find(|l| l["role"] == role)
-            .unwrap_or_else(|| panic!("no {role} location: {top:#}"))
-    };
-    let container = at("container_allocated");
-    assert_eq!(container["file"].as_str(), program.to_str(), "{top:#}");
+    let program = fixture("run/constant-queue.rb").display().to_string();
     let assigned = line_of("run/constant-queue.rb", "PENDING = []");
-    assert_eq!(container["line"], assigned, "{top:#}");
     assert_eq!(
-        at("container_filled")["line"],
-        line_of("run/constant-queue.rb", "PENDING << Job.new(id)"),
+        location_of(&top, "container_allocated"),
+        (program.clone(), u64::from(assigned)),
+        "{top:#}"
+    );
+    let filled = line_of("run/constant-queue.rb", "PENDING << Job.new(id)");
+    assert_eq!(
+        location_of(&top, "container_filled"),
+        (program.clone(), u64::from(filled)),
         "{top:#}"
     );
     let said = top["evidence"].to_string();
     assert!(
         said.contains(&format!(
-            "the constant Jobs::PENDING assigned at {}:{assigned}",
-            program.display()
+            "the constant Jobs::PENDING assigned at {program}:{assigned}"
         )),
         "{top:#}"
     );
@@ -1785,59 +1791,19 @@ fn a_container_made_after_warm_up_is_named_under_sampled_sites() {
     if !ruby_ready() {
         return;
     }
-    let _one = one_run_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let report_path = dir.path().join("report.json");
-    let program = fixture("run/late-cache.rb");
-    let r = run(
-        &[
-            "--backend",
-            "none",
-            "--alloc-sites",
-            "sampled",
-            "--after",
-            "1s",
-            "--every",
-            "1s",
-            "--snapshots",
-            "4",
-            "--format",
-            "json",
-            "--report",
-            report_path.to_str().unwrap(),
-        ],
-        &[program.to_str().unwrap()],
-        &[],
-    );
-    let ctx = r.context();
-    assert_eq!(r.code, 1, "{ctx}");
-    let report = json_report(&report_path, &r);
-    let leaks: Vec<&serde_json::Value> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] != "runtime_noise")
-        .collect();
-    assert_eq!(leaks.len(), 1, "{report:#}\n{ctx}");
-    let top = leaks[0];
+    let top = one_container_finding("run/late-cache.rb", &["--alloc-sites", "sampled"]);
     assert_eq!(top["class"], "Entry", "{top:#}");
-    let locations = top["suggestion"]["locations"].as_array().unwrap();
-    let at = |role: &str| {
-        locations
-            .iter()
-            .find(|l| l["role"] == role)
-            .unwrap_or_else(|| panic!("no {role} location: {top:#}"))
-    };
-    let container = at("container_allocated");
-    assert_eq!(container["file"].as_str(), program.to_str(), "{top:#}");
+    let program = fixture("run/late-cache.rb").display().to_string();
+    let made = line_of("run/late-cache.rb", "@cache ||= {}");
     assert_eq!(
-        container["line"],
-        line_of("run/late-cache.rb", "@cache ||= {}"),
+        location_of(&top, "container_allocated"),
+        (program.clone(), u64::from(made)),
         "{top:#}"
     );
+    let filled = line_of("run/late-cache.rb", "@cache[key] = Entry.new(key)");
     assert_eq!(
-        at("container_filled")["line"],
-        line_of("run/late-cache.rb", "@cache[key] = Entry.new(key)"),
+        location_of(&top, "container_filled"),
+        (program, u64::from(filled)),
         "{top:#}"
     );
     let said = top["evidence"].to_string();
