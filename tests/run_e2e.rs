@@ -1752,7 +1752,8 @@ fn location_of(top: &serde_json::Value, role: &str) -> (String, u64) {
 
 /// Without allocation sites no object in the dumps has a site: a container a constant holds
 /// (`Jobs::PENDING = []`) is named by the line that assigned the constant, which the agent lists
-/// with the container's address right after each dump, and the finding says so.
+/// with the container's address right after each dump, and the finding says so (the line
+/// assigns the constant: its role is `container_assigned`, not the Array's allocation).
 #[test]
 fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
     if !ruby_ready() {
@@ -1763,7 +1764,7 @@ fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
     let program = fixture("run/constant-queue.rb").display().to_string();
     let assigned = line_of("run/constant-queue.rb", "PENDING = []");
     assert_eq!(
-        location_of(&top, "container_allocated"),
+        location_of(&top, "container_assigned"),
         (program.clone(), u64::from(assigned)),
         "{top:#}"
     );
@@ -1777,6 +1778,13 @@ fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
     assert!(
         said.contains(&format!(
             "the constant Jobs::PENDING assigned at {program}:{assigned}"
+        )),
+        "{top:#}"
+    );
+    // The line assigns the constant: the finding never calls it the Array's allocation.
+    assert!(
+        top["title"].as_str().unwrap_or_default().contains(&format!(
+            "kept by the Array held by the constant Jobs::PENDING (assigned at {program}:{assigned})"
         )),
         "{top:#}"
     );

@@ -157,6 +157,9 @@ pub enum LocationRole {
     AlsoCreated,
     /// The container that keeps the instances is allocated here.
     ContainerAllocated,
+    /// The constant that holds the container is assigned here (the dump had no allocation site
+    /// for the container; the value may have been made elsewhere).
+    ContainerAssigned,
     /// The container is filled here (read from the source: a heuristic).
     ContainerFilled,
     /// Instances of the growing class are allocated here.
@@ -172,6 +175,7 @@ impl LocationRole {
             LocationRole::Created => "created at",
             LocationRole::AlsoCreated => "also created at",
             LocationRole::ContainerAllocated => "container allocated at",
+            LocationRole::ContainerAssigned => "container's constant assigned at",
             LocationRole::ContainerFilled => "container filled at",
             LocationRole::Allocated => "allocated at",
             LocationRole::Called => "called at",

@@ -167,23 +167,45 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 fn agent_held_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
     let total: u64 = r.groups.iter().map(|g| g.count).sum();
+    // Allocated by the agent (with allocation sites), or held directly by one of the agent's
+    // own objects (without them; only directly: a path may pass through the agent's tables of
+    // the program's classes on its way to the program's own containers).
     let by_agent = r.groups.iter().filter(|g| {
         g.container_site
             .as_ref()
             .is_some_and(|s| super::classes::is_agent_file(&s.file))
+            || g.holders.first().is_some_and(|h| is_agent_class(h))
     });
     let first = by_agent.clone().next()?;
     let held: u64 = by_agent.map(|g| g.count).sum();
-    let site = first.container_site.as_ref()?;
+    let whose = match (&first.container_site, first.holders.first()) {
+        (Some(site), _) if super::classes::is_agent_file(&site.file) => {
+            format!("the {} allocated at {site}", first.container_class)
+        }
+        (_, Some(holder)) if is_agent_class(holder) => {
+            format!("a {} held by its {holder}", first.container_class)
+        }
+        _ => format!("a {}", first.container_class),
+    };
     (held.saturating_mul(2) > total).then(|| {
         format!(
-            "{} grew by {} between heap snapshots, {} of its new instances held by leakhunt's agent (the {} allocated at {site}): the agent's bookkeeping, not the program's",
+            "{} grew by {} between heap snapshots, {} of its new instances held by leakhunt's agent ({whose}): the agent's bookkeeping, not the program's",
             head.class,
             count(head.delta()),
             count(held),
-            first.container_class
         )
     })
+}
+
+/// "an Array", "a Hash": a class name with its indefinite article.
+fn a(class: &str) -> String {
+    let vowel = class.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {class}", if vowel { "an" } else { "a" })
+}
+
+/// One of the agent's own classes (`LeakhuntAgent::Sites`), or its module.
+fn is_agent_class(class: &str) -> bool {
+    class == "LeakhuntAgent" || class.starts_with("LeakhuntAgent::")
 }
 
 fn unretained_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
@@ -361,7 +383,11 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     let mut filled_at = Vec::new();
     let mut variable = None;
     if let Some(site) = top.and_then(|g| g.container_site.as_ref()) {
-        let mut allocated = Location::new(site, LocationRole::ContainerAllocated);
+        let role = match top.and_then(|g| g.container_constant.as_ref()) {
+            Some(_) => LocationRole::ContainerAssigned,
+            None => LocationRole::ContainerAllocated,
+        };
+        let mut allocated = Location::new(site, role);
         allocated.count = top.map(|g| g.count);
         if let Some(src) = ev.sources.get(&site.file) {
             allocated.code = super::source_hint::line_text(src, site.line);
@@ -442,6 +468,12 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
 
     let container = top.map(|g| g.container_class.as_str());
+    // How the container's line is known: its allocation, or the constant holding it.
+    let kept_by = |c: &str, site: &SourceLine| match top.and_then(|g| g.container_constant.as_ref())
+    {
+        Some(name) => format!("kept by the {c} held by the constant {name} (assigned at {site})"),
+        None => format!("kept by the {c} allocated at {site}"),
+    };
     let confidence = match runtime_only {
         Some(_) => Confidence::Low,
         None => confidence(head, top),
@@ -458,14 +490,16 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
             runtime_holder.as_deref().unwrap_or_default()
         ),
         (Some(c), Some(site)) => format!(
-            "{} instances pile up ({} over {snapshots} heap snapshots), kept by the {c} allocated at {site}",
+            "{} instances pile up ({} over {snapshots} heap snapshots), {}",
             head.class,
-            signed(head.delta())
+            signed(head.delta()),
+            kept_by(c, site)
         ),
         (Some(c), None) => format!(
-            "{} instances pile up ({} over {snapshots} heap snapshots), kept by a {c}",
+            "{} instances pile up ({} over {snapshots} heap snapshots), kept by {}",
             head.class,
-            signed(head.delta())
+            signed(head.delta()),
+            a(c)
         ),
         _ => format!(
             "{} instances pile up ({} over {snapshots} heap snapshots)",
@@ -490,10 +524,11 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
                 let sites: Vec<String> = filled_at.iter().map(Location::site).collect();
                 format!(", filled at {}", sites.join(", "))
             };
-            let made = if read_from_source {
-                "assigned (read from the source) at"
-            } else {
-                "allocated at"
+            let constant = top.and_then(|g| g.container_constant.as_ref());
+            let made = match constant {
+                Some(name) => format!("held by the constant {name}, assigned at"),
+                None if read_from_source => "assigned (read from the source) at".to_owned(),
+                None => "allocated at".to_owned(),
             };
             format!(
                 "Stop keeping every {} in the {c} {made} {}{name}{filled}: keep a count or only the few you need, or remove each one when you are done with it.",
@@ -502,8 +537,9 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
             )
         }
         (Some(c), None) => format!(
-            "Find where the program adds {} to a {c} and stop keeping every one (a count, a bounded buffer, or removal when done).",
-            head.class
+            "Find where the program adds {} to {} and stop keeping every one (a count, a bounded buffer, or removal when done).",
+            head.class,
+            a(c)
         ),
         _ => format!(
             "Find what keeps {} instances alive (`leakhunt retainers DUMP --class {}` on a CRuby dump made with allocation tracing) and drop the reference when done.",
@@ -515,11 +551,8 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
             "{} instances pile up, held only by the Ruby runtime's own objects",
             head.class
         ),
-        (Some(c), Some(site)) => format!(
-            "{} instances pile up, kept by the {c} allocated at {site}",
-            head.class
-        ),
-        (Some(c), None) => format!("{} instances pile up, kept by a {c}", head.class),
+        (Some(c), Some(site)) => format!("{} instances pile up, {}", head.class, kept_by(c, site)),
+        (Some(c), None) => format!("{} instances pile up, kept by {}", head.class, a(c)),
         _ => format!("{} instances pile up", head.class),
     };
     let mut f = Finding::new(FindingKind::RubyRetention, confidence, title)
@@ -1023,6 +1056,29 @@ pub(crate) mod tests {
             "{}",
             f[0].title
         );
+    }
+
+    /// Without allocation sites the agent's containers are told by their holder: a Hash held
+    /// directly by one of the agent's objects is its bookkeeping; one the program's object holds
+    /// is the program's, even when the path to it passes through the agent.
+    #[test]
+    fn growth_held_directly_by_the_agents_objects_is_a_note_without_sites() {
+        let mut agents = group(5_000, "Hash", None, "machine_context");
+        agents.holders = vec!["LeakhuntAgent::Sites".into(), "Module".into()];
+        let ev = strings_evidence(vec![agents.clone()]);
+        let groups = growth_groups(&class_series(&ev.heap), &|_| None);
+        let mut notes = Vec::new();
+        assert!(findings(&ev, &groups, false, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                "String grew by 6,000 between heap snapshots, 5,000 of its new instances held by leakhunt's agent (a Hash held by its LeakhuntAgent::Sites): the agent's bookkeeping, not the program's"
+            ]
+        );
+        let mut programs = agents;
+        programs.holders = vec!["Cache".into(), "LeakhuntAgent::Inventory".into()];
+        let f = strings_held_by(vec![programs]);
+        assert_eq!(f.len(), 1, "{f:#?}");
     }
 
     #[test]

@@ -69,10 +69,13 @@ pub fn add(ev: &mut Evidence, classes: &[String]) {
 /// it, when the agent listed one at its address.
 fn name_constants(groups: &mut [RetainerGroup], constants: &[crate::bundle::ConstantContainer]) {
     for g in groups.iter_mut().filter(|g| g.container_site.is_none()) {
-        let Some(c) = g
-            .container_address
-            .and_then(|a| constants.iter().find(|c| c.address == a))
-        else {
+        // Two constants holding the same container: the same one every time.
+        let Some(c) = g.container_address.and_then(|a| {
+            constants
+                .iter()
+                .filter(|c| c.address == a)
+                .min_by(|x, y| (&x.file, x.line, &x.name).cmp(&(&y.file, y.line, &y.name)))
+        }) else {
             continue;
         };
         g.container_site = Some(SourceLine {

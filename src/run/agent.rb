@@ -82,7 +82,7 @@ module LeakhuntAgent
   # Where instances are created: the first caller outside gems, Ruby's own library and this
   # agent; the immediate caller when the whole stack is library code.
   class Sites
-    LIBRARY_CACHE = 10_000
+    LIBRARY_CACHE = 5_000
 
     def initialize
       prefixes = []
@@ -105,8 +105,9 @@ module LeakhuntAgent
       return cached unless cached.nil?
 
       library = path.start_with?('<internal:') || @prefixes.any? { |p| path.start_with?(p) }
-      # Bounded: a program may eval code under a new file name per request.
-      @library[path] = library if @library.size < LIBRARY_CACHE
+      # Only library files, and boundedly: a program may eval code under a new file name per
+      # request (a table of those would be the agent's own growth in the program's heap).
+      @library[path] = true if library && @library.size < LIBRARY_CACHE
       library
     end
 
@@ -133,8 +134,10 @@ module LeakhuntAgent
   # that its own tables stay bounded. Past that, a creation at a new site counts in `created`
   # only. Each round, while the program is parked, makes room again (`prune`): it forgets the
   # sites whose instances were all released (nothing there to find), then, if the table is still
-  # more than half full, the sites with the fewest instances not released; a site that starts
-  # leaking after the table filled up is so counted from the next round on.
+  # more than half full, the sites with the fewest instances not released. A site that starts
+  # leaking after the table filled up is counted once a round has made room, unless new sites
+  # fill it again before that site's next creation (a program making thousands of new sites
+  # between two rounds): its instances then count in `created` only.
   class Counter
     attr_reader :klass, :release_methods, :since
     attr_reader :created, :released
@@ -256,7 +259,9 @@ module LeakhuntAgent
           table.delete(path) if lines.empty?
         end
       end
-      @site_count -= drop.size
+      # Counted again rather than decreased: a hook interrupted between finding a site's table
+      # and counting into it may have counted into one dropped here.
+      @site_count = @sites.sum { |_, lines| lines.size }
       @born_at.delete_if { |_, key| gone.key?(key) } unless gone.empty?
       @user_site_for.clear if @user_site_for.size > MAX_SITES * 2
     end
@@ -886,6 +891,7 @@ module LeakhuntAgent
   module Constants
     LIMIT = 10_000
     CONSTANTS = Module.instance_method(:constants)
+    NAME = Module.instance_method(:name)
     CONST_GET = Module.instance_method(:const_get)
     AUTOLOAD = Module.instance_method(:autoload?)
     FROZEN = Kernel.instance_method(:frozen?)
@@ -893,6 +899,10 @@ module LeakhuntAgent
 
     def self.available?
       !SOURCE.nil? && defined?(::Fiddle) && ::Fiddle.respond_to?(:dlwrap)
+    end
+
+    def self.compacting?
+      GC.respond_to?(:auto_compact) && GC.auto_compact ? true : false
     end
 
     # [{address:, name:, file:, line:}], until `deadline`.
@@ -914,7 +924,9 @@ module LeakhuntAgent
       names = CONSTANTS.bind_call(mod, false)
       return if names.empty?
 
-      owner = nil
+      owner = NAME.bind_call(mod) # nil for an anonymous module: not listed
+      return if owner.nil? || owner.start_with?('LeakhuntAgent')
+
       names.each do |name|
         next if AUTOLOAD.bind_call(mod, name)
 
@@ -923,9 +935,6 @@ module LeakhuntAgent
 
         file, line = SOURCE.bind_call(mod, name)
         next unless file && line.is_a?(Integer) && line.positive? # ARGV and the like: ["ruby", 0]
-
-        owner ||= LeakhuntAgent.name_of(mod)
-        next if owner.start_with?('LeakhuntAgent')
 
         found << { address: ::Fiddle.dlwrap(value), name: mod.equal?(Object) ? name.to_s : "#{owner}::#{name}",
                    file: file.to_s, line: line }
@@ -1988,6 +1997,7 @@ module LeakhuntAgent
             end
             round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
+            gc_after_dump = GC.count
             # A held round's dump is a String until written (a parked one went into `f`).
             written = !dump.is_a?(String)
             if !written && @writer
@@ -2005,7 +2015,8 @@ module LeakhuntAgent
             end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
-            if Constants.available?
+            # Addresses must be the dump's: none if a GC since then may have compacted the heap.
+            if Constants.available? && !(GC.count != gc_after_dump && Constants.compacting?)
               round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
             end
             pause.stop
