@@ -43,23 +43,36 @@ pub fn runtime() -> std::result::Result<PathBuf, String> {
     })
 }
 
+/// Our `LSAN_OPTIONS`, which come after the user's and so win over them.
+///
+/// Full stacks (libzmq has no frame pointers); no exit-time check: Ruby < 3.4 does not free its
+/// memory at exit, and the agent's final check runs before Ruby tears down.
+///
+/// `malloc_context_size` is left to the user (LSan's default, 30 frames): every malloc pays an
+/// unwind of up to that many frames, but the diagnoses need deep ones. ruby-sqlite3's leaked
+/// connections are allocated deep inside libsqlite3 (the extension's frame as deep as #20, the
+/// Ruby frame that entered it at #21): with 16 frames they were set aside as noise instead of
+/// blamed on `SQLite3::Statement#close`. A shorter stack saves much only where stacks are deep (a
+/// Rails boot: 8.9 CPU s at 30 frames, 7.5 at 20, 6.1 at 12), so a default with a margin over
+/// sqlite's 22 frames would save little (BENCHMARKS.md, "Shorter LSan stacks").
+fn options(bundle: &std::path::Path) -> String {
+    [
+        "fast_unwind_on_malloc=0".to_owned(),
+        "leak_check_at_exit=0".to_owned(),
+        "detect_leaks=1".to_owned(),
+        format!("log_path={}", bundle.join(LOG_PREFIX).display()),
+        "log_suffix=.log".to_owned(),
+    ]
+    .join(":")
+}
+
 impl Lsan {
     pub fn new(dirs: &Dirs) -> Result<Lsan> {
         let runtime = runtime().map_err(Error::BackendUnavailable)?;
-        // Full stacks (libzmq has no frame pointers); no exit-time check: Ruby < 3.4 does not
-        // free its memory at exit, and the agent's final check runs before Ruby tears down.
-        let options = [
-            "fast_unwind_on_malloc=0".to_owned(),
-            "leak_check_at_exit=0".to_owned(),
-            "detect_leaks=1".to_owned(),
-            format!("log_path={}", dirs.bundle.join(LOG_PREFIX).display()),
-            "log_suffix=.log".to_owned(),
-        ]
-        .join(":");
         Ok(Lsan {
             runtime,
             dirs: dirs.clone(),
-            options,
+            options: options(&dirs.bundle),
         })
     }
 
@@ -174,5 +187,44 @@ impl NativeBackend for Lsan {
             finish.logs.push(name);
         }
         finish
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The user's `LSAN_OPTIONS` reach the target ahead of ours, and ours set no stack depth, so
+    /// a user's `malloc_context_size` is the one LSan uses (README: backends).
+    #[test]
+    fn a_user_s_stack_depth_reaches_the_target_and_ours_wins_the_log_path() {
+        let dirs = Dirs {
+            bundle: PathBuf::from("/b"),
+            private: PathBuf::from("/p"),
+        };
+        let mut lsan = Lsan {
+            runtime: PathBuf::from("/lib/liblsan.so.0"),
+            options: options(&dirs.bundle),
+            dirs,
+        };
+        let mut launch = Launch {
+            argv: vec!["ruby".to_owned()],
+            env: BTreeMap::from([(
+                "LSAN_OPTIONS".to_owned(),
+                "malloc_context_size=64:log_path=/elsewhere".to_owned(),
+            )]),
+        };
+        lsan.prepare(&mut launch).unwrap();
+        let flags: Vec<&str> = launch.env["LSAN_OPTIONS"].split(':').collect();
+        let last = |name: &str| {
+            flags
+                .iter()
+                .rev()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        };
+        assert_eq!(last("malloc_context_size"), Some("64"), "{flags:?}");
+        assert_eq!(last("log_path"), Some("/b/lsan"), "{flags:?}");
+        assert_eq!(last("fast_unwind_on_malloc"), Some("0"), "{flags:?}");
     }
 }
