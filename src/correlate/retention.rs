@@ -167,26 +167,9 @@ fn agent_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 fn agent_held_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
     let r = retainers_of(ev, &head.class)?;
     let total: u64 = r.groups.iter().map(|g| g.count).sum();
-    // Allocated by the agent (with allocation sites), or held directly by one of the agent's
-    // own objects (without them; only directly: a path may pass through the agent's tables of
-    // the program's classes on its way to the program's own containers).
-    let by_agent = r.groups.iter().filter(|g| {
-        g.container_site
-            .as_ref()
-            .is_some_and(|s| super::classes::is_agent_file(&s.file))
-            || g.holders.first().is_some_and(|h| is_agent_class(h))
-    });
-    let first = by_agent.clone().next()?;
+    let by_agent = r.groups.iter().filter(|g| agent_container(g).is_some());
+    let whose = by_agent.clone().find_map(agent_container)?;
     let held: u64 = by_agent.map(|g| g.count).sum();
-    let whose = match (&first.container_site, first.holders.first()) {
-        (Some(site), _) if super::classes::is_agent_file(&site.file) => {
-            format!("the {} allocated at {site}", first.container_class)
-        }
-        (_, Some(holder)) if is_agent_class(holder) => {
-            format!("a {} held by its {holder}", first.container_class)
-        }
-        _ => format!("a {}", first.container_class),
-    };
     (held.saturating_mul(2) > total).then(|| {
         format!(
             "{} grew by {} between heap snapshots, {} of its new instances held by leakhunt's agent ({whose}): the agent's bookkeeping, not the program's",
@@ -201,6 +184,22 @@ fn agent_held_growth(ev: &Evidence, head: &ClassSeries) -> Option<String> {
 fn a(class: &str) -> String {
     let vowel = class.starts_with(['A', 'E', 'I', 'O', 'U']);
     format!("{} {class}", if vowel { "an" } else { "a" })
+}
+
+/// How a group's container is the agent's own, `None` when it is not: allocated by the agent
+/// (with allocation sites), or held directly by one of the agent's objects (without them; only
+/// directly: a path may pass through the agent's tables of the program's classes on its way to
+/// the program's own containers).
+fn agent_container(g: &RetainerGroup) -> Option<String> {
+    if let Some(site) = g
+        .container_site
+        .as_ref()
+        .filter(|s| super::classes::is_agent_file(&s.file))
+    {
+        return Some(format!("the {} allocated at {site}", g.container_class));
+    }
+    let holder = g.holders.first().filter(|h| is_agent_class(h))?;
+    Some(format!("{} held by its {holder}", a(&g.container_class)))
 }
 
 /// One of the agent's own classes (`LeakhuntAgent::Sites`), or its module.
@@ -382,8 +381,10 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
     }
     let mut filled_at = Vec::new();
     let mut variable = None;
+    // The constant holding the container, when that is how its line is known.
+    let constant = top.and_then(|g| g.container_constant.as_ref());
     if let Some(site) = top.and_then(|g| g.container_site.as_ref()) {
-        let role = match top.and_then(|g| g.container_constant.as_ref()) {
+        let role = match constant {
             Some(_) => LocationRole::ContainerAssigned,
             None => LocationRole::ContainerAllocated,
         };
@@ -469,8 +470,7 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
 
     let container = top.map(|g| g.container_class.as_str());
     // How the container's line is known: its allocation, or the constant holding it.
-    let kept_by = |c: &str, site: &SourceLine| match top.and_then(|g| g.container_constant.as_ref())
-    {
+    let kept_by = |c: &str, site: &SourceLine| match constant {
         Some(name) => format!("kept by the {c} held by the constant {name} (assigned at {site})"),
         None => format!("kept by the {c} allocated at {site}"),
     };
@@ -524,7 +524,6 @@ fn finding(ev: &Evidence, group: &GrowthGroup, include_strings: bool) -> Finding
                 let sites: Vec<String> = filled_at.iter().map(Location::site).collect();
                 format!(", filled at {}", sites.join(", "))
             };
-            let constant = top.and_then(|g| g.container_constant.as_ref());
             let made = match constant {
                 Some(name) => format!("held by the constant {name}, assigned at"),
                 None if read_from_source => "assigned (read from the source) at".to_owned(),

@@ -250,20 +250,26 @@ module LeakhuntAgent
       end
       return if drop.empty?
 
-      gone = {}.compare_by_identity
+      gone = {}.compare_by_identity # the dropped sites' keys, which @born_at's values are
       drop.each do |_, path, line|
-        [@sites, @released_at, @site_keys].each do |table|
-          lines = table.fetch(path, nil) or next
-          key = lines.delete(line)
-          gone[key] = true if table.equal?(@site_keys) && key
-          table.delete(path) if lines.empty?
-        end
+        delete_site(@sites, path, line)
+        delete_site(@released_at, path, line)
+        key = delete_site(@site_keys, path, line)
+        gone[key] = true if key
       end
       # Counted again rather than decreased: a hook interrupted between finding a site's table
       # and counting into it may have counted into one dropped here.
       @site_count = @sites.sum { |_, lines| lines.size }
       @born_at.delete_if { |_, key| gone.key?(key) } unless gone.empty?
       @user_site_for.clear if @user_site_for.size > MAX_SITES * 2
+    end
+
+    # Deletes `line` from `table[path]` (and the path once it has no line left); its value.
+    def delete_site(table, path, line)
+      lines = table.fetch(path, nil) or return nil
+      value = lines.delete(line)
+      table.delete(path) if lines.empty?
+      value
     end
 
     def to_h
@@ -901,8 +907,10 @@ module LeakhuntAgent
       !SOURCE.nil? && defined?(::Fiddle) && ::Fiddle.respond_to?(:dlwrap)
     end
 
-    def self.compacting?
-      GC.respond_to?(:auto_compact) && GC.auto_compact ? true : false
+    # Whether the listing's addresses are still the dump's: no GC since it (`gc_at_dump`,
+    # GC.count then) may have compacted the heap.
+    def self.listable?(gc_at_dump)
+      available? && (GC.count == gc_at_dump || !(GC.respond_to?(:auto_compact) && GC.auto_compact))
     end
 
     # [{address:, name:, file:, line:}], until `deadline`.
@@ -941,7 +949,7 @@ module LeakhuntAgent
         break if found.size >= LIMIT
       end
     rescue StandardError, ScriptError
-      nil # a constant that cannot be read (a module's own const_missing, say) is not listed
+      nil # a module with a constant that cannot be read (its own const_missing, say): listed up to it
     end
   end
 
@@ -2015,8 +2023,7 @@ module LeakhuntAgent
             end
             round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
             round.step('counts', round.park_deadline) { @inventory.copy_counts }
-            # Addresses must be the dump's: none if a GC since then may have compacted the heap.
-            if Constants.available? && !(GC.count != gc_after_dump && Constants.compacting?)
+            if Constants.listable?(gc_after_dump)
               round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
             end
             pause.stop
