@@ -947,9 +947,11 @@ module LeakhuntAgent
         found << { address: ::Fiddle.dlwrap(value), name: mod.equal?(Object) ? name.to_s : "#{owner}::#{name}",
                    file: file.to_s, line: line }
         break if found.size >= LIMIT
+      rescue StandardError, ScriptError
+        next # a constant that cannot be read: the module's other constants are still listed
       end
     rescue StandardError, ScriptError
-      nil # a module with a constant that cannot be read (its own const_missing, say): listed up to it
+      nil # a module whose constants or name cannot be read: not listed
     end
   end
 
