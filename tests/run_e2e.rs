@@ -1759,32 +1759,50 @@ fn a_container_held_by_a_constant_is_named_without_allocation_sites() {
     if !ruby_ready() {
         return;
     }
-    let top = one_container_finding("run/constant-queue.rb", &["--no-alloc-sites"]);
+    assert_jobs_pending_named("run/constant-queue.rb");
+}
+
+/// A constant the agent cannot read (`Jobs::Retries`, an autoload whose file is loaded and never
+/// defined it: reading it raises NameError) does not end the listing of its module: `PENDING`,
+/// after it in `Jobs.constants` (the fixture checks the order), still names the Array's line.
+#[test]
+fn a_container_held_by_a_constant_is_named_beside_an_unreadable_constant() {
+    if !ruby_ready() {
+        return;
+    }
+    assert_jobs_pending_named("run/constant-queue-stale-autoload.rb");
+}
+
+/// A run of `program` (a fixture that keeps Jobs in `Jobs::PENDING = []`) under
+/// `--no-alloc-sites` has one finding, the Jobs, naming the Array by the line that assigned the
+/// constant and the line that fills it.
+fn assert_jobs_pending_named(program: &str) {
+    let top = one_container_finding(program, &["--no-alloc-sites"]);
     assert_eq!(top["class"], "Job", "{top:#}");
-    let program = fixture("run/constant-queue.rb").display().to_string();
-    let assigned = line_of("run/constant-queue.rb", "PENDING = []");
+    let path = fixture(program).display().to_string();
+    let assigned = line_of(program, "PENDING = []");
     assert_eq!(
         location_of(&top, "container_assigned"),
-        (program.clone(), u64::from(assigned)),
+        (path.clone(), u64::from(assigned)),
         "{top:#}"
     );
-    let filled = line_of("run/constant-queue.rb", "PENDING << Job.new(id)");
+    let filled = line_of(program, "PENDING << Job.new(id)");
     assert_eq!(
         location_of(&top, "container_filled"),
-        (program.clone(), u64::from(filled)),
+        (path.clone(), u64::from(filled)),
         "{top:#}"
     );
     let said = top["evidence"].to_string();
     assert!(
         said.contains(&format!(
-            "the constant Jobs::PENDING assigned at {program}:{assigned}"
+            "the constant Jobs::PENDING assigned at {path}:{assigned}"
         )),
         "{top:#}"
     );
     // The line assigns the constant: the finding never calls it the Array's allocation.
     assert!(
         top["title"].as_str().unwrap_or_default().contains(&format!(
-            "kept by the Array held by the constant Jobs::PENDING (assigned at {program}:{assigned})"
+            "kept by the Array held by the constant Jobs::PENDING (assigned at {path}:{assigned})"
         )),
         "{top:#}"
     );
