@@ -892,14 +892,17 @@ module LeakhuntAgent
   # dump record has no allocation site (made while allocations were not traced, or under
   # `--no-alloc-sites`). Listed while the program is paused, right after the dump, so that the
   # addresses are the dump's. Only unfrozen Arrays and Hashes, what a program appends to; never
-  # an autoloaded constant (reading it would load code); at most LIMIT of them. Every method is
-  # called as Module and Kernel define it, whatever a class overrides.
+  # an autoloaded constant (reading it would load code) nor one that is not defined (an autoload
+  # whose file is loaded and never defined it: reading it would call the module's
+  # const_missing); at most LIMIT of them. Every method is called as Module and Kernel define
+  # it, whatever a class overrides.
   module Constants
     LIMIT = 10_000
     CONSTANTS = Module.instance_method(:constants)
     NAME = Module.instance_method(:name)
     CONST_GET = Module.instance_method(:const_get)
     AUTOLOAD = Module.instance_method(:autoload?)
+    DEFINED = Module.instance_method(:const_defined?)
     FROZEN = Kernel.instance_method(:frozen?)
     SOURCE = Module.method_defined?(:const_source_location) ? Module.instance_method(:const_source_location) : nil
 
@@ -936,7 +939,7 @@ module LeakhuntAgent
       return if owner.nil? || owner.start_with?('LeakhuntAgent')
 
       names.each do |name|
-        next if AUTOLOAD.bind_call(mod, name)
+        next if AUTOLOAD.bind_call(mod, name) || !DEFINED.bind_call(mod, name, false)
 
         value = CONST_GET.bind_call(mod, name, false)
         next unless (Array === value || Hash === value) && !FROZEN.bind_call(value)
