@@ -192,9 +192,10 @@ pub struct RunArgs {
     /// Turn off allocation tracing (faster, but findings lose their file:line).
     #[arg(long, conflicts_with = "alloc_sites")]
     pub no_alloc_sites: bool,
-    /// Which allocations get a file:line: those made until the first snapshot, in short windows
-    /// afterwards and during snapshots (`sampled`, the default: objects made outside them have no
-    /// site), or every one (`all`: several times the CPU of allocation-heavy programs).
+    /// Which allocations get a file:line: those made while the program loads its code (until its
+    /// loading settles, or the first snapshot), in short windows afterwards and during snapshots
+    /// (`sampled`, the default: objects made outside them have no site), or every one (`all`:
+    /// several times the CPU of allocation-heavy programs).
     #[arg(long, value_enum, default_value_t)]
     pub alloc_sites: AllocSites,
     /// Long runs: keep the heap dumps of the newest N rounds (and the ones growth is judged

@@ -1582,6 +1582,57 @@ fn a_slot_freed_after_warm_up_does_not_give_its_site_to_the_next_object_under_ls
     }
 }
 
+/// Under LSan, warm-up objects that die after warm-up ended early (its code loading settled) and
+/// before the first round leave their records: the first round's dump has no earlier round to
+/// be judged by, so it is judged by the dump the agent took as warm-up ended.
+#[test]
+fn a_slot_freed_before_the_first_round_does_not_give_its_site_to_the_next_object_under_lsan() {
+    if !ruby_ready() || !lsan_ready() {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let program = fixture("run/reused-slots-early.rb");
+    let r = run(
+        &[
+            "--backend",
+            "lsan",
+            "--alloc-sites",
+            "sampled",
+            "--after",
+            "4s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "2",
+        ],
+        &[program.to_str().unwrap()],
+        &[],
+    );
+    let ctx = r.context();
+    assert!(
+        r.stdout.contains("50000 Late made before the first round"),
+        "{ctx}"
+    );
+    let boot_line = line_of(
+        "run/reused-slots-boot.rb",
+        "$boots = Array.new(50_000) { Boot.new }",
+    );
+    assert_eq!(class_counts(&r, "Late").first(), Some(&50_000), "{ctx}");
+    for heap in r.manifest.snapshots.iter().filter_map(|s| s.heap.as_ref()) {
+        let path = r.bundle.join(heap);
+        let kind = leakhunt::detect::detect_path(&path).unwrap();
+        let sites = leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites;
+        let misattributed: Vec<_> = sites
+            .iter()
+            .filter(|s| s.class == "Late" && s.line == boot_line)
+            .collect();
+        assert!(
+            misattributed.is_empty(),
+            "{heap}: Lates given the Boots' site: {misattributed:?}\n{ctx}"
+        );
+    }
+}
+
 /// A fixture under sampled sites, a round a second from 1 s on.
 fn run_sampled(program: &str, backend: &str, snapshots: &str) -> Run {
     let program = fixture(program);
@@ -1609,8 +1660,8 @@ fn reused_slots(backend: &str) {
     let ctx = r.context();
     assert!(r.stdout.contains("50000 Late made after warm-up"), "{ctx}");
     let boot_line = line_of(
-        "run/reused-slots.rb",
-        "boot = Array.new(50_000) { Boot.new }",
+        "run/reused-slots-boot.rb",
+        "$boots = Array.new(50_000) { Boot.new }",
     );
     let sites: Vec<Vec<leakhunt::heap::AllocSite>> = r
         .manifest
@@ -1660,8 +1711,8 @@ fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
     let ctx = r.context();
     assert!(r.stdout.contains("50000 Late made in the child"), "{ctx}");
     let boot_line = line_of(
-        "run/reused-slots-fork.rb",
-        "boot = Array.new(50_000) { Boot.new }",
+        "run/reused-slots-boot.rb",
+        "$boots = Array.new(50_000) { Boot.new }",
     );
     let main = r.manifest.pid;
     let dumps: Vec<(bool, Vec<leakhunt::heap::AllocSite>, u64)> = r

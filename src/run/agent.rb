@@ -693,12 +693,30 @@ module LeakhuntAgent
   # object). Tracing every allocation costs Ruby a malloc'ed record and a hash entry per object:
   # several times the CPU of an allocation-heavy program, more under LSan, where every malloc
   # pays a full unwind. `LEAKHUNT_ALLOC_SITES=sampled` (leakhunt's default) traces
-  # - from the start until the first snapshot round begins: what a program makes while it loads
-  #   and sets up (class bodies, top-level containers, a framework's boot) lives long;
+  # - from the start (warm-up) until the program's code loading settles or the first snapshot
+  #   round begins, whichever comes first. Settled: no `require` under way (its file's body and
+  #   the agent's scan after it are loading too), no thread running a loaded file's top level
+  #   (require_relative, load), and none that loaded a file nor a compiled script that is not an
+  #   `eval` for SETTLE seconds, or SETTLE_SHARE of the time from the start to the last load if
+  #   longer (a program slow to boot is as slow to make what follows). What a program makes while
+  #   it loads and sets up (class bodies, containers made right after the requires, a framework's
+  #   boot, which loads as it goes) lives long; what it makes once its code is loaded is its
+  #   work, which the windows sample, and a container made then is named by the constant that
+  #   holds it (`Constants`) or from the source; a setup loop in the main script that outlasts
+  #   the settling time is traced only in part. A program whose work runs inside a require (a
+  #   server started from a required file) keeps warm-up until the first round.
+  #   Where the free hook is off in warm-up (but under `none`, below), a warm-up object
+  #   that died leaves its record to the next object made in its slot, which only a previous dump
+  #   of the process tells apart: so warm-up ends there with a dump of its own (`baseline`,
+  #   warmup-PID.json in the agent's private directory, which leakhunt judges the process's first
+  #   round by), and goes on until the first round when that dump cannot be held in memory
+  #   (`Pause`'s limit) or written;
   # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up;
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
-  #   longer): objects made at a steady rate, as the ones that pile up are, get sites in
-  #   proportion;
+  #   longer), each opened when the program is at work (BUSY objects made in the last TICK) or
+  #   PERIOD late at the latest: objects made at a steady rate, as the ones that pile up are, get
+  #   sites in proportion, and a program idle when a window is due (a server before its first
+  #   request, a script still sleeping) does not let it pass empty;
   # - during each snapshot round, until the command that took it returns, so that what the agent
   #   itself allocates is known as its own.
   # A record outlives its object unless objspace's free hook is on when the object dies, and a
@@ -732,16 +750,26 @@ module LeakhuntAgent
     PERIOD = 4.0
     FIRST_WINDOW = 1.0
     TICK = 0.05
+    SETTLE = 0.25
+    SETTLE_SHARE = 0.5
+    BUSY = 20
+    TOP_REQUIRED = '<top (required)>'
 
     # `backend`: under `none` the hook stays on (the agent measures malloc after each round, and
     # records left behind would be part of it); under `lsan` it is on in windows only.
-    def initialize(sampled, backend)
+    # `dir`: the agent's private directory, where a warm-up dump goes.
+    def initialize(sampled, backend, dir)
       @sampled = sampled
       @hold_records = backend == 'lsan'
       @hook_always = backend == 'none'
+      @dir = dir
       @lock = Mutex.new
       @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
       @tracing = false
+      # Warm-up may end before the first round (with a dump of its own but under `none`).
+      @settles = sampled && (@hook_always || !Pause.dump_arity.nil?)
+      @loading = 0 # requires under way, in every thread
+      @started_at = @loaded_at = LeakhuntAgent.clock # @loaded_at: the last time code was loaded
     end
 
     def sampled?
@@ -754,16 +782,25 @@ module LeakhuntAgent
         return
       end
       want(:warmup, true)
+      watch_scripts if @settles
       start_thread
     end
 
+    # A require began (+1) or ended (-1; `loaded`: it loaded a file): warm-up does not settle
+    # while one is under way.
+    def require_step(delta, loaded = false)
+      @loading = [@loading + delta, 0].max
+      @loaded_at = LeakhuntAgent.clock if loaded
+    end
+
     # In a forked child: the sampling thread did not survive the fork; the tracing state did
-    # (a child forked during warm-up keeps tracing until its own first round; a round under way
-    # in the parent is the parent's).
+    # (a child forked during warm-up goes on tracing until its code settles or its first round;
+    # a round under way in the parent is the parent's).
     def after_fork
       return unless @sampled
 
       @lock = Mutex.new
+      @loading = Thread.current[:leakhunt_require_depth] || 0 # the other threads' are gone
       want(:round, false)
       start_thread
     end
@@ -795,22 +832,101 @@ module LeakhuntAgent
 
     def sample
       window_at = nil
+      allocated = GC.stat(:total_allocated_objects)
       loop do
         sleep TICK
-        next if @reasons.key?(:warmup)
+        before = allocated
+        allocated = GC.stat(:total_allocated_objects)
+        if @reasons.key?(:warmup)
+          settle if @settles && settled?
+          next
+        end
 
         # The first window soon after warm-up: what the program starts doing then is often
         # what it goes on doing.
-        window_at ||= LeakhuntAgent.clock + FIRST_WINDOW
-        next if LeakhuntAgent.clock < window_at
+        now = LeakhuntAgent.clock
+        window_at ||= now + FIRST_WINDOW
+        next if now < window_at || (allocated - before < BUSY && now < window_at + PERIOD)
 
         want(:window, true)
         sleep WINDOW
         finish(:window)
         window_at = LeakhuntAgent.clock + PERIOD
+        allocated = GC.stat(:total_allocated_objects)
       end
     rescue StandardError => e
       LeakhuntAgent.note_error("allocation sites: #{e.class}: #{e.message}")
+    end
+
+    def settled?
+      return false if @loading.positive?
+      return false if LeakhuntAgent.clock - @loaded_at < [SETTLE, (@loaded_at - @started_at) * SETTLE_SHARE].max
+      return true unless loading_file?
+
+      @loaded_at = LeakhuntAgent.clock
+      false
+    end
+
+    # A thread runs the top level of a file being loaded: by require_relative or load, which the
+    # require hook does not see end (a file's body can run long: a table built as it loads).
+    def loading_file?
+      Thread.list.any? do |thread|
+        next false if thread.equal?(Thread.current)
+
+        (thread.backtrace_locations || []).any? { |l| l.label == TOP_REQUIRED }
+      end
+    end
+
+    # Files loaded without Kernel#require (require_relative, load) are loads too; the trace point
+    # is off once warm-up is over.
+    def watch_scripts
+      @scripts = TracePoint.new(:script_compiled) do |tp|
+        @loaded_at = LeakhuntAgent.clock if tp.eval_script.nil?
+      end
+      @scripts.enable
+    end
+
+    # Ends warm-up before the first round. Where records outlive their objects, with a dump of
+    # the heap as warm-up leaves it, after a full GC (a dead old object would be in it otherwise,
+    # and could give its record to an object of its class made in its slot later): leakhunt judges
+    # the first round's records by it as by a previous round's dump. The dump is held in a String
+    # made before the GC (as a held round's), with the GVL kept from the GC to its end; the minor
+    # GC after it makes every later record newer than it. Without it, warm-up goes on.
+    def settle
+      @lock.synchronize do
+        return unless @reasons.keys == [:warmup]
+
+        unless @hook_always
+          GC.start(full_mark: true, immediate_sweep: true)
+          unless baseline
+            @settles = false
+            return
+          end
+        end
+        GC.start(full_mark: false, immediate_sweep: true)
+        update(:warmup, false)
+      end
+    end
+
+    # Writes warmup-PID.json; false when the dump would be too big to hold or cannot be written.
+    def baseline
+      expected = GC.stat(:heap_live_slots) * Pause::BYTES_PER_OBJECT
+      return false if expected > Pause.held_dump_max
+
+      buffer = String.new(capacity: (expected * 3 / 2) + (1 << 20))
+      args = [buffer, false, nil]
+      args << 0 if Pause.dump_arity == 4
+      dump = ObjectSpace.send(:_dump_all, *args)
+      path = File.join(@dir, "warmup-#{Process.pid}.json")
+      tmp = "#{path}.tmp"
+      File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(dump) }
+      File.rename(tmp, path)
+      true
+    rescue StandardError, NotImplementedError => e
+      LeakhuntAgent.note_error("warm-up dump: #{e.class}: #{e.message}")
+      false
+    ensure
+      buffer&.clear
     end
 
     # Ends a phase with a minor GC while tracing (and so the free hook) is still on: what the
@@ -828,6 +944,7 @@ module LeakhuntAgent
 
     def update(reason, on)
       on ? @reasons[reason] = true : @reasons.delete(reason)
+      @scripts.disable if reason == :warmup && !on && @scripts&.enabled?
       if on && reason == :window
         @hook_until_round = !@hold_records
       elsif on && reason == :round
@@ -1802,7 +1919,8 @@ module LeakhuntAgent
 
       @alloc_sites = %w[1 sampled].include?(ENV['LEAKHUNT_ALLOC_SITES'])
       if @alloc_sites
-        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled', @backend)
+        @allocation_sites = AllocationSites.new(ENV['LEAKHUNT_ALLOC_SITES'] == 'sampled', @backend,
+                                                File.dirname(@socket_path))
         @allocation_sites.start
       end
       @sites = Sites.new
@@ -1891,12 +2009,13 @@ module LeakhuntAgent
         define_method(:require) do |path|
           depth = Thread.current[:leakhunt_require_depth] || 0
           Thread.current[:leakhunt_require_depth] = depth + 1
+          agent.require_started
           loaded = false
           begin
             loaded = super(path)
           ensure
             Thread.current[:leakhunt_require_depth] = depth
-            agent.after_require(depth.zero? && loaded == true)
+            agent.after_require(depth.zero?, loaded == true)
           end
         end
         private :require
@@ -1906,12 +2025,19 @@ module LeakhuntAgent
       @class_ends.enable
     end
 
-    def after_require(top_level)
+    def require_started
+      @allocation_sites&.require_step(1)
+    end
+
+    # The scan after a require is part of the load: warm-up settles after it.
+    def after_require(top_level, loaded)
       @extensions.settle
       @inventory.hook_ffi
-      @inventory.scan_all_unless_busy if top_level
+      @inventory.scan_all_unless_busy if top_level && loaded
     rescue StandardError => e
       note_error("after require: #{e.class}: #{e.message}")
+    ensure
+      @allocation_sites&.require_step(-1, loaded)
     end
 
     def class_body_closed(mod)

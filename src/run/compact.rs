@@ -46,7 +46,7 @@ pub fn compress_heaps(
                 index: i,
                 name: name.clone(),
                 pid,
-                previous: previous.as_mut().map(|p| p.dumps.remove(&pid)),
+                previous: previous.as_mut().map(|p| p.take(pid)),
             })
         })
         .collect();

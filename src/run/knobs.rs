@@ -48,8 +48,8 @@ pub const KNOBS: &[Knob] = &[
         name: ALLOC_SITES,
         reader: Reader::Agent,
         meaning: "sampled (leakhunt's default): trace object allocations (file:line in dumps) \
-                  until the first snapshot, in short windows and during snapshots; 1: trace every \
-                  one; 0: off",
+                  while the program loads code (until its loading settles, or the first \
+                  snapshot), in short windows and during snapshots; 1: trace every one; 0: off",
     },
     Knob {
         name: BACKEND,

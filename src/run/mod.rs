@@ -119,6 +119,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         private: private.path().to_path_buf(),
     };
     let mut backend = backend::select(config.backend, &dirs)?;
+    let private_dir = dirs.private.clone();
     let (argv, ruby) = resolve_program(config)?;
     if let Some(ruby) = &ruby {
         if backend.name() == "leaks" && crate::platform::is_system_protected(ruby) {
@@ -234,7 +235,7 @@ pub fn record(config: &RunConfig) -> Result<Recorded> {
         room: compact::RoomCheck::default(),
         keeper: config.keep_dumps.map(compact::DumpKeeper::new),
         previous_dumps: matches!(config.alloc_sites, Some(AllocSites::Sampled))
-            .then(stale_sites::StaleSites::default),
+            .then(|| stale_sites::StaleSites::with_warmup_dir(&private_dir)),
     };
     if std::env::var_os(knobs::TEST_DISK_FREE).is_some() {
         session.warn(format!(

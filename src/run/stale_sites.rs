@@ -34,12 +34,28 @@
 //! A forked process inherits its parent's records, stale ones too: until its own first dump it
 //! is judged against its parent's last dump, if that one was taken before the fork (the child's
 //! hello tells its GC count at the fork; a dump's records are no newer than the GC count then).
+//!
+//! A process's first round has no previous dump. Its records are all true when allocation
+//! tracing ran from the start to that round (every object made before it got a record of its
+//! own). When warm-up ended earlier, under a backend whose free hook is off in warm-up, the
+//! agent left a dump of the heap as warm-up ended (`warmup-PID.json` in its private directory,
+//! [`WARMUP_DUMP`]): the first round is judged against that one, as against a previous round's.
 
 use crate::heap::cruby::diff::{object_stamp, pack_key};
 use crate::heap::cruby::scan::{RecordKind, hex_string, number, parse_line, parse_prefix};
 use memchr::{memchr, memmem, memrchr};
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The name of the dump the agent leaves as a process's warm-up ends before its first round.
+pub fn warmup_dump(pid: u32) -> String {
+    format!("warmup-{pid}.json")
+}
+
+/// Shown in docs: the warm-up dump's name pattern.
+pub const WARMUP_DUMP: &str = "warmup-PID.json";
 
 /// Per process id (0: a bundle of schema 1), what its last dump held; a forked process shares
 /// its parent's until it has one of its own.
@@ -49,9 +65,35 @@ pub type PreviousDumps = BTreeMap<u32, Arc<PreviousDump>>;
 #[derive(Debug, Default)]
 pub struct StaleSites {
     pub dumps: PreviousDumps,
+    /// Where the agent leaves warm-up dumps (its private directory); none: not looked for.
+    pub warmup_dir: Option<PathBuf>,
 }
 
 impl StaleSites {
+    pub fn with_warmup_dir(dir: &Path) -> Self {
+        StaleSites {
+            dumps: PreviousDumps::new(),
+            warmup_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    /// What `pid`'s next dump is judged against, taken out: the warm-up dump it left since its
+    /// last one (it is newer: a warm-up ends before the process's first round), or its last one.
+    pub fn take(&mut self, pid: u32) -> Option<Arc<PreviousDump>> {
+        let last = self.dumps.remove(&pid);
+        self.take_warmup(pid).map(Arc::new).or(last)
+    }
+
+    /// Reads and removes `pid`'s warm-up dump, if it left one (one that cannot be read through
+    /// judges every record of the next dump stale: none of them may be the process's own).
+    fn take_warmup(&self, pid: u32) -> Option<PreviousDump> {
+        let path = self.warmup_dir.as_ref()?.join(warmup_dump(pid));
+        let file = std::fs::File::open(&path).ok()?;
+        let read = read_dump(file).unwrap_or_else(PreviousDump::unknown);
+        let _ = std::fs::remove_file(&path);
+        Some(read)
+    }
+
     /// A process said hello: whatever `pid` held before is another program's (an exec, or a
     /// reused pid). A forked one (`parent`: its parent's pid and the GC count at the fork)
     /// starts from its parent's last dump when that dump was taken before the fork: no record
@@ -61,6 +103,17 @@ impl StaleSites {
     /// absent from it.
     pub fn process_started(&mut self, pid: u32, parent: Option<(u32, u64)>) {
         self.dumps.remove(&pid);
+        // Another program's, under the same pid.
+        if let Some(dir) = &self.warmup_dir {
+            let _ = std::fs::remove_file(dir.join(warmup_dump(pid)));
+        }
+        // A parent whose warm-up ended before its first round: the child's records up to the
+        // fork are judged by that dump.
+        if let Some((ppid, _)) = parent
+            && let Some(warmup) = self.take_warmup(ppid)
+        {
+            self.dumps.insert(ppid, Arc::new(warmup));
+        }
         let inherited = parent.and_then(|(ppid, gc_count)| {
             self.dumps
                 .get(&ppid)
@@ -176,6 +229,35 @@ impl<'p> StaleSiteFilter<'p> {
         self.next.stale.sort_unstable();
         self.next.stale.dedup();
         self.next
+    }
+}
+
+/// Every object of a plain dump, its records all taken as true; None when it cannot be read
+/// through.
+fn read_dump(mut from: impl Read) -> Option<PreviousDump> {
+    let mut filter = StaleSiteFilter::new(None);
+    let (mut buf, mut out) = (vec![0u8; 1 << 20], Vec::new());
+    let mut held = 0;
+    loop {
+        let n = from.read(&mut buf[held..]).ok()?;
+        let end = held + n;
+        // Whole lines only; the rest waits for the next read (a line longer than the buffer
+        // grows it).
+        let whole = if n == 0 {
+            end
+        } else {
+            memrchr(b'\n', &buf[..end]).map_or(0, |i| i + 1)
+        };
+        filter.filter(&buf[..whole], &mut out);
+        out.clear();
+        buf.copy_within(whole..end, 0);
+        held = end - whole;
+        if n == 0 {
+            return Some(filter.finish());
+        }
+        if held == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
 }
 
@@ -298,6 +380,54 @@ mod tests {
         // The same pid saying hello again runs another program: its dumps start afresh.
         previous.process_started(11, None);
         assert!(!previous.dumps.contains_key(&11));
+    }
+
+    /// Hands out at most 7 bytes per read: lines cross reads.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_first_round_is_judged_against_the_warmup_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        // Warm-up ended at GC count 3 with a Boot alive; an agent Array made in warm-up died
+        // after, and its slot (0x200) went to an Array the program made untraced.
+        let warmup = object(0x100, 0x50, Some(("boot.rb", 3, 2)))
+            + &object(0x180, 0x60, Some(("agent.rb", 294, 3)));
+        std::fs::write(dir.path().join(warmup_dump(10)), &warmup).unwrap();
+        let read = read_dump(Trickle(warmup.as_bytes())).unwrap();
+        assert_eq!((read.objects.len(), read.newest_generation), (2, 3));
+        let mut previous = StaleSites::with_warmup_dir(dir.path());
+        previous.dumps.insert(10, Arc::new(PreviousDump::default()));
+        let judge = previous.take(10).unwrap();
+        assert!(!dir.path().join(warmup_dump(10)).exists());
+        let first = object(0x100, 0x50, Some(("boot.rb", 3, 2)))
+            + &object(0x200, 0x60, Some(("agent.rb", 294, 1)))
+            + &object(0x300, 0x60, Some(("window.rb", 5, 9)));
+        let (out, _) = filter(Some(&judge), &first);
+        assert_eq!(
+            out,
+            object(0x100, 0x50, Some(("boot.rb", 3, 2)))
+                + &object(0x200, 0x60, None)
+                + &object(0x300, 0x60, Some(("window.rb", 5, 9)))
+        );
+        // Without one, the last dump (here none).
+        assert!(previous.take(10).is_none());
+        // A child forked after its parent's warm-up dump, before the parent's first round: the
+        // child is judged by it, and so is the parent's first round.
+        std::fs::write(dir.path().join(warmup_dump(20)), &warmup).unwrap();
+        std::fs::write(dir.path().join(warmup_dump(21)), "left by another program").unwrap();
+        previous.process_started(21, Some((20, 5)));
+        assert!(!dir.path().join(warmup_dump(21)).exists());
+        assert_eq!(previous.dumps.keys().copied().collect::<Vec<_>>(), [20, 21]);
+        assert_eq!(previous.take(20).unwrap().newest_generation, 3);
     }
 
     #[test]
