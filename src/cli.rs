@@ -63,7 +63,8 @@ pub enum BackendChoice {
 /// Which allocations the agent traces for file:line sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum AllocSites {
-    /// Until the first snapshot, then in short windows and during snapshots.
+    /// While the program loads its code (until its loading settles, or the first snapshot), then
+    /// in short windows and during snapshots.
     #[default]
     Sampled,
     /// Every allocation, for the whole run.

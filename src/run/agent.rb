@@ -710,7 +710,7 @@ module LeakhuntAgent
   #   of the process tells apart: so warm-up ends there with a dump of its own (`baseline`,
   #   warmup-PID.json in the agent's private directory, which leakhunt judges the process's first
   #   round by), and goes on until the first round when that dump cannot be held in memory
-  #   (`Pause`'s limit) or written;
+  #   (WARMUP_DUMP_MAX_MIB, or `Pause`'s limit if lower) or written;
   # - then in short windows (WINDOW seconds every PERIOD, the first FIRST_WINDOW after warm-up;
   #   the agent's thread needs the GVL to end one, so a window lasts up to a thread time slice
   #   longer), each opened when the program is at work (BUSY objects made in the last TICK) or
@@ -752,6 +752,8 @@ module LeakhuntAgent
     TICK = 0.05
     SETTLE = 0.25
     SETTLE_SHARE = 0.5
+    # The largest warm-up dump (MiB): a round that begins meanwhile waits for it.
+    WARMUP_DUMP_MAX_MIB = 64
     BUSY = 20
     TOP_REQUIRED = '<top (required)>'
 
@@ -868,12 +870,17 @@ module LeakhuntAgent
     end
 
     # A thread runs the top level of a file being loaded: by require_relative or load, which the
-    # require hook does not see end (a file's body can run long: a table built as it loads).
+    # require hook does not see end (a file's body can run long: a table built as it loads). The
+    # main thread's outermost such file, when `load` started it, is the program itself (started
+    # by a rubygems binstub, `bundle exec`), not a file it loads.
     def loading_file?
       Thread.list.any? do |thread|
         next false if thread.equal?(Thread.current)
 
-        (thread.backtrace_locations || []).any? { |l| l.label == TOP_REQUIRED }
+        locations = thread.backtrace_locations || []
+        tops = locations.each_index.select { |i| locations[i].label == TOP_REQUIRED }
+        tops.pop if thread.equal?(Thread.main) && tops.any? && locations[tops.last + 1]&.base_label == 'load'
+        !tops.empty?
       end
     end
 
@@ -911,12 +918,17 @@ module LeakhuntAgent
     # Writes warmup-PID.json; false when the dump would be too big to hold or cannot be written.
     def baseline
       expected = GC.stat(:heap_live_slots) * Pause::BYTES_PER_OBJECT
-      return false if expected > Pause.held_dump_max
+      return false if expected > [Pause.held_dump_max, WARMUP_DUMP_MAX_MIB << 20].min
 
-      buffer = String.new(capacity: (expected * 3 / 2) + (1 << 20))
+      capacity = (expected * 3 / 2) + (1 << 20)
+      buffer = String.new(capacity: capacity)
       args = [buffer, false, nil]
       args << 0 if Pause.dump_arity == 4
       dump = ObjectSpace.send(:_dump_all, *args)
+      if dump.bytesize > capacity
+        LeakhuntAgent.note_error('the warm-up dump outgrew its buffer: objects made during it may keep sites ' \
+                                 'of objects freed then')
+      end
       path = File.join(@dir, "warmup-#{Process.pid}.json")
       tmp = "#{path}.tmp"
       File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(dump) }
@@ -1951,6 +1963,12 @@ module LeakhuntAgent
       @write_lock = Mutex.new
       @exiting = false
       @released = false
+      # A warm-up dump the program this process ran before an exec left under its pid.
+      %w[json json.tmp].each do |ext|
+        File.delete(File.join(File.dirname(@socket_path), "warmup-#{@pid}.#{ext}"))
+      rescue SystemCallError
+        nil
+      end
       @conn = UNIXSocket.new(@socket_path)
       kind = forked ? "forked #{GC.count}" : 'started'
       reply("hello #{PROTOCOL} #{@pid} #{ppid} #{kind}\t#{RUBY_DESCRIPTION}\t#{@command}")
@@ -2009,9 +2027,9 @@ module LeakhuntAgent
         define_method(:require) do |path|
           depth = Thread.current[:leakhunt_require_depth] || 0
           Thread.current[:leakhunt_require_depth] = depth + 1
-          agent.require_started
           loaded = false
           begin
+            agent.require_started
             loaded = super(path)
           ensure
             Thread.current[:leakhunt_require_depth] = depth

@@ -743,7 +743,7 @@ impl Session<'_> {
         p.gone = true;
         let (pid, is_main, footprint) = (p.pid, p.is_main(), p.footprint_file());
         if let Some(previous) = self.previous_dumps.as_mut() {
-            previous.dumps.remove(&pid);
+            previous.process_ended(pid);
         }
         if let Some(round) = self.round.as_mut() {
             round.on_closed(pid);

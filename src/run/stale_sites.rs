@@ -84,6 +84,17 @@ impl StaleSites {
         self.take_warmup(pid).map(Arc::new).or(last)
     }
 
+    /// A process ended: what its next dump would have been judged against goes, its warm-up dump
+    /// too (one whose process ended before its first round is never read).
+    pub fn process_ended(&mut self, pid: u32) {
+        self.dumps.remove(&pid);
+        if let Some(dir) = &self.warmup_dir {
+            for name in [warmup_dump(pid), format!("{}.tmp", warmup_dump(pid))] {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+    }
+
     /// Reads and removes `pid`'s warm-up dump, if it left one (one that cannot be read through
     /// judges every record of the next dump stale: none of them may be the process's own).
     fn take_warmup(&self, pid: u32) -> Option<PreviousDump> {
@@ -102,11 +113,10 @@ impl StaleSites {
     /// not used: the objects the child kept and the parent freed, with their true records, are
     /// absent from it.
     pub fn process_started(&mut self, pid: u32, parent: Option<(u32, u64)>) {
+        // (A warm-up dump another program left under the same pid before an exec is removed by
+        // the agent before its hello: this one's may be there already, written before leakhunt
+        // read the hello.)
         self.dumps.remove(&pid);
-        // Another program's, under the same pid.
-        if let Some(dir) = &self.warmup_dir {
-            let _ = std::fs::remove_file(dir.join(warmup_dump(pid)));
-        }
         // A parent whose warm-up ended before its first round: the child's records up to the
         // fork are judged by that dump.
         if let Some((ppid, _)) = parent
@@ -423,11 +433,16 @@ mod tests {
         // A child forked after its parent's warm-up dump, before the parent's first round: the
         // child is judged by it, and so is the parent's first round.
         std::fs::write(dir.path().join(warmup_dump(20)), &warmup).unwrap();
-        std::fs::write(dir.path().join(warmup_dump(21)), "left by another program").unwrap();
+        // The child's own, written before leakhunt read its hello, stays for its first round.
+        std::fs::write(dir.path().join(warmup_dump(21)), &warmup).unwrap();
         previous.process_started(21, Some((20, 5)));
-        assert!(!dir.path().join(warmup_dump(21)).exists());
+        assert!(dir.path().join(warmup_dump(21)).exists());
         assert_eq!(previous.dumps.keys().copied().collect::<Vec<_>>(), [20, 21]);
         assert_eq!(previous.take(20).unwrap().newest_generation, 3);
+        // A process that ended before its first round: its warm-up dump goes.
+        previous.process_ended(21);
+        assert!(!dir.path().join(warmup_dump(21)).exists());
+        assert!(!previous.dumps.contains_key(&21));
     }
 
     #[test]
