@@ -1618,19 +1618,39 @@ fn a_slot_freed_before_the_first_round_does_not_give_its_site_to_the_next_object
         "$boots = Array.new(50_000) { Boot.new }",
     );
     assert_eq!(class_counts(&r, "Late").first(), Some(&50_000), "{ctx}");
-    for heap in r.manifest.snapshots.iter().filter_map(|s| s.heap.as_ref()) {
-        let path = r.bundle.join(heap);
-        let kind = leakhunt::detect::detect_path(&path).unwrap();
-        let sites = leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites;
-        let misattributed: Vec<_> = sites
-            .iter()
-            .filter(|s| s.class == "Late" && s.line == boot_line)
-            .collect();
+    for (i, sites) in alloc_sites_per_dump(&r).iter().enumerate() {
+        let misattributed = lates_at(sites, boot_line);
         assert!(
             misattributed.is_empty(),
-            "{heap}: Lates given the Boots' site: {misattributed:?}\n{ctx}"
+            "heap snapshot {}: Lates given the Boots' site: {misattributed:?}\n{ctx}",
+            i + 1
         );
     }
+}
+
+/// Every heap snapshot's allocation sites, in order.
+fn alloc_sites_per_dump(r: &Run) -> Vec<Vec<leakhunt::heap::AllocSite>> {
+    r.manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.heap.as_ref())
+        .map(|heap| {
+            let path = r.bundle.join(heap);
+            let kind = leakhunt::detect::detect_path(&path).unwrap();
+            leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites
+        })
+        .collect()
+}
+
+/// The sites that give `Late`s the `Boot`s' line.
+fn lates_at(
+    sites: &[leakhunt::heap::AllocSite],
+    boot_line: u32,
+) -> Vec<&leakhunt::heap::AllocSite> {
+    sites
+        .iter()
+        .filter(|s| s.class == "Late" && s.line == boot_line)
+        .collect()
 }
 
 /// A fixture under sampled sites, a round a second from 1 s on.
@@ -1663,17 +1683,7 @@ fn reused_slots(backend: &str) {
         "run/reused-slots-boot.rb",
         "$boots = Array.new(50_000) { Boot.new }",
     );
-    let sites: Vec<Vec<leakhunt::heap::AllocSite>> = r
-        .manifest
-        .snapshots
-        .iter()
-        .filter_map(|s| s.heap.as_ref())
-        .map(|heap| {
-            let path = r.bundle.join(heap);
-            let kind = leakhunt::detect::detect_path(&path).unwrap();
-            leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites
-        })
-        .collect();
+    let sites = alloc_sites_per_dump(&r);
     assert!(sites.len() >= 2, "{ctx}");
     // Warm-up was traced: the first round saw every Boot at its line.
     let boots: u64 = sites[0]
@@ -1687,10 +1697,7 @@ fn reused_slots(backend: &str) {
         class_counts(&r, "Late").last() == Some(&50_000),
         "the Lates are in the last dump: {ctx}"
     );
-    let misattributed: Vec<_> = last
-        .iter()
-        .filter(|s| s.class == "Late" && s.line == boot_line)
-        .collect();
+    let misattributed = lates_at(last, boot_line);
     assert!(
         misattributed.is_empty(),
         "Lates given the Boots' site: {misattributed:?}\n{ctx}"
@@ -1747,10 +1754,7 @@ fn a_forked_child_does_not_give_its_parents_freed_sites_to_its_objects() {
         "a dump of the child holds its Lates: {ctx}"
     );
     for (_, sites, _) in children {
-        let misattributed: Vec<_> = sites
-            .iter()
-            .filter(|s| s.class == "Late" && s.line == boot_line)
-            .collect();
+        let misattributed = lates_at(sites, boot_line);
         assert!(
             misattributed.is_empty(),
             "the child's Lates given the Boots' site: {misattributed:?}\n{ctx}"
