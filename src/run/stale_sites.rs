@@ -67,6 +67,9 @@ pub struct StaleSites {
     pub dumps: PreviousDumps,
     /// Where the agent leaves warm-up dumps (its private directory); none: not looked for.
     pub warmup_dir: Option<PathBuf>,
+    /// The warm-up dumps read, kept while their process lives: a child it forked before its
+    /// first round, whose hello leakhunt reads only after that round, is judged by it.
+    warmups: PreviousDumps,
 }
 
 impl StaleSites {
@@ -74,6 +77,7 @@ impl StaleSites {
         StaleSites {
             dumps: PreviousDumps::new(),
             warmup_dir: Some(dir.to_path_buf()),
+            warmups: PreviousDumps::new(),
         }
     }
 
@@ -81,13 +85,14 @@ impl StaleSites {
     /// last one (it is newer: a warm-up ends before the process's first round), or its last one.
     pub fn take(&mut self, pid: u32) -> Option<Arc<PreviousDump>> {
         let last = self.dumps.remove(&pid);
-        self.take_warmup(pid).map(Arc::new).or(last)
+        self.take_warmup(pid).or(last)
     }
 
     /// A process ended: what its next dump would have been judged against goes, its warm-up dump
     /// too (one whose process ended before its first round is never read).
     pub fn process_ended(&mut self, pid: u32) {
         self.dumps.remove(&pid);
+        self.warmups.remove(&pid);
         if let Some(dir) = &self.warmup_dir {
             for name in [warmup_dump(pid), format!("{}.tmp", warmup_dump(pid))] {
                 let _ = std::fs::remove_file(dir.join(name));
@@ -96,12 +101,14 @@ impl StaleSites {
     }
 
     /// Reads and removes `pid`'s warm-up dump, if it left one (one that cannot be read through
-    /// judges every record of the next dump stale: none of them may be the process's own).
-    fn take_warmup(&self, pid: u32) -> Option<PreviousDump> {
+    /// judges every record of the next dump stale: none of them may be the process's own), and
+    /// keeps it for the children `pid` forked meanwhile.
+    fn take_warmup(&mut self, pid: u32) -> Option<Arc<PreviousDump>> {
         let path = self.warmup_dir.as_ref()?.join(warmup_dump(pid));
         let file = std::fs::File::open(&path).ok()?;
-        let read = read_dump(file).unwrap_or_else(PreviousDump::unknown);
+        let read = Arc::new(read_dump(file).unwrap_or_else(PreviousDump::unknown));
         let _ = std::fs::remove_file(&path);
+        self.warmups.insert(pid, Arc::clone(&read));
         Some(read)
     }
 
@@ -117,17 +124,21 @@ impl StaleSites {
         // the agent before its hello: this one's may be there already, written before leakhunt
         // read the hello.)
         self.dumps.remove(&pid);
+        self.warmups.remove(&pid);
         // A parent whose warm-up ended before its first round: the child's records up to the
-        // fork are judged by that dump.
+        // fork are judged by that dump, read now if the parent's first round has not.
         if let Some((ppid, _)) = parent
             && let Some(warmup) = self.take_warmup(ppid)
         {
-            self.dumps.insert(ppid, Arc::new(warmup));
+            self.dumps.insert(ppid, warmup);
         }
+        // The parent's newest dump from before the fork: its last one, or its warm-up dump when
+        // the fork came before the last one.
         let inherited = parent.and_then(|(ppid, gc_count)| {
-            self.dumps
-                .get(&ppid)
-                .filter(|dump| dump.newest_generation <= gc_count)
+            [self.dumps.get(&ppid), self.warmups.get(&ppid)]
+                .into_iter()
+                .flatten()
+                .find(|dump| dump.newest_generation <= gc_count)
                 .cloned()
         });
         if let Some(dump) = inherited {
@@ -439,6 +450,15 @@ mod tests {
         assert!(dir.path().join(warmup_dump(21)).exists());
         assert_eq!(previous.dumps.keys().copied().collect::<Vec<_>>(), [20, 21]);
         assert_eq!(previous.take(20).unwrap().newest_generation, 3);
+        // A child forked before its parent's first round whose hello comes after that round:
+        // judged by the parent's warm-up dump (generation 3), not by the round's (7).
+        let (_, round) = filter(None, &object(0x100, 0x50, Some(("boot.rb", 3, 7))));
+        previous.dumps.insert(20, Arc::new(round));
+        previous.process_started(22, Some((20, 5)));
+        assert_eq!(
+            previous.dumps.get(&22).map(|d| d.newest_generation),
+            Some(3)
+        );
         // A process that ended before its first round: its warm-up dump goes.
         previous.process_ended(21);
         assert!(!dir.path().join(warmup_dump(21)).exists());
