@@ -401,8 +401,8 @@ fn assert_seed_run(r: &Run, variant: &str) {
     }
 }
 
-/// Instances of `class` in each heap snapshot, from the dumps.
-fn class_counts(r: &Run, class: &str) -> Vec<i64> {
+/// Each heap snapshot's summary, in order.
+fn heap_summaries(r: &Run) -> Vec<leakhunt::heap::HeapSummary> {
     r.manifest
         .snapshots
         .iter()
@@ -410,9 +410,16 @@ fn class_counts(r: &Run, class: &str) -> Vec<i64> {
         .map(|heap| {
             let path = r.bundle.join(heap);
             let kind = leakhunt::detect::detect_path(&path).unwrap();
-            let summary = leakhunt::heap::summarize(&path, kind).unwrap();
-            summary.histogram.get(class).map_or(0, |row| row.count)
+            leakhunt::heap::summarize(&path, kind).unwrap()
         })
+        .collect()
+}
+
+/// Instances of `class` in each heap snapshot, from the dumps.
+fn class_counts(r: &Run, class: &str) -> Vec<i64> {
+    heap_summaries(r)
+        .iter()
+        .map(|summary| summary.histogram.get(class).map_or(0, |row| row.count))
         .collect()
 }
 
@@ -1630,15 +1637,9 @@ fn a_slot_freed_before_the_first_round_does_not_give_its_site_to_the_next_object
 
 /// Every heap snapshot's allocation sites, in order.
 fn alloc_sites_per_dump(r: &Run) -> Vec<Vec<leakhunt::heap::AllocSite>> {
-    r.manifest
-        .snapshots
-        .iter()
-        .filter_map(|s| s.heap.as_ref())
-        .map(|heap| {
-            let path = r.bundle.join(heap);
-            let kind = leakhunt::detect::detect_path(&path).unwrap();
-            leakhunt::heap::summarize(&path, kind).unwrap().alloc_sites
-        })
+    heap_summaries(r)
+        .into_iter()
+        .map(|summary| summary.alloc_sites)
         .collect()
 }
 

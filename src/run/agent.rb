@@ -915,6 +915,11 @@ module LeakhuntAgent
       end
     end
 
+    # Where a process's warm-up dump goes (leakhunt's src/run/stale_sites.rs reads it there).
+    def self.warmup_dump(dir, pid)
+      File.join(dir, "warmup-#{pid}.json")
+    end
+
     # Writes warmup-PID.json; false when the dump would be too big to hold or cannot be written.
     def baseline
       expected = GC.stat(:heap_live_slots) * Pause::BYTES_PER_OBJECT
@@ -922,14 +927,12 @@ module LeakhuntAgent
 
       capacity = (expected * 3 / 2) + (1 << 20)
       buffer = String.new(capacity: capacity)
-      args = [buffer, false, nil]
-      args << 0 if Pause.dump_arity == 4
-      dump = ObjectSpace.send(:_dump_all, *args)
+      dump = Pause.dump_into(buffer)
       if dump.bytesize > capacity
         LeakhuntAgent.note_error('the warm-up dump outgrew its buffer: objects made during it may keep sites ' \
                                  'of objects freed then')
       end
-      path = File.join(@dir, "warmup-#{Process.pid}.json")
+      path = AllocationSites.warmup_dump(@dir, Process.pid)
       tmp = "#{path}.tmp"
       File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(dump) }
       File.rename(tmp, path)
@@ -1205,6 +1208,13 @@ module LeakhuntAgent
       @dump_arity = [3, 4].include?(arity) ? arity : nil
     end
 
+    # The heap dump into `buffer` (a String made with room for it), in one C call.
+    def self.dump_into(buffer)
+      args = [buffer, false, nil]
+      args << 0 if dump_arity == 4
+      ObjectSpace.send(:_dump_all, *args)
+    end
+
     # `can_hold`: every C call of the paused steps keeps the GVL; `last_dump`: bytes of this
     # process's previous dump, or nil.
     def initialize(agent, deadline, can_hold, last_dump, &on_deadline)
@@ -1249,9 +1259,7 @@ module LeakhuntAgent
     def dump(file)
       return ObjectSpace.dump_all(output: file) unless held?
 
-      args = [@buffer, false, nil]
-      args << 0 if Pause.dump_arity == 4
-      dump = ObjectSpace.send(:_dump_all, *args)
+      dump = Pause.dump_into(@buffer)
       if dump.bytesize > @capacity
         @errors << format('the heap dump outgrew its buffer (%.1f MiB > %.1f MiB): objects made right after ' \
                           'this round may show the agent\'s allocation sites', dump.bytesize / 1048576.0,
@@ -1964,8 +1972,9 @@ module LeakhuntAgent
       @exiting = false
       @released = false
       # A warm-up dump the program this process ran before an exec left under its pid.
-      %w[json json.tmp].each do |ext|
-        File.delete(File.join(File.dirname(@socket_path), "warmup-#{@pid}.#{ext}"))
+      warmup = AllocationSites.warmup_dump(File.dirname(@socket_path), @pid)
+      [warmup, "#{warmup}.tmp"].each do |path|
+        File.delete(path)
       rescue SystemCallError
         nil
       end

@@ -39,7 +39,7 @@
 //! tracing ran from the start to that round (every object made before it got a record of its
 //! own). When warm-up ended earlier, under a backend whose free hook is off in warm-up, the
 //! agent left a dump of the heap as warm-up ended (`warmup-PID.json` in its private directory,
-//! [`WARMUP_DUMP`]): the first round is judged against that one, as against a previous round's.
+//! [`warmup_dump`]): the first round is judged against that one, as against a previous round's.
 
 use crate::heap::cruby::diff::{object_stamp, pack_key};
 use crate::heap::cruby::scan::{RecordKind, hex_string, number, parse_line, parse_prefix};
@@ -49,13 +49,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The name of the dump the agent leaves as a process's warm-up ends before its first round.
-pub fn warmup_dump(pid: u32) -> String {
+/// The name of the dump the agent leaves as a process's warm-up ends before its first round
+/// (agent.rb's `AllocationSites.warmup_dump`).
+fn warmup_dump(pid: u32) -> String {
     format!("warmup-{pid}.json")
 }
-
-/// Shown in docs: the warm-up dump's name pattern.
-pub const WARMUP_DUMP: &str = "warmup-PID.json";
 
 /// Per process id (0: a bundle of schema 1), what its last dump held; a forked process shares
 /// its parent's until it has one of its own.
