@@ -357,6 +357,23 @@ pub struct MallocMeasure {
     /// leaves its output String out). 0 when the round parked the program.
     #[serde(skip_serializing_if = "is_zero")]
     pub held_buffer: u64,
+    /// objspace's allocation records when the agent measured (counted under `--backend none`
+    /// with its free hook off between phases), and malloc's bytes for each: leakhunt's own
+    /// memory, in no Ruby object's memsize. 0 when not counted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub records: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub record_bytes: u64,
+}
+
+impl MallocMeasure {
+    /// Malloc's bytes that were leakhunt's own (`totals` of this measure's XML): the held
+    /// round's buffer and objspace's records.
+    pub fn in_use_of_program(&self, totals: &crate::native::malloc_info::MallocTotals) -> u64 {
+        totals
+            .in_use_without(self.held_buffer)
+            .saturating_sub(self.records.saturating_mul(self.record_bytes))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1772,7 +1772,7 @@ fn workers_dropping_widgets_sized_by_malloc_are_one_finding_in_instances_and_byt
                 xml: format!(
                     r#"<malloc version="1"><total type="fast" count="0" size="0"/><total type="rest" count="0" size="0"/><total type="mmap" count="0" size="0"/><system type="current" size="{in_use}"/></malloc>"#
                 ),
-                held_buffer: 0,
+                ..Default::default()
             });
         }
     }

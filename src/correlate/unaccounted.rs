@@ -94,7 +94,7 @@ pub fn rounds(ev: &Evidence, notes: &mut Vec<String>) -> (Vec<Round>, Option<Str
         out.push(Round {
             snapshot: sc.snapshot,
             t: sc.t,
-            in_use: totals.in_use_without(m.held_buffer),
+            in_use: m.in_use_of_program(&totals),
             ruby: ruby_part(&heap.summary),
         });
         how.get_or_insert_with(|| m.how.clone());

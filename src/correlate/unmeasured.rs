@@ -689,7 +689,7 @@ mod tests {
                 r#"<malloc version="1"><total type="fast" count="0" size="0"/><total type="rest" count="1" size="1000"/><total type="mmap" count="0" size="0"/><system type="current" size="{}"/></malloc>"#,
                 in_use + 1000
             ),
-            held_buffer: 0,
+            ..Default::default()
         }
     }
 
@@ -758,6 +758,42 @@ mod tests {
         let s = f.suggestion.as_ref().unwrap();
         assert_eq!(s.method.as_deref(), Some("Widget#close"));
         assert_eq!(s.locations[0].site(), "widget-leak.rb:7");
+    }
+
+    /// objspace's records, which the agent counts under `--backend none` when the free hook is
+    /// off between phases, come and go with every window: malloc's bytes with them in are
+    /// unsteady, and only once they are taken off does the Widgets' growth show.
+    #[test]
+    fn objspace_records_counted_by_the_agent_are_taken_off_the_malloc_measure() {
+        let records = [1_000u64, 6_000, 2_500, 9_000];
+        let mut ev = widgets(
+            &[100, 600, 1100, 1600],
+            &[3, 3, 3, 3],
+            &[2_000_000, 2_150_000, 2_300_000, 2_450_000],
+        );
+        let (found, _) = judge(&ev);
+        assert_eq!(found[0].bytes, 450_000, "{found:#?}");
+        for (sc, &n) in ev.sidecars.iter_mut().zip(&records) {
+            let m = sc.malloc.take().unwrap();
+            let totals = crate::native::malloc_info::parse(m.xml.as_bytes()).unwrap();
+            sc.malloc = Some(MallocMeasure {
+                records: n,
+                record_bytes: 80,
+                ..malloc(totals.in_use() + n * 80)
+            });
+        }
+        let (found, notes) = judge(&ev);
+        let [f] = found.as_slice() else {
+            panic!("{found:#?}\n{notes:?}")
+        };
+        assert!(is_measured_by_malloc(f), "{f:#?}");
+        assert_eq!((f.bytes, f.count), (450_000, 1_500));
+        // Without the count, the same bytes are no steady growth.
+        for sc in &mut ev.sidecars {
+            sc.malloc.as_mut().unwrap().records = 0;
+        }
+        let (found, _) = judge(&ev);
+        assert!(found.iter().all(|f| !is_measured_by_malloc(f)), "{found:#?}");
     }
 
     /// Flat malloc (the library frees what a dropped instance holds, or it holds nothing):

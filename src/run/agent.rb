@@ -689,6 +689,127 @@ module LeakhuntAgent
     end
   end
 
+  # How many allocation records objspace's tracer holds, so that the malloc measure of
+  # `--backend none` can take them off (`MallocInfo`): records are malloc'd memory no Ruby
+  # object accounts for (the tracer's dumped memsize counts its tables, not the records), and
+  # with objspace's free hook off between phases the records left behind come and go with
+  # every window. Read from the tracer's st_table (`num_entries`) through /proc/self/mem with
+  # pread(2): a wrong address is an error (EIO), never a fault, and Fiddle's call keeps the GVL
+  # so that a held round stays held. The table is found from objspace's two trace points, not
+  # from fixed offsets: the trace point's data (inline in 3.3's embedded TypedData, behind a
+  # pointer before) holds a pointer to objspace's `struct traceobj_arg`, where the two trace
+  # points' VALUEs sit side by side and the object table follows them. Trusted only once 64
+  # objects made then add 64 entries to within the agent's own few. Linux only; nil elsewhere,
+  # and under `none` the free hook then stays on for the whole run.
+  class RecordCount
+    # One record: objspace.h's `struct allocation_info` (64 bytes) in glibc's 80-byte chunk.
+    RECORD_BYTES = 80
+    WORD = 8
+    PROBE = 64
+    SLACK = 16
+
+    # `newobj`, `freeobj`: objspace's two trace points, enabled, tracing on.
+    def self.locate(newobj, freeobj)
+      return nil unless RUBY_PLATFORM.include?('linux') && File.readable?('/proc/self/mem')
+
+      FiddleExtension.load
+      counter = new
+      return nil unless counter.find(::Fiddle.dlwrap(newobj), ::Fiddle.dlwrap(freeobj))
+
+      counter.trusted? ? counter : nil
+    rescue StandardError, ScriptError
+      nil
+    end
+
+    def initialize
+      int = Lsan.type(:INT)
+      @pread, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['pread'],
+                                              [int, Lsan.type(:VOIDP), Lsan.type(:SIZE_T), Lsan.type(:LONG_LONG)],
+                                              Lsan.type(:SSIZE_T))
+      raise ArgumentError, 'a fiddle that releases the GVL' unless held
+
+      @buffer = ::Fiddle::Pointer.malloc(3 * WORD)
+      open_mem
+    end
+
+    # In a forked child: the inherited descriptor reads the parent's memory. Opened here, not
+    # in a round (File.open lets the program's threads run).
+    def after_fork
+      @mem&.close
+      open_mem
+    rescue StandardError
+      @mem = nil
+    end
+
+    # Records in the table now; nil when it cannot be read.
+    def count
+      words(@table, 3)&.last
+    end
+
+    def find(newobj, freeobj)
+      [newobj, freeobj].each do |tp|
+        bases = (2..5).map { |i| word(tp + (i * WORD)) } + [tp + 24, tp + 32, tp + 40]
+        bases.compact.each do |base|
+          (0..8).each do |j|
+            arg = word(base + (j * WORD)) or next
+            (0..4).each do |k|
+              pair = words(arg + (k * WORD), 3) or next
+              next unless pair[0] == newobj && pair[1] == freeobj
+
+              @table = pair[2]
+              return true if plausible?
+            end
+          end
+        end
+      end
+      false
+    end
+
+    # 64 objects made now (the free hook on, as tracing starts) are 64 more entries, give or take
+    # the agent's own (the buffer's String); a GC freeing traced objects meanwhile is tried again.
+    def trusted?
+      3.times do
+        before = count or return false
+        kept = Array.new(PROBE) { Object.new }
+        after = count or return false
+        added = after - before
+        return true if added >= PROBE && added <= PROBE + SLACK
+        return false if added > PROBE + SLACK
+
+        kept.clear
+      end
+      false
+    end
+
+    private
+
+    # st_table: entry_power, bin_power, size_ind, rebuilds_num; type; num_entries.
+    def plausible?
+      header = words(@table, 3) or return false
+      power = header[0] & 0xff
+      power <= 40 && header[2] <= (1 << power)
+    end
+
+    def word(address)
+      words(address, 1)&.first
+    end
+
+    # `n` words from `address`, or nil: read through this process's own /proc/self/mem.
+    def words(address, n)
+      return nil unless address.is_a?(Integer) && address.between?(4096, (1 << 47) - (n * WORD)) && (address % WORD).zero?
+
+      return nil unless @mem && @pid == Process.pid
+
+      got = @pread.call(@mem.fileno, @buffer, n * WORD, address)
+      got == n * WORD ? @buffer[0, n * WORD].unpack('Q*') : nil
+    end
+
+    def open_mem
+      @mem = File.open('/proc/self/mem', 'rb')
+      @pid = Process.pid
+    end
+  end
+
   # Allocation sites (ObjectSpace.trace_object_allocations: the file:line a heap dump gives each
   # object). Tracing every allocation costs Ruby a malloc'ed record and a hash entry per object:
   # several times the CPU of an allocation-heavy program, more under LSan, where every malloc
@@ -778,6 +899,12 @@ module LeakhuntAgent
       @sampled
     end
 
+    # [records objspace holds, bytes each] when they can be counted, else nil.
+    def records
+      count = @records&.count
+      count && [count, RecordCount::RECORD_BYTES]
+    end
+
     def start
       unless @sampled
         want(:all, true)
@@ -799,6 +926,7 @@ module LeakhuntAgent
     # (a child forked during warm-up goes on tracing until its code settles or its first round;
     # a round under way in the parent is the parent's).
     def after_fork
+      @records&.after_fork
       return unless @sampled
 
       @lock = Mutex.new
@@ -982,7 +1110,22 @@ module LeakhuntAgent
       # `update` then sets the free hook as the phase needs it.
       @free_hook&.disable if @free_hook&.enabled?
       ObjectSpace.trace_object_allocations_start
-      @free_hook = find_free_hook(enabled_trace_points - before) if before
+      return unless before
+
+      new = enabled_trace_points - before
+      @free_hook = find_free_hook(new)
+      count_records(new) if @hook_always && @free_hook
+    end
+
+    # Under `none`, where the hook would stay on for the malloc measure's sake: with the records
+    # counted (`RecordCount`) the measure takes them off, and the hook goes as elsewhere (warm-up
+    # then ends with a dump of its own, as under valgrind).
+    def count_records(new)
+      @records = RecordCount.locate((new - [@free_hook]).first, @free_hook)
+      return unless @records
+
+      @hook_always = false
+      @settles = @sampled && !Pause.dump_arity.nil?
     end
 
     def stop_tracing
@@ -2140,6 +2283,7 @@ module LeakhuntAgent
       measured = false
       pause = nil
       constants = nil
+      records = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
         @malloc_info&.prepare
@@ -2161,7 +2305,12 @@ module LeakhuntAgent
                 gc_stat = GC.stat
               end
             end
-            round.step('malloc', round.park_deadline) { measured = @malloc_info.measure } if @malloc_info
+            if @malloc_info
+              round.step('malloc', round.park_deadline) do
+                measured = @malloc_info.measure
+                records = @allocation_sites&.records
+              end
+            end
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
             gc_after_dump = GC.count
             # A held round's dump is a String until written (a parked one went into `f`).
@@ -2200,6 +2349,8 @@ module LeakhuntAgent
       # The held round's buffer was malloc'd when malloc was measured, and is not in the dump
       # (objspace leaves its output String out): leakhunt takes it off.
       malloc[:held_buffer] = pause.buffer_bytes if malloc && pause.buffer_bytes.positive?
+      # objspace's allocation records, when counted: leakhunt's, and not in the dump.
+      malloc[:records], malloc[:record_bytes] = records if malloc && records
       round.overruns.each { |step, seconds| round.tell_overrun(step, seconds) }
       raise "no heap dump: #{round.skipped.join(', ')} skipped" unless round.done?('dump')
 

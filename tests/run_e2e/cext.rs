@@ -380,6 +380,11 @@ fn assert_ringbuf_close_is_missing_measured_by_malloc(r: &Run, report: &serde_js
     let sidecar = r.last_sidecar();
     let malloc = sidecar.malloc.as_ref().expect("the agent measured malloc");
     assert!(malloc.how.contains("malloc_info"), "{malloc:?}");
+    // objspace's records were counted, and taken off: the free hook was off between phases.
+    assert!(
+        malloc.records > 0 && malloc.record_bytes == 80,
+        "{malloc:?}"
+    );
 }
 
 /// Scanner#scan leaks inside the extension, and Scanner has no release method: without a
