@@ -366,16 +366,6 @@ pub struct MallocMeasure {
     pub record_bytes: u64,
 }
 
-impl MallocMeasure {
-    /// Malloc's bytes that were leakhunt's own (`totals` of this measure's XML): the held
-    /// round's buffer and objspace's records.
-    pub fn in_use_of_program(&self, totals: &crate::native::malloc_info::MallocTotals) -> u64 {
-        totals
-            .in_use_without(self.held_buffer)
-            .saturating_sub(self.records.saturating_mul(self.record_bytes))
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RubyInfo {

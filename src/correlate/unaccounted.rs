@@ -48,6 +48,14 @@ pub fn ruby_part(summary: &crate::heap::HeapSummary) -> i64 {
     memsize.saturating_sub(slots).max(0)
 }
 
+/// Malloc's bytes in use (`totals`, read from `m`'s XML) but leakhunt's own: the held round's
+/// buffer and objspace's allocation records.
+fn program_in_use(m: &crate::bundle::MallocMeasure, totals: &malloc_info::MallocTotals) -> u64 {
+    totals
+        .in_use_without(m.held_buffer)
+        .saturating_sub(m.records.saturating_mul(m.record_bytes))
+}
+
 /// One round's measure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
@@ -94,7 +102,7 @@ pub fn rounds(ev: &Evidence, notes: &mut Vec<String>) -> (Vec<Round>, Option<Str
         out.push(Round {
             snapshot: sc.snapshot,
             t: sc.t,
-            in_use: m.in_use_of_program(&totals),
+            in_use: program_in_use(m, &totals),
             ruby: ruby_part(&heap.summary),
         });
         how.get_or_insert_with(|| m.how.clone());

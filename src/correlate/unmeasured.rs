@@ -793,7 +793,10 @@ mod tests {
             sc.malloc.as_mut().unwrap().records = 0;
         }
         let (found, _) = judge(&ev);
-        assert!(found.iter().all(|f| !is_measured_by_malloc(f)), "{found:#?}");
+        assert!(
+            found.iter().all(|f| !is_measured_by_malloc(f)),
+            "{found:#?}"
+        );
     }
 
     /// Flat malloc (the library frees what a dropped instance holds, or it holds nothing):

@@ -774,7 +774,6 @@ module LeakhuntAgent
         after = count or return false
         added = after - before
         return true if added >= PROBE && added <= PROBE + SLACK
-        return false if added > PROBE + SLACK
 
         kept.clear
       end
@@ -794,14 +793,16 @@ module LeakhuntAgent
       words(address, 1)&.first
     end
 
-    # `n` words from `address`, or nil: read through this process's own /proc/self/mem.
+    # `n` words from `address`, or nil: read through this process's own /proc/self/mem (an
+    # address pread(2) cannot read is EIO; a descriptor the program closed, nil).
     def words(address, n)
-      return nil unless address.is_a?(Integer) && address.between?(4096, (1 << 47) - (n * WORD)) && (address % WORD).zero?
-
+      return nil unless address.is_a?(Integer) && address.between?(4096, (1 << 63) - (n * WORD)) && (address % WORD).zero?
       return nil unless @mem && @pid == Process.pid
 
       got = @pread.call(@mem.fileno, @buffer, n * WORD, address)
       got == n * WORD ? @buffer[0, n * WORD].unpack('Q*') : nil
+    rescue IOError, SystemCallError
+      nil
     end
 
     def open_mem
@@ -838,8 +839,10 @@ module LeakhuntAgent
   #   PERIOD late at the latest: objects made at a steady rate, as the ones that pile up are, get
   #   sites in proportion, and a program idle when a window is due (a server before its first
   #   request, a script still sleeping) does not let it pass empty;
-  # - during each snapshot round, until the command that took it returns, so that what the agent
-  #   itself allocates is known as its own.
+  # - during each snapshot round until the program resumes (under LSan until the command that
+  #   took it returns, `round_resumed`), so that what the agent itself allocates then, in the
+  #   dump, is known as its own (what it makes afterwards, writing the sidecar, is gone by the
+  #   next round; the program's own work then runs untraced).
   # A record outlives its object unless objspace's free hook is on when the object dies, and a
   # dump gives it to whatever object takes the slot next while tracing is off, of any class (a
   # traced object gets a record of its own). The hook costs some 110-180 ns per freed object
@@ -848,21 +851,23 @@ module LeakhuntAgent
   # its address in a deleted entry: LSan, scanning that table, then finds a leaked structure
   # holding such a block reachable, with all it points to (ruby-sqlite3's leaked connections
   # were hidden from every round so). So the hook is on
-  # - always under `none`, whose malloc measure would count the records left behind;
-  # - otherwise during a sampling window, and (but under LSan) from it to the next round, so that
-  #   the window's records are true in that round's dump; during a round (but under LSan), so
-  #   that the round's own objects that die leave no records; never in warm-up, nor with `all`
-  #   (every object made then gets a record of its own).
+  # - during a sampling window, and (but under LSan) for TAIL_GCS GCs after it, so that what the
+  #   window made and still held at its end (a request under way) takes its records along when it
+  #   dies; during a round until its closing minor GC (but under LSan), so that the round's own
+  #   objects that die leave no records; never in warm-up, nor with `all` (every object made
+  #   then gets a record of its own). Its cost follows the GCs, not the clock: a program that
+  #   allocates fast pays for a few GCs' frees per window;
+  # - always under `none` on Linux where the records cannot be counted (`RecordCount`): its malloc
+  #   measure would count the records left behind.
   # leakhunt tells the records left behind apart as it compresses each dump
   # (src/run/stale_sites.rs): an object not in the process's previous dump with a record no
-  # newer than that dump (every phase ends with a minor GC while tracing, so a later record is
-  # newer); a forked child's first dumps are judged against its parent's last dump before the
-  # fork, told by the GC count its hello sends. What it cannot tell: a slot that went to an
-  # object of the same class between two dumps keeps the site the previous dump showed there, so
-  # a site's count never rises by it; an object the program made in a round's last steps (it
-  # resumes before the sidecar is written) that outlives a GC falling then and dies later leaves
-  # its site; and under LSan a window's object that outlives the window's closing GC and dies
-  # before the next round leaves its site to the slot's next object. Under LSan the records a
+  # newer than that dump (every phase ends with a minor GC, a round's once its command returned,
+  # and no window opens before it, so a later record is newer); a forked child's first dumps are
+  # judged against its parent's last dump before the fork, told by the GC count its hello sends.
+  # What it cannot tell: a slot that went to an object of the same class between two dumps keeps
+  # the site the previous dump showed there, so a site's count never rises by it; and a window's
+  # object that outlives the hook (under LSan the window's closing GC, elsewhere its tail) and
+  # dies before the next round leaves its site to the slot's next object. Under LSan the records a
   # window frees at its end may still hide a share of a small-block native leak (the records
   # the next round makes take most of those blocks back first); `--alloc-sites all` frees none.
   # `1` (`--alloc-sites all`) traces every allocation for the whole run.
@@ -871,6 +876,10 @@ module LeakhuntAgent
     PERIOD = 4.0
     FIRST_WINDOW = 1.0
     TICK = 0.05
+    # GCs after a window with the free hook still on (but under LSan). Most of what a program makes
+    # dies within a GC or two (a request's objects); what outlives ten lives long (Ruby makes what
+    # survives three old, and only a major GC frees those).
+    TAIL_GCS = 10
     SETTLE = 0.25
     SETTLE_SHARE = 0.5
     # The largest warm-up dump (MiB): a round that begins meanwhile waits for it.
@@ -878,13 +887,15 @@ module LeakhuntAgent
     BUSY = 20
     TOP_REQUIRED = '<top (required)>'
 
-    # `backend`: under `none` the hook stays on (the agent measures malloc after each round, and
-    # records left behind would be part of it); under `lsan` it is on in windows only.
+    # `backend`: under `none` the hook stays on unless the records are counted (the agent measures
+    # malloc after each round, and records left behind would be part of it); under `lsan` it is
+    # on in windows only.
     # `dir`: the agent's private directory, where a warm-up dump goes.
     def initialize(sampled, backend, dir)
       @sampled = sampled
       @hold_records = backend == 'lsan'
-      @hook_always = backend == 'none'
+      # Only Linux has the malloc measure (`MallocInfo`).
+      @hook_always = backend == 'none' && RUBY_PLATFORM.include?('linux')
       @dir = dir
       @lock = Mutex.new
       @reasons = {} # :warmup, :window, :round, :all => true while it wants tracing on
@@ -903,6 +914,12 @@ module LeakhuntAgent
     def records
       count = @records&.count
       count && [count, RecordCount::RECORD_BYTES]
+    end
+
+    # Whether records are left behind under `none` because they are counted: a round whose
+    # count fails then has no malloc measure (it would hold them).
+    def counts_records?
+      !@records.nil?
     end
 
     def start
@@ -931,12 +948,14 @@ module LeakhuntAgent
 
       @lock = Mutex.new
       @loading = Thread.current[:leakhunt_require_depth] || 0 # the other threads' are gone
+      @round_ending = false
       want(:round, false)
       start_thread
     end
 
-    # A snapshot round begins: tracing is on until `round_over`, and warm-up is over (the round's
-    # full GC, traced, frees what warm-up made and dropped with its records).
+    # A snapshot round begins: tracing is on until the program resumes (`round_resumed`), and
+    # warm-up is over (the round's full GC, traced, frees what warm-up made and dropped with its
+    # records).
     def round_started
       return unless @sampled
 
@@ -944,11 +963,37 @@ module LeakhuntAgent
       want(:warmup, false)
     end
 
+    # The round's paused steps are over and the program runs again: tracing ends, so that the
+    # program's own work after it runs untraced (the windows sample it) while the round writes
+    # its sidecar; the free hook stays on until `round_over`. Not under LSan: there the records
+    # a window freed are blocks native code may have taken over, hiding a native leak from
+    # LSan's scan of objspace's table, and the records the program makes until `round_over`
+    # take most of them back first (ruby-sqlite3's unclosed statements, tests/run_e2e/cext.rs).
+    def round_resumed
+      return unless @sampled && !@hold_records
+
+      @lock.synchronize do
+        next unless @reasons.key?(:round)
+
+        @round_ending = true
+        update(:round, false)
+      end
+    end
+
     # Called once the command that took the round has returned: the round's own objects are
     # off the agent thread's stack, and the minor GC frees them (with their records, but under
     # LSan); every object traced afterwards is newer than the round's dump.
     def round_over
-      finish(:round) if @sampled && @reasons.key?(:round)
+      return unless @sampled
+
+      round_resumed
+      @lock.synchronize do
+        next unless @round_ending
+
+        GC.start(full_mark: false, immediate_sweep: true)
+        @round_ending = false
+        free_hook(hook_wanted?)
+      end
     end
 
     private
@@ -967,6 +1012,7 @@ module LeakhuntAgent
         sleep TICK
         before = allocated
         allocated = GC.stat(:total_allocated_objects)
+        end_tail if @hook_until_gc && GC.count >= @hook_until_gc
         if @reasons.key?(:warmup)
           settle if @settles && settled?
           next
@@ -977,6 +1023,9 @@ module LeakhuntAgent
         now = LeakhuntAgent.clock
         window_at ||= now + FIRST_WINDOW
         next if now < window_at || (allocated - before < BUSY && now < window_at + PERIOD)
+        # Not until the round's GC (`round_over`): a record made before it would look as old as
+        # the round's dump (src/run/stale_sites.rs).
+        next if @round_ending
 
         want(:window, true)
         sleep WINDOW
@@ -1025,22 +1074,34 @@ module LeakhuntAgent
     # the heap as warm-up leaves it, after a full GC (a dead old object would be in it otherwise,
     # and could give its record to an object of its class made in its slot later): leakhunt judges
     # the first round's records by it as by a previous round's dump. The dump is held in a String
-    # made before the GC (as a held round's), with the GVL kept from the GC to its end; the minor
-    # GC after it makes every later record newer than it. Without it, warm-up goes on.
+    # (as a held round's), with the GVL kept from the GC to its end unless a finalizer lets go of
+    # it; the minor GC after it makes every later record newer than it. Too big to hold, warm-up
+    # goes on. The GCs run outside the lock, so that a round beginning meanwhile does not wait
+    # for the finalizers they run: that round ends warm-up itself, and the dump is dropped.
     def settle
-      @lock.synchronize do
-        return unless @reasons.keys == [:warmup]
-
-        unless @hook_always
-          GC.start(full_mark: true, immediate_sweep: true)
-          unless baseline
-            @settles = false
-            return
-          end
+      unless @hook_always
+        GC.start(full_mark: true, immediate_sweep: true)
+        dump = baseline
+        unless dump
+          @settles = false
+          return
         end
-        GC.start(full_mark: false, immediate_sweep: true)
-        update(:warmup, false)
       end
+      GC.start(full_mark: false, immediate_sweep: true)
+      @lock.synchronize do
+        next unless @reasons.keys == [:warmup]
+
+        update(:warmup, false)
+        # Written once tracing is off (the writes let the program run); a round waits for it.
+        # Unwritten, the first round would have nothing to judge its records by: warm-up resumes
+        # until then (what was made meanwhile has no site).
+        if dump && !write_baseline(dump)
+          @settles = false
+          update(:warmup, true)
+        end
+      end
+    ensure
+      dump&.clear
     end
 
     # Where a process's warm-up dump goes (leakhunt's src/run/stale_sites.rs reads it there).
@@ -1048,28 +1109,33 @@ module LeakhuntAgent
       File.join(dir, "warmup-#{pid}.json")
     end
 
-    # Writes warmup-PID.json; false when the dump would be too big to hold or cannot be written.
+    # The warm-up dump, held in memory (the GVL kept); nil when it would be too big to hold.
     def baseline
       expected = GC.stat(:heap_live_slots) * Pause::BYTES_PER_OBJECT
-      return false if expected > [Pause.held_dump_max, WARMUP_DUMP_MAX_MIB << 20].min
+      return nil if expected > [Pause.held_dump_max, WARMUP_DUMP_MAX_MIB << 20].min
 
       capacity = (expected * 3 / 2) + (1 << 20)
-      buffer = String.new(capacity: capacity)
-      dump = Pause.dump_into(buffer)
+      dump = Pause.dump_into(String.new(capacity: capacity))
       if dump.bytesize > capacity
         LeakhuntAgent.note_error('the warm-up dump outgrew its buffer: objects made during it may keep sites ' \
                                  'of objects freed then')
       end
+      dump
+    rescue StandardError, NotImplementedError => e
+      LeakhuntAgent.note_error("warm-up dump: #{e.class}: #{e.message}")
+      nil
+    end
+
+    # Writes warmup-PID.json (0600); false when it cannot.
+    def write_baseline(dump)
       path = AllocationSites.warmup_dump(@dir, Process.pid)
       tmp = "#{path}.tmp"
       File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(dump) }
       File.rename(tmp, path)
       true
-    rescue StandardError, NotImplementedError => e
+    rescue StandardError => e
       LeakhuntAgent.note_error("warm-up dump: #{e.class}: #{e.message}")
       false
-    ensure
-      buffer&.clear
     end
 
     # Ends a phase with a minor GC while tracing (and so the free hook) is still on: what the
@@ -1088,18 +1154,31 @@ module LeakhuntAgent
     def update(reason, on)
       on ? @reasons[reason] = true : @reasons.delete(reason)
       @scripts.disable if reason == :warmup && !on && @scripts&.enabled?
-      if on && reason == :window
-        @hook_until_round = !@hold_records
-      elsif on && reason == :round
-        @hook_until_round = false
+      if reason == :window && !on && !@hold_records
+        @hook_until_gc = GC.count + TAIL_GCS
+      elsif reason == :round && on
+        @hook_until_gc = nil
       end
       wanted = !@reasons.empty?
       if wanted != @tracing
         wanted ? start_tracing : stop_tracing
         @tracing = wanted
       end
-      free_hook(@hook_always || @reasons.key?(:window) ||
-                (@reasons.key?(:round) && !@hold_records) || @hook_until_round)
+      free_hook(hook_wanted?)
+    end
+
+    def hook_wanted?
+      @hook_always || @reasons.key?(:window) ||
+        ((@reasons.key?(:round) || @round_ending) && !@hold_records) ||
+        (!@hook_until_gc.nil? && GC.count < @hook_until_gc)
+    end
+
+    # A window's tail is over once TAIL_GCS GCs fell after it.
+    def end_tail
+      @lock.synchronize do
+        @hook_until_gc = nil if @hook_until_gc && GC.count >= @hook_until_gc
+        free_hook(hook_wanted?)
+      end
     end
 
     def start_tracing
@@ -2275,6 +2354,10 @@ module LeakhuntAgent
     # whole round, so no program thread is parked inside the agent's own scanning; the round
     # loads no code and runs no program code but the finalizers its GC releases.
     def snapshot(index, reason, budget, heap, sidecar)
+      # The files are opened before the round's tracing begins: each open lets the program run
+      # (slower, traced) until the agent's thread has the GVL back, up to a time slice.
+      @malloc_info&.prepare
+      heap_file = File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600)
       @allocation_sites&.round_started
       round = Round.new(self, index, budget)
       errors = []
@@ -2286,12 +2369,11 @@ module LeakhuntAgent
       records = nil
       @inventory.synchronize do
         round.step('scan', round.scan_deadline) { |deadline| @inventory.scan_all(deadline) }
-        @malloc_info&.prepare
         # The heap dump and the LSan check must show what a full GC left: the program's threads
         # are paused (`Pause`) from the second GC to the end of the counts.
         pause = Pause.new(self, round.park_deadline, can_hold?, @dump_bytes) { round.tell_overrun }
         begin
-          File.open(File.join(@bundle, heap), File::WRONLY | File::CREAT | File::TRUNC, 0o600) do |f|
+          heap_file.then do |f|
             dump = nil
             round.step('gc', round.park_deadline) do
               # A first GC runs unpaused, so the finalizers of what the program dropped cannot
@@ -2309,6 +2391,7 @@ module LeakhuntAgent
               round.step('malloc', round.park_deadline) do
                 measured = @malloc_info.measure
                 records = @allocation_sites&.records
+                measured = false if records.nil? && @allocation_sites&.counts_records?
               end
             end
             round.step('dump', round.park_deadline) { dump = pause.dump(f) }
@@ -2334,6 +2417,7 @@ module LeakhuntAgent
               round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
             end
             pause.stop
+            @allocation_sites&.round_resumed
             unless written
               f.write(dump)
               round.record('write')
@@ -2342,6 +2426,7 @@ module LeakhuntAgent
           end
         ensure
           pause.stop
+          @allocation_sites&.round_resumed
           pause.release_buffer
         end
       end
@@ -2369,6 +2454,8 @@ module LeakhuntAgent
       body[:timings] = round.timings
       body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }
       write_private(File.join(@bundle, sidecar), Json.dump(body))
+    ensure
+      heap_file&.close
     end
 
     # Whether every C call of a round's paused steps keeps the GVL (see `Pause`).

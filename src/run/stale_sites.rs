@@ -1,9 +1,10 @@
 //! Allocation sites that outlived their objects, dropped from a heap dump as it is compressed.
 //!
 //! Stage: `run`. With sampled sites (the default) objspace's free hook is on only in some of the
-//! agent's tracing phases under LSan and valgrind, and always under `none`: it costs every freed
-//! object some 100 ns, and under LSan a freed record can hide a native leak (agent.rb's
-//! `AllocationSites`). A record whose object is freed while it
+//! agent's tracing phases (under `none` only where the agent can count the records, which its
+//! malloc measure takes off; always otherwise): it costs every freed object some 100 ns, and
+//! under LSan a freed record can hide a native leak (agent.rb's `AllocationSites`). A record
+//! whose object is freed while it
 //! is off stays behind, and a dump gives its file:line, method and generation to whatever object
 //! takes the slot next, of any class. This module tells those apart with what a process's
 //! previous dump held, and removes their site keys from the dump's lines, so that every reader of
@@ -11,12 +12,12 @@
 //!
 //! - an object that was not in the previous dump (same address, type, class and generation:
 //!   [`object_stamp`]) was made after it, so a true record of it is newer than every record that
-//!   dump showed (a round traces its own objects into its dump, and every tracing phase ends
-//!   with a minor GC while tracing, so the next traced object has a higher generation); a
-//!   record no newer than those is an earlier, freed object's (under LSan a round's own objects
-//!   keep theirs when they die). The round traces until its command returns, after the program
-//!   resumed: an object the program made then may lose a true site, and one that outlives a GC
-//!   falling in that time and dies later leaves its record, newer than the dump;
+//!   dump showed (a round traces its own objects into its dump until the program resumes, under
+//!   LSan until its command returns, and
+//!   every tracing phase ends with a minor GC, a round's once its command returned, before any
+//!   window opens, so the next traced object has a higher generation); a record no newer than
+//!   those is an earlier, freed object's (under LSan a round's own objects keep theirs when they
+//!   die);
 //! - an object that was in the previous dump with a stale record still has it.
 //!
 //! Objects do not move between dumps unless the program compacts the heap (`GC.compact`), and
@@ -25,11 +26,10 @@
 //! after a dump that showed it, whose slot went to an object of the same class before the next
 //! one (same stamp). That object carries the site of the one the previous dump showed in its
 //! slot, so a site's count in a dump never exceeds its count in the previous one plus its true
-//! new records: a stale site can hide a fall, never make a rise. Outside LSan the agent keeps the
-//! free hook on from a sampling window to the next round, so that a window's records are true in
-//! that round's dump; under LSan a window's object that outlives the window's closing GC and dies
-//! before the next round leaves its record, newer than the previous dump, to the slot's next
-//! object.
+//! new records: a stale site can hide a fall, never make a rise. Nor can it tell a window's
+//! object that outlives the free hook (under LSan the window's closing GC; elsewhere ten GCs
+//! after the window, agent.rb's `TAIL_GCS`) and dies before the next round: its record, newer
+//! than the previous dump, goes to the slot's next object.
 //!
 //! A forked process inherits its parent's records, stale ones too: until its own first dump it
 //! is judged against its parent's last dump, if that one was taken before the fork (the child's

@@ -118,9 +118,18 @@ fn a_round_stuck_in_finalizers_resumes_the_program_and_names_the_step() {
     }
     let _one = one_run_at_a_time();
     // An 8 s deadline: the parked steps must end 6 s into the round; the first GC's finalizers
-    // take about 3 s, the second GC's several more.
+    // take about 3 s, the second GC's several more. Without allocation sites: the GCs that end
+    // warm-up would run those finalizers before the round (one thread at a time runs them).
     let r = run(
-        &["--backend", "none", "--after", "1s", "--snapshots", "1"],
+        &[
+            "--backend",
+            "none",
+            "--no-alloc-sites",
+            "--after",
+            "1s",
+            "--snapshots",
+            "1",
+        ],
         &[fixture("run/slow-finalizer.rb").to_str().unwrap(), "6"],
         &[("LEAKHUNT_SNAPSHOT_DEADLINE", "8")],
     );
