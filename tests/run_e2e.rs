@@ -1635,6 +1635,31 @@ fn a_slot_freed_before_the_first_round_does_not_give_its_site_to_the_next_object
     }
 }
 
+/// With sampled sites a round traces only until it is over (under LSan until its command
+/// returns, elsewhere until the program resumes): between the sampling windows a new object
+/// gets no allocation site, under both backends.
+#[test]
+fn allocation_tracing_ends_after_a_round() {
+    if !ruby_ready() {
+        return;
+    }
+    let backends: &[&str] = if lsan_ready() {
+        &["none", "lsan"]
+    } else {
+        &["none"]
+    };
+    for backend in backends {
+        let _one = one_run_at_a_time();
+        let r = run_sampled("run/tracing-after-round.rb", backend, "2");
+        assert!(
+            r.stdout
+                .contains("tracing-after-round: untraced after the first round"),
+            "{backend}: {}",
+            r.context()
+        );
+    }
+}
+
 /// Every heap snapshot's allocation sites, in order.
 fn alloc_sites_per_dump(r: &Run) -> Vec<Vec<leakhunt::heap::AllocSite>> {
     heap_summaries(r)

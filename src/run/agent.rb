@@ -982,17 +982,18 @@ module LeakhuntAgent
 
     # Called once the command that took the round has returned: the round's own objects are
     # off the agent thread's stack, and the minor GC frees them (with their records, but under
-    # LSan); every object traced afterwards is newer than the round's dump.
+    # LSan, where the round traces until now); every object traced afterwards is newer than the
+    # round's dump.
     def round_over
       return unless @sampled
 
       round_resumed
       @lock.synchronize do
-        next unless @round_ending
+        next unless @round_ending || @reasons.key?(:round)
 
         GC.start(full_mark: false, immediate_sweep: true)
         @round_ending = false
-        free_hook(hook_wanted?)
+        update(:round, false)
       end
     end
 
