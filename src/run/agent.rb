@@ -1129,10 +1129,7 @@ module LeakhuntAgent
 
     # Writes warmup-PID.json (0600); false when it cannot.
     def write_baseline(dump)
-      path = AllocationSites.warmup_dump(@dir, Process.pid)
-      tmp = "#{path}.tmp"
-      File.open(tmp, File::WRONLY | File::CREAT | File::TRUNC, 0o600) { |f| f.write(dump) }
-      File.rename(tmp, path)
+      LeakhuntAgent.write_private(AllocationSites.warmup_dump(@dir, Process.pid), dump)
       true
     rescue StandardError => e
       LeakhuntAgent.note_error("warm-up dump: #{e.class}: #{e.message}")
@@ -2374,57 +2371,55 @@ module LeakhuntAgent
         # are paused (`Pause`) from the second GC to the end of the counts.
         pause = Pause.new(self, round.park_deadline, can_hold?, @dump_bytes) { round.tell_overrun }
         begin
-          heap_file.then do |f|
-            dump = nil
-            round.step('gc', round.park_deadline) do
-              # A first GC runs unpaused, so the finalizers of what the program dropped cannot
-              # wait for a parked thread's lock (those of what dies meanwhile still may: the
-              # parked threads resume at the deadline then). The program is not paused at all
-              # when the first one took the paused steps' time.
+          dump = nil
+          round.step('gc', round.park_deadline) do
+            # A first GC runs unpaused, so the finalizers of what the program dropped cannot
+            # wait for a parked thread's lock (those of what dies meanwhile still may: the
+            # parked threads resume at the deadline then). The program is not paused at all
+            # when the first one took the paused steps' time.
+            GC.start(full_mark: true, immediate_sweep: true)
+            if clock < round.park_deadline
+              pause.start(errors)
               GC.start(full_mark: true, immediate_sweep: true)
-              if clock < round.park_deadline
-                pause.start(errors)
-                GC.start(full_mark: true, immediate_sweep: true)
-                gc_stat = GC.stat
-              end
+              gc_stat = GC.stat
             end
-            if @malloc_info
-              round.step('malloc', round.park_deadline) do
-                measured = @malloc_info.measure
-                records = @allocation_sites&.records
-                measured = false if records.nil? && @allocation_sites&.counts_records?
-              end
-            end
-            round.step('dump', round.park_deadline) { dump = pause.dump(f) }
-            gc_after_dump = GC.count
-            # A held round's dump is a String until written (a parked one went into `f`).
-            written = !dump.is_a?(String)
-            if !written && @writer
-              # Before the check, which would scan the buffer's text for pointers otherwise.
-              round.step('write', round.park_deadline) do
-                @writer.write(f.fileno, dump)
-                written = true
-              rescue IOError, SystemCallError => e
-                # IO#write tries again once the program runs, from the start of the file.
-                errors << "writing the heap dump with the program paused failed (#{e.message}): written after"
-                f.rewind
-                f.truncate(0)
-              end
-              pause.release_buffer if written
-            end
-            round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
-            round.step('counts', round.park_deadline) { @inventory.copy_counts }
-            if Constants.listable?(gc_after_dump)
-              round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
-            end
-            pause.stop
-            @allocation_sites&.round_resumed
-            unless written
-              f.write(dump)
-              round.record('write')
-            end
-            @dump_bytes = f.pos if round.done?('dump')
           end
+          if @malloc_info
+            round.step('malloc', round.park_deadline) do
+              measured = @malloc_info.measure
+              records = @allocation_sites&.records
+              measured = false if records.nil? && @allocation_sites&.counts_records?
+            end
+          end
+          round.step('dump', round.park_deadline) { dump = pause.dump(heap_file) }
+          gc_after_dump = GC.count
+          # A held round's dump is a String until written (a parked one went into `f`).
+          written = !dump.is_a?(String)
+          if !written && @writer
+            # Before the check, which would scan the buffer's text for pointers otherwise.
+            round.step('write', round.park_deadline) do
+              @writer.write(heap_file.fileno, dump)
+              written = true
+            rescue IOError, SystemCallError => e
+              # IO#write tries again once the program runs, from the start of the file.
+              errors << "writing the heap dump with the program paused failed (#{e.message}): written after"
+              heap_file.rewind
+              heap_file.truncate(0)
+            end
+            pause.release_buffer if written
+          end
+          round.step('lsan', round.park_deadline) { lsan_check(errors) } if @backend == 'lsan'
+          round.step('counts', round.park_deadline) { @inventory.copy_counts }
+          if Constants.listable?(gc_after_dump)
+            round.step('constants', round.park_deadline) { |deadline| constants = Constants.list(deadline) }
+          end
+          pause.stop
+          @allocation_sites&.round_resumed
+          unless written
+            heap_file.write(dump)
+            round.record('write')
+          end
+          @dump_bytes = heap_file.pos if round.done?('dump')
         ensure
           pause.stop
           @allocation_sites&.round_resumed
