@@ -358,8 +358,12 @@ module LeakhuntAgent
       @counters = {}.compare_by_identity  # class => Counter (kept for the whole run)
       @own = {}.compare_by_identity       # the agent's own hook modules, never scanned
       @hooks = {}.compare_by_identity     # class => its counting module
-      @instance_facts = {}.compare_by_identity # module => { method name => [location, MethodFacts] }
-      @singleton_facts = {}.compare_by_identity
+      # By the module's object id (never reused), which holds no module alive: a program's
+      # anonymous classes die as they would without the agent.
+      @instance_facts = {}                # module id => { method name => [location, MethodFacts] }
+      @singleton_facts = {}
+      @scanned = {}                       # module id => [method names, singleton names, wrapper or nil]
+      @scanned_index = nil                # the function index @scanned was found with
       @index = nil                        # function_index, rebuilt when functions change
       @hooked = false
       @lock = Mutex.new
@@ -460,7 +464,8 @@ module LeakhuntAgent
     end
 
     # Scans every class (the round's, inside `synchronize`, stopping at its deadline; or after
-    # a top-level require).
+    # a top-level require). A class whose method names are those of the last scan keeps what
+    # that scan found (`scan`), unless a function was attached since.
     def scan_all(deadline = nil)
       return unless ffi_loaded?
 
@@ -469,12 +474,27 @@ module LeakhuntAgent
         index = function_index
         return if index.empty?
 
-        @wrappers = {}.compare_by_identity
-        ObjectSpace.each_object(Module) do |mod|
-          scan(mod, index)
-          break if deadline && @agent.clock > deadline
+        unless index == @scanned_index
+          @scanned.clear
+          @scanned_index = index
         end
+        @wrappers = {}.compare_by_identity
+        seen = {}
+        whole = true
+        ObjectSpace.each_object(Module) do |mod|
+          seen[scan(mod, index)] = true
+          next unless deadline && @agent.clock > deadline
+
+          whole = false
+          break
+        end
+        forget_all_but(seen) if whole
       end
+    end
+
+    # What was kept of classes that are gone.
+    def forget_all_but(seen)
+      [@scanned, @instance_facts, @singleton_facts].each { |cache| cache.select! { |id, _| seen.key?(id) } }
     end
 
     # The lifecycle counts as they are now, copied while the program's threads are parked: the
@@ -490,7 +510,7 @@ module LeakhuntAgent
 
       unless_busy do
         index = function_index
-        scan(mod, index) unless index.empty?
+        scan(mod, index, again: true) unless index.empty?
       end
     end
 
@@ -508,7 +528,7 @@ module LeakhuntAgent
           next if functions.key?(name)
 
           method = Kernel.instance_method(:method).bind_call(mod, name) rescue next
-          facts = facts_for(mod, name, true, method)
+          facts = facts_for(OBJECT_ID.bind_call(mod), name, true, method)
           next unless facts
 
           facts.mids.uniq.each do |mid|
@@ -530,14 +550,42 @@ module LeakhuntAgent
       {}
     end
 
-    def scan(mod, index)
-      return if @own.key?(mod) || mod.singleton_class? || LeakhuntAgent.name_of(mod).start_with?('LeakhuntAgent')
-      return if !mod.is_a?(Class) && mod.is_a?(::FFI::Library)
+    # Scans one class; returns its object id. A class whose method names are those the last
+    # scan saw keeps the wrapper found then (reading its methods again is most of a scan's cost:
+    # 20-40 ms of each of the seed's rounds natively, 0.6 s under valgrind, BENCHMARKS.md),
+    # but when its class body just ended (`again`, which sees a `def` that redefines a method).
+    # A method redefined otherwise (`define_method` or `class_eval` with a name the class has)
+    # is read at its class's next change of names.
+    def scan(mod, index, again: false)
+      return if @own.key?(mod) || mod.singleton_class?
 
+      id = OBJECT_ID.bind_call(mod)
+      names = mod.instance_methods(false) + mod.private_instance_methods(false)
+      singles = mod.singleton_methods(false)
+      known = @scanned[id]
+      if !again && known && known[0] == names && known[1] == singles
+        @wrappers[mod] = known[2] if known[2]
+        return id
+      end
+      return id if LeakhuntAgent.name_of(mod).start_with?('LeakhuntAgent')
+      return id if !mod.is_a?(Class) && mod.is_a?(::FFI::Library)
+
+      @scanned[id] = [names, singles, wrapper_of(mod, id, index, names, singles)]
+      @wrappers[mod] = @scanned[id][2] if @scanned[id][2]
+      id
+    rescue StandardError => e
+      @agent.note_error("scanning #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+      nil
+    end
+
+    OBJECT_ID = Kernel.instance_method(:object_id)
+
+    # The wrapper a class is, from its methods (hooked to count its instances), or nil.
+    def wrapper_of(mod, id, index, names, singles)
       methods = []
       finalizer = finalizer_by_ancestry(mod)
-      each_method(mod) do |name, method, singleton|
-        facts = facts_for(mod, name, singleton, method)
+      each_method(mod, names, singles) do |name, method, singleton|
+        facts = facts_for(id, name, singleton, method)
         next unless facts
 
         finalizer ||= facts.finalizer_detail && "#{facts.finalizer_detail} in #{LeakhuntAgent.name_of(mod)}#{singleton ? '.' : '#'}#{name}"
@@ -548,20 +596,18 @@ module LeakhuntAgent
         methods << { name: name.to_s, singleton: singleton, file: file, line: line,
                      calls: calls.map { |m, sym| { module: m, function: sym } }, role: role(name, calls) }
       end
-      return if methods.empty?
+      return nil if methods.empty?
 
       first = methods.find { |m| m[:file] } || {}
-      @wrappers[mod] = { class: LeakhuntAgent.name_of(mod), file: first[:file], line: first[:line],
-                         methods: methods, finalizer: !finalizer.nil?, finalizer_detail: finalizer }
       instrument(mod, methods) if mod.is_a?(Class) && methods.any? { |m| !m[:singleton] }
-    rescue StandardError => e
-      @agent.note_error("scanning #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+      { class: LeakhuntAgent.name_of(mod), file: first[:file], line: first[:line],
+        methods: methods, finalizer: !finalizer.nil?, finalizer_detail: finalizer }
     end
 
     # MethodFacts, computed once per method definition (a scan under valgrind would otherwise
     # take seconds: reading instruction sequences is most of its cost).
-    def facts_for(mod, name, singleton, method)
-      per_module = (singleton ? @singleton_facts : @instance_facts)[mod] ||= {}
+    def facts_for(id, name, singleton, method)
+      per_module = (singleton ? @singleton_facts : @instance_facts)[id] ||= {}
       location = method.source_location
       cached = per_module[name]
       return cached[1] if cached && cached[0] == location
@@ -581,15 +627,15 @@ module LeakhuntAgent
       nil
     end
 
-    def each_method(mod)
-      (mod.instance_methods(false) + mod.private_instance_methods(false)).each do |name|
+    def each_method(mod, names, singles)
+      names.each do |name|
         um = mod.instance_method(name) rescue next
         um = um.super_method while um && @own.key?(um.owner)
         next unless um&.owner.equal?(mod)
 
         yield name, um, false
       end
-      mod.singleton_methods(false).each do |name|
+      singles.each do |name|
         m = Kernel.instance_method(:method).bind_call(mod, name) rescue next
         yield name, m, true
       end

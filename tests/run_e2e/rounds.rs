@@ -351,3 +351,75 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
         "Hashes in the dumps: {hashes:?}\n{ctx}"
     );
 }
+
+/// A wrapper class defined late, where no hook of the agent's sees it (`Class.new` in the main
+/// script, once the second round is over): the next round's scan finds it, although each round
+/// keeps what the scans before it found of the classes whose methods did not change, and its
+/// unclosed instances are a missing `LateWidget#close` at the line that creates them.
+#[test]
+fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
+    if !ruby_ready() || !require("gcc", have("gcc")) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = build_widget(dir.path());
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "4",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+        ],
+        &[widget_fixture("widget-late-class.rb").to_str().unwrap()],
+        &[("WIDGET_LIB", lib.to_str().unwrap())],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("widget-late-class: created"), "{ctx}");
+    let sidecars: Vec<_> = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.sidecar.as_ref())
+        .map(|s| r.sidecar(s))
+        .collect();
+    assert_eq!(sidecars.len(), 5, "{ctx}");
+    for (i, sidecar) in sidecars.iter().enumerate() {
+        let classes: Vec<&str> = sidecar.wrappers.iter().map(|w| w.class.as_str()).collect();
+        assert!(classes.contains(&"Widget"), "round {}: {classes:?}", i + 1);
+        assert_eq!(
+            classes.contains(&"LateWidget"),
+            i >= 2,
+            "round {}: {classes:?}",
+            i + 1
+        );
+    }
+    let report = report(&r);
+    let late = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["suggestion"]["method"] == "LateWidget#close")
+        .unwrap_or_else(|| panic!("no LateWidget#close finding: {report:#}\n{ctx}"));
+    assert_eq!(late["kind"], "missing_release", "{late:#}");
+    let created = &late["suggestion"]["locations"][0];
+    assert_eq!(created["role"], "created", "{late:#}");
+    assert!(
+        created["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("widget-late-class.rb"),
+        "{late:#}"
+    );
+    let line = line_of("widget/widget-late-class.rb", "LateWidget.new(256)");
+    assert_eq!(created["line"], line, "{late:#}");
+}
