@@ -362,8 +362,6 @@ module LeakhuntAgent
       # anonymous classes die as they would without the agent.
       @instance_facts = {}                # module id => { method name => [location, MethodFacts] }
       @singleton_facts = {}
-      @scanned = {}                       # module id => [method names, singleton names, wrapper or nil]
-      @scanned_index = nil                # the function index @scanned was found with
       @index = nil                        # function_index, rebuilt when functions change
       @hooked = false
       @lock = Mutex.new
@@ -464,8 +462,7 @@ module LeakhuntAgent
     end
 
     # Scans every class (the round's, inside `synchronize`, stopping at its deadline; or after
-    # a top-level require). A class whose method names are those of the last scan keeps what
-    # that scan found (`scan`), unless a function was attached since.
+    # a top-level require).
     def scan_all(deadline = nil)
       return unless ffi_loaded?
 
@@ -474,10 +471,6 @@ module LeakhuntAgent
         index = function_index
         return if index.empty?
 
-        unless index == @scanned_index
-          @scanned.clear
-          @scanned_index = index
-        end
         @wrappers = {}.compare_by_identity
         seen = {}
         whole = true
@@ -492,9 +485,9 @@ module LeakhuntAgent
       end
     end
 
-    # What was kept of classes that are gone.
+    # The facts of classes that are gone.
     def forget_all_but(seen)
-      [@scanned, @instance_facts, @singleton_facts].each { |cache| cache.select! { |id, _| seen.key?(id) } }
+      [@instance_facts, @singleton_facts].each { |cache| cache.select! { |id, _| seen.key?(id) } }
     end
 
     # The lifecycle counts as they are now, copied while the program's threads are parked: the
@@ -510,7 +503,7 @@ module LeakhuntAgent
 
       unless_busy do
         index = function_index
-        scan(mod, index, again: true) unless index.empty?
+        scan(mod, index) unless index.empty?
       end
     end
 
@@ -527,7 +520,7 @@ module LeakhuntAgent
         mod.singleton_methods(false).each do |name|
           next if functions.key?(name)
 
-          method = Kernel.instance_method(:method).bind_call(mod, name) rescue next
+          method = METHOD.bind_call(mod, name) rescue next
           facts = facts_for(OBJECT_ID.bind_call(mod), name, true, method)
           next unless facts
 
@@ -550,41 +543,31 @@ module LeakhuntAgent
       {}
     end
 
-    # Scans one class; returns its object id. A class whose method names are those the last
-    # scan saw keeps the wrapper found then (reading its methods again is most of a scan's cost:
-    # 20-40 ms of each of the seed's rounds natively, 0.6 s under valgrind, BENCHMARKS.md),
-    # but when its class body just ended (`again`, which sees a `def` that redefines a method).
-    # A method redefined otherwise (`define_method` or `class_eval` with a name the class has)
-    # is read at its class's next change of names.
-    def scan(mod, index, again: false)
+    # Scans one class; returns its object id (what its facts are kept by).
+    def scan(mod, index)
       return if @own.key?(mod) || mod.singleton_class?
 
       id = OBJECT_ID.bind_call(mod)
-      names = mod.instance_methods(false) + mod.private_instance_methods(false)
-      singles = mod.singleton_methods(false)
-      known = @scanned[id]
-      if !again && known && known[0] == names && known[1] == singles
-        @wrappers[mod] = known[2] if known[2]
-        return id
-      end
+      # The agent's own classes; an FFI module's functions are the index, not a wrapper.
       return id if LeakhuntAgent.name_of(mod).start_with?('LeakhuntAgent')
       return id if !mod.is_a?(Class) && mod.is_a?(::FFI::Library)
 
-      @scanned[id] = [names, singles, wrapper_of(mod, id, index, names, singles)]
-      @wrappers[mod] = @scanned[id][2] if @scanned[id][2]
+      wrapper = wrapper_of(mod, id, index)
+      @wrappers[mod] = wrapper if wrapper
       id
     rescue StandardError => e
       @agent.note_error("scanning #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
-      nil
+      id
     end
 
     OBJECT_ID = Kernel.instance_method(:object_id)
+    METHOD = Kernel.instance_method(:method)
 
     # The wrapper a class is, from its methods (hooked to count its instances), or nil.
-    def wrapper_of(mod, id, index, names, singles)
+    def wrapper_of(mod, id, index)
       methods = []
       finalizer = finalizer_by_ancestry(mod)
-      each_method(mod, names, singles) do |name, method, singleton|
+      each_method(mod) do |name, method, singleton|
         facts = facts_for(id, name, singleton, method)
         next unless facts
 
@@ -599,7 +582,13 @@ module LeakhuntAgent
       return nil if methods.empty?
 
       first = methods.find { |m| m[:file] } || {}
-      instrument(mod, methods) if mod.is_a?(Class) && methods.any? { |m| !m[:singleton] }
+      begin
+        instrument(mod, methods) if mod.is_a?(Class) && methods.any? { |m| !m[:singleton] }
+      rescue StandardError => e
+        # Still a wrapper (a frozen class takes no hook): uncounted, but its release and
+        # finalizer are known.
+        @agent.note_error("counting #{LeakhuntAgent.name_of(mod)}: #{e.class}: #{e.message}")
+      end
       { class: LeakhuntAgent.name_of(mod), file: first[:file], line: first[:line],
         methods: methods, finalizer: !finalizer.nil?, finalizer_detail: finalizer }
     end
@@ -627,16 +616,16 @@ module LeakhuntAgent
       nil
     end
 
-    def each_method(mod, names, singles)
-      names.each do |name|
+    def each_method(mod)
+      (mod.instance_methods(false) + mod.private_instance_methods(false)).each do |name|
         um = mod.instance_method(name) rescue next
         um = um.super_method while um && @own.key?(um.owner)
         next unless um&.owner.equal?(mod)
 
         yield name, um, false
       end
-      singles.each do |name|
-        m = Kernel.instance_method(:method).bind_call(mod, name) rescue next
+      mod.singleton_methods(false).each do |name|
+        m = METHOD.bind_call(mod, name) rescue next
         yield name, m, true
       end
     end
@@ -680,6 +669,9 @@ module LeakhuntAgent
     # Prepends a counting module: initialize and each release method count, then call super.
     # Release methods found by a later scan are added to the same module.
     def instrument(klass, methods)
+      # A frozen class takes no hook: none is made (and kept among the agent's own) at each scan.
+      raise FrozenError, "can't modify frozen class: #{LeakhuntAgent.name_of(klass)}" if klass.frozen? && !@counters.key?(klass)
+
       counter = @counters[klass] ||= begin
         counter = Counter.new(klass, [], @agent.clock, @agent.alloc_sites?, @agent.sampled_sites?)
         sites = @agent.sites

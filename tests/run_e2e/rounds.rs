@@ -353,9 +353,9 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 }
 
 /// A wrapper class defined late, where no hook of the agent's sees it (`Class.new` in the main
-/// script, once the second round is over): the next round's scan finds it, although each round
-/// keeps what the scans before it found of the classes whose methods did not change, and its
-/// unclosed instances are a missing `LateWidget#close` at the line that creates them.
+/// script, once the second round is over): the next round's scan finds it, every round still
+/// finds the ones found before, and its unclosed instances are a missing `LateWidget#close` at
+/// the line that creates them.
 #[test]
 fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
     if !ruby_ready() || !require("gcc", have("gcc")) {
@@ -373,7 +373,7 @@ fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
             "--every",
             "1s",
             "--snapshots",
-            "4",
+            "5",
             "--format",
             "json",
             "--fail-on",
@@ -392,7 +392,7 @@ fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
         .filter_map(|s| s.sidecar.as_ref())
         .map(|s| r.sidecar(s))
         .collect();
-    assert_eq!(sidecars.len(), 5, "{ctx}");
+    assert_eq!(sidecars.len(), 6, "{ctx}");
     for (i, sidecar) in sidecars.iter().enumerate() {
         let classes: Vec<&str> = sidecar.wrappers.iter().map(|w| w.class.as_str()).collect();
         assert!(classes.contains(&"Widget"), "round {}: {classes:?}", i + 1);
@@ -420,6 +420,9 @@ fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
             .ends_with("widget-late-class.rb"),
         "{late:#}"
     );
-    let line = line_of("widget/widget-late-class.rb", "LateWidget.new(256)");
+    let line = line_of(
+        "widget/widget-late-class.rb",
+        "10.times { LateWidget.new(256) }",
+    );
     assert_eq!(created["line"], line, "{late:#}");
 }
