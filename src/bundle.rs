@@ -316,8 +316,8 @@ pub struct Sidecar {
     /// memory). Absent in sidecars of agents before it, or when the round never paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause: Option<String>,
-    /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers; the
-    /// program runs meanwhile), then "gc", "malloc", "dump", "write" (a held round's dump written
+    /// Seconds the agent spent on each step of this snapshot: "scan" (finding wrappers, when a
+    /// method was defined since the last scan; the program runs meanwhile), then "gc", "malloc", "dump", "write" (a held round's dump written
     /// into its file through write(2)), "lsan", "counts" and "constants" (the program's threads
     /// are paused for these, from the second GC on), then "sidecar". Without Fiddle a held round's "write"
     /// comes after "counts", the program running again. A step skipped because an earlier one

@@ -352,10 +352,11 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
     );
 }
 
-/// A wrapper class defined late, where no hook of the agent's sees it (`Class.new` in the main
+/// A wrapper class defined late, outside a class body and a require (`Class.new` in the main
 /// script, once the second round is over): the next round's scan finds it, every round still
-/// finds the ones found before, and its unclosed instances are a missing `LateWidget#close` at
-/// the line that creates them.
+/// lists the ones found before, and its unclosed instances are a missing `LateWidget#close` at
+/// the line that creates them. The second round, with no method defined since the first,
+/// skips the scan.
 #[test]
 fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
     if !ruby_ready() || !require("gcc", have("gcc")) {
@@ -393,6 +394,15 @@ fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
         .map(|s| r.sidecar(s))
         .collect();
     assert_eq!(sidecars.len(), 6, "{ctx}");
+    let scanned: Vec<bool> = sidecars
+        .iter()
+        .map(|s| s.timings.contains_key("scan"))
+        .collect();
+    assert_eq!(
+        scanned[..3],
+        [true, false, true],
+        "rounds that scanned\n{ctx}"
+    );
     for (i, sidecar) in sidecars.iter().enumerate() {
         let classes: Vec<&str> = sidecar.wrappers.iter().map(|w| w.class.as_str()).collect();
         assert!(classes.contains(&"Widget"), "round {}: {classes:?}", i + 1);
