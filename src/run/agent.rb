@@ -476,7 +476,8 @@ module LeakhuntAgent
     # method a class defines while it overrides `method_added` without calling super, outside a
     # class body, is read at the next definition seen.
     def scan_needed?
-      @scanned_at.nil? || @scanned_at != @definitions || @index.nil?
+      @scanned_at.nil? || @scanned_at != @definitions || @index.nil? ||
+        @unnamed&.any? { |mod| !MODULE_NAME.bind_call(mod).nil? }
     end
 
     # A round that skips the scan: a wrapper named since it was found (`X = Class.new do … end`)
@@ -492,6 +493,9 @@ module LeakhuntAgent
 
       synchronize do
         definitions = @definitions
+        # A scan that does not go through every class (its deadline, an exception) leaves the
+        # next one needed.
+        @scanned_at = nil
         @index = nil
         index = function_index
         return if index.empty?
@@ -541,8 +545,12 @@ module LeakhuntAgent
       return @index if @index
 
       index = {}
+      @unnamed = []
       ffi_modules.each do |mod|
         functions = @functions[mod] || fallback_functions(mod)
+        # Calls are matched by the module's constant name: one named later (`LibX = lib`, which
+        # no hook sees) needs the index made again.
+        @unnamed << mod if MODULE_NAME.bind_call(mod).nil?
         short = LeakhuntAgent.name_of(mod).split('::').last.to_sym
         functions.each { |name, (symbol, _, _)| (index[name] ||= []) << [mod, short, symbol] }
         mod.singleton_methods(false).each do |name|
@@ -590,6 +598,7 @@ module LeakhuntAgent
 
     OBJECT_ID = Kernel.instance_method(:object_id)
     METHOD = Kernel.instance_method(:method)
+    MODULE_NAME = Module.instance_method(:name)
 
     # The wrapper a class is, from its methods (hooked to count its instances), or nil.
     def wrapper_of(mod, id, index)
