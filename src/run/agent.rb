@@ -365,6 +365,7 @@ module LeakhuntAgent
       @index = nil                        # function_index, rebuilt when functions change
       @definitions = 0                    # methods defined outside the agent's own modules
       @scanned_at = nil                   # @definitions when the last whole scan began
+      @unnamed = []                       # FFI modules without a name when the index was made
       @hooked = false
       @lock = Mutex.new
     end
@@ -469,15 +470,15 @@ module LeakhuntAgent
       @definitions += 1 unless @own.key?(mod)
     end
 
-    # Whether a scan can find anything new: a method was defined or a function attached since
-    # the last whole scan began. A scan reads every method of every class (20-40 ms of each of
+    # Whether a scan can find anything new: a method was defined, a function attached or an
+    # FFI module named since the last whole scan began (or the last one was cut short). A scan reads every method of every class (20-40 ms of each of
     # the seed's rounds natively, 0.15 s under LSan, where each Method object's malloc pays a
     # full unwind, 0.6 s under valgrind), and a program past its boot seldom defines any. A
     # method a class defines while it overrides `method_added` without calling super, outside a
     # class body, is read at the next definition seen.
     def scan_needed?
       @scanned_at.nil? || @scanned_at != @definitions || @index.nil? ||
-        @unnamed&.any? { |mod| !MODULE_NAME.bind_call(mod).nil? }
+        @unnamed.any? { |mod| !Constants::NAME.bind_call(mod).nil? }
     end
 
     # A round that skips the scan: a wrapper named since it was found (`X = Class.new do … end`)
@@ -550,7 +551,7 @@ module LeakhuntAgent
         functions = @functions[mod] || fallback_functions(mod)
         # Calls are matched by the module's constant name: one named later (`LibX = lib`, which
         # no hook sees) needs the index made again.
-        @unnamed << mod if MODULE_NAME.bind_call(mod).nil?
+        @unnamed << mod if Constants::NAME.bind_call(mod).nil?
         short = LeakhuntAgent.name_of(mod).split('::').last.to_sym
         functions.each { |name, (symbol, _, _)| (index[name] ||= []) << [mod, short, symbol] }
         mod.singleton_methods(false).each do |name|
@@ -598,7 +599,6 @@ module LeakhuntAgent
 
     OBJECT_ID = Kernel.instance_method(:object_id)
     METHOD = Kernel.instance_method(:method)
-    MODULE_NAME = Module.instance_method(:name)
 
     # The wrapper a class is, from its methods (hooked to count its instances), or nil.
     def wrapper_of(mod, id, index)
