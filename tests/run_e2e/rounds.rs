@@ -412,6 +412,13 @@ fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
             "round {}: {classes:?}",
             i + 1
         );
+        // A module there before the agent is read once something is defined in it.
+        assert_eq!(
+            classes.contains(&"Marshal"),
+            i >= 2,
+            "round {}: {classes:?}",
+            i + 1
+        );
     }
     let report = report(&r);
     let late = report["findings"]
