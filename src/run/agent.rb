@@ -100,14 +100,16 @@ module LeakhuntAgent
       @library = { __FILE__ => true }
     end
 
+    # Asked at every counted creation: a program's own file is remembered too (matching it
+    # against some fifteen prefixes was 1.3 us a creation natively, 85 us under valgrind).
     def library?(path)
       cached = @library[path]
       return cached unless cached.nil?
 
       library = path.start_with?('<internal:') || @prefixes.any? { |p| path.start_with?(p) }
-      # Only library files, and boundedly: a program may eval code under a new file name per
-      # request (a table of those would be the agent's own growth in the program's heap).
-      @library[path] = true if library && @library.size < LIBRARY_CACHE
+      # Boundedly: a program may eval code under a new file name per request (a table of those
+      # would be the agent's own growth in the program's heap).
+      @library[path] = library if @library.size < LIBRARY_CACHE
       library
     end
 
