@@ -373,17 +373,35 @@ module LeakhuntAgent
       @before = modules_before
     end
 
-    # The modules there before the agent (Ruby's own, RubyGems), each until a method is defined
-    # in it: a scan skips them. None calls an attached function when FFI was not loaded yet
-    # (nothing to call), and reading them was four fifths of a first scan (2 s of 2.5 under
-    # valgrind, 0.1 s natively for the seed's 470 modules); a module patched since (`class
-    # String; def …`) is read. Nil (every module read) when FFI came before the agent.
+    # The modules there before the agent, each until a method is defined in it (or a class body
+    # of it ends): a scan skips them. Only when every file loaded before the agent is Ruby's
+    # own (its library, RubyGems, Bundler's setup) and FFI is not loaded: then none of them
+    # calls an attached function, and reading them was four fifths of a first scan (2 s of 2.5
+    # under valgrind, 0.1 s natively for the seed's 470 modules). A library the program
+    # preloads (`ruby -rlib`, RUBYOPT) may call FFI it loads later (an autoload): then every
+    # module is read (nil).
     def modules_before
-      return nil if ffi_loaded?
+      return nil if ffi_loaded? || !Inventory.rubys_own_loaded?
 
       before = {}.compare_by_identity
       ObjectSpace.each_object(Module) { |mod| before[mod] = true }
       before
+    end
+
+    # RubyGems and Bundler (`bundle exec`'s -rbundler/setup) wherever they are installed.
+    RUBYS_OWN_FEATURE = %r{/(?:rubygems|bundler)(?:/|\.rb\z)}
+
+    # Whether every loaded feature is built in, from Ruby's library directories, RubyGems or
+    # Bundler (or this agent).
+    def self.rubys_own_loaded?
+      dirs = %w[rubylibdir rubyarchdir].map { |k| RbConfig::CONFIG[k].to_s }.reject(&:empty?).map { |d| "#{d}/" }
+      agent = File.expand_path(__FILE__)
+      $LOADED_FEATURES.all? do |feature|
+        !feature.include?('/') || feature == agent || dirs.any? { |d| feature.start_with?(d) } ||
+          RUBYS_OWN_FEATURE.match?(feature)
+      end
+    rescue StandardError
+      false
     end
 
     def ffi_loaded?
@@ -485,8 +503,9 @@ module LeakhuntAgent
     def defined(mod)
       return if @own.key?(mod)
 
-      @definitions += 1
+      # First: a scan that begins in between reads `mod`, and one that began before is stale.
       @before&.delete(mod)
+      @definitions += 1
     end
 
     # Whether a scan can find anything new: a method was defined, a function attached or an
@@ -496,7 +515,8 @@ module LeakhuntAgent
     # object's malloc pays a full unwind, 0.6 s under valgrind), and a program past its boot
     # seldom defines any. A method a class defines while it overrides `method_added` without
     # calling super, outside a class body, is read at the next definition seen (and one in a
-    # module there before the agent, never, unless something else is defined in it).
+    # module there before the agent, never, unless something else is defined in it or a
+    # class body of it ends).
     def scan_needed?
       @scanned_at.nil? || @scanned_at != @definitions || @index.nil? ||
         @unnamed.any? { |mod| !Constants::NAME.bind_call(mod).nil? }
@@ -555,6 +575,9 @@ module LeakhuntAgent
 
     # Scans one class whose body just ended (TracePoint :end).
     def scan_one(mod)
+      # Read by whole scans from now on too (a class body that ended defined something, or
+      # may have: `method_added` overridden without super does not tell).
+      @before&.delete(mod)
       return unless ffi_loaded? && @hooked
 
       unless_busy do

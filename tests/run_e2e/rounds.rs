@@ -357,6 +357,79 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// lists the ones found before, and its unclosed instances are a missing `LateWidget#close` at
 /// the line that creates them. The second round, with no method defined since the first,
 /// skips the scan.
+/// The scans skip the modules there before the agent only when those are Ruby's own: a wrapper
+/// class the program preloads (`ruby -r`), whose FFI binding is autoloaded after the agent
+/// started, is found and diagnosed.
+#[test]
+fn a_wrapper_class_preloaded_before_the_agent_is_found() {
+    if !ruby_ready() || !require("gcc", have("gcc")) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = build_widget(dir.path());
+    let widget_dir = widget_fixture("");
+    let script = widget_fixture("widget-preloaded.rb");
+    let r = run(
+        &[
+            "--backend",
+            "none",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "3",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+        ],
+        &[
+            "ruby",
+            "-I",
+            widget_dir.to_str().unwrap(),
+            "-rwidget-handle",
+            script.to_str().unwrap(),
+        ],
+        &[("WIDGET_LIB", lib.to_str().unwrap())],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("widget-preloaded: created"), "{ctx}");
+    let last = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.sidecar.as_ref())
+        .next_back()
+        .map(|s| r.sidecar(s))
+        .unwrap_or_else(|| panic!("no sidecar\n{ctx}"));
+    let classes: Vec<&str> = last.wrappers.iter().map(|w| w.class.as_str()).collect();
+    assert!(classes.contains(&"WidgetHandle"), "{classes:?}\n{ctx}");
+    let report = report(&r);
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["suggestion"]["method"] == "WidgetHandle#close")
+        .unwrap_or_else(|| panic!("no WidgetHandle#close finding: {report:#}\n{ctx}"));
+    assert_eq!(finding["kind"], "missing_release", "{finding:#}");
+    let created = &finding["suggestion"]["locations"][0];
+    assert!(
+        created["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("widget-preloaded.rb"),
+        "{finding:#}"
+    );
+    let line = line_of(
+        "widget/widget-preloaded.rb",
+        "10.times { WidgetHandle.new(256) }",
+    );
+    assert_eq!(created["line"], line, "{finding:#}");
+}
+
 #[test]
 fn a_wrapper_class_defined_late_is_found_by_the_next_rounds_scan() {
     if !ruby_ready() || !require("gcc", have("gcc")) {
