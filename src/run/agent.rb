@@ -84,7 +84,9 @@ module LeakhuntAgent
   class Sites
     LIBRARY_CACHE = 5_000
 
-    def initialize
+    # `frames`: a FrameSites to read sites with (under LSan), or nil.
+    def initialize(frames = nil)
+      @frames = frames
       prefixes = []
       if defined?(RbConfig)
         %w[rubylibprefix rubylibdir rubyarchdir sitedir sitelibdir vendordir vendorlibdir].each do |k|
@@ -116,11 +118,135 @@ module LeakhuntAgent
     # The creation site seen from a counting hook (frame 0 is this method, 1 the hook, 2 the
     # `new` that called it): [immediate site, first site outside libraries (or the immediate)].
     def creation_site
+      if @frames
+        # Frame 0 is Fiddle's call, 1 FrameSites#site, 2 this method, 3 the hook, 4 the `new`.
+        site = @frames.site(4, self)
+        return site if site
+      end
       first = caller_locations(2, 1)&.first
       return nil unless first
       return [first, first] unless library?(first.path.to_s)
 
       [first, (caller_locations(3, 64) || []).find { |loc| !library?(loc.path.to_s) } || first]
+    end
+  end
+
+  # Creation sites without caller_locations, under LSan: caller_locations mallocs its backtrace
+  # and each Location, and LSan pays a full unwind for every malloc (17 us a site against 0.4
+  # natively; the seed's 20,000 round trips create 80,000 counted messages). Ruby's
+  # rb_profile_frames (through Fiddle, keeping the GVL) fills a thread's buffers with its frames
+  # (method entries or instruction sequences, as integers) and their current lines, without
+  # allocating. A frame is never handed back to Ruby: its path is looked up by its value in a
+  # table that caller_locations filled (a miss takes the slow way once and fills it), which is
+  # emptied at every GC (the only time a frame's value can go to another method). The table is
+  # filled only where caller_locations and the frames agree line for line; after MISMATCHES
+  # disagreements the agent goes back to caller_locations for good.
+  class FrameSites
+    LIMIT = 72
+    MISMATCHES = 3
+    TABLE_MAX = 4_096
+    Site = Struct.new(:path, :lineno)
+
+    # A FrameSites, or nil when Fiddle, the function or a call that keeps the GVL is missing.
+    def self.make
+      FiddleExtension.load
+      word = FiddleExtension.type(:INTPTR_T)
+      int = FiddleExtension.type(:INT)
+      profile, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['rb_profile_frames'], [int, int, word, word], int)
+      held ? new(profile) : nil
+    rescue StandardError, ScriptError
+      nil
+    end
+
+    def initialize(profile)
+      @profile = profile
+      @paths = {} # frame value => path, for the GC count @epoch
+      @epoch = nil
+      @mismatches = 0
+      @fast = 0
+      @slow = 0
+    end
+
+    # How many sites were read from the table, and how many took caller_locations.
+    def stats
+      { fast: @fast, slow: @slow, off: @mismatches >= MISMATCHES }
+    end
+
+    # [immediate site, first site outside libraries] as Sites#creation_site gives them, with
+    # frame `skip` (of this method's rb_profile_frames) the immediate caller; nil when off.
+    def site(skip, sites)
+      return nil if @mismatches >= MISMATCHES
+
+      frames, lines = buffers
+      epoch = GC.count
+      unless epoch == @epoch
+        @paths.clear
+        @epoch = epoch
+      end
+      count = @profile.call(0, LIMIT, frames.to_i, lines.to_i)
+      # Only if no GC came between the frames and the table (nor, so, another thread's fill).
+      found = GC.count == epoch && from_table(frames, lines, count, skip, sites)
+      found = nil unless GC.count == epoch
+      if found
+        @fast += 1
+        return found
+      end
+      @slow += 1
+      locations = caller_locations(0, LIMIT)
+      fill(frames, lines, count, locations) if GC.count == epoch
+      # Location i is frame i + 1 (frame 0, Fiddle's call, is no longer on the stack).
+      first = locations[skip - 1]
+      return nil unless first
+      return [first, first] unless sites.library?(first.path.to_s)
+
+      [first, locations[skip, 64].find { |loc| !sites.library?(loc.path.to_s) } || first]
+    end
+
+    private
+
+    # This thread's two buffers (fibers of a thread take turns: never two reads at once).
+    def buffers
+      Thread.current.thread_variable_get(:leakhunt_frames) ||
+        Thread.current.thread_variable_set(:leakhunt_frames,
+                                           [::Fiddle::Pointer.malloc(8 * LIMIT, ::Fiddle::RUBY_FREE),
+                                            ::Fiddle::Pointer.malloc(4 * LIMIT, ::Fiddle::RUBY_FREE)])
+    end
+
+    # Ruby frames have a line; C functions' frames have 0 and stand where their caller stands.
+    def from_table(frames, lines, count, skip, sites)
+      first = nil
+      i = skip
+      while i < count && i < skip + 65
+        line = lines[4 * i, 4].unpack1('l')
+        if line.positive?
+          path = @paths[frames[8 * i, 8].unpack1('J')]
+          return nil unless path
+
+          site = Site.new(path, line)
+          first ||= site
+          return [first, site] unless sites.library?(path)
+        end
+        i += 1
+      end
+      first && [first, first]
+    end
+
+    def fill(frames, lines, count, locations)
+      pairs = []
+      # Frame 1 is this object's `site`, whose line differs between the two reads.
+      (2...count).each do |i|
+        line = lines[4 * i, 4].unpack1('l')
+        next unless line.positive?
+
+        location = locations[i - 1]
+        unless location && location.lineno == line
+          @mismatches += 1
+          return
+        end
+        pairs << [frames[8 * i, 8].unpack1('J'), -location.path.to_s]
+      end
+      @paths.clear if @paths.size + pairs.size > TABLE_MAX
+      pairs.each { |value, path| @paths[value] = path }
     end
   end
 
@@ -845,10 +971,10 @@ module LeakhuntAgent
     end
 
     def initialize
-      int = Lsan.type(:INT)
+      int = FiddleExtension.type(:INT)
       @pread, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['pread'],
-                                              [int, Lsan.type(:VOIDP), Lsan.type(:SIZE_T), Lsan.type(:LONG_LONG)],
-                                              Lsan.type(:SSIZE_T))
+                                              [int, FiddleExtension.type(:VOIDP), FiddleExtension.type(:SIZE_T), FiddleExtension.type(:LONG_LONG)],
+                                              FiddleExtension.type(:SSIZE_T))
       raise ArgumentError, 'a fiddle that releases the GVL' unless held
 
       @buffer = ::Fiddle::Pointer.malloc(3 * WORD)
@@ -1747,6 +1873,14 @@ module LeakhuntAgent
       [::Fiddle::Function.new(pointer, args, ret), false]
     end
 
+    # The C extension names its types Fiddle::Types::INT from fiddle 1.1 (Ruby 3.2) on, and
+    # Fiddle::TYPE_INT before; fiddle.rb, not loaded here, makes the one from the other.
+    def self.type(name)
+      return ::Fiddle::Types.const_get(name) if defined?(::Fiddle::Types)
+
+      ::Fiddle.const_get("TYPE_#{name}")
+    end
+
     module LastError
       def last_error=(error)
         Thread.current[:__FIDDLE_LAST_ERROR__] = error
@@ -2091,16 +2225,8 @@ module LeakhuntAgent
       @regions = {} # start => bytes, as registered
     end
 
-    # The C extension names its types Fiddle::Types::INT from fiddle 1.1 (Ruby 3.2) on, and
-    # Fiddle::TYPE_INT before; fiddle.rb, not loaded here, makes the one from the other.
-    def self.type(name)
-      return ::Fiddle::Types.const_get(name) if defined?(::Fiddle::Types)
-
-      ::Fiddle.const_get("TYPE_#{name}")
-    end
-
     def type(name)
-      Lsan.type(name)
+      FiddleExtension.type(name)
     end
 
     def holds_gvl?
@@ -2157,8 +2283,8 @@ module LeakhuntAgent
     end
 
     def initialize(handle, dir)
-      ptr = Lsan.type(:VOIDP)
-      int = Lsan.type(:INT)
+      ptr = FiddleExtension.type(:VOIDP)
+      int = FiddleExtension.type(:INT)
       @fopen, held = FiddleExtension.function(handle['fopen'], [ptr, ptr], ptr)
       @fclose, = FiddleExtension.function(handle['fclose'], [ptr], int)
       @malloc_info, = FiddleExtension.function(handle['malloc_info'], [int, ptr], int)
@@ -2210,9 +2336,9 @@ module LeakhuntAgent
   class Writer
     def self.make
       FiddleExtension.load
-      int = Lsan.type(:INT)
+      int = FiddleExtension.type(:INT)
       write, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['write'],
-                                             [int, Lsan.type(:VOIDP), Lsan.type(:SIZE_T)], Lsan.type(:SSIZE_T))
+                                             [int, FiddleExtension.type(:VOIDP), FiddleExtension.type(:SIZE_T)], FiddleExtension.type(:SSIZE_T))
       held ? new(write) : nil
     rescue StandardError, ScriptError
       nil
@@ -2307,7 +2433,8 @@ module LeakhuntAgent
                                                 File.dirname(@socket_path))
         @allocation_sites.start
       end
-      @sites = Sites.new
+      @frame_sites = FrameSites.make if @backend == 'lsan'
+      @sites = Sites.new(@frame_sites)
       @inventory = Inventory.new(self)
       @inventory.hook_ffi
       prepare_lsan
@@ -2594,6 +2721,7 @@ module LeakhuntAgent
       body[:extensions] = @extensions.to_sidecar
       body[:loaded_features] = $LOADED_FEATURES.map(&:to_s)
       body[:constants] = constants if constants
+      body[:frame_sites] = @frame_sites.stats if @frame_sites
       round.record('sidecar')
       body[:timings] = round.timings
       body[:errors] = @errors + errors + round.overruns.map { |step, s| format('%s overran its %.1f s budget', step, s) }
