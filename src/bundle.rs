@@ -329,6 +329,22 @@ pub struct Sidecar {
     /// Fiddle): the line of a growing container the dump has no allocation site for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub constants: Vec<ConstantContainer>,
+    /// Under `--backend lsan`: how the agent read creation sites ([`FrameSites`]). Absent
+    /// elsewhere, and where Fiddle or `rb_profile_frames` is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_sites: Option<FrameSites>,
+}
+
+/// Creation sites under LSan, where caller_locations' mallocs each pay a full unwind: read
+/// from `rb_profile_frames` and a table of frame paths (`fast`), or through caller_locations
+/// (`slow`: a frame the table lacked, which every GC empties). `off` once the two disagreed
+/// three times: caller_locations only from then on. Counts since the process started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameSites {
+    pub fast: u64,
+    pub slow: u64,
+    pub off: bool,
 }
 
 /// A container a constant held, as the agent listed it right after the dump.

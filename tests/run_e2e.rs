@@ -519,6 +519,24 @@ fn assert_seed_findings(r: &Run, variant: &str) {
                 ("leak-counter.rb".into(), u64::from(line), "created".into()),
                 "{ctx}"
             );
+            if r.manifest.backend.name == "lsan" {
+                // Under LSan the sites come from the frames and their table, not from
+                // caller_locations (whose mallocs each pay a full unwind).
+                let last = r
+                    .manifest
+                    .snapshots
+                    .iter()
+                    .filter_map(|s| s.sidecar.as_ref())
+                    .next_back();
+                let sites = last.and_then(|s| r.sidecar(s).frame_sites);
+                let Some(sites) = sites else {
+                    panic!("no frame_sites in the last sidecar: {ctx}");
+                };
+                assert!(
+                    !sites.off && sites.fast > 10 * sites.slow,
+                    "{sites:?}: {ctx}"
+                );
+            }
             if r.manifest.backend.name == "none" {
                 // No native site, but malloc's growth after each GC rose with the messages
                 // collected unclosed: sized by it, each at least its 1 KiB buffer.

@@ -119,8 +119,8 @@ module LeakhuntAgent
     # `new` that called it): [immediate site, first site outside libraries (or the immediate)].
     def creation_site
       if @frames
-        # Frame 0 is Fiddle's call, 1 FrameSites#site, 2 this method, 3 the hook, 4 the `new`.
-        site = @frames.site(4, self)
+        # Frame 0 is Fiddle's call, 1 and 2 FrameSites', 3 this method, 4 the hook, 5 the `new`.
+        site = @frames.site(5, self)
         return site if site
       end
       first = caller_locations(2, 1)&.first
@@ -136,15 +136,22 @@ module LeakhuntAgent
   # natively; the seed's 20,000 round trips create 80,000 counted messages). Ruby's
   # rb_profile_frames (through Fiddle, keeping the GVL) fills a thread's buffers with its frames
   # (method entries or instruction sequences, as integers) and their current lines, without
-  # allocating. A frame is never handed back to Ruby: its path is looked up by its value in a
-  # table that caller_locations filled (a miss takes the slow way once and fills it), which is
-  # emptied at every GC (the only time a frame's value can go to another method). The table is
-  # filled only where caller_locations and the frames agree line for line; after MISMATCHES
-  # disagreements the agent goes back to caller_locations for good.
+  # allocating. A frame is never handed back to Ruby: its path is looked up by its value and
+  # line in a table that caller_locations filled (a miss takes the slow way and fills it),
+  # which every GC empties (the only time a frame's value can go to another method).
+  # - The two lists are matched by line: a Ruby frame's line is its location's, a C function's
+  #   frame has line 0 and its location stands at its caller's line and path, and C blocks'
+  #   frames (each_with_index's) are in the frames only, so each Ruby frame takes the next
+  #   location with its line. After MISMATCHES frames no location matched, caller_locations only.
+  # - One method entry stands for an eval inside the method too (another path): its value and
+  #   line are the key, and a value seen with two paths goes the slow way until the next GC.
+  # - A read in a thread whose buffers are in use (a trap handler that ran at an interrupt
+  #   check in the middle of one) goes the slow way.
   class FrameSites
     LIMIT = 72
     MISMATCHES = 3
     TABLE_MAX = 4_096
+    LINE_SHIFT = 48 # frame values are user-space addresses, below 2**47
     Site = Struct.new(:path, :lineno)
 
     # A FrameSites, or nil when Fiddle, the function or a call that keeps the GVL is missing.
@@ -160,7 +167,8 @@ module LeakhuntAgent
 
     def initialize(profile)
       @profile = profile
-      @paths = {} # frame value => path, for the GC count @epoch
+      @paths = {} # (line << LINE_SHIFT) | frame value => path, for the GC count @epoch
+      @frame_paths = {} # frame value => a path seen, or false once seen with two
       @epoch = nil
       @mismatches = 0
       @fast = 0
@@ -177,17 +185,39 @@ module LeakhuntAgent
     def site(skip, sites)
       return nil if @mismatches >= MISMATCHES
 
-      frames, lines = buffers
+      buffer = buffers
+      return nil if buffer[2]
+
+      buffer[2] = true
+      begin
+        read(buffer[0], buffer[1], skip, sites)
+      ensure
+        buffer[2] = false
+      end
+    end
+
+    private
+
+    # This thread's two buffers and whether a read is using them (fibers of a thread take
+    # turns: they never read at once).
+    def buffers
+      Thread.current.thread_variable_get(:leakhunt_frames) ||
+        Thread.current.thread_variable_set(:leakhunt_frames,
+                                           [::Fiddle::Pointer.malloc(8 * LIMIT, ::Fiddle::RUBY_FREE),
+                                            ::Fiddle::Pointer.malloc(4 * LIMIT, ::Fiddle::RUBY_FREE), false])
+    end
+
+    def read(frames, lines, skip, sites)
       epoch = GC.count
       unless epoch == @epoch
         @paths.clear
+        @frame_paths.clear
         @epoch = epoch
       end
       count = @profile.call(0, LIMIT, frames.to_i, lines.to_i)
       # Only if no GC came between the frames and the table (nor, so, another thread's fill).
       found = GC.count == epoch && from_table(frames, lines, count, skip, sites)
-      found = nil unless GC.count == epoch
-      if found
+      if found && GC.count == epoch
         @fast += 1
         return found
       end
@@ -202,51 +232,65 @@ module LeakhuntAgent
       [first, locations[skip, 64].find { |loc| !sites.library?(loc.path.to_s) } || first]
     end
 
-    private
-
-    # This thread's two buffers (fibers of a thread take turns: never two reads at once).
-    def buffers
-      Thread.current.thread_variable_get(:leakhunt_frames) ||
-        Thread.current.thread_variable_set(:leakhunt_frames,
-                                           [::Fiddle::Pointer.malloc(8 * LIMIT, ::Fiddle::RUBY_FREE),
-                                            ::Fiddle::Pointer.malloc(4 * LIMIT, ::Fiddle::RUBY_FREE)])
-    end
-
-    # Ruby frames have a line; C functions' frames have 0 and stand where their caller stands.
+    # The immediate site is the first Ruby frame from `skip` on; the user's, the first Ruby frame
+    # outside libraries among the next 64 frames (a C function's frame among them stands for
+    # the Ruby frame after it, even past them). Nil when a frame is not in the table.
     def from_table(frames, lines, count, skip, sites)
       first = nil
+      last = skip + 64
+      carried = false
       i = skip
-      while i < count && i < skip + 65
+      while i < count
         line = lines[4 * i, 4].unpack1('l')
         if line.positive?
-          path = @paths[frames[8 * i, 8].unpack1('J')]
+          return first && [first, first] if i > last && !carried
+
+          path = @paths[(line << LINE_SHIFT) | frames[8 * i, 8].unpack1('J')]
           return nil unless path
 
           site = Site.new(path, line)
           first ||= site
           return [first, site] unless sites.library?(path)
+
+          carried = false
+        else
+          carried = i <= last
         end
         i += 1
       end
-      first && [first, first]
+      # The frames ran out: the buffer's end, or the stack's.
+      count < LIMIT && first ? [first, first] : nil
     end
 
     def fill(frames, lines, count, locations)
       pairs = []
-      # Frame 1 is this object's `site`, whose line differs between the two reads.
+      at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
       (2...count).each do |i|
         line = lines[4 * i, 4].unpack1('l')
         next unless line.positive?
 
-        location = locations[i - 1]
-        unless location && location.lineno == line
+        at += 1 while at < locations.size && locations[at].lineno != line
+        if at >= locations.size
           @mismatches += 1
           return
         end
-        pairs << [frames[8 * i, 8].unpack1('J'), -location.path.to_s]
+        pairs << [frames[8 * i, 8].unpack1('J'), line, -locations[at].path.to_s]
+        at += 1
       end
       @paths.clear if @paths.size + pairs.size > TABLE_MAX
-      pairs.each { |value, path| @paths[value] = path }
+      pairs.each do |value, line, path|
+        seen = @frame_paths[value]
+        next if seen == false
+
+        if seen.nil? || seen == path
+          @frame_paths[value] = path
+          @paths[(line << LINE_SHIFT) | value] = path
+        else
+          # An eval in a method: that method's frames go the slow way until the next GC.
+          @frame_paths[value] = false
+          @paths.delete_if { |key, _| key & ((1 << LINE_SHIFT) - 1) == value }
+        end
+      end
     end
   end
 

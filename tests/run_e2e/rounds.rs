@@ -357,6 +357,82 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// lists the ones found before, and its unclosed instances are a missing `LateWidget#close` at
 /// the line that creates them. The second round, with no method defined since the first,
 /// skips the scan.
+/// Under LSan creation sites come from the frames and a table of their paths: a Widget made by
+/// an `eval` with its own file name inside a method (one frame with the method) is still
+/// counted at that file, the direct ones at their method's line, both from an each_with_index
+/// block (a frame caller_locations does not list), and the direct ones are read from the table.
+#[test]
+fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
+    if !ruby_ready() || !lsan_ready() || !require("gcc", have("gcc")) {
+        return;
+    }
+    let _one = one_run_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = build_widget(dir.path());
+    let r = run(
+        &[
+            "--backend",
+            "lsan",
+            "--after",
+            "1s",
+            "--every",
+            "1s",
+            "--snapshots",
+            "2",
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+        ],
+        &[widget_fixture("widget-sites.rb").to_str().unwrap()],
+        &[("WIDGET_LIB", lib.to_str().unwrap())],
+    );
+    let ctx = r.context();
+    assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
+    assert!(r.stdout.contains("widget-sites: created"), "{ctx}");
+    let last = r
+        .manifest
+        .snapshots
+        .iter()
+        .filter_map(|s| s.sidecar.as_ref())
+        .next_back()
+        .map(|s| r.sidecar(s))
+        .unwrap_or_else(|| panic!("no sidecar\n{ctx}"));
+    let widget = last
+        .lifecycle
+        .iter()
+        .find(|l| l.class == "Widget")
+        .unwrap_or_else(|| panic!("no Widget lifecycle\n{ctx}"));
+    let direct = line_of("widget/widget-sites.rb", "Widget.new(64)");
+    let mut sites: Vec<(String, u32, u64)> = widget
+        .created_at
+        .iter()
+        .map(|s| {
+            let file = s.file.rsplit('/').next().unwrap_or_default().to_owned();
+            (file, s.line, s.count)
+        })
+        .collect();
+    sites.sort();
+    let [(eval_file, 40, evaluated), (file, line, made)] = &sites[..] else {
+        panic!("{sites:?}\n{ctx}");
+    };
+    assert_eq!(eval_file, "generated-widgets.rb", "{sites:?}");
+    assert_eq!(
+        (file.as_str(), *line),
+        ("widget-sites.rb", direct),
+        "{sites:?}"
+    );
+    assert!(*made > 100 && made.abs_diff(*evaluated) <= 1, "{sites:?}");
+    let frames = last
+        .frame_sites
+        .unwrap_or_else(|| panic!("no frame_sites\n{ctx}"));
+    // The eval's frame goes the slow way; the direct ones, but the first after each GC, not.
+    assert!(
+        !frames.off && 2 * frames.fast > *made,
+        "{frames:?} {sites:?}\n{ctx}"
+    );
+}
+
 /// The scans skip the modules there before the agent only when those are Ruby's own: a wrapper
 /// class the program preloads (`ruby -r`), whose FFI binding is autoloaded after the agent
 /// started, is found and diagnosed.
