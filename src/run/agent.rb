@@ -139,17 +139,22 @@ module LeakhuntAgent
   # allocating. A frame is never handed back to Ruby: its path is looked up by its value and
   # line in a table that caller_locations filled (a miss takes the slow way and fills it),
   # which every GC empties (the only time a frame's value can go to another method).
-  # - The two lists are matched by line: a Ruby frame's line is its location's, a C function's
-  #   frame has line 0 and its location stands at its caller's line and path, and C blocks'
-  #   frames (each_with_index's) are in the frames only, so each Ruby frame takes the next
-  #   location with its line. After MISMATCHES frames no location matched, caller_locations only.
-  # - One method entry stands for an eval inside the method too (another path): its value and
-  #   line are the key, and a value seen with two paths goes the slow way until the next GC.
+  # - Frames and locations are matched one to one: a Ruby frame's location has its line; a C
+  #   function's frame has line 0 and its location its caller's line; a C block's frame
+  #   (each_with_index's) has no location, and the method entry of the C function below it
+  #   in the same run of C frames (most of them: `map(&obj.method(:m))`'s is not). A stack that
+  #   does not match goes the slow way each time, and once MISMATCHES of them are more than an
+  #   eighth of the fast reads the table is off for good (the slow way would cost more).
+  # - A block or method entry stands for every block of its method, code an eval in it made
+  #   too (another path: a template compiled into a proc). A frame whose location is eval'd
+  #   code (no absolute path) marks its value unsafe, for the whole run: such frames and a
+  #   line-0 frame seen as a Ruby frame always go the slow way. (Left: an eval'd frame at the
+  #   very line of its method where an object was made before, the first time it is read.)
   # - A read in a thread whose buffers are in use (a trap handler that ran at an interrupt
   #   check in the middle of one) goes the slow way.
   class FrameSites
     LIMIT = 72
-    MISMATCHES = 3
+    MISMATCHES = 32
     TABLE_MAX = 4_096
     LINE_SHIFT = 48 # frame values are user-space addresses, below 2**47
     Site = Struct.new(:path, :lineno)
@@ -167,8 +172,9 @@ module LeakhuntAgent
 
     def initialize(profile)
       @profile = profile
-      @paths = {} # (line << LINE_SHIFT) | frame value => path, for the GC count @epoch
-      @frame_paths = {} # frame value => a path seen, or false once seen with two
+      @paths = {}  # (line << LINE_SHIFT) | frame value => path, for the GC count @epoch
+      @ruby = {}   # frame values seen as Ruby frames, for @epoch
+      @unsafe = {} # frame values seen running eval'd code (the whole run)
       @epoch = nil
       @mismatches = 0
       @fast = 0
@@ -177,16 +183,18 @@ module LeakhuntAgent
 
     # How many sites were read from the table, and how many took caller_locations.
     def stats
-      { fast: @fast, slow: @slow, off: @mismatches >= MISMATCHES }
+      { fast: @fast, slow: @slow, off: off? }
     end
 
     # [immediate site, first site outside libraries] as Sites#creation_site gives them, with
-    # frame `skip` (of this method's rb_profile_frames) the immediate caller; nil when off.
+    # frame `skip` (of this method's rb_profile_frames) the immediate caller; nil (the slow
+    # way) when off or re-entered.
     def site(skip, sites)
-      return nil if @mismatches >= MISMATCHES
-
       buffer = buffers
-      return nil if buffer[2]
+      if off? || buffer[2]
+        @slow += 1
+        return nil
+      end
 
       buffer[2] = true
       begin
@@ -210,8 +218,7 @@ module LeakhuntAgent
     def read(frames, lines, skip, sites)
       epoch = GC.count
       unless epoch == @epoch
-        @paths.clear
-        @frame_paths.clear
+        forget
         @epoch = epoch
       end
       count = @profile.call(0, LIMIT, frames.to_i, lines.to_i)
@@ -232,6 +239,11 @@ module LeakhuntAgent
       [first, locations[skip, 64].find { |loc| !sites.library?(loc.path.to_s) } || first]
     end
 
+    def forget
+      @paths.clear
+      @ruby.clear
+    end
+
     # The immediate site is the first Ruby frame from `skip` on; the user's, the first Ruby frame
     # outside libraries among the next 64 frames (a C function's frame among them stands for
     # the Ruby frame after it, even past them). Nil when a frame is not in the table.
@@ -241,11 +253,19 @@ module LeakhuntAgent
       carried = false
       i = skip
       while i < count
+        value = frames[8 * i, 8].unpack1('J')
+        return nil if @unsafe.key?(value)
+
         line = lines[4 * i, 4].unpack1('l')
-        if line.positive?
+        if line.zero?
+          # A Ruby frame at line 0 (eval'd code) is not a C function's.
+          return nil if @ruby.key?(value)
+
+          carried = i <= last
+        else
           return first && [first, first] if i > last && !carried
 
-          path = @paths[(line << LINE_SHIFT) | frames[8 * i, 8].unpack1('J')]
+          path = @paths[(line << LINE_SHIFT) | value]
           return nil unless path
 
           site = Site.new(path, line)
@@ -253,8 +273,6 @@ module LeakhuntAgent
           return [first, site] unless sites.library?(path)
 
           carried = false
-        else
-          carried = i <= last
         end
         i += 1
       end
@@ -263,34 +281,70 @@ module LeakhuntAgent
     end
 
     def fill(frames, lines, count, locations)
+      values = (0...count).map { |i| frames[8 * i, 8].unpack1('J') }
+      numbers = (0...count).map { |i| lines[4 * i, 4].unpack1('l') }
       pairs = []
       at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
       (2...count).each do |i|
-        line = lines[4 * i, 4].unpack1('l')
-        next unless line.positive?
+        next if c_block?(values, numbers, i)
 
-        at += 1 while at < locations.size && locations[at].lineno != line
-        if at >= locations.size
-          @mismatches += 1
-          return
-        end
-        pairs << [frames[8 * i, 8].unpack1('J'), line, -locations[at].path.to_s]
+        location = locations[at]
+        # The bottom of the stack has a line-0 frame of its own.
+        next if location.nil? && numbers[i].zero?
+        return mismatch unless location && (numbers[i].zero? || location.lineno == numbers[i])
+
         at += 1
-      end
-      @paths.clear if @paths.size + pairs.size > TABLE_MAX
-      pairs.each do |value, line, path|
-        seen = @frame_paths[value]
-        next if seen == false
+        next if numbers[i].zero? && !location.lineno.zero?
 
-        if seen.nil? || seen == path
-          @frame_paths[value] = path
-          @paths[(line << LINE_SHIFT) | value] = path
+        # A Ruby frame (line 0: eval'd code).
+        if numbers[i].zero? || location.absolute_path.nil?
+          unsafe(values[i])
         else
-          # An eval in a method: that method's frames go the slow way until the next GC.
-          @frame_paths[value] = false
-          @paths.delete_if { |key, _| key & ((1 << LINE_SHIFT) - 1) == value }
+          pairs << [values[i], numbers[i], -location.path.to_s]
         end
       end
+      # Both lists whole (neither at its limit): every location matched.
+      return mismatch if count < LIMIT && locations.size < LIMIT && at != locations.size
+
+      forget if @paths.size + pairs.size > TABLE_MAX
+      pairs.each do |value, line, path|
+        next if @unsafe.key?(value)
+
+        @ruby[value] = true
+        @paths[(line << LINE_SHIFT) | value] = path
+      end
+    end
+
+    # A C function's block: a line-0 frame whose value a later frame of the same run of line-0
+    # frames has (the C function that runs the block).
+    def c_block?(values, numbers, i)
+      return false unless numbers[i].zero?
+
+      j = i + 1
+      while j < values.size && numbers[j].zero?
+        return true if values[j] == values[i]
+
+        j += 1
+      end
+      false
+    end
+
+    def unsafe(value)
+      if @unsafe.size >= TABLE_MAX
+        @unsafe.clear
+        forget
+      end
+      @unsafe[value] = true
+      @paths.delete_if { |key, _| key & ((1 << LINE_SHIFT) - 1) == value } if @ruby.delete(value)
+    end
+
+    def mismatch
+      @mismatches += 1
+      nil
+    end
+
+    def off?
+      @mismatches >= MISMATCHES && @mismatches * 8 > @fast
     end
   end
 

@@ -359,8 +359,9 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// skips the scan.
 /// Under LSan creation sites come from the frames and a table of their paths: a Widget made by
 /// an `eval` with its own file name inside a method (one frame with the method) is still
-/// counted at that file, the direct ones at their method's line, both from an each_with_index
-/// block (a frame caller_locations does not list), and the direct ones are read from the table.
+/// counted at that file, and those of two procs one method compiled from source (views) at
+/// theirs; the direct ones at their method's line, from an each_with_index block (a frame
+/// caller_locations does not list), read from the table.
 #[test]
 fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
     if !ruby_ready() || !lsan_ready() || !require("gcc", have("gcc")) {
@@ -413,16 +414,29 @@ fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
         })
         .collect();
     sites.sort();
-    let [(eval_file, 40, evaluated), (file, line, made)] = &sites[..] else {
+    let [
+        (eval_file, 40, evaluated),
+        (view_a, 1, a),
+        (view_b, 1, b),
+        (file, line, made),
+    ] = &sites[..]
+    else {
         panic!("{sites:?}\n{ctx}");
     };
     assert_eq!(eval_file, "generated-widgets.rb", "{sites:?}");
+    assert_eq!(
+        (view_a.as_str(), view_b.as_str()),
+        ("view-a.erb", "view-b.erb")
+    );
     assert_eq!(
         (file.as_str(), *line),
         ("widget-sites.rb", direct),
         "{sites:?}"
     );
-    assert!(*made > 100 && made.abs_diff(*evaluated) <= 1, "{sites:?}");
+    assert!(*made > 100, "{sites:?}");
+    for n in [evaluated, a, b] {
+        assert!(made.abs_diff(*n) <= 1, "{sites:?}");
+    }
     let frames = last
         .frame_sites
         .unwrap_or_else(|| panic!("no frame_sites\n{ctx}"));
