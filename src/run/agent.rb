@@ -139,17 +139,18 @@ module LeakhuntAgent
   # allocating. A frame is never handed back to Ruby: its path is looked up by its value and
   # line in a table that caller_locations filled (a miss takes the slow way and fills it),
   # which every GC empties (the only time a frame's value can go to another method).
-  # - Frames and locations are matched one to one: a Ruby frame's location has its line; a C
-  #   function's frame has line 0 and its location its caller's line; a C block's frame
-  #   (each_with_index's) has no location, and the method entry of the C function below it
-  #   in the same run of C frames (most of them: `map(&obj.method(:m))`'s is not). A stack that
-  #   does not match goes the slow way each time, and once MISMATCHES of them are more than an
-  #   eighth of the fast reads the table is off for good (the slow way would cost more).
+  # - Frames and locations are matched one to one from the top: a Ruby frame's location has its
+  #   line; a lone C function's frame has line 0 and its location its caller's line. A C block's
+  #   frame (each_with_index's) has no location, and nothing tells it from a C function's, so
+  #   the frames below a run of two or more C frames are not tabled (read the slow way). A
+  #   stack whose lines do not match is not tabled, and once MISMATCHES of them are more than
+  #   an eighth of the fast reads the table is off for good (the slow way would cost more).
   # - A block or method entry stands for every block of its method, code an eval in it made
-  #   too (another path: a template compiled into a proc). A frame whose location is eval'd
-  #   code (no absolute path) marks its value unsafe, for the whole run: such frames and a
-  #   line-0 frame seen as a Ruby frame always go the slow way. (Left: an eval'd frame at the
-  #   very line of its method where an object was made before, the first time it is read.)
+  #   too (another path: a template compiled into a proc, a binding's eval). A frame whose
+  #   location is eval'd code (no absolute path) marks its value unsafe, for the whole run:
+  #   such frames and a line-0 frame seen as a Ruby frame always go the slow way. The value of
+  #   the frame below is part of the key, so that an eval's frame (the eval's C function below
+  #   it) at a line where its method made an object is not read as the method's.
   # - A read in a thread whose buffers are in use (a trap handler that ran at an interrupt
   #   check in the middle of one) goes the slow way.
   class FrameSites
@@ -265,7 +266,7 @@ module LeakhuntAgent
         else
           return first && [first, first] if i > last && !carried
 
-          path = @paths[(line << LINE_SHIFT) | value]
+          path = lookup((line << LINE_SHIFT) | value, i + 1 < count ? frames[8 * (i + 1), 8].unpack1('J') : nil)
           return nil unless path
 
           site = Site.new(path, line)
@@ -280,53 +281,66 @@ module LeakhuntAgent
       count < LIMIT && first ? [first, first] : nil
     end
 
+    # Tables the Ruby frames from the top down to the first run of two or more C frames: one C
+    # function's frame has one location, at its caller's line, but a longer run may hold C
+    # blocks' frames (each_with_index's), which have none, and nothing tells which.
     def fill(frames, lines, count, locations)
-      values = (0...count).map { |i| frames[8 * i, 8].unpack1('J') }
-      numbers = (0...count).map { |i| lines[4 * i, 4].unpack1('l') }
       pairs = []
       at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
-      (2...count).each do |i|
-        next if c_block?(values, numbers, i)
+      i = 2
+      while i < count && (location = locations[at])
+        value = frames[8 * i, 8].unpack1('J')
+        line = lines[4 * i, 4].unpack1('l')
+        if line.zero?
+          below = i + 1 < count ? lines[4 * (i + 1), 4].unpack1('l') : nil
+          break if below&.zero?
 
-        location = locations[at]
-        # The bottom of the stack has a line-0 frame of its own.
-        next if location.nil? && numbers[i].zero?
-        return mismatch unless location && (numbers[i].zero? || location.lineno == numbers[i])
-
-        at += 1
-        next if numbers[i].zero? && !location.lineno.zero?
-
-        # A Ruby frame (line 0: eval'd code).
-        if numbers[i].zero? || location.absolute_path.nil?
-          unsafe(values[i])
+          if location.lineno.zero?
+            # A Ruby frame at line 0 (eval'd code), not a C function's.
+            unsafe(value)
+            break
+          end
+          return mismatch unless below.nil? || location.lineno == below
         else
-          pairs << [values[i], numbers[i], -location.path.to_s]
-        end
-      end
-      # Both lists whole (neither at its limit): every location matched.
-      return mismatch if count < LIMIT && locations.size < LIMIT && at != locations.size
+          return mismatch unless location.lineno == line
 
+          # Eval'd code: its method's entry stands for it too.
+          if location.absolute_path.nil?
+            unsafe(value)
+          else
+            below = i + 1 < count ? frames[8 * (i + 1), 8].unpack1('J') : nil
+            pairs << [value, line, below, -location.path.to_s]
+          end
+        end
+        at += 1
+        i += 1
+      end
       forget if @paths.size + pairs.size > TABLE_MAX
-      pairs.each do |value, line, path|
+      pairs.each do |value, line, below, path|
         next if @unsafe.key?(value)
 
         @ruby[value] = true
-        @paths[(line << LINE_SHIFT) | value] = path
+        key = (line << LINE_SHIFT) | value
+        entry = @paths[key]
+        if entry.nil?
+          @paths[key] = [below, path]
+        elsif entry.is_a?(Hash)
+          entry[below] = path
+        elsif entry[0] != below
+          @paths[key] = { entry[0] => entry[1], below => path }
+        end
       end
     end
 
-    # A C function's block: a line-0 frame whose value a later frame of the same run of line-0
-    # frames has (the C function that runs the block).
-    def c_block?(values, numbers, i)
-      return false unless numbers[i].zero?
+    # A frame's path by its value and line, and the value of the frame below it: code an eval
+    # runs with a method's binding has the method's entry, at lines of its own, with the eval's
+    # C function below it.
+    def lookup(key, below)
+      entry = @paths[key]
+      return nil unless entry
+      return entry[below] if entry.is_a?(Hash)
 
-      j = i + 1
-      while j < values.size && numbers[j].zero?
-        return true if values[j] == values[i]
-
-        j += 1
-      end
-      false
+      entry[0] == below ? entry[1] : nil
     end
 
     def unsafe(value)

@@ -359,8 +359,9 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// skips the scan.
 /// Under LSan creation sites come from the frames and a table of their paths: a Widget made by
 /// an `eval` with its own file name inside a method (one frame with the method) is still
-/// counted at that file, and those of two procs one method compiled from source (views) at
-/// theirs; the direct ones at their method's line, from an each_with_index block (a frame
+/// counted at that file, those of two procs one method compiled from source (views) at theirs,
+/// and one evaluated in a method's binding at the line where the method made one at its own;
+/// the direct ones at their method's line, from an each_with_index block (a frame
 /// caller_locations does not list), read from the table.
 #[test]
 fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
@@ -414,11 +415,14 @@ fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
         })
         .collect();
     sites.sort();
+    let scope = line_of("widget/widget-sites.rb", "[Widget.new(64), binding]");
     let [
+        (bound_file, bound_line, bound),
         (eval_file, 40, evaluated),
         (view_a, 1, a),
         (view_b, 1, b),
         (file, line, made),
+        (scope_file, scope_line, scoped),
     ] = &sites[..]
     else {
         panic!("{sites:?}\n{ctx}");
@@ -428,13 +432,18 @@ fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
         (view_a.as_str(), view_b.as_str()),
         ("view-a.erb", "view-b.erb")
     );
+    assert_eq!((bound_file.as_str(), *bound_line), ("bound.erb", scope));
+    assert_eq!(
+        (scope_file.as_str(), *scope_line),
+        ("widget-sites.rb", scope)
+    );
     assert_eq!(
         (file.as_str(), *line),
         ("widget-sites.rb", direct),
         "{sites:?}"
     );
     assert!(*made > 100, "{sites:?}");
-    for n in [evaluated, a, b] {
+    for n in [evaluated, a, b, bound, scoped] {
         assert!(made.abs_diff(*n) <= 1, "{sites:?}");
     }
     let frames = last
