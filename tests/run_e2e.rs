@@ -522,13 +522,7 @@ fn assert_seed_findings(r: &Run, variant: &str) {
             if r.manifest.backend.name == "lsan" {
                 // Under LSan the sites come from the frames and their table, not from
                 // caller_locations (whose mallocs each pay a full unwind).
-                let last = r
-                    .manifest
-                    .snapshots
-                    .iter()
-                    .filter_map(|s| s.sidecar.as_ref())
-                    .next_back();
-                let sites = last.and_then(|s| r.sidecar(s).frame_sites);
+                let sites = r.last_sidecar().frame_sites;
                 let Some(sites) = sites else {
                     panic!("no frame_sites in the last sidecar: {ctx}");
                 };

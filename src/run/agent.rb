@@ -140,11 +140,13 @@ module LeakhuntAgent
   # line in a table that caller_locations filled (a miss takes the slow way and fills it),
   # which every GC empties (the only time a frame's value can go to another method).
   # - Frames and locations are matched one to one from the top: a Ruby frame's location has its
-  #   line; a lone C function's frame has line 0 and its location its caller's line. A C block's
-  #   frame (each_with_index's) has no location, and nothing tells it from a C function's, so
-  #   the frames below a run of two or more C frames are not tabled (read the slow way). A
-  #   stack whose lines do not match is not tabled, and once MISMATCHES of them are more than
-  #   an eighth of the fast reads the table is off for good (the slow way would cost more).
+  #   line; a C function's frame has line 0 and its location its caller's line and path. A C
+  #   block's frame (each_with_index's, a method's proc's) has no location, and nothing tells it
+  #   from a C function's, so only the hook's own C caller (`new`) is matched among C frames:
+  #   the frames below any other are not tabled (read the slow way), so a site under library
+  #   code called through `each` is. A stack whose lines do not match is not tabled, and once
+  #   MISMATCHES of them are more than an eighth of the fast reads the table is off for good
+  #   (the slow way would cost more).
   # - A block or method entry stands for every block of its method, code an eval in it made
   #   too (another path: a template compiled into a proc, a binding's eval). A frame whose
   #   location is eval'd code (no absolute path) marks its value unsafe, for the whole run:
@@ -231,7 +233,7 @@ module LeakhuntAgent
       end
       @slow += 1
       locations = caller_locations(0, LIMIT)
-      fill(frames, lines, count, locations) if GC.count == epoch
+      fill(frames, lines, count, locations, skip) if GC.count == epoch
       # Location i is frame i + 1 (frame 0, Fiddle's call, is no longer on the stack).
       first = locations[skip - 1]
       return nil unless first
@@ -281,10 +283,13 @@ module LeakhuntAgent
       count < LIMIT && first ? [first, first] : nil
     end
 
-    # Tables the Ruby frames from the top down to the first run of two or more C frames: one C
-    # function's frame has one location, at its caller's line, but a longer run may hold C
-    # blocks' frames (each_with_index's), which have none, and nothing tells which.
-    def fill(frames, lines, count, locations)
+    # Tables the Ruby frames from the top down to the first C frame but the C function that
+    # called the hook (frame `skip`, `new`): a C function's frame has one location, at its
+    # caller's line and path (so the next location repeats it), but a C block's frame
+    # (each_with_index's, or a method's proc's) has none and nothing tells the two apart. The
+    # hook's C caller is a C function, and a C block next to it would make two C frames in a
+    # row: neither is tabled past.
+    def fill(frames, lines, count, locations, skip)
       pairs = []
       at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
       i = 2
@@ -292,15 +297,17 @@ module LeakhuntAgent
         value = frames[8 * i, 8].unpack1('J')
         line = lines[4 * i, 4].unpack1('l')
         if line.zero?
-          below = i + 1 < count ? lines[4 * (i + 1), 4].unpack1('l') : nil
-          break if below&.zero?
+          below = i + 1 < count ? lines[4 * (i + 1), 4].unpack1('l') : 0
+          after = locations[at + 1]
+          break unless i == skip && !below.zero? && after &&
+                       after.lineno == location.lineno && after.path == location.path
 
           if location.lineno.zero?
             # A Ruby frame at line 0 (eval'd code), not a C function's.
             unsafe(value)
             break
           end
-          return mismatch unless below.nil? || location.lineno == below
+          return mismatch unless location.lineno == below
         else
           return mismatch unless location.lineno == line
 

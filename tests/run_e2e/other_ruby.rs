@@ -336,3 +336,50 @@ fn ruby_3_3_under_bundler_without_fiddle_the_check_runs_and_prints_nothing() {
     };
     super::bundler::assert_checked_and_quiet(&r);
 }
+
+/// fixtures/agent/frame-sites.rb on Ruby 3.3, natively and under LSan: the agent's frame sites
+/// agree with caller_locations (3.3 has other frames: `Integer#times` in Ruby, `<internal:`).
+#[test]
+fn ruby_3_3_frame_sites_agree_with_caller_locations_in_every_shape() {
+    let Some(root) = ruby_root() else {
+        return;
+    };
+    let lsan = "/usr/lib/x86_64-linux-gnu/liblsan.so.0";
+    for preload in ["", lsan] {
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--fork",
+                "--",
+                "sh",
+                "-euc",
+            ])
+            .arg(
+                r#"root=$1 fixtures=$2 agent=$3 preload=$4
+mkdir -p "$root/opt/leakhunt/fixtures" "$root/opt/leakhunt/agent"
+mount -t proc proc "$root/proc"
+mount --bind "$fixtures" "$root/opt/leakhunt/fixtures"
+mount --bind "$agent" "$root/opt/leakhunt/agent"
+exec chroot "$root" /usr/bin/env LD_PRELOAD="$preload" \
+  LSAN_OPTIONS=fast_unwind_on_malloc=0:leak_check_at_exit=0:detect_leaks=1 \
+  /usr/bin/ruby -r /opt/leakhunt/agent/agent.rb /opt/leakhunt/fixtures/agent/frame-sites.rb"#,
+            )
+            .arg("sh")
+            .arg(&root)
+            .arg(fixture(""))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/run"))
+            .arg(preload)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn unshare (util-linux)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains(", 0 different"),
+            "preload {preload:?}: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+    }
+}

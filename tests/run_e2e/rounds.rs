@@ -357,6 +357,41 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// lists the ones found before, and its unclosed instances are a missing `LateWidget#close` at
 /// the line that creates them. The second round, with no method defined since the first,
 /// skips the scan.
+/// The agent loaded inert (no leakhunt socket) into fixtures/agent/frame-sites.rb, which
+/// answers each creation both ways, FrameSites and caller_locations, for the call shapes that
+/// misled the frames (evals, compiled views, a binding's eval at its method's line, C blocks,
+/// a method and its caller on the same line of two files): they must agree, natively and under
+/// LSan, and the table must have served some (525e5b1, 41697cb and 0057fa0 fail it).
+#[test]
+fn frame_sites_agree_with_caller_locations_in_every_shape() {
+    if !ruby_ready() || !lsan_ready() {
+        return;
+    }
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb");
+    let script = fixture("agent/frame-sites.rb");
+    let lsan = leakhunt::platform::lsan_runtime().unwrap();
+    for preload in [None, Some(&lsan)] {
+        let mut command = Command::new("ruby");
+        command.arg("-r").arg(agent).arg(&script);
+        command.env_remove("LEAKHUNT_SOCKET");
+        if let Some(lsan) = preload {
+            command.env("LD_PRELOAD", lsan).env(
+                "LSAN_OPTIONS",
+                "fast_unwind_on_malloc=0:leak_check_at_exit=0:detect_leaks=1",
+            );
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains(", 0 different"),
+            "LSan {}: {}\n{stdout}\n{stderr}",
+            preload.is_some(),
+            out.status
+        );
+    }
+}
+
 /// Under LSan creation sites come from the frames and a table of their paths: a Widget made by
 /// an `eval` with its own file name inside a method (one frame with the method) is still
 /// counted at that file, those of two procs one method compiled from source (views) at theirs,
@@ -392,14 +427,7 @@ fn creation_sites_read_from_the_frames_under_lsan_match_caller_locations() {
     let ctx = r.context();
     assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
     assert!(r.stdout.contains("widget-sites: created"), "{ctx}");
-    let last = r
-        .manifest
-        .snapshots
-        .iter()
-        .filter_map(|s| s.sidecar.as_ref())
-        .next_back()
-        .map(|s| r.sidecar(s))
-        .unwrap_or_else(|| panic!("no sidecar\n{ctx}"));
+    let last = r.last_sidecar();
     let widget = last
         .lifecycle
         .iter()
@@ -496,14 +524,7 @@ fn a_wrapper_class_preloaded_before_the_agent_is_found() {
     let ctx = r.context();
     assert_eq!(r.manifest.outcome.code, Some(0), "{ctx}");
     assert!(r.stdout.contains("widget-preloaded: created"), "{ctx}");
-    let last = r
-        .manifest
-        .snapshots
-        .iter()
-        .filter_map(|s| s.sidecar.as_ref())
-        .next_back()
-        .map(|s| r.sidecar(s))
-        .unwrap_or_else(|| panic!("no sidecar\n{ctx}"));
+    let last = r.last_sidecar();
     let classes: Vec<&str> = last.wrappers.iter().map(|w| w.class.as_str()).collect();
     assert!(classes.contains(&"WidgetHandle"), "{classes:?}\n{ctx}");
     let report = report(&r);
