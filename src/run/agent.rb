@@ -168,13 +168,17 @@ module LeakhuntAgent
       word = FiddleExtension.type(:INTPTR_T)
       int = FiddleExtension.type(:INT)
       profile, held = FiddleExtension.function(::Fiddle::Handle::DEFAULT['rb_profile_frames'], [int, int, word, word], int)
-      held ? new(profile) : nil
+      return nil unless held
+
+      frames = new(profile)
+      frames.learn_new
     rescue StandardError, ScriptError
       nil
     end
 
     def initialize(profile)
       @profile = profile
+      @new = nil # Class#new's frame value
       @paths = {}  # (line << LINE_SHIFT) | frame value => path, for the GC count @epoch
       @ruby = {}   # frame values seen as Ruby frames, for @epoch
       @unsafe = {} # frame values seen running eval'd code (the whole run)
@@ -182,6 +186,22 @@ module LeakhuntAgent
       @mismatches = 0
       @fast = 0
       @slow = 0
+    end
+
+    # Learns Class#new's frame value from a probe object's `initialize` (frame 0 is Fiddle's
+    # call, 1 this block, 2 the `new`): the only C frame `fill` matches. Self, or nil.
+    def learn_new
+      probe = Class.new
+      frames = self
+      probe.define_method(:initialize) do
+        buffer = ::Fiddle::Pointer.malloc(8 * 3, ::Fiddle::RUBY_FREE)
+        lines = ::Fiddle::Pointer.malloc(4 * 3, ::Fiddle::RUBY_FREE)
+        count = frames.instance_variable_get(:@profile).call(0, 3, buffer.to_i, lines.to_i)
+        value = count == 3 && lines[8, 4].unpack1('l').zero? ? buffer[16, 8].unpack1('J') : nil
+        frames.instance_variable_set(:@new, value)
+      end
+      probe.new
+      @new ? self : nil
     end
 
     # How many sites were read from the table, and how many took caller_locations.
@@ -283,12 +303,12 @@ module LeakhuntAgent
       count < LIMIT && first ? [first, first] : nil
     end
 
-    # Tables the Ruby frames from the top down to the first C frame but the C function that
-    # called the hook (frame `skip`, `new`): a C function's frame has one location, at its
+    # Tables the Ruby frames from the top down to the first C frame but `Class#new` calling the
+    # hook (frame `skip`, told by its value): a C function's frame has one location, at its
     # caller's line and path (so the next location repeats it), but a C block's frame
-    # (each_with_index's, or a method's proc's) has none and nothing tells the two apart. The
-    # hook's C caller is a C function, and a C block next to it would make two C frames in a
-    # row: neither is tabled past.
+    # (each_with_index's, or a method's proc's: `initialize` may be yielded to) has none and
+    # nothing else tells the two apart; a C block next to `new` would make two C frames in a
+    # row. Neither is tabled past.
     def fill(frames, lines, count, locations, skip)
       pairs = []
       at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
@@ -299,7 +319,7 @@ module LeakhuntAgent
         if line.zero?
           below = i + 1 < count ? lines[4 * (i + 1), 4].unpack1('l') : 0
           after = locations[at + 1]
-          break unless i == skip && !below.zero? && after &&
+          break unless i == skip && value == @new && !below.zero? && after &&
                        after.lineno == location.lineno && after.path == location.path
 
           if location.lineno.zero?

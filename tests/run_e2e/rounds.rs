@@ -361,7 +361,7 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// answers each creation both ways, FrameSites and caller_locations, for the call shapes that
 /// misled the frames (evals, compiled views, a binding's eval at its method's line, C blocks,
 /// a method and its caller on the same line of two files): they must agree, natively and under
-/// LSan, and the table must have served some (525e5b1, 41697cb and 0057fa0 fail it).
+/// LSan, and the table must have served some (525e5b1, 41697cb, 0057fa0 and dac4b28 fail it).
 #[test]
 fn frame_sites_agree_with_caller_locations_in_every_shape() {
     if !ruby_ready() || !lsan_ready() {
