@@ -337,8 +337,9 @@ pub struct Sidecar {
 
 /// Creation sites under LSan, where caller_locations' mallocs each pay a full unwind: read
 /// from `rb_profile_frames` and a table of frame paths (`fast`), or through caller_locations
-/// (`slow`: a frame the table lacked, which every GC empties). `off` once the two disagreed
-/// three times: caller_locations only from then on. Counts since the process started.
+/// (`slow`: a frame the table lacked, which every GC empties). `off` once stacks whose frames
+/// and locations did not match (at least 32) outnumber an eighth of the fast reads:
+/// caller_locations only from then on. Counts since the process started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FrameSites {

@@ -191,16 +191,14 @@ module LeakhuntAgent
     # Learns Class#new's frame value from a probe object's `initialize` (frame 0 is Fiddle's
     # call, 1 this block, 2 the `new`): the only C frame `fill` matches. Self, or nil.
     def learn_new
+      profile = @profile
+      frames = ::Fiddle::Pointer.malloc(8 * 3, ::Fiddle::RUBY_FREE)
+      lines = ::Fiddle::Pointer.malloc(4 * 3, ::Fiddle::RUBY_FREE)
+      count = nil
       probe = Class.new
-      frames = self
-      probe.define_method(:initialize) do
-        buffer = ::Fiddle::Pointer.malloc(8 * 3, ::Fiddle::RUBY_FREE)
-        lines = ::Fiddle::Pointer.malloc(4 * 3, ::Fiddle::RUBY_FREE)
-        count = frames.instance_variable_get(:@profile).call(0, 3, buffer.to_i, lines.to_i)
-        value = count == 3 && lines[8, 4].unpack1('l').zero? ? buffer[16, 8].unpack1('J') : nil
-        frames.instance_variable_set(:@new, value)
-      end
+      probe.define_method(:initialize) { count = profile.call(0, 3, frames.to_i, lines.to_i) }
       probe.new
+      @new = value_at(frames, 2) if count == 3 && line_at(lines, 2).zero?
       @new ? self : nil
     end
 
@@ -267,6 +265,15 @@ module LeakhuntAgent
       @ruby.clear
     end
 
+    # Frame i's value and line in a thread's buffers.
+    def value_at(frames, i)
+      frames[8 * i, 8].unpack1('J')
+    end
+
+    def line_at(lines, i)
+      lines[4 * i, 4].unpack1('l')
+    end
+
     # The immediate site is the first Ruby frame from `skip` on; the user's, the first Ruby frame
     # outside libraries among the next 64 frames (a C function's frame among them stands for
     # the Ruby frame after it, even past them). Nil when a frame is not in the table.
@@ -276,10 +283,10 @@ module LeakhuntAgent
       carried = false
       i = skip
       while i < count
-        value = frames[8 * i, 8].unpack1('J')
+        value = value_at(frames, i)
         return nil if @unsafe.key?(value)
 
-        line = lines[4 * i, 4].unpack1('l')
+        line = line_at(lines, i)
         if line.zero?
           # A Ruby frame at line 0 (eval'd code) is not a C function's.
           return nil if @ruby.key?(value)
@@ -288,7 +295,7 @@ module LeakhuntAgent
         else
           return first && [first, first] if i > last && !carried
 
-          path = lookup((line << LINE_SHIFT) | value, i + 1 < count ? frames[8 * (i + 1), 8].unpack1('J') : nil)
+          path = lookup((line << LINE_SHIFT) | value, i + 1 < count ? value_at(frames, i + 1) : nil)
           return nil unless path
 
           site = Site.new(path, line)
@@ -314,12 +321,13 @@ module LeakhuntAgent
       at = 1 # frame 1 is this object's `read`, whose line differs between the two reads
       i = 2
       while i < count && (location = locations[at])
-        value = frames[8 * i, 8].unpack1('J')
-        line = lines[4 * i, 4].unpack1('l')
+        value = value_at(frames, i)
+        line = line_at(lines, i)
+        below = i + 1 < count ? value_at(frames, i + 1) : nil
         if line.zero?
-          below = i + 1 < count ? lines[4 * (i + 1), 4].unpack1('l') : 0
           after = locations[at + 1]
-          break unless i == skip && value == @new && !below.zero? && after &&
+          caller_line = i + 1 < count ? line_at(lines, i + 1) : 0
+          break unless i == skip && value == @new && !caller_line.zero? && after &&
                        after.lineno == location.lineno && after.path == location.path
 
           if location.lineno.zero?
@@ -327,17 +335,12 @@ module LeakhuntAgent
             unsafe(value)
             break
           end
-          return mismatch unless location.lineno == below
+          return mismatch unless location.lineno == caller_line
         else
           return mismatch unless location.lineno == line
 
           # Eval'd code: its method's entry stands for it too.
-          if location.absolute_path.nil?
-            unsafe(value)
-          else
-            below = i + 1 < count ? frames[8 * (i + 1), 8].unpack1('J') : nil
-            pairs << [value, line, below, -location.path.to_s]
-          end
+          location.absolute_path.nil? ? unsafe(value) : pairs << [value, line, below, -location.path.to_s]
         end
         at += 1
         i += 1
@@ -2354,18 +2357,15 @@ module LeakhuntAgent
       # The check keeps the GVL, so that a round holding it (`Pause`) keeps the program's Ruby
       # threads out of it; LSan stops every thread while it scans anyway. A fiddle that cannot
       # keep it makes rounds park the threads instead.
-      @check, @holds_gvl = FiddleExtension.function(handle['__lsan_do_recoverable_leak_check'], [], type(:INT))
-      args = [type(:VOIDP), type(:SIZE_T)]
-      @register, = FiddleExtension.function(handle['__lsan_register_root_region'], args, type(:VOID))
-      @unregister, = FiddleExtension.function(handle['__lsan_unregister_root_region'], args, type(:VOID))
+      @check, @holds_gvl = FiddleExtension.function(handle['__lsan_do_recoverable_leak_check'], [],
+                                                    FiddleExtension.type(:INT))
+      args = [FiddleExtension.type(:VOIDP), FiddleExtension.type(:SIZE_T)]
+      @register, = FiddleExtension.function(handle['__lsan_register_root_region'], args, FiddleExtension.type(:VOID))
+      @unregister, = FiddleExtension.function(handle['__lsan_unregister_root_region'], args, FiddleExtension.type(:VOID))
       size = (GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE] rescue nil) || 65_536
       @page_mask = ~(size - 1)
       @page_size = size
       @regions = {} # start => bytes, as registered
-    end
-
-    def type(name)
-      FiddleExtension.type(name)
     end
 
     def holds_gvl?
