@@ -421,6 +421,32 @@ fn warm_up_settles_by_seconds_or_objects_and_checks_ahead_of_its_wait_for_the_gv
     );
 }
 
+/// Warm-up ends with a dump of the heap, which leakhunt judges the first round's records by: a
+/// thread allocating all along must get no record after that dump, though the full GC and the
+/// dump outlast its time slice (fixtures/agent/warmup-gap.rb, the agent inert; the agent before
+/// the warm-up's end kept the GVL let it make some).
+#[test]
+fn nothing_is_traced_between_the_warm_up_dump_and_the_end_of_tracing() {
+    if !ruby_ready() {
+        return;
+    }
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb");
+    let out = Command::new("ruby")
+        .arg("-r")
+        .arg(agent)
+        .arg(fixture("agent/warmup-gap.rb"))
+        .env_remove("LEAKHUNT_SOCKET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(", 0 of them traced"),
+        "{}\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
 /// Under LSan creation sites come from the frames and a table of their paths: a Widget made by
 /// an `eval` with its own file name inside a method (one frame with the method) is still
 /// counted at that file, those of two procs one method compiled from source (views) at theirs,
