@@ -2558,8 +2558,10 @@ module LeakhuntAgent
   class << self
     attr_reader :sites
 
+    # Module#name as Module defines it, whatever `mod` overrides (without making a Method for
+    # each call: the wrapper scan asks it of every module).
     def name_of(mod)
-      (Module.instance_method(:name).bind(mod).call rescue nil) || mod.inspect
+      (Constants::NAME.bind_call(mod) rescue nil) || mod.inspect
     end
 
     def alloc_sites?
