@@ -1517,14 +1517,16 @@ module LeakhuntAgent
     # goes on. The GCs run outside the lock, so that a round beginning meanwhile does not wait
     # for the finalizers they run: that round ends warm-up itself, and the dump is dropped.
     def settle
-      # From the GC to tracing's end the GVL stays with this thread: a busy program waiting for it
-      # would otherwise get it at the next interrupt check once its time slice (100 ms) is over,
-      # and what it made then, traced after the dump, would have records newer than the dump,
-      # which leakhunt takes for true ones once they outlive their objects (warmup-gap.rb).
       priority = Thread.current.priority
-      Thread.current.priority = Pause::HIGHEST_PRIORITY
       unless @hook_always
         GC.start(full_mark: true, immediate_sweep: true)
+        # From the dump to tracing's end the GVL stays with this thread: a busy program waiting
+        # for it would otherwise get it at the next interrupt check once its time slice (100 ms)
+        # is over, and what it made then, traced after the dump, would have records newer than
+        # the dump, which leakhunt takes for true ones once they outlive their objects
+        # (warmup-gap.rb). Not during the GC: a thread its finalizers start would keep the
+        # priority.
+        Thread.current.priority = Pause::HIGHEST_PRIORITY
         dump = baseline
         unless dump
           @settles = false
@@ -1536,6 +1538,9 @@ module LeakhuntAgent
 
         update(:warmup, false)
         Thread.current.priority = priority
+        # Before tracing can begin again (a round or a window takes the lock first): every
+        # record made from now on is newer than the dump.
+        GC.start(full_mark: false, immediate_sweep: true)
         # Written once tracing is off (the writes let the program run); a round waits for it.
         # Unwritten, the first round would have nothing to judge its records by: warm-up resumes
         # until then (what was made meanwhile has no site).
@@ -1544,10 +1549,8 @@ module LeakhuntAgent
           update(:warmup, true)
         end
       end
-      # Every record made from now on is newer than the dump.
-      GC.start(full_mark: false, immediate_sweep: true)
     ensure
-      Thread.current.priority = priority if priority
+      Thread.current.priority = priority
       dump&.clear
     end
 
