@@ -1210,20 +1210,13 @@ module LeakhuntAgent
   #   round begins, whichever comes first. Settled: no `require` under way (its file's body and
   #   the agent's scan after it are loading too), no thread running a loaded file's top level
   #   (require_relative, load), and none that loaded a file nor a compiled script that is not an
-  #   `eval` for SETTLE seconds or while it made SETTLE_OBJECTS objects, whichever is sooner,
-  #   and for SETTLE_SHARE of the time from the start to the last load (a program slow to boot
-  #   is as slow to make what follows). Objects, because tracing slows a program in proportion
-  #   to what it makes: one that made 50,000 objects since its code was loaded is at work, and
-  #   the seconds a fixed settling time traced cost such a program most (BENCHMARKS.md, eighth
-  #   session). What a program makes while
+  #   `eval` for SETTLE seconds, or SETTLE_SHARE of the time from the start to the last load if
+  #   longer (a program slow to boot is as slow to make what follows). What a program makes while
   #   it loads and sets up (class bodies, containers made right after the requires, a framework's
   #   boot, which loads as it goes) lives long; what it makes once its code is loaded is its
   #   work, which the windows sample, and a container made then is named by the constant that
   #   holds it (`Constants`) or from the source; a setup loop in the main script that outlasts
-  #   the settling time is traced only in part. The sampling thread checks each TICK, or sooner
-  #   when warm-up is due to settle, less the time it last waited for the GVL once awake: a busy
-  #   program lets go of it at the end of its thread time slice only (100 ms), which tracing
-  #   would otherwise last beyond warm-up. A program whose work runs inside a require (a
+  #   the settling time is traced only in part. A program whose work runs inside a require (a
   #   server started from a required file) keeps warm-up until the first round.
   #   Where the free hook is off in warm-up (but under `none`, below), a warm-up object
   #   that died leaves its record to the next object made in its slot, which only a previous dump
@@ -1280,12 +1273,6 @@ module LeakhuntAgent
     TAIL_GCS = 10
     SETTLE = 0.25
     SETTLE_SHARE = 0.5
-    # Or sooner, once the program made this many objects since it last loaded code.
-    SETTLE_OBJECTS = 50_000
-    # The shortest sleep between warm-up checks, and the longest wait for the GVL a check is
-    # begun early for (a busy thread's time slice is 100 ms).
-    MIN_NAP = 0.005
-    GVL_WAIT_MAX = 0.15
     # The largest warm-up dump (MiB): a round that begins meanwhile waits for it.
     WARMUP_DUMP_MAX_MIB = 64
     BUSY = 20
@@ -1307,10 +1294,7 @@ module LeakhuntAgent
       # Warm-up may end before the first round (with a dump of its own but under `none`).
       @settles = sampled && (@hook_always || !Pause.dump_arity.nil?)
       @loading = 0 # requires under way, in every thread
-      @started_at = LeakhuntAgent.clock
-      note_load
-      @gvl_wait = 0.0 # how long the sampling thread last waited for the GVL once awake
-      @rate = nil # objects the program made per second over the last warm-up check
+      @started_at = @loaded_at = LeakhuntAgent.clock # @loaded_at: the last time code was loaded
     end
 
     def sampled?
@@ -1343,13 +1327,7 @@ module LeakhuntAgent
     # while one is under way.
     def require_step(delta, loaded = false)
       @loading = [@loading + delta, 0].max
-      note_load if loaded
-    end
-
-    # Code was loaded now: warm-up settles SETTLE seconds after, or SETTLE_OBJECTS objects.
-    def note_load
-      @loaded_at = LeakhuntAgent.clock
-      @loaded_objects = GC.stat(:total_allocated_objects)
+      @loaded_at = LeakhuntAgent.clock if loaded
     end
 
     # In a forked child: the sampling thread did not survive the fork; the tracing state did
@@ -1422,16 +1400,10 @@ module LeakhuntAgent
     def sample
       window_at = nil
       allocated = GC.stat(:total_allocated_objects)
-      checked_at = LeakhuntAgent.clock
       loop do
-        nap = @reasons.key?(:warmup) && @settles ? warmup_nap : TICK
-        sleep nap
-        now = LeakhuntAgent.clock
-        @gvl_wait = (now - checked_at - nap).clamp(0.0, GVL_WAIT_MAX)
+        sleep TICK
         before = allocated
         allocated = GC.stat(:total_allocated_objects)
-        @rate = (allocated - before) / (now - checked_at) if now > checked_at
-        checked_at = now
         end_tail if @hook_until_gc && GC.count >= @hook_until_gc
         if @reasons.key?(:warmup)
           settle if @settles && settled?
@@ -1440,6 +1412,7 @@ module LeakhuntAgent
 
         # The first window soon after warm-up: what the program starts doing then is often
         # what it goes on doing.
+        now = LeakhuntAgent.clock
         window_at ||= now + FIRST_WINDOW
         next if now < window_at || (allocated - before < BUSY && now < window_at + PERIOD)
         # Not until the round's GC (`round_over`): a record made before it would look as old as
@@ -1449,8 +1422,7 @@ module LeakhuntAgent
         want(:window, true)
         sleep WINDOW
         finish(:window)
-        checked_at = LeakhuntAgent.clock
-        window_at = checked_at + PERIOD
+        window_at = LeakhuntAgent.clock + PERIOD
         allocated = GC.stat(:total_allocated_objects)
       end
     rescue StandardError => e
@@ -1459,29 +1431,11 @@ module LeakhuntAgent
 
     def settled?
       return false if @loading.positive?
-
-      since = LeakhuntAgent.clock - @loaded_at
-      return false if since < (@loaded_at - @started_at) * SETTLE_SHARE
-      return false if since < SETTLE && GC.stat(:total_allocated_objects) - @loaded_objects < SETTLE_OBJECTS
+      return false if LeakhuntAgent.clock - @loaded_at < [SETTLE, (@loaded_at - @started_at) * SETTLE_SHARE].max
       return true unless loading_file?
 
-      note_load
+      @loaded_at = LeakhuntAgent.clock
       false
-    end
-
-    # How long to sleep before the next warm-up check: a tick, or until warm-up is due to settle
-    # if that is sooner (by the clock, or by the objects left to make at the last check's rate),
-    # less the time this thread last waited for the GVL once awake. A busy program lets go of
-    # the GVL at the end of its thread's time slice only: without it, tracing would go on that
-    # much longer than warm-up.
-    def warmup_nap
-      return TICK if @loading.positive?
-
-      now = LeakhuntAgent.clock
-      left = SETTLE_OBJECTS - (GC.stat(:total_allocated_objects) - @loaded_objects)
-      by_objects = @rate&.positive? ? now + ([left, 0].max / @rate) : @loaded_at + SETTLE
-      due = [@loaded_at + ((@loaded_at - @started_at) * SETTLE_SHARE), [@loaded_at + SETTLE, by_objects].min].max
-      (due - @gvl_wait - now).clamp(MIN_NAP, TICK)
     end
 
     # A thread runs the top level of a file being loaded: by require_relative or load, which the
@@ -1503,7 +1457,7 @@ module LeakhuntAgent
     # is off once warm-up is over.
     def watch_scripts
       @scripts = TracePoint.new(:script_compiled) do |tp|
-        note_load if tp.eval_script.nil?
+        @loaded_at = LeakhuntAgent.clock if tp.eval_script.nil?
       end
       @scripts.enable
     end
@@ -1512,10 +1466,11 @@ module LeakhuntAgent
     # the heap as warm-up leaves it, after a full GC (a dead old object would be in it otherwise,
     # and could give its record to an object of its class made in its slot later): leakhunt judges
     # the first round's records by it as by a previous round's dump. The dump is held in a String
-    # (as a held round's), with the GVL kept from the GC to its end unless a finalizer lets go of
-    # it; the minor GC after it makes every later record newer than it. Too big to hold, warm-up
-    # goes on. The GCs run outside the lock, so that a round beginning meanwhile does not wait
-    # for the finalizers they run: that round ends warm-up itself, and the dump is dropped.
+    # (as a held round's), with the GVL kept from the dump to the end of tracing unless a
+    # finalizer lets go of it; the minor GC after it, under the lock, makes every later record
+    # newer than it. Too big to hold, warm-up goes on. The full GC runs outside the lock, so that
+    # a round beginning meanwhile does not wait for the finalizers it runs: that round ends
+    # warm-up itself, and the dump is dropped.
     def settle
       priority = Thread.current.priority
       unless @hook_always

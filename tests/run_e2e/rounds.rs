@@ -392,35 +392,6 @@ fn frame_sites_agree_with_caller_locations_in_every_shape() {
     }
 }
 
-/// Warm-up settles SETTLE seconds after the program last loaded code or once it made
-/// SETTLE_OBJECTS objects since, whichever is sooner, never before its share of a slow boot
-/// nor while a require is under way; the sampling thread checks again when warm-up is due, less
-/// the time it last waited for the GVL (fixtures/agent/warmup-settle.rb, the agent inert, on a
-/// clock the script sets).
-#[test]
-fn warm_up_settles_by_seconds_or_objects_and_checks_ahead_of_its_wait_for_the_gvl() {
-    if !ruby_ready() {
-        return;
-    }
-    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb");
-    let out = Command::new("ruby")
-        .arg("-r")
-        .arg(agent)
-        .arg(fixture("agent/warmup-settle.rb"))
-        .env_remove("LEAKHUNT_SOCKET")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success()
-            && stdout.contains("\n0 wrong")
-            && stdout.matches("ok: ").count() >= 15,
-        "{}\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
 /// Warm-up ends with a dump of the heap, which leakhunt judges the first round's records by: a
 /// thread allocating all along must get no record after that dump, though the full GC and the
 /// dump outlast its time slice (fixtures/agent/warmup-gap.rb, the agent inert; the agent before
