@@ -357,6 +357,18 @@ fn wrappers_made_at_ever_new_sites_keep_the_agent_bounded_and_a_later_leak_count
 /// lists the ones found before, and its unclosed instances are a missing `LateWidget#close` at
 /// the line that creates them. The second round, with no method defined since the first,
 /// skips the scan.
+/// `ruby -r src/run/agent.rb fixtures/SCRIPT` without leakhunt's socket: the agent loads inert
+/// and the script drives its classes directly.
+fn inert_agent(script: &str) -> Command {
+    let mut command = Command::new("ruby");
+    command
+        .arg("-r")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb"))
+        .arg(fixture(script))
+        .env_remove("LEAKHUNT_SOCKET");
+    command
+}
+
 /// The agent loaded inert (no leakhunt socket) into fixtures/agent/frame-sites.rb, which
 /// answers each creation both ways, FrameSites and caller_locations, for the call shapes that
 /// misled the frames (evals, compiled views, a binding's eval at its method's line, C blocks,
@@ -367,13 +379,9 @@ fn frame_sites_agree_with_caller_locations_in_every_shape() {
     if !ruby_ready() || !lsan_ready() {
         return;
     }
-    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb");
-    let script = fixture("agent/frame-sites.rb");
     let lsan = leakhunt::platform::lsan_runtime().unwrap();
     for preload in [None, Some(&lsan)] {
-        let mut command = Command::new("ruby");
-        command.arg("-r").arg(agent).arg(&script);
-        command.env_remove("LEAKHUNT_SOCKET");
+        let mut command = inert_agent("agent/frame-sites.rb");
         if let Some(lsan) = preload {
             command.env("LD_PRELOAD", lsan).env(
                 "LSAN_OPTIONS",
@@ -401,14 +409,7 @@ fn nothing_is_traced_between_the_warm_up_dump_and_the_end_of_tracing() {
     if !ruby_ready() {
         return;
     }
-    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/run/agent.rb");
-    let out = Command::new("ruby")
-        .arg("-r")
-        .arg(agent)
-        .arg(fixture("agent/warmup-gap.rb"))
-        .env_remove("LEAKHUNT_SOCKET")
-        .output()
-        .unwrap();
+    let out = inert_agent("agent/warmup-gap.rb").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
